@@ -1,0 +1,219 @@
+//! What the running kernel can do, probed once per process.
+//!
+//! Tests gate on these facts (UFFDIO_API bits, registration answers, free
+//! huge pages, privilege), never on a kernel version: distro kernels backport.
+
+use crate::mem::{self, Area, MemType};
+use crate::uffd::{Features, Ioctls, OpenFlags, RegisterMode, Uffd};
+use nix::errno::Errno;
+use once_cell::sync::Lazy;
+use serde::Serialize;
+
+/// The outcome of registering one page of a memory type in one mode.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// The kernel granted these range ioctls.
+    Granted(#[serde(serialize_with = "ser_ioctls")] Ioctls),
+    /// REGISTER failed with this errno.
+    Refused(#[serde(serialize_with = "ser_errno")] Errno),
+    /// The probe could not make the memory (reason).
+    Unprobed(String),
+}
+
+fn ser_ioctls<S: serde::Serializer>(i: &Ioctls, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ioctl_names(*i).join("|"))
+}
+
+fn ser_errno<S: serde::Serializer>(e: &Errno, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{e:?}"))
+}
+
+fn ser_features<S: serde::Serializer>(f: &Features, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(feature_names(*f))
+}
+
+fn ser_opt_features<S: serde::Serializer>(f: &Option<Features>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => ser_features(f, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `UFFD_FEATURE_*` names of the bits set in `f`.
+pub fn feature_names(f: Features) -> Vec<String> {
+    f.iter_names().map(|(n, _)| format!("UFFD_FEATURE_{n}")).collect()
+}
+
+/// `UFFDIO_*` names of the bits set in `i`.
+pub fn ioctl_names(i: Ioctls) -> Vec<String> {
+    i.iter_names().map(|(n, _)| n.to_string()).collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Caps {
+    pub release: String,
+    pub root: bool,
+    /// userfaultfd(2) with UFFD_USER_MODE_ONLY: Ok or the errno.
+    pub syscall: Result<(), String>,
+    /// `/dev/userfaultfd` + USERFAULTFD_IOC_NEW: Ok or why not.
+    pub dev_userfaultfd: Result<(), String>,
+    /// Features UFFDIO_API offers on a user-mode-only fd.
+    #[serde(serialize_with = "ser_features")]
+    pub features: Features,
+    /// Features offered on a full fd (needs privilege); None if none opened.
+    #[serde(serialize_with = "ser_opt_features")]
+    pub features_full: Option<Features>,
+    /// Ioctls UFFDIO_API reports.
+    #[serde(serialize_with = "ser_ioctls")]
+    pub api_ioctls: Ioctls,
+    /// Whether EVENT_FORK can be asked for (needs CAP_SYS_PTRACE).
+    pub event_fork_allowed: bool,
+    pub unprivileged_userfaultfd: Option<u32>,
+    pub page_size: usize,
+    pub huge_page_size: Option<usize>,
+    pub hugepages_free: usize,
+    pub nr_hugepages: Option<usize>,
+    /// THP's global mode (`always`, `madvise`, `never`); None without THP.
+    pub thp: Option<String>,
+    pub pmd_size: Option<usize>,
+    /// Anonymous mTHP sizes in bytes the kernel offers (incl. PMD size).
+    pub thp_sizes: Vec<usize>,
+    /// `/sys/kernel/debug/gup_test` exists (CONFIG_GUP_TEST + debugfs).
+    pub gup_test: bool,
+    /// An active swap device (for swap-out cases).
+    pub swap: bool,
+}
+
+impl Caps {
+    /// True when UFFDIO_API offers every bit of `f`.
+    pub fn has(&self, f: Features) -> bool {
+        self.features.contains(f)
+    }
+
+    /// The features of `f` the kernel lacks, as UAPI names.
+    pub fn missing(&self, f: Features) -> Vec<String> {
+        feature_names(f - self.features)
+    }
+}
+
+fn open_api(flags: OpenFlags) -> Result<(Features, Ioctls), String> {
+    let u = Uffd::open(flags | OpenFlags::O_CLOEXEC).map_err(|e| format!("userfaultfd(2): {e}"))?;
+    let api = u.api(Features::empty()).map_err(|e| format!("UFFDIO_API: {e}"))?;
+    Ok((api.features, api.ioctls))
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// The bracketed choice of a sysfs `a [b] c` file.
+pub fn sysfs_choice(path: &str) -> Option<String> {
+    let s = read_trim(path)?;
+    let start = s.find('[')? + 1;
+    let end = s[start..].find(']')? + start;
+    Some(s[start..end].to_string())
+}
+
+fn thp_sizes() -> Vec<usize> {
+    let mut v: Vec<usize> = std::fs::read_dir("/sys/kernel/mm/transparent_hugepage")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            let kb: usize = n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn probe() -> Caps {
+    let uname = nix::sys::utsname::uname().ok();
+    let release = uname
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let umo = open_api(OpenFlags::UFFD_USER_MODE_ONLY);
+    let full = open_api(OpenFlags::empty()).ok();
+    let dev = Uffd::open_dev(OpenFlags::O_CLOEXEC)
+        .and_then(|u| u.api(Features::empty()))
+        .map(drop)
+        .map_err(|e| format!("/dev/userfaultfd: {e}"));
+    let (features, api_ioctls) = umo.clone().unwrap_or_default();
+    let event_fork_allowed = Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC)
+        .and_then(|u| u.api(Features::EVENT_FORK))
+        .is_ok();
+    Caps {
+        release,
+        root: nix::unistd::geteuid().is_root(),
+        syscall: umo.map(drop),
+        dev_userfaultfd: dev,
+        features,
+        features_full: full.map(|f| f.0),
+        api_ioctls,
+        event_fork_allowed,
+        unprivileged_userfaultfd: read_trim("/proc/sys/vm/unprivileged_userfaultfd").and_then(|s| s.parse().ok()),
+        page_size: mem::base_page_size(),
+        huge_page_size: mem::hugetlb::default_size(),
+        hugepages_free: mem::hugetlb::free(),
+        nr_hugepages: mem::hugetlb::nr_hugepages(),
+        thp: sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled"),
+        pmd_size: mem::pmd_size(),
+        thp_sizes: thp_sizes(),
+        gup_test: std::path::Path::new("/sys/kernel/debug/gup_test").exists(),
+        swap: read_trim("/proc/swaps").is_some_and(|s| s.lines().count() > 1),
+    }
+}
+
+static CAPS: Lazy<Caps> = Lazy::new(probe);
+
+/// The running kernel's capabilities, probed on first use.
+pub fn caps() -> &'static Caps {
+    &CAPS
+}
+
+/// Every non-empty combination of MISSING, WP and MINOR.
+pub fn register_modes() -> Vec<RegisterMode> {
+    (1..8u64).map(RegisterMode::from_bits_retain).collect()
+}
+
+/// Registers one page of `mem` in `mode` on a fresh uffd offering every
+/// feature the kernel has, and reports what the kernel said.
+pub fn probe_registration(mem: MemType, mode: RegisterMode) -> Registration {
+    let area = match Area::new(mem, 1) {
+        Ok(a) => a,
+        Err(e) => return Registration::Unprobed(e.to_string()),
+    };
+    let uffd = match Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC) {
+        Ok(u) => u,
+        Err(e) => return Registration::Unprobed(format!("userfaultfd(2): {e}")),
+    };
+    // Ask for everything but the features that change fault delivery.
+    let want = caps().features - Features::EVENT_FORK - Features::SIGBUS - Features::WP_ASYNC;
+    if let Err(e) = uffd.api(want) {
+        return Registration::Unprobed(format!("UFFDIO_API: {e}"));
+    }
+    match uffd.register(area.addr(), area.len(), mode) {
+        Ok(i) => Registration::Granted(i),
+        Err(e) => Registration::Refused(e),
+    }
+}
+
+/// The registration matrix: every memory type × every mode.
+pub fn registration_matrix() -> Vec<(MemType, RegisterMode, Registration)> {
+    let mut out = Vec::new();
+    for mem in MemType::ALL {
+        for mode in register_modes() {
+            out.push((mem, mode, probe_registration(mem, mode)));
+        }
+    }
+    out
+}
+
+/// Short name of a mode combination: `missing+wp`.
+pub fn mode_name(mode: RegisterMode) -> String {
+    let names: Vec<_> = mode.iter_names().map(|(n, _)| n.to_lowercase()).collect();
+    if names.is_empty() { "none".into() } else { names.join("+") }
+}

@@ -1,0 +1,99 @@
+//! `uffdtest caps`: the capability probe as a table or JSON.
+
+use crate::caps::{Registration, caps, feature_names, ioctl_names, mode_name, registration_matrix};
+use crate::uffd::Features;
+use std::fmt::Write;
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn res(r: &Result<(), String>) -> String {
+    match r {
+        Ok(()) => "yes".into(),
+        Err(e) => format!("no ({e})"),
+    }
+}
+
+fn size(b: usize) -> String {
+    if b >= 1 << 20 && b % (1 << 20) == 0 {
+        format!("{}M", b >> 20)
+    } else {
+        format!("{}K", b >> 10)
+    }
+}
+
+/// The human table.
+pub fn table() -> String {
+    let c = caps();
+    let mut s = String::new();
+    let row = |s: &mut String, k: &str, v: &str| {
+        let _ = writeln!(s, "{k:<28} {v}");
+    };
+    row(&mut s, "kernel", &c.release);
+    row(&mut s, "root", yes(c.root));
+    row(&mut s, "userfaultfd(2)", &res(&c.syscall));
+    row(&mut s, "/dev/userfaultfd", &res(&c.dev_userfaultfd));
+    row(
+        &mut s,
+        "vm.unprivileged_userfaultfd",
+        &c.unprivileged_userfaultfd.map_or("absent".into(), |v| v.to_string()),
+    );
+    row(&mut s, "EVENT_FORK allowed", yes(c.event_fork_allowed));
+    row(&mut s, "UFFDIO_API ioctls", &ioctl_names(c.api_ioctls).join(" "));
+    row(&mut s, "page size", &size(c.page_size));
+    row(
+        &mut s,
+        "hugetlb",
+        &match c.huge_page_size {
+            Some(h) => format!(
+                "{} pages, {} free of {}",
+                size(h),
+                c.hugepages_free,
+                c.nr_hugepages.unwrap_or(0)
+            ),
+            None => "absent".into(),
+        },
+    );
+    row(
+        &mut s,
+        "THP",
+        &match (&c.thp, c.pmd_size) {
+            (Some(m), Some(p)) => format!(
+                "{m}, PMD {}, sizes {}",
+                size(p),
+                c.thp_sizes.iter().map(|&b| size(b)).collect::<Vec<_>>().join(" ")
+            ),
+            _ => "absent".into(),
+        },
+    );
+    row(&mut s, "gup_test", yes(c.gup_test));
+    row(&mut s, "swap", yes(c.swap));
+    let _ = writeln!(s, "\nfeatures (UFFDIO_API on a user-mode-only fd):");
+    for (name, bit) in Features::all().iter_names() {
+        let _ = writeln!(s, "  {:<34} {}", format!("UFFD_FEATURE_{name}"), yes(c.features.contains(bit)));
+    }
+    let _ = writeln!(s, "\nregistration (ioctls granted per memory type and mode):");
+    for (mem, mode, r) in registration_matrix() {
+        let v = match r {
+            Registration::Granted(i) => ioctl_names(i).join(" "),
+            Registration::Refused(e) => format!("refused: {e:?}"),
+            Registration::Unprobed(why) => format!("not probed: {why}"),
+        };
+        let _ = writeln!(s, "  {:<16} {:<18} {v}", mem.name(), mode_name(mode));
+    }
+    s
+}
+
+/// The JSON form: the probe plus the registration matrix.
+pub fn json() -> String {
+    let c = caps();
+    let matrix: Vec<_> = registration_matrix()
+        .into_iter()
+        .map(|(m, mode, r)| serde_json::json!({"mem": m, "mode": mode_name(mode), "result": r}))
+        .collect();
+    let mut v = serde_json::to_value(c).expect("caps serialise");
+    v["registration"] = serde_json::Value::Array(matrix);
+    v["feature_names"] = serde_json::json!(feature_names(c.features));
+    serde_json::to_string_pretty(&v).expect("json")
+}

@@ -1,0 +1,3 @@
+//! Subcommands that only present library results.
+
+pub mod caps;

@@ -1,0 +1,479 @@
+//! The memory types userfaultfd serves, and areas of them to register.
+//!
+//! Names match the kernel selftests (`anon`, `shmem`, `shmem-private`,
+//! `hugetlb`, `hugetlb-private`) plus `anon-thp`. An [`Area`] knows how its
+//! type maps, aliases and releases memory, so a test says only what it checks.
+
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonymous, munmap};
+use serde::Serialize;
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+/// One kind of memory a uffd can be registered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemType {
+    /// Private anonymous memory, THP disabled on the area.
+    Anon,
+    /// A memfd mapped MAP_SHARED.
+    Shmem,
+    /// A memfd mapped MAP_PRIVATE.
+    ShmemPrivate,
+    /// A hugetlb memfd mapped MAP_SHARED.
+    Hugetlb,
+    /// A hugetlb memfd mapped MAP_PRIVATE.
+    HugetlbPrivate,
+    /// PMD-aligned private anonymous memory with MADV_HUGEPAGE.
+    AnonThp,
+}
+
+impl MemType {
+    /// Every type, in the selftests' order, then ours.
+    pub const ALL: [MemType; 6] = [
+        MemType::Anon,
+        MemType::Shmem,
+        MemType::ShmemPrivate,
+        MemType::Hugetlb,
+        MemType::HugetlbPrivate,
+        MemType::AnonThp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MemType::Anon => "anon",
+            MemType::Shmem => "shmem",
+            MemType::ShmemPrivate => "shmem-private",
+            MemType::Hugetlb => "hugetlb",
+            MemType::HugetlbPrivate => "hugetlb-private",
+            MemType::AnonThp => "anon-thp",
+        }
+    }
+
+    /// Parses a selftest name; also accepts `_` for `-` (test-name form).
+    pub fn from_name(s: &str) -> Option<MemType> {
+        let s = s.replace('_', "-");
+        MemType::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// MAP_SHARED mappings: page cache pages visible through every mapping.
+    pub fn is_shared(self) -> bool {
+        matches!(self, MemType::Shmem | MemType::Hugetlb)
+    }
+
+    pub fn is_hugetlb(self) -> bool {
+        matches!(self, MemType::Hugetlb | MemType::HugetlbPrivate)
+    }
+
+    pub fn is_shmem(self) -> bool {
+        matches!(self, MemType::Shmem | MemType::ShmemPrivate)
+    }
+
+    /// Anonymous VMAs (no file behind them).
+    pub fn is_anon(self) -> bool {
+        matches!(self, MemType::Anon | MemType::AnonThp)
+    }
+
+    /// Backed by a file, so a second view of the same pages can be mapped.
+    pub fn has_file(self) -> bool {
+        !self.is_anon()
+    }
+
+    /// The unit uffd works in on this type: the huge page size for hugetlb,
+    /// the base page otherwise (uffd resolves anon THP areas per PTE).
+    pub fn page_size(self) -> Option<usize> {
+        if self.is_hugetlb() {
+            hugetlb::default_size()
+        } else {
+            Some(base_page_size())
+        }
+    }
+}
+
+impl std::fmt::Display for MemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MemType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        MemType::from_name(s).ok_or_else(|| {
+            let names: Vec<_> = MemType::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown memory type '{s}' (known: {})", names.join(", "))
+        })
+    }
+}
+
+pub fn base_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// The PMD size THP uses, from sysfs; None without THP.
+pub fn pmd_size() -> Option<usize> {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Why an area could not be made: a reason to SKIP with, or a real error.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// The machine cannot give this memory (no hugetlb pages, no THP...).
+    Skip(String),
+    /// A call failed that should not have.
+    Error(String),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::Skip(s) | Unavailable::Error(s) => f.write_str(s),
+        }
+    }
+}
+
+fn err(what: &str, e: Errno) -> Unavailable {
+    Unavailable::Error(format!("{what}: {e}"))
+}
+
+/// A mapping of `npages` pages of one memory type, unmapped on drop.
+#[derive(Debug)]
+pub struct Area {
+    mem: MemType,
+    ptr: NonNull<c_void>,
+    len: usize,
+    page_size: usize,
+    fd: Option<OwnedFd>,
+    alias: Option<NonNull<c_void>>,
+}
+
+// SAFETY: an Area is a plain address range; the mapping lives until drop.
+unsafe impl Send for Area {}
+// SAFETY: methods only issue syscalls or raw accesses the caller chose.
+unsafe impl Sync for Area {}
+
+impl Area {
+    /// Maps `npages` unpopulated pages (huge pages for hugetlb; for
+    /// `anon-thp`, base pages rounded up to whole PMD-aligned PMDs).
+    pub fn new(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
+        let page_size = mem
+            .page_size()
+            .ok_or_else(|| Unavailable::Skip("kernel has no hugetlb page size (CONFIG_HUGETLBFS off?)".into()))?;
+        let mut len = npages * page_size;
+        if mem == MemType::AnonThp {
+            // THP needs whole PMDs; round up so any page count works.
+            len = len.next_multiple_of(pmd_size().unwrap_or(page_size));
+        }
+        let nz = NonZeroUsize::new(len).ok_or_else(|| Unavailable::Error("empty area".into()))?;
+        let (ptr, fd) = match mem {
+            MemType::Anon => {
+                let p = anon_map(nz)?;
+                // Keep uffd on small pages, whatever THP's global mode is.
+                // SAFETY: p..p+len is our own fresh mapping.
+                let _ = unsafe { madvise(p, len, MmapAdvise::MADV_NOHUGEPAGE) };
+                (p, None)
+            }
+            MemType::AnonThp => (thp_map(len)?, None),
+            MemType::Shmem | MemType::ShmemPrivate | MemType::Hugetlb | MemType::HugetlbPrivate => {
+                if mem.is_hugetlb() {
+                    hugetlb::ensure_free(npages).map_err(Unavailable::Skip)?;
+                }
+                let fd = memfd(mem, len)?;
+                let flags = if mem.is_shared() {
+                    MapFlags::MAP_SHARED
+                } else {
+                    MapFlags::MAP_PRIVATE
+                };
+                // SAFETY: a fresh mapping of our own memfd, at a kernel-chosen address.
+                let p = unsafe { mmap(None, nz, rw(), flags, fd.as_fd(), 0) }
+                    .map_err(|e| err("mmap", e))?;
+                (p, Some(fd))
+            }
+        };
+        Ok(Area {
+            mem,
+            ptr,
+            len,
+            page_size,
+            fd,
+            alias: None,
+        })
+    }
+
+    /// Like [`Area::new`], plus a second MAP_SHARED view of the same file,
+    /// which minor-fault tests fill while the main view is registered.
+    pub fn with_alias(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
+        let mut a = Area::new(mem, npages)?;
+        let fd = a
+            .fd
+            .as_ref()
+            .ok_or_else(|| Unavailable::Skip(format!("{mem} has no file to alias")))?;
+        let nz = NonZeroUsize::new(a.len).expect("non-empty");
+        // SAFETY: a fresh shared mapping of our own memfd.
+        let p = unsafe { mmap(None, nz, rw(), MapFlags::MAP_SHARED, fd.as_fd(), 0) }
+            .map_err(|e| err("mmap alias", e))?;
+        a.alias = Some(p);
+        Ok(a)
+    }
+
+    pub fn mem(&self) -> MemType {
+        self.mem
+    }
+
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    pub fn npages(&self) -> usize {
+        self.len / self.page_size
+    }
+
+    /// Address of page `i` of the main view.
+    pub fn page(&self, i: usize) -> usize {
+        assert!(i < self.npages(), "page {i} outside a {}-page area", self.npages());
+        self.addr() + i * self.page_size
+    }
+
+    /// Start of the alias view, if one was mapped.
+    pub fn alias(&self) -> Option<usize> {
+        self.alias.map(|p| p.as_ptr() as usize)
+    }
+
+    /// Address of page `i` in the alias view.
+    pub fn alias_page(&self, i: usize) -> usize {
+        self.alias().expect("area has no alias") + i * self.page_size
+    }
+
+    /// The memfd behind shmem and hugetlb areas.
+    pub fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
+    }
+
+    /// Writes `byte` to the whole of page `i` through the main view.
+    pub fn fill_page(&self, i: usize, byte: u8) {
+        // SAFETY: the page lies inside our mapping, which is writable.
+        unsafe { std::ptr::write_bytes(self.page(i) as *mut u8, byte, self.page_size) }
+    }
+
+    /// Faults every page in by writing `byte` to all of it.
+    pub fn populate(&self, byte: u8) {
+        for i in 0..self.npages() {
+            self.fill_page(i, byte);
+        }
+    }
+
+    /// Copies `len` bytes at `addr` (any view) out; blocks on a registered
+    /// missing page until someone resolves it, as any access does.
+    pub fn read(&self, addr: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        // SAFETY: callers pass addresses of this area's views; reads are plain.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, v.as_mut_ptr(), len) };
+        v
+    }
+
+    /// The contents of page `i` of the main view.
+    pub fn read_page(&self, i: usize) -> Vec<u8> {
+        self.read(self.page(i), self.page_size)
+    }
+
+    /// Drops the pages of `[offset, offset+len)` the way this type must:
+    /// MADV_DONTNEED for private memory, a punched hole (MADV_REMOVE) for
+    /// shared file memory so the page cache is emptied too.
+    pub fn release(&self, offset: usize, len: usize) -> nix::Result<()> {
+        let advice = if self.mem.is_shared() {
+            MmapAdvise::MADV_REMOVE
+        } else {
+            MmapAdvise::MADV_DONTNEED
+        };
+        let p = (self.addr() + offset) as *mut c_void;
+        // SAFETY: the range lies inside our mapping.
+        unsafe { madvise(NonNull::new(p).expect("non-null"), len, advice) }?;
+        if !self.mem.is_shared() {
+            if let Some(fd) = &self.fd {
+                // A private file mapping also reads through to the file:
+                // empty that too, so the page is truly missing.
+                nix::fcntl::fallocate(
+                    fd,
+                    nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                        | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    offset as i64,
+                    len as i64,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every page.
+    pub fn release_all(&self) -> nix::Result<()> {
+        self.release(0, self.len)
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: both mappings are ours and nothing refers to them past drop.
+        unsafe {
+            let _ = munmap(self.ptr, self.len);
+            if let Some(a) = self.alias {
+                let _ = munmap(a, self.len);
+            }
+        }
+    }
+}
+
+fn rw() -> ProtFlags {
+    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+}
+
+fn anon_map(len: NonZeroUsize) -> Result<NonNull<c_void>, Unavailable> {
+    // SAFETY: a fresh private anonymous mapping at a kernel-chosen address.
+    unsafe { mmap_anonymous(None, len, rw(), MapFlags::MAP_PRIVATE) }.map_err(|e| err("mmap", e))
+}
+
+/// A PMD-aligned anonymous mapping with MADV_HUGEPAGE, trimmed from a larger
+/// reservation so THPs can be used from the first byte.
+fn thp_map(len: usize) -> Result<NonNull<c_void>, Unavailable> {
+    let pmd = pmd_size().ok_or_else(|| Unavailable::Skip("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)".into()))?;
+    if len % pmd != 0 {
+        return Err(Unavailable::Error(format!(
+            "anon-thp areas come in whole PMDs ({pmd} bytes); asked for {len}"
+        )));
+    }
+    let big = anon_map(NonZeroUsize::new(len + pmd).expect("non-zero"))?;
+    let start = big.as_ptr() as usize;
+    let aligned = start.next_multiple_of(pmd);
+    // SAFETY: trimming the head and tail of our own mapping.
+    unsafe {
+        if aligned > start {
+            let _ = munmap(big, aligned - start);
+        }
+        let tail = aligned + len;
+        let end = start + len + pmd;
+        if end > tail {
+            let _ = munmap(NonNull::new(tail as *mut c_void).expect("non-null"), end - tail);
+        }
+    }
+    let p = NonNull::new(aligned as *mut c_void).expect("non-null");
+    // SAFETY: the range is our mapping.
+    match unsafe { madvise(p, len, MmapAdvise::MADV_HUGEPAGE) } {
+        Ok(()) => Ok(p),
+        Err(Errno::EINVAL) => Err(Unavailable::Skip("MADV_HUGEPAGE → EINVAL: kernel has no THP".into())),
+        Err(e) => Err(err("madvise(MADV_HUGEPAGE)", e)),
+    }
+}
+
+fn memfd(mem: MemType, len: usize) -> Result<OwnedFd, Unavailable> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let mut flags = MFdFlags::MFD_CLOEXEC;
+    if mem.is_hugetlb() {
+        flags |= MFdFlags::MFD_HUGETLB;
+    }
+    let fd = memfd_create(c"uffdtest", flags).map_err(|e| match e {
+        Errno::EINVAL if mem.is_hugetlb() => Unavailable::Skip("memfd_create(MFD_HUGETLB) → EINVAL: no hugetlbfs".into()),
+        e => err("memfd_create", e),
+    })?;
+    nix::unistd::ftruncate(&fd, len as i64).map_err(|e| err("ftruncate", e))?;
+    Ok(fd)
+}
+
+/// Huge page accounting for the hugetlb types.
+pub mod hugetlb {
+    use super::Mutex;
+
+    fn meminfo(key: &str) -> Option<usize> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// The default huge page size; None without hugetlbfs.
+    pub fn default_size() -> Option<usize> {
+        meminfo("Hugepagesize").filter(|&kb| kb > 0).map(|kb| kb * 1024)
+    }
+
+    /// Free default-size huge pages.
+    pub fn free() -> usize {
+        meminfo("HugePages_Free").unwrap_or(0)
+    }
+
+    const NR: &str = "/proc/sys/vm/nr_hugepages";
+
+    pub fn nr_hugepages() -> Option<usize> {
+        std::fs::read_to_string(NR).ok()?.trim().parse().ok()
+    }
+
+    pub fn set_nr_hugepages(n: usize) -> std::io::Result<()> {
+        std::fs::write(NR, n.to_string())
+    }
+
+    /// Serialises changes to vm.nr_hugepages inside this process.
+    static LOCK: Mutex<Option<usize>> = Mutex::new(None);
+
+    extern "C" fn restore() {
+        if let Ok(g) = LOCK.lock() {
+            if let Some(orig) = *g {
+                let _ = set_nr_hugepages(orig);
+            }
+        }
+    }
+
+    /// Headroom added on top of what one area needs, so concurrent cases in
+    /// one process do not each raise the pool.
+    const SLACK: usize = 64;
+
+    /// Makes sure `pages` huge pages are free. As root the pool is raised
+    /// (and put back when the process exits); otherwise the Err is a SKIP
+    /// reason.
+    pub fn ensure_free(pages: usize) -> Result<(), String> {
+        let mut g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let free = free();
+        if free >= pages {
+            return Ok(());
+        }
+        let Some(nr) = nr_hugepages() else {
+            return Err("no /proc/sys/vm/nr_hugepages: kernel has no hugetlb".into());
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err(format!(
+                "need {pages} free huge pages, {free} free; run as root or raise vm.nr_hugepages"
+            ));
+        }
+        let want = nr + (pages - free) + SLACK;
+        if g.is_none() {
+            *g = Some(nr);
+            // SAFETY: registering a plain extern "C" fn with no captures.
+            unsafe { libc::atexit(restore) };
+        }
+        let _ = set_nr_hugepages(want);
+        let now = self::free();
+        if now >= pages {
+            Ok(())
+        } else {
+            Err(format!(
+                "need {pages} free huge pages, only {now} after raising vm.nr_hugepages to {want} (memory fragmented?)"
+            ))
+        }
+    }
+}

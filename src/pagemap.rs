@@ -1,0 +1,48 @@
+//! `/proc/self/pagemap` entries: how tests see write-protect markers,
+//! presence and swap without trusting the code under test.
+//! See Documentation/admin-guide/mm/pagemap.rst.
+
+use std::os::unix::fs::FileExt;
+
+/// The PTE is write-protected by userfaultfd (a PTE, a swap entry or a marker).
+pub const PM_UFFD_WP: u64 = 1 << 57;
+/// The page is exclusively mapped (anon, not shared with a fork).
+pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+pub const PM_FILE: u64 = 1 << 61;
+pub const PM_SWAP: u64 = 1 << 62;
+pub const PM_PRESENT: u64 = 1 << 63;
+
+/// The 64-bit pagemap entry of the page holding `addr` in this process.
+pub fn entry(addr: usize) -> std::io::Result<u64> {
+    entry_of("self", addr)
+}
+
+/// The entry of `addr` in process `pid` (`"self"` or a number).
+pub fn entry_of(pid: &str, addr: usize) -> std::io::Result<u64> {
+    let f = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut b = [0u8; 8];
+    let off = (addr / crate::mem::base_page_size()) * 8;
+    f.read_exact_at(&mut b, off as u64)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+fn bit(addr: usize, mask: u64) -> bool {
+    entry(addr).map(|e| e & mask != 0).unwrap_or(false)
+}
+
+pub fn is_uffd_wp(addr: usize) -> bool {
+    bit(addr, PM_UFFD_WP)
+}
+
+pub fn is_present(addr: usize) -> bool {
+    bit(addr, PM_PRESENT)
+}
+
+pub fn is_swapped(addr: usize) -> bool {
+    bit(addr, PM_SWAP)
+}
+
+/// True when any of present, swapped or uffd-wp is set (not a hole).
+pub fn is_populated(addr: usize) -> bool {
+    bit(addr, PM_PRESENT | PM_SWAP)
+}

@@ -1,0 +1,47 @@
+//! Shared by every test binary: the memory-type case lists.
+//!
+//! One list per family, as the kernel's uffd tests keep one `mem_types[]`
+//! table; cases read `<test>::case_N_<memtype>`, which the runner prints as
+//! `<test> on <memtype>`.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub use rstest::rstest;
+pub use rstest_reuse::{self, apply, template};
+pub use uffdtest::*;
+
+/// Every memory type.
+#[template]
+#[rstest]
+#[case::anon(MemType::Anon)]
+#[case::shmem(MemType::Shmem)]
+#[case::shmem_private(MemType::ShmemPrivate)]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[case::anon_thp(MemType::AnonThp)]
+pub fn all_mem(#[case] mem: MemType) {}
+
+/// The five types the kernel's unit tests run on.
+#[template]
+#[rstest]
+#[case::anon(MemType::Anon)]
+#[case::shmem(MemType::Shmem)]
+#[case::shmem_private(MemType::ShmemPrivate)]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+pub fn selftest_mem(#[case] mem: MemType) {}
+
+/// Types with a file behind them (an alias view; MINOR mode).
+#[template]
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::shmem_private(MemType::ShmemPrivate)]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+pub fn file_mem(#[case] mem: MemType) {}
+
+/// Anonymous types (MOVE).
+#[template]
+#[rstest]
+#[case::anon(MemType::Anon)]
+#[case::anon_thp(MemType::AnonThp)]
+pub fn anon_mem(#[case] mem: MemType) {}
