@@ -215,5 +215,9 @@ pub fn registration_matrix() -> Vec<(MemType, RegisterMode, Registration)> {
 /// Short name of a mode combination: `missing+wp`.
 pub fn mode_name(mode: RegisterMode) -> String {
     let names: Vec<_> = mode.iter_names().map(|(n, _)| n.to_lowercase()).collect();
-    if names.is_empty() { "none".into() } else { names.join("+") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("+")
+    }
 }

@@ -29,17 +29,20 @@ pub enum MemType {
     HugetlbPrivate,
     /// PMD-aligned private anonymous memory with MADV_HUGEPAGE.
     AnonThp,
+    /// A KVM guest_memfd mapped MAP_SHARED (host mmap since 6.18).
+    GuestMemfd,
 }
 
 impl MemType {
     /// Every type, in the selftests' order, then ours.
-    pub const ALL: [MemType; 6] = [
+    pub const ALL: [MemType; 7] = [
         MemType::Anon,
         MemType::Shmem,
         MemType::ShmemPrivate,
         MemType::Hugetlb,
         MemType::HugetlbPrivate,
         MemType::AnonThp,
+        MemType::GuestMemfd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl MemType {
             MemType::Hugetlb => "hugetlb",
             MemType::HugetlbPrivate => "hugetlb-private",
             MemType::AnonThp => "anon-thp",
+            MemType::GuestMemfd => "guest-memfd",
         }
     }
 
@@ -61,7 +65,7 @@ impl MemType {
 
     /// MAP_SHARED mappings: page cache pages visible through every mapping.
     pub fn is_shared(self) -> bool {
-        matches!(self, MemType::Shmem | MemType::Hugetlb)
+        matches!(self, MemType::Shmem | MemType::Hugetlb | MemType::GuestMemfd)
     }
 
     pub fn is_hugetlb(self) -> bool {
@@ -182,6 +186,9 @@ impl Area {
                 (p, None)
             }
             MemType::AnonThp => (thp_map(len)?, None),
+            MemType::GuestMemfd => {
+                return Err(Unavailable::Skip("guest_memfd areas are not implemented yet".into()));
+            }
             MemType::Shmem | MemType::ShmemPrivate | MemType::Hugetlb | MemType::HugetlbPrivate => {
                 if mem.is_hugetlb() {
                     hugetlb::ensure_free(npages).map_err(Unavailable::Skip)?;
@@ -193,8 +200,7 @@ impl Area {
                     MapFlags::MAP_PRIVATE
                 };
                 // SAFETY: a fresh mapping of our own memfd, at a kernel-chosen address.
-                let p = unsafe { mmap(None, nz, rw(), flags, fd.as_fd(), 0) }
-                    .map_err(|e| err("mmap", e))?;
+                let p = unsafe { mmap(None, nz, rw(), flags, fd.as_fd(), 0) }.map_err(|e| err("mmap", e))?;
                 (p, Some(fd))
             }
         };
@@ -212,14 +218,13 @@ impl Area {
     /// which minor-fault tests fill while the main view is registered.
     pub fn with_alias(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
         let mut a = Area::new(mem, npages)?;
-        let fd = a
-            .fd
-            .as_ref()
-            .ok_or_else(|| Unavailable::Skip(format!("{mem} has no file to alias")))?;
+        let fd =
+            a.fd.as_ref()
+                .ok_or_else(|| Unavailable::Skip(format!("{mem} has no file to alias")))?;
         let nz = NonZeroUsize::new(a.len).expect("non-empty");
         // SAFETY: a fresh shared mapping of our own memfd.
-        let p = unsafe { mmap(None, nz, rw(), MapFlags::MAP_SHARED, fd.as_fd(), 0) }
-            .map_err(|e| err("mmap alias", e))?;
+        let p =
+            unsafe { mmap(None, nz, rw(), MapFlags::MAP_SHARED, fd.as_fd(), 0) }.map_err(|e| err("mmap alias", e))?;
         a.alias = Some(p);
         Ok(a)
     }
@@ -308,18 +313,15 @@ impl Area {
         let p = (self.addr() + offset) as *mut c_void;
         // SAFETY: the range lies inside our mapping.
         unsafe { madvise(NonNull::new(p).expect("non-null"), len, advice) }?;
-        if !self.mem.is_shared() {
-            if let Some(fd) = &self.fd {
-                // A private file mapping also reads through to the file:
-                // empty that too, so the page is truly missing.
-                nix::fcntl::fallocate(
-                    fd,
-                    nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
-                        | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                    offset as i64,
-                    len as i64,
-                )?;
-            }
+        if let (false, Some(fd)) = (self.mem.is_shared(), &self.fd) {
+            // A private file mapping also reads through to the file: empty
+            // that too, so the page is truly missing.
+            nix::fcntl::fallocate(
+                fd,
+                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                offset as i64,
+                len as i64,
+            )?;
         }
         Ok(())
     }
@@ -354,8 +356,9 @@ fn anon_map(len: NonZeroUsize) -> Result<NonNull<c_void>, Unavailable> {
 /// A PMD-aligned anonymous mapping with MADV_HUGEPAGE, trimmed from a larger
 /// reservation so THPs can be used from the first byte.
 fn thp_map(len: usize) -> Result<NonNull<c_void>, Unavailable> {
-    let pmd = pmd_size().ok_or_else(|| Unavailable::Skip("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)".into()))?;
-    if len % pmd != 0 {
+    let pmd =
+        pmd_size().ok_or_else(|| Unavailable::Skip("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)".into()))?;
+    if !len.is_multiple_of(pmd) {
         return Err(Unavailable::Error(format!(
             "anon-thp areas come in whole PMDs ({pmd} bytes); asked for {len}"
         )));
@@ -390,7 +393,9 @@ fn memfd(mem: MemType, len: usize) -> Result<OwnedFd, Unavailable> {
         flags |= MFdFlags::MFD_HUGETLB;
     }
     let fd = memfd_create(c"uffdtest", flags).map_err(|e| match e {
-        Errno::EINVAL if mem.is_hugetlb() => Unavailable::Skip("memfd_create(MFD_HUGETLB) → EINVAL: no hugetlbfs".into()),
+        Errno::EINVAL if mem.is_hugetlb() => {
+            Unavailable::Skip("memfd_create(MFD_HUGETLB) → EINVAL: no hugetlbfs".into())
+        }
         e => err("memfd_create", e),
     })?;
     nix::unistd::ftruncate(&fd, len as i64).map_err(|e| err("ftruncate", e))?;
@@ -432,10 +437,10 @@ pub mod hugetlb {
     static LOCK: Mutex<Option<usize>> = Mutex::new(None);
 
     extern "C" fn restore() {
-        if let Ok(g) = LOCK.lock() {
-            if let Some(orig) = *g {
-                let _ = set_nr_hugepages(orig);
-            }
+        if let Ok(g) = LOCK.lock()
+            && let Some(orig) = *g
+        {
+            let _ = set_nr_hugepages(orig);
         }
     }
 

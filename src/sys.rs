@@ -6,7 +6,7 @@
 //! codes in the unit tests, so a wrong binding fails the build, not a run.
 #![allow(non_camel_case_types)]
 
-use nix::{ioctl_readwrite, ioctl_read, ioctl_write_int_bad, request_code_none};
+use nix::{ioctl_read, ioctl_readwrite, ioctl_write_int_bad, request_code_none};
 
 /// `UFFD_API`: the only API number the kernel accepts in `uffdio_api.api`.
 pub const UFFD_API: u64 = 0xAA;
@@ -80,11 +80,8 @@ pub const UFFD_API_RANGE_IOCTLS: u64 = 1 << _UFFDIO_WAKE
     | 1 << _UFFDIO_CONTINUE
     | 1 << _UFFDIO_POISON;
 /// The range ioctls of hugetlb: everything but ZEROPAGE (and MOVE).
-pub const UFFD_API_RANGE_IOCTLS_BASIC: u64 = 1 << _UFFDIO_WAKE
-    | 1 << _UFFDIO_COPY
-    | 1 << _UFFDIO_WRITEPROTECT
-    | 1 << _UFFDIO_CONTINUE
-    | 1 << _UFFDIO_POISON;
+pub const UFFD_API_RANGE_IOCTLS_BASIC: u64 =
+    1 << _UFFDIO_WAKE | 1 << _UFFDIO_COPY | 1 << _UFFDIO_WRITEPROTECT | 1 << _UFFDIO_CONTINUE | 1 << _UFFDIO_POISON;
 
 // Register modes.
 pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
@@ -271,20 +268,47 @@ ioctl_write_int_bad!(
 );
 
 /// Request codes, for the tests and for callers that issue raw ioctls.
+/// (`ioctl_num_type` differs between libcs, hence the casts.)
+#[allow(clippy::unnecessary_cast)]
 pub mod request {
     use nix::{request_code_none, request_code_read, request_code_readwrite};
     use std::mem::size_of;
 
-    pub const UFFDIO_REGISTER: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_REGISTER, size_of::<super::uffdio_register>()) as u64;
-    pub const UFFDIO_UNREGISTER: u64 = request_code_read!(super::UFFDIO, super::_UFFDIO_UNREGISTER, size_of::<super::uffdio_range>()) as u64;
-    pub const UFFDIO_WAKE: u64 = request_code_read!(super::UFFDIO, super::_UFFDIO_WAKE, size_of::<super::uffdio_range>()) as u64;
-    pub const UFFDIO_COPY: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_COPY, size_of::<super::uffdio_copy>()) as u64;
-    pub const UFFDIO_ZEROPAGE: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_ZEROPAGE, size_of::<super::uffdio_zeropage>()) as u64;
-    pub const UFFDIO_MOVE: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_MOVE, size_of::<super::uffdio_move>()) as u64;
-    pub const UFFDIO_WRITEPROTECT: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_WRITEPROTECT, size_of::<super::uffdio_writeprotect>()) as u64;
-    pub const UFFDIO_CONTINUE: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_CONTINUE, size_of::<super::uffdio_continue>()) as u64;
-    pub const UFFDIO_POISON: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_POISON, size_of::<super::uffdio_poison>()) as u64;
-    pub const UFFDIO_API: u64 = request_code_readwrite!(super::UFFDIO, super::_UFFDIO_API, size_of::<super::uffdio_api>()) as u64;
+    pub const UFFDIO_REGISTER: u64 = request_code_readwrite!(
+        super::UFFDIO,
+        super::_UFFDIO_REGISTER,
+        size_of::<super::uffdio_register>()
+    ) as u64;
+    pub const UFFDIO_UNREGISTER: u64 = request_code_read!(
+        super::UFFDIO,
+        super::_UFFDIO_UNREGISTER,
+        size_of::<super::uffdio_range>()
+    ) as u64;
+    pub const UFFDIO_WAKE: u64 =
+        request_code_read!(super::UFFDIO, super::_UFFDIO_WAKE, size_of::<super::uffdio_range>()) as u64;
+    pub const UFFDIO_COPY: u64 =
+        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_COPY, size_of::<super::uffdio_copy>()) as u64;
+    pub const UFFDIO_ZEROPAGE: u64 = request_code_readwrite!(
+        super::UFFDIO,
+        super::_UFFDIO_ZEROPAGE,
+        size_of::<super::uffdio_zeropage>()
+    ) as u64;
+    pub const UFFDIO_MOVE: u64 =
+        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_MOVE, size_of::<super::uffdio_move>()) as u64;
+    pub const UFFDIO_WRITEPROTECT: u64 = request_code_readwrite!(
+        super::UFFDIO,
+        super::_UFFDIO_WRITEPROTECT,
+        size_of::<super::uffdio_writeprotect>()
+    ) as u64;
+    pub const UFFDIO_CONTINUE: u64 = request_code_readwrite!(
+        super::UFFDIO,
+        super::_UFFDIO_CONTINUE,
+        size_of::<super::uffdio_continue>()
+    ) as u64;
+    pub const UFFDIO_POISON: u64 =
+        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_POISON, size_of::<super::uffdio_poison>()) as u64;
+    pub const UFFDIO_API: u64 =
+        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_API, size_of::<super::uffdio_api>()) as u64;
     pub const USERFAULTFD_IOC_NEW: u64 = request_code_none!(super::USERFAULTFD_IOC, super::_USERFAULTFD_IOC_NEW) as u64;
 }
 

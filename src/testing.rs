@@ -56,6 +56,15 @@ macro_rules! require_root {
     };
 }
 
+/// Skips unless the kernel can register `mem` in `mode` (see
+/// [`register_support`]).
+#[macro_export]
+macro_rules! require_mode {
+    ($mem:expr, $mode:expr) => {
+        $crate::try_skip!($crate::testing::register_support($mem, $mode));
+    };
+}
+
 /// `Ok(v) => v`, or SKIP on `Err(Skip)`, or panic on `Err(Error)`.
 #[macro_export]
 macro_rules! try_area {
@@ -77,6 +86,57 @@ macro_rules! try_skip {
             Err(r) => $crate::skip!("{}", r),
         }
     };
+}
+
+/// Whether this kernel can register `mem` in `mode`, decided from the
+/// feature bits that document it (a refusal despite them is a failure for the
+/// test to find, not a skip). guest_memfd has no feature bit: its support is
+/// probed, and a refusal is the skip reason. Err is the SKIP reason.
+pub fn register_support(mem: MemType, mode: crate::uffd::RegisterMode) -> Result<(), String> {
+    use crate::uffd::RegisterMode as M;
+    if mode.is_empty() {
+        return Ok(());
+    }
+    if mem == MemType::GuestMemfd {
+        return match crate::caps::probe_registration(mem, mode) {
+            crate::caps::Registration::Granted(_) => Ok(()),
+            crate::caps::Registration::Refused(e) => Err(format!(
+                "kernel has no userfaultfd support for guest_memfd (REGISTER {} → {e:?})",
+                crate::caps::mode_name(mode).to_uppercase()
+            )),
+            crate::caps::Registration::Unprobed(why) => Err(why),
+        };
+    }
+    if mode.contains(M::MINOR) && mem.is_anon() {
+        return Err(format!("MINOR mode is not defined for {mem}"));
+    }
+    let mut need = Features::empty();
+    if mode.contains(M::MISSING) {
+        if mem.is_shmem() {
+            need |= Features::MISSING_SHMEM;
+        } else if mem.is_hugetlb() {
+            need |= Features::MISSING_HUGETLBFS;
+        }
+    }
+    if mode.contains(M::WP) {
+        need |= Features::PAGEFAULT_FLAG_WP;
+        if !mem.is_anon() {
+            need |= Features::WP_HUGETLBFS_SHMEM;
+        }
+    }
+    if mode.contains(M::MINOR) {
+        need |= if mem.is_hugetlb() {
+            Features::MINOR_HUGETLBFS
+        } else {
+            Features::MINOR_SHMEM
+        };
+    }
+    let missing = caps().missing(need);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kernel lacks {} for {mem}", missing.join(", ")))
+    }
 }
 
 /// The one place the skip marker is written.
@@ -107,7 +167,9 @@ pub fn open_uffd(features: Features) -> Result<Uffd, String> {
 pub fn open_uffd_flags(flags: OpenFlags, features: Features) -> Result<Uffd, String> {
     let uffd = match Uffd::open(flags) {
         Ok(u) => u,
-        Err(e @ (Errno::EPERM | Errno::ENOSYS)) => return Err(format!("cannot open a userfaultfd: {e}")),
+        Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+            return Err(format!("cannot open a userfaultfd: {e}"));
+        }
         Err(e) => panic!("userfaultfd({flags:?}) failed: {e}"),
     };
     match uffd.api(features) {

@@ -173,10 +173,7 @@ fn range(start: usize, len: usize) -> sys::uffdio_range {
 fn progress(res: nix::Result<libc::c_int>, field: i64) -> Progress {
     match res {
         Ok(_) => Ok(field),
-        Err(errno) => Err(Partial {
-            errno,
-            progress: field,
-        }),
+        Err(errno) => Err(Partial { errno, progress: field }),
     }
 }
 
@@ -240,8 +237,7 @@ impl Uffd {
 
     /// UFFDIO_API: the handshake; returns the granted features and ioctls.
     pub fn api(&self, features: Features) -> nix::Result<Api> {
-        self.api_raw(sys::UFFD_API, features.bits())
-            .map_err(|(e, _)| e)
+        self.api_raw(sys::UFFD_API, features.bits()).map_err(|(e, _)| e)
     }
 
     /// UFFDIO_REGISTER: returns the range ioctls the kernel grants.

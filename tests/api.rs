@@ -57,7 +57,8 @@ fn second_handshake_fails_einval(#[case] path: Path) {
     assert_eq!((out.api, out.features.bits(), out.ioctls.bits()), (0, 0, 0));
     // The fd still works after the refused second handshake.
     let a = testing::area(MemType::Anon, 1).unwrap();
-    u.register(a.addr(), a.len(), RegisterMode::MISSING).expect("register after a refused second UFFDIO_API");
+    u.register(a.addr(), a.len(), RegisterMode::MISSING)
+        .expect("register after a refused second UFFDIO_API");
 }
 
 #[apply(paths)]
@@ -90,12 +91,27 @@ fn ioctls_before_handshake_fail_einval(#[case] path: Path) {
     assert_eq!(u.register(s, n, RegisterMode::MISSING), Err(Errno::EINVAL));
     assert_eq!(u.unregister(s, n), Err(Errno::EINVAL));
     assert_eq!(u.wake(s, n), Err(Errno::EINVAL));
-    assert_eq!(u.copy(s, src.addr(), n, CopyMode::empty()).map_err(|p| p.errno), Err(Errno::EINVAL));
-    assert_eq!(u.zeropage(s, n, ZeropageMode::empty()).map_err(|p| p.errno), Err(Errno::EINVAL));
+    assert_eq!(
+        u.copy(s, src.addr(), n, CopyMode::empty()).map_err(|p| p.errno),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        u.zeropage(s, n, ZeropageMode::empty()).map_err(|p| p.errno),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(u.writeprotect(s, n, WriteprotectMode::WP), Err(Errno::EINVAL));
-    assert_eq!(u.r#continue(s, n, ContinueMode::empty()).map_err(|p| p.errno), Err(Errno::EINVAL));
-    assert_eq!(u.poison(s, n, PoisonMode::empty()).map_err(|p| p.errno), Err(Errno::EINVAL));
-    assert_eq!(u.r#move(s, src.addr(), n, MoveMode::empty()).map_err(|p| p.errno), Err(Errno::EINVAL));
+    assert_eq!(
+        u.r#continue(s, n, ContinueMode::empty()).map_err(|p| p.errno),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        u.poison(s, n, PoisonMode::empty()).map_err(|p| p.errno),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        u.r#move(s, src.addr(), n, MoveMode::empty()).map_err(|p| p.errno),
+        Err(Errno::EINVAL)
+    );
 }
 
 #[apply(paths)]
@@ -116,8 +132,12 @@ fn dev_and_syscall_descriptors_are_equivalent() {
     for mem in [MemType::Anon, MemType::Shmem] {
         let x = testing::area(mem, 1).unwrap();
         let y = testing::area(mem, 1).unwrap();
-        let ia = a.register(x.addr(), x.len(), RegisterMode::MISSING | RegisterMode::WP).unwrap();
-        let ib = b.register(y.addr(), y.len(), RegisterMode::MISSING | RegisterMode::WP).unwrap();
+        let ia = a
+            .register(x.addr(), x.len(), RegisterMode::MISSING | RegisterMode::WP)
+            .unwrap();
+        let ib = b
+            .register(y.addr(), y.len(), RegisterMode::MISSING | RegisterMode::WP)
+            .unwrap();
         assert_eq!(ia, ib, "{mem}: same registration mask from both paths");
     }
     // Both are anonymous inodes of the same kind.
@@ -138,17 +158,30 @@ fn open_flags_are_honoured() {
         let u = try_skip!(open(Path::Syscall, flags));
         let fd = fcntl(&u, FcntlArg::F_GETFD).unwrap();
         let fl = fcntl(&u, FcntlArg::F_GETFL).unwrap();
-        assert_eq!(FdFlag::from_bits_retain(fd).contains(FdFlag::FD_CLOEXEC), cloexec, "{flags:?}");
-        assert_eq!(OFlag::from_bits_retain(fl).contains(OFlag::O_NONBLOCK), nonblock, "{flags:?}");
+        assert_eq!(
+            FdFlag::from_bits_retain(fd).contains(FdFlag::FD_CLOEXEC),
+            cloexec,
+            "{flags:?}"
+        );
+        assert_eq!(
+            OFlag::from_bits_retain(fl).contains(OFlag::O_NONBLOCK),
+            nonblock,
+            "{flags:?}"
+        );
     }
 }
 
 #[test]
 fn unknown_open_flags_fail_einval() {
-    assert_eq!(Uffd::open(OpenFlags::from_bits_retain(1 << 4)).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        Uffd::open(OpenFlags::from_bits_retain(1 << 4)).unwrap_err(),
+        Errno::EINVAL
+    );
     let r = Uffd::open_dev(OpenFlags::from_bits_retain(1 << 4));
     match r {
-        Err(Errno::EACCES) | Err(Errno::ENOENT) | Err(Errno::EPERM) => skip!("no /dev/userfaultfd access"),
+        Err(Errno::EACCES) | Err(Errno::ENOENT) | Err(Errno::EPERM) => {
+            skip!("no /dev/userfaultfd access")
+        }
         r => assert_eq!(r.unwrap_err(), Errno::EINVAL),
     }
 }
@@ -165,12 +198,18 @@ fn event_fork_needs_cap_sys_ptrace() {
         {
             return 3;
         }
-        let Ok(u) = Uffd::open(testing::default_flags()) else { return 4 };
+        let Ok(u) = Uffd::open(testing::default_flags()) else {
+            return 4;
+        };
         match u.api(Features::EVENT_FORK) {
             Err(Errno::EPERM) => 0,
             Ok(_) => 1,
             Err(_) => 2,
         }
     });
-    assert_eq!(st, testing::ChildExit::Exited(0), "unprivileged EVENT_FORK must fail EPERM");
+    assert_eq!(
+        st,
+        testing::ChildExit::Exited(0),
+        "unprivileged EVENT_FORK must fail EPERM"
+    );
 }

@@ -16,7 +16,7 @@ fn res(r: &Result<(), String>) -> String {
 }
 
 fn size(b: usize) -> String {
-    if b >= 1 << 20 && b % (1 << 20) == 0 {
+    if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
         format!("{}M", b >> 20)
     } else {
         format!("{}K", b >> 10)
@@ -71,7 +71,12 @@ pub fn table() -> String {
     row(&mut s, "swap", yes(c.swap));
     let _ = writeln!(s, "\nfeatures (UFFDIO_API on a user-mode-only fd):");
     for (name, bit) in Features::all().iter_names() {
-        let _ = writeln!(s, "  {:<34} {}", format!("UFFD_FEATURE_{name}"), yes(c.features.contains(bit)));
+        let _ = writeln!(
+            s,
+            "  {:<34} {}",
+            format!("UFFD_FEATURE_{name}"),
+            yes(c.features.contains(bit))
+        );
     }
     let _ = writeln!(s, "\nregistration (ioctls granted per memory type and mode):");
     for (mem, mode, r) in registration_matrix() {

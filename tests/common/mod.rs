@@ -9,7 +9,7 @@ pub use rstest::rstest;
 pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::*;
 
-/// Every memory type.
+/// Every memory type (guest-memfd skips where the kernel cannot serve it).
 #[template]
 #[rstest]
 #[case::anon(MemType::Anon)]
@@ -18,6 +18,7 @@ pub use uffdtest::*;
 #[case::hugetlb(MemType::Hugetlb)]
 #[case::hugetlb_private(MemType::HugetlbPrivate)]
 #[case::anon_thp(MemType::AnonThp)]
+#[case::guest_memfd(MemType::GuestMemfd)]
 pub fn all_mem(#[case] mem: MemType) {}
 
 /// The five types the kernel's unit tests run on.
@@ -31,12 +32,14 @@ pub fn all_mem(#[case] mem: MemType) {}
 pub fn selftest_mem(#[case] mem: MemType) {}
 
 /// Types with a file behind them (an alias view; MINOR mode).
+/// guest-memfd is here because every shmem case must also run on it.
 #[template]
 #[rstest]
 #[case::shmem(MemType::Shmem)]
 #[case::shmem_private(MemType::ShmemPrivate)]
 #[case::hugetlb(MemType::Hugetlb)]
 #[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[case::guest_memfd(MemType::GuestMemfd)]
 pub fn file_mem(#[case] mem: MemType) {}
 
 /// Anonymous types (MOVE).
