@@ -83,6 +83,14 @@ pub struct Caps {
     pub gup_test: bool,
     /// An active swap device (for swap-out cases).
     pub swap: bool,
+    /// `/dev/kvm` opened and a VM created: Ok or why not.
+    pub kvm: Result<(), String>,
+    /// KVM_CAP_GUEST_MEMFD_FLAGS of a default VM; None without one.
+    pub guest_memfd_flags: Option<u64>,
+    /// guest_memfd areas can be made, or the reason their cases SKIP.
+    pub guest_memfd: Result<(), String>,
+    /// A guest_memfd page was mapped shared, written and read back.
+    pub guest_memfd_mmap: Result<(), String>,
 }
 
 impl Caps {
@@ -142,6 +150,7 @@ fn probe() -> Caps {
         .map(drop)
         .map_err(|e| format!("/dev/userfaultfd: {e}"));
     let (features, api_ioctls) = umo.clone().unwrap_or_default();
+    let gmem = mem::guest_memfd::probe();
     let event_fork_allowed = Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::EVENT_FORK))
         .is_ok();
@@ -164,6 +173,10 @@ fn probe() -> Caps {
         thp_sizes: thp_sizes(),
         gup_test: std::path::Path::new("/sys/kernel/debug/gup_test").exists(),
         swap: read_trim("/proc/swaps").is_some_and(|s| s.lines().count() > 1),
+        kvm: gmem.kvm.clone(),
+        guest_memfd_flags: gmem.flags.map(|f| f.bits()),
+        guest_memfd: gmem.usable.clone().map(drop),
+        guest_memfd_mmap: gmem.mmap.clone(),
     }
 }
 
@@ -210,6 +223,15 @@ pub fn registration_matrix() -> Vec<(MemType, RegisterMode, Registration)> {
         }
     }
     out
+}
+
+/// REGISTER on guest_memfd in each single mode: which modes the kernel
+/// serves on it (none before guest_memfd gains userfaultfd support).
+pub fn guest_memfd_registration() -> Vec<(RegisterMode, Registration)> {
+    [RegisterMode::MISSING, RegisterMode::WP, RegisterMode::MINOR]
+        .into_iter()
+        .map(|m| (m, probe_registration(MemType::GuestMemfd, m)))
+        .collect()
 }
 
 /// Short name of a mode combination: `missing+wp`.

@@ -13,6 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
+pub mod guest_memfd;
+
 /// One kind of memory a uffd can be registered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -157,6 +159,9 @@ pub struct Area {
     page_size: usize,
     fd: Option<OwnedFd>,
     alias: Option<NonNull<c_void>>,
+    /// The VM a guest_memfd belongs to; a field, so it drops after the
+    /// mappings are gone.
+    vm: Option<crate::kvm::Vm>,
 }
 
 // SAFETY: an Area is a plain address range; the mapping lives until drop.
@@ -177,6 +182,7 @@ impl Area {
             len = len.next_multiple_of(pmd_size().unwrap_or(page_size));
         }
         let nz = NonZeroUsize::new(len).ok_or_else(|| Unavailable::Error("empty area".into()))?;
+        let mut vm = None;
         let (ptr, fd) = match mem {
             MemType::Anon => {
                 let p = anon_map(nz)?;
@@ -187,7 +193,9 @@ impl Area {
             }
             MemType::AnonThp => (thp_map(len)?, None),
             MemType::GuestMemfd => {
-                return Err(Unavailable::Skip("guest_memfd areas are not implemented yet".into()));
+                let (v, fd, p) = guest_memfd::create(len)?;
+                vm = Some(v);
+                (p, Some(fd))
             }
             MemType::Shmem | MemType::ShmemPrivate | MemType::Hugetlb | MemType::HugetlbPrivate => {
                 if mem.is_hugetlb() {
@@ -211,6 +219,7 @@ impl Area {
             page_size,
             fd,
             alias: None,
+            vm,
         })
     }
 
@@ -272,6 +281,11 @@ impl Area {
     /// The memfd behind shmem and hugetlb areas.
     pub fn fd(&self) -> Option<&OwnedFd> {
         self.fd.as_ref()
+    }
+
+    /// The VM behind a guest-memfd area.
+    pub fn vm(&self) -> Option<&crate::kvm::Vm> {
+        self.vm.as_ref()
     }
 
     /// Writes `byte` to the whole of page `i` through the main view.

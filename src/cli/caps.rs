@@ -1,6 +1,8 @@
 //! `uffdtest caps`: the capability probe as a table or JSON.
 
-use crate::caps::{Registration, caps, feature_names, ioctl_names, mode_name, registration_matrix};
+use crate::caps::{
+    Registration, caps, feature_names, guest_memfd_registration, ioctl_names, mode_name, registration_matrix,
+};
 use crate::uffd::Features;
 use std::fmt::Write;
 
@@ -78,16 +80,47 @@ pub fn table() -> String {
             yes(c.features.contains(bit))
         );
     }
+    let _ = writeln!(s, "\nguest_memfd (KVM):");
+    let _ = writeln!(s, "  {:<26} {}", "KVM (/dev/kvm, a VM)", res(&c.kvm));
+    let _ = writeln!(
+        s,
+        "  {:<26} {}",
+        "KVM_CAP_GUEST_MEMFD_FLAGS",
+        c.guest_memfd_flags.map_or("-".into(), gmem_flags)
+    );
+    let _ = writeln!(s, "  {:<26} {}", "host mmap", res(&c.guest_memfd_mmap));
+    for (mode, r) in guest_memfd_registration() {
+        let _ = writeln!(
+            s,
+            "  {:<26} {}",
+            format!("REGISTER {}", mode_name(mode).to_uppercase()),
+            registration(r)
+        );
+    }
     let _ = writeln!(s, "\nregistration (ioctls granted per memory type and mode):");
     for (mem, mode, r) in registration_matrix() {
-        let v = match r {
-            Registration::Granted(i) => ioctl_names(i).join(" "),
-            Registration::Refused(e) => format!("refused: {e:?}"),
-            Registration::Unprobed(why) => format!("not probed: {why}"),
-        };
-        let _ = writeln!(s, "  {:<16} {:<18} {v}", mem.name(), mode_name(mode));
+        let _ = writeln!(s, "  {:<16} {:<18} {}", mem.name(), mode_name(mode), registration(r));
     }
     s
+}
+
+fn registration(r: Registration) -> String {
+    match r {
+        Registration::Granted(i) => ioctl_names(i).join(" "),
+        Registration::Refused(e) => format!("refused: {e:?}"),
+        Registration::Unprobed(why) => format!("not probed: {why}"),
+    }
+}
+
+/// `GUEST_MEMFD_FLAG_*` names and the raw value.
+fn gmem_flags(raw: u64) -> String {
+    let f = crate::kvm::GuestMemfdFlags::from_bits_retain(raw);
+    let mut names: Vec<String> = f.iter_names().map(|(n, _)| n.to_string()).collect();
+    let unknown = raw & !crate::kvm::GuestMemfdFlags::all().bits();
+    if unknown != 0 {
+        names.push(format!("{unknown:#x}"));
+    }
+    format!("{raw:#x} ({})", names.join(" "))
 }
 
 /// The JSON form: the probe plus the registration matrix.
@@ -99,6 +132,10 @@ pub fn json() -> String {
         .collect();
     let mut v = serde_json::to_value(c).expect("caps serialise");
     v["registration"] = serde_json::Value::Array(matrix);
+    v["guest_memfd_registration"] = guest_memfd_registration()
+        .into_iter()
+        .map(|(mode, r)| serde_json::json!({"mode": mode_name(mode), "result": r}))
+        .collect();
     v["feature_names"] = serde_json::json!(feature_names(c.features));
     serde_json::to_string_pretty(&v).expect("json")
 }
