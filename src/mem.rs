@@ -246,6 +246,13 @@ impl Area {
         self.ptr.as_ptr() as usize
     }
 
+    /// Records that a test mremap()ed the whole main view to `addr`: later
+    /// calls and drop then use the new place, and the old range, which other
+    /// threads may map meanwhile, is never touched again.
+    pub fn moved_to(&mut self, addr: usize) {
+        self.ptr = NonNull::new(addr as *mut c_void).expect("mremap result is non-null");
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -4,6 +4,8 @@
 //! line `SKIP: <reason>` to stdout and returns. libtest counts that as a pass;
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
+pub mod parked;
+
 use crate::caps::caps;
 use crate::event::Event;
 use crate::mem::{Area, MemType, Unavailable};

@@ -1,0 +1,99 @@
+//! Threads the kernel parks in a userfaultfd wait, and proof that they are.
+//!
+//! A fault on a registered page and a non-cooperative event (FORK, REMAP,
+//! REMOVE, UNMAP) both stop the triggering thread until the monitor acts.
+//! Tests show that without timing: the uffd turns readable only once the
+//! waiter is queued, and the waiter cannot finish until its message is read
+//! (events) or resolved (faults), so "readable and not done" is a fact, and
+//! `/proc/self/task/<tid>/stat` then names the sleep (D for the killable
+//! event wait and kernel-mode faults, S for interruptible user faults).
+
+use crate::uffd::Uffd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A thread running one operation that is expected to block in the kernel.
+pub struct Parked<T> {
+    tid: u32,
+    done: Arc<AtomicBool>,
+    handle: JoinHandle<T>,
+}
+
+/// Runs `f` on a new thread and returns once the thread's tid is known.
+pub fn park<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Parked<T> {
+    let (tx, rx) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let handle = std::thread::spawn(move || {
+        tx.send(super::gettid()).expect("send tid");
+        let v = f();
+        d.store(true, Ordering::Release);
+        v
+    });
+    let tid = rx.recv().expect("parked thread's tid");
+    Parked { tid, done, handle }
+}
+
+impl<T> Parked<T> {
+    pub fn tid(&self) -> u32 {
+        self.tid
+    }
+
+    /// The operation has returned.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The thread's scheduler state letter (`R`, `S`, `D`...).
+    pub fn state(&self) -> Option<char> {
+        task_state(self.tid)
+    }
+
+    /// Waits (up to `limit`, a hang guard, not a measurement) until the
+    /// thread sleeps in state `want`; returns the last state seen.
+    pub fn wait_state(&self, want: char, limit: Duration) -> Option<char> {
+        let end = Instant::now() + limit;
+        loop {
+            let s = self.state();
+            if s == Some(want) || Instant::now() >= end || self.is_done() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The kernel function the thread sleeps in (`/proc/.../wchan`).
+    pub fn wchan(&self) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/self/task/{}/wchan", self.tid)).ok()
+    }
+
+    /// Waits for the thread and returns what the operation returned.
+    pub fn join(self) -> T {
+        self.handle.join().expect("parked thread panicked")
+    }
+}
+
+/// Field 3 of `/proc/self/task/<tid>/stat`.
+pub fn task_state(tid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The comm field may hold spaces and parentheses: the state follows the last ')'.
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Waits until `uffd` has a message to read; false if `limit` passed first.
+/// On an O_NONBLOCK uffd poll reports POLLIN once a fault or event waits.
+pub fn wait_readable(uffd: &Uffd, limit: Duration) -> bool {
+    uffd.poll(Some(limit)).expect("poll on the uffd")
+}
+
+/// [`park`], shared: for operations whose thread needs the uffd too.
+pub fn park_with<U: Send + Sync + 'static, T: Send + 'static>(
+    shared: &Arc<U>,
+    f: impl FnOnce(&U) -> T + Send + 'static,
+) -> Parked<T> {
+    let s = shared.clone();
+    park(move || f(&s))
+}
