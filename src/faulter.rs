@@ -1,0 +1,150 @@
+//! A thread that makes one memory access which may block on a userfault.
+//!
+//! A test needs to know whether an access is parked in the kernel waiting
+//! for the monitor, not guess from elapsed time: [`Faulter::settle`] watches
+//! the thread's `/proc/self/task/<tid>/{stat,wchan}` until it either finished
+//! or sleeps in `handle_userfault`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where an access stands once it stopped running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The access completed.
+    Done,
+    /// The thread sleeps in handle_userfault, waiting for a wake.
+    Blocked,
+}
+
+/// One access on its own thread; see the module doc.
+pub struct Faulter {
+    tid: Arc<AtomicI32>,
+    done: Arc<AtomicBool>,
+    handle: Option<JoinHandle<u8>>,
+}
+
+/// How long [`Faulter::settle`] and [`Faulter::join`] wait before deciding
+/// the thread is stuck somewhere else: a deadlock guard, not a measurement.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+impl Faulter {
+    fn spawn(f: impl FnOnce() -> u8 + Send + 'static) -> Faulter {
+        let tid = Arc::new(AtomicI32::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (t, d) = (tid.clone(), done.clone());
+        let handle = std::thread::spawn(move || {
+            t.store(nix::unistd::gettid().as_raw(), Ordering::Release);
+            let v = f();
+            d.store(true, Ordering::Release);
+            v
+        });
+        let f = Faulter {
+            tid,
+            done,
+            handle: Some(handle),
+        };
+        while f.tid.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        f
+    }
+
+    /// Writes `byte` at `addr`; [`Faulter::join`] returns `byte`.
+    pub fn write(addr: usize, byte: u8) -> Faulter {
+        Faulter::spawn(move || {
+            crate::testing::write_byte(addr, byte);
+            byte
+        })
+    }
+
+    /// Reads the byte at `addr`; [`Faulter::join`] returns it.
+    pub fn read(addr: usize) -> Faulter {
+        Faulter::spawn(move || crate::testing::read_byte(addr))
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Acquire)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether the thread now sleeps in handle_userfault.
+    pub fn is_blocked(&self) -> bool {
+        let base = format!("/proc/self/task/{}", self.tid());
+        let stat = std::fs::read_to_string(format!("{base}/stat")).unwrap_or_default();
+        // The state follows the parenthesised comm, which may hold spaces.
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+        let wchan = std::fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
+        matches!(state, Some("S") | Some("D")) && wchan.contains("userfault")
+    }
+
+    /// Waits until the access completed or parked on a userfault.
+    /// Panics if neither happens before the deadline.
+    pub fn settle(&self) -> State {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if self.is_done() {
+                return State::Done;
+            }
+            if self.is_blocked() {
+                return State::Blocked;
+            }
+            assert!(
+                Instant::now() < end,
+                "thread {} neither finished nor blocked in handle_userfault",
+                self.tid()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits for the access to complete and returns the byte it read or
+    /// wrote; panics (without hanging) if it does not.
+    pub fn join(mut self) -> u8 {
+        let end = Instant::now() + DEADLINE;
+        while !self.is_done() {
+            assert!(
+                Instant::now() < end,
+                "access on thread {} did not complete (blocked: {})",
+                self.tid(),
+                self.is_blocked()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let h = self.handle.take().expect("joined once");
+        h.join().expect("access thread panicked")
+    }
+}
+
+impl Drop for Faulter {
+    fn drop(&mut self) {
+        // A still-blocked thread is left detached: joining would hang the
+        // failing test instead of reporting it.
+        if let Some(h) = self.handle.take()
+            && self.is_done()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The next message on `uffd`, which must be a PAGEFAULT: its flags and
+/// address. Panics on another event or if none arrives before the deadline.
+pub fn next_pagefault(uffd: &crate::uffd::Uffd) -> (crate::event::PagefaultFlags, usize) {
+    match uffd.read_event(Some(DEADLINE)).expect("read(uffd)") {
+        Some(crate::event::Event::Pagefault { flags, address, .. }) => (flags, address as usize),
+        Some(other) => panic!("expected a PAGEFAULT, got {other:?}"),
+        None => panic!("no PAGEFAULT message within {DEADLINE:?}"),
+    }
+}
+
+/// Asserts no message is queued on `uffd` right now.
+pub fn assert_no_event(uffd: &crate::uffd::Uffd) {
+    let ev = uffd.read_event(Some(Duration::ZERO)).expect("read(uffd)");
+    assert!(ev.is_none(), "unexpected message {ev:?}");
+}

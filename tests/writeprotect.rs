@@ -1,0 +1,607 @@
+//! UFFDIO_WRITEPROTECT: protect and un-protect registered ranges, the WP
+//! faults writes raise, how un-protect wakes them, and every argument check
+//! of fs/userfaultfd.c `userfaultfd_writeprotect` / mm/userfaultfd.c
+//! `mwriteprotect_range`.
+
+mod common;
+use common::*;
+use faulter::{Faulter, State, assert_no_event, next_pagefault};
+use nix::errno::Errno;
+use pagemap::{PM_PRESENT, PM_UFFD_WP};
+use std::sync::Arc;
+
+const WP: WriteprotectMode = WriteprotectMode::WP;
+const UNPROTECT: WriteprotectMode = WriteprotectMode::empty();
+
+/// The features WP needs on `mem`.
+fn wp_features(mem: MemType) -> Features {
+    if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    }
+}
+
+/// A populated area of `npages`, registered WP on a fresh uffd opened
+/// with `extra` features on top of what WP needs.
+fn wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Area, Arc<Uffd>), String> {
+    testing::register_support(mem, RegisterMode::WP)?;
+    let area = testing::area(mem, npages)?;
+    area.populate(0x11);
+    let uffd = testing::open_uffd(wp_features(mem) | extra)?;
+    uffd.register(area.addr(), area.len(), RegisterMode::WP)
+        .expect("UFFDIO_REGISTER(WP)");
+    Ok((area, Arc::new(uffd)))
+}
+
+fn wp_bit(addr: usize) -> bool {
+    pagemap::entry(addr).expect("pagemap") & PM_UFFD_WP != 0
+}
+
+/// An offset inside a page that is not page aligned, so the fault address
+/// shows whether the kernel masked it.
+fn odd_offset(area: &Area) -> usize {
+    area.page_size() / 2 + 3
+}
+
+#[apply(all_mem)]
+fn protect_sets_pagemap_bit_and_unprotect_clears_it(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 4, Features::empty()));
+    for i in 0..4 {
+        assert!(!wp_bit(area.page(i)), "page {i} protected before UFFDIO_WRITEPROTECT");
+    }
+    uffd.writeprotect(area.addr(), 4 * area.page_size(), WP).unwrap();
+    for i in 0..4 {
+        let e = pagemap::entry(area.page(i)).unwrap();
+        assert_eq!(
+            e & (PM_UFFD_WP | PM_PRESENT),
+            PM_UFFD_WP | PM_PRESENT,
+            "page {i}: {e:#x}"
+        );
+    }
+    uffd.writeprotect(area.addr(), 4 * area.page_size(), UNPROTECT).unwrap();
+    for i in 0..4 {
+        assert!(!wp_bit(area.page(i)), "page {i} still protected after un-protect");
+        assert_eq!(area.read_page(i), vec![0x11; area.page_size()], "page {i} contents");
+    }
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn protect_one_page_marks_only_that_page(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 3, Features::empty()));
+    uffd.writeprotect(area.page(1), area.page_size(), WP).unwrap();
+    assert!(!wp_bit(area.page(0)));
+    assert!(wp_bit(area.page(1)));
+    assert!(!wp_bit(area.page(2)));
+    // The neighbours stay writable: writes complete without a message.
+    for i in [0, 2] {
+        let w = Faulter::write(area.page(i) + 1, 0x22);
+        assert_eq!(w.settle(), State::Done, "write to unprotected page {i}");
+        assert_eq!(w.join(), 0x22);
+    }
+    assert_no_event(&uffd);
+    assert_eq!(testing::read_byte(area.page(0) + 1), 0x22);
+    assert_eq!(testing::read_byte(area.page(2) + 1), 0x22);
+}
+
+#[apply(all_mem)]
+fn write_to_protected_page_faults_wp_write_until_unprotected(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
+    let w = Faulter::write(area.page(1) + odd_offset(&area), 0x33);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::WP | PagefaultFlags::WRITE);
+    // Without EXACT_ADDRESS the address is that of the (huge) page.
+    assert_eq!(addr, area.page(1));
+    assert_eq!(w.settle(), State::Blocked);
+    // Nothing was written while blocked.
+    assert_eq!(testing::read_byte(area.page(1) + odd_offset(&area)), 0x11);
+    uffd.writeprotect(area.page(1), ps, UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x33);
+    let mut want = vec![0x11; ps];
+    want[odd_offset(&area)] = 0x33;
+    assert_eq!(area.read_page(1), want);
+    assert!(!wp_bit(area.page(1)));
+    assert!(wp_bit(area.page(0)), "page 0 was not un-protected");
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn write_fault_reports_exact_address_with_feature(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EXACT_ADDRESS);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::EXACT_ADDRESS));
+    uffd.writeprotect(area.addr(), area.page_size(), WP).unwrap();
+    let target = area.page(0) + odd_offset(&area);
+    let w = Faulter::write(target, 0x44);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::WP | PagefaultFlags::WRITE);
+    assert_eq!(addr, target);
+    uffd.writeprotect(area.addr(), area.page_size(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x44);
+    assert_eq!(testing::read_byte(target), 0x44);
+}
+
+#[apply(all_mem)]
+fn read_of_protected_page_does_not_fault(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    for i in 0..2 {
+        let r = Faulter::read(area.page(i) + odd_offset(&area));
+        assert_eq!(r.settle(), State::Done, "read of protected page {i}");
+        assert_eq!(r.join(), 0x11);
+    }
+    assert_no_event(&uffd);
+    assert!(
+        wp_bit(area.page(0)) && wp_bit(area.page(1)),
+        "a read dropped protection"
+    );
+}
+
+#[apply(all_mem)]
+fn dontwake_unprotect_leaves_writer_blocked_until_wake(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    uffd.writeprotect(area.addr(), ps, WP).unwrap();
+    let first = Faulter::write(area.page(0) + 1, 0x55);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(
+        (flags, addr),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    assert_eq!(first.settle(), State::Blocked);
+
+    uffd.writeprotect(area.addr(), ps, WriteprotectMode::DONTWAKE).unwrap();
+    assert!(!wp_bit(area.page(0)), "DONTWAKE un-protect still clears the bit");
+    // The page is writable now: a second writer goes straight through...
+    let second = Faulter::write(area.page(0) + 2, 0x66);
+    assert_eq!(second.settle(), State::Done);
+    assert_eq!(second.join(), 0x66);
+    assert_no_event(&uffd);
+    // ...while the first still sleeps on the old fault, unwoken.
+    assert!(first.is_blocked() && !first.is_done(), "DONTWAKE woke the writer");
+    assert_eq!(testing::read_byte(area.page(0) + 1), 0x11);
+
+    uffd.wake(area.addr(), ps).unwrap();
+    assert_eq!(first.join(), 0x55);
+    assert_eq!(testing::read_byte(area.page(0) + 1), 0x55);
+    assert_eq!(testing::read_byte(area.page(0) + 2), 0x66);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn wake_without_unprotect_faults_again(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    uffd.writeprotect(area.addr(), ps, WP).unwrap();
+    let w = Faulter::write(area.page(0), 0x77);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    // Waking a still-protected page only retries the write: a new fault.
+    uffd.wake(area.addr(), ps).unwrap();
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    assert_eq!(testing::read_byte(area.page(0)), 0x11);
+    uffd.writeprotect(area.addr(), ps, UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x77);
+    assert_eq!(testing::read_byte(area.page(0)), 0x77);
+}
+
+#[apply(all_mem)]
+fn unprotect_wakes_only_writers_in_its_range(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 3, Features::empty()));
+    let ps = area.page_size();
+    uffd.writeprotect(area.addr(), 3 * ps, WP).unwrap();
+    let w0 = Faulter::write(area.page(0), 0xa0);
+    let w2 = Faulter::write(area.page(2), 0xa2);
+    let mut addrs = [next_pagefault(&uffd), next_pagefault(&uffd)];
+    addrs.sort_by_key(|(_, a)| *a);
+    let wpw = PagefaultFlags::WP | PagefaultFlags::WRITE;
+    assert_eq!(addrs, [(wpw, area.page(0)), (wpw, area.page(2))]);
+    assert_eq!(w0.settle(), State::Blocked);
+    assert_eq!(w2.settle(), State::Blocked);
+
+    uffd.writeprotect(area.page(0), ps, UNPROTECT).unwrap();
+    assert_eq!(w0.join(), 0xa0);
+    assert!(
+        w2.is_blocked() && !w2.is_done(),
+        "un-protecting page 0 woke page 2's writer"
+    );
+    assert!(wp_bit(area.page(1)) && wp_bit(area.page(2)));
+
+    uffd.writeprotect(area.page(2), ps, UNPROTECT).unwrap();
+    assert_eq!(w2.join(), 0xa2);
+    assert_eq!(testing::read_byte(area.page(0)), 0xa0);
+    assert_eq!(testing::read_byte(area.page(1)), 0x11);
+    assert_eq!(testing::read_byte(area.page(2)), 0xa2);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn unregister_clears_protection(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    assert!(wp_bit(area.page(1)));
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(1)));
+    let w = Faulter::write(area.page(1), 0x88);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x88);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn closing_uffd_wakes_writer_and_clears_protection(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let w = Faulter::write(area.page(0), 0x99);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    drop(Arc::into_inner(uffd).expect("sole owner of the uffd"));
+    assert_eq!(w.join(), 0x99);
+    assert_eq!(testing::read_byte(area.page(0)), 0x99);
+    assert!(!wp_bit(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn writeprotect_on_missing_only_registration_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(1);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    // mwriteprotect_range: a VMA without VM_UFFD_WP is -ENOENT, either way.
+    assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
+    assert_eq!(
+        uffd.writeprotect(area.addr(), area.len(), UNPROTECT),
+        Err(Errno::ENOENT)
+    );
+    assert!(!wp_bit(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn writeprotect_on_unregistered_memory_fails_enoent(#[case] mem: MemType) {
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(1);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
+    assert!(!wp_bit(area.page(0)));
+}
+
+#[apply(selftest_mem)]
+fn writeprotect_stops_at_first_unregistered_vma_with_enoent(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 2));
+    area.populate(1);
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.page(0), area.page_size(), RegisterMode::WP).unwrap();
+    // The VMAs are walked in order: the registered head is protected
+    // before the unregistered tail fails the call.
+    assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
+    assert!(wp_bit(area.page(0)), "head VMA protected before the failure");
+    assert!(!wp_bit(area.page(1)));
+}
+
+#[apply(selftest_mem)]
+fn writeprotect_skips_unmapped_holes(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 3));
+    area.populate(1);
+    let ps = area.page_size();
+    // SAFETY: unmapping the middle page of our own area; Area's drop
+    // unmaps the whole range again, which is harmless.
+    unsafe { nix::sys::mman::munmap(std::ptr::NonNull::new(area.page(1) as *mut _).unwrap(), ps) }.unwrap();
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.page(0), ps, RegisterMode::WP).unwrap();
+    uffd.register(area.page(2), ps, RegisterMode::WP).unwrap();
+    // for_each_vma_range only visits mapped VMAs: the hole is no error.
+    uffd.writeprotect(area.addr(), 3 * ps, WP).unwrap();
+    assert!(wp_bit(area.page(0)) && wp_bit(area.page(2)));
+    uffd.writeprotect(area.addr(), 3 * ps, UNPROTECT).unwrap();
+    assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(2)));
+}
+
+#[test]
+fn writeprotect_on_unmapped_range_fails_enoent() {
+    let uffd = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
+    let area = testing::area(MemType::Anon, 1).unwrap();
+    let (addr, len) = (area.addr(), area.len());
+    drop(area);
+    assert_eq!(uffd.writeprotect(addr, len, WP), Err(Errno::ENOENT));
+}
+
+/// Argument checks that fail before any VMA is looked at.
+mod args {
+    use super::*;
+
+    fn setup() -> Result<(Area, Arc<Uffd>), String> {
+        wp_area(MemType::Anon, 2, Features::empty())
+    }
+
+    #[test]
+    fn unknown_mode_bits_fail_einval() {
+        let (area, uffd) = try_skip!(setup());
+        for bit in [2, 3, 31, 63] {
+            let mode = WriteprotectMode::from_bits_retain(1 << bit);
+            assert_eq!(
+                uffd.writeprotect(area.addr(), area.len(), mode),
+                Err(Errno::EINVAL),
+                "bit {bit}"
+            );
+            let mode = WriteprotectMode::from_bits_retain(1 << bit) | WP;
+            assert_eq!(
+                uffd.writeprotect(area.addr(), area.len(), mode),
+                Err(Errno::EINVAL),
+                "WP|bit {bit}"
+            );
+        }
+        assert!(!wp_bit(area.page(0)), "a refused call protected the page");
+    }
+
+    #[test]
+    fn protect_with_dontwake_fails_einval() {
+        let (area, uffd) = try_skip!(setup());
+        let mode = WP | WriteprotectMode::DONTWAKE;
+        assert_eq!(uffd.writeprotect(area.addr(), area.len(), mode), Err(Errno::EINVAL));
+        assert!(!wp_bit(area.page(0)));
+    }
+
+    #[test]
+    fn misaligned_start_fails_einval() {
+        let (area, uffd) = try_skip!(setup());
+        assert_eq!(
+            uffd.writeprotect(area.addr() + 1, area.page_size(), WP),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            uffd.writeprotect(area.addr() + 8, area.page_size(), WP),
+            Err(Errno::EINVAL)
+        );
+        assert!(!wp_bit(area.page(0)));
+    }
+
+    #[test]
+    fn unaligned_length_fails_einval() {
+        let (area, uffd) = try_skip!(setup());
+        assert_eq!(
+            uffd.writeprotect(area.addr(), area.page_size() + 1, WP),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(uffd.writeprotect(area.addr(), 1, WP), Err(Errno::EINVAL));
+        assert!(!wp_bit(area.page(0)));
+    }
+
+    #[test]
+    fn zero_length_fails_einval() {
+        let (area, uffd) = try_skip!(setup());
+        assert_eq!(uffd.writeprotect(area.addr(), 0, WP), Err(Errno::EINVAL));
+        assert_eq!(uffd.writeprotect(area.addr(), 0, UNPROTECT), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn range_beyond_user_address_space_fails_einval() {
+        let (area, uffd) = try_skip!(setup());
+        let ps = area.page_size();
+        // x86_64 TASK_SIZE with 4-level paging is (1 << 47) - PAGE_SIZE;
+        // 5-level paging only raises it for mappings above that hint.
+        let top = (1usize << 47) - ps;
+        assert_eq!(uffd.writeprotect(1 << 47, ps, WP), Err(Errno::EINVAL), "start at 1<<47");
+        assert_eq!(
+            uffd.writeprotect(top, 2 * ps, WP),
+            Err(Errno::EINVAL),
+            "end past TASK_SIZE"
+        );
+        assert_eq!(
+            uffd.writeprotect(usize::MAX & !(ps - 1), ps, WP),
+            Err(Errno::EINVAL),
+            "start at the top"
+        );
+        // A length that wraps the address space.
+        assert_eq!(
+            uffd.writeprotect(area.addr(), usize::MAX & !(ps - 1), WP),
+            Err(Errno::EINVAL)
+        );
+    }
+}
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn hugetlb_subpage_range_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    let base = mem::base_page_size();
+    // Base-page aligned is enough for validate_range but not for hugetlb.
+    assert_eq!(
+        uffd.writeprotect(area.addr() + base, area.page_size(), WP),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(uffd.writeprotect(area.addr(), base, WP), Err(Errno::EINVAL));
+    assert_eq!(
+        uffd.writeprotect(area.addr(), area.page_size() + base, WP),
+        Err(Errno::EINVAL)
+    );
+    assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(1)));
+}
+
+#[apply(all_mem)]
+fn wp_registration_works_without_requesting_pagefault_flag_wp(#[case] mem: MemType) {
+    // userfaultfd_register checks the arch and the memory type, not the
+    // features asked for at UFFDIO_API: an fd opened with none may register
+    // WP, protect and receive WP faults.
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(0x11);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let ioctls = uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    assert!(ioctls.contains(Ioctls::WRITEPROTECT | Ioctls::WAKE), "{ioctls:?}");
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    assert!(wp_bit(area.page(0)));
+    let w = Faulter::write(area.page(0), 0x12);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x12);
+}
+
+#[apply(all_mem)]
+fn copy_mode_wp_installs_protected_page(#[case] mem: MemType) {
+    let mode = RegisterMode::MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 2));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let src = testing::Buf::pattern(ps, |i| (i % 251) as u8);
+    assert_eq!(uffd.copy(area.page(1), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
+    let e = pagemap::entry(area.page(1)).unwrap();
+    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    // Reads see the copied data without a fault.
+    let r = Faulter::read(area.page(1) + 7);
+    assert_eq!(r.settle(), State::Done);
+    assert_eq!(r.join(), 7);
+    assert_eq!(area.read_page(1), src.bytes(ps));
+    assert_no_event(&uffd);
+    // A write faults WP until un-protected.
+    let w = Faulter::write(area.page(1) + 9, 0xee);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(area.page(1), ps, UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0xee);
+    let mut want = src.bytes(ps);
+    want[9] = 0xee;
+    assert_eq!(area.read_page(1), want);
+}
+
+#[apply(all_mem)]
+fn copy_without_mode_wp_installs_writable_page(#[case] mem: MemType) {
+    let mode = RegisterMode::MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let src = testing::Buf::filled(ps, 0x3c);
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert!(!wp_bit(area.page(0)));
+    let w = Faulter::write(area.page(0), 0x3d);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x3d);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let src = testing::Buf::filled(ps, 0x3c);
+    let err = uffd.copy(area.page(0), src.addr(), ps, CopyMode::WP).unwrap_err();
+    assert_eq!(
+        err,
+        Partial {
+            errno: Errno::EINVAL,
+            progress: Partial::neg(Errno::EINVAL)
+        }
+    );
+    assert!(!pagemap::is_present(area.page(0)), "a refused COPY mapped the page");
+}
+
+#[apply(file_mem)]
+fn protect_unpopulated_file_page_installs_marker(#[case] mem: MemType) {
+    // File memory always uses PTE markers for uffd-wp, so protection
+    // survives on a page that is not mapped yet (WP_HUGETLBFS_SHMEM).
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    for i in 0..2 {
+        let e = pagemap::entry(area.page(i)).unwrap();
+        assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP, "page {i}: {e:#x}");
+    }
+    // The first write to the marked page is a WP fault.
+    let w = Faulter::write(area.page(1) + 5, 0x42);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(area.page(1), area.page_size(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x42);
+    let mut want = vec![0; area.page_size()];
+    want[5] = 0x42;
+    assert_eq!(area.read_page(1), want);
+    assert!(!wp_bit(area.page(1)));
+    assert!(wp_bit(area.page(0)), "page 0 keeps its marker");
+}
+
+#[apply(file_mem)]
+fn read_of_marked_file_page_maps_it_protected(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let r = Faulter::read(area.page(0));
+    assert_eq!(r.settle(), State::Done);
+    assert_eq!(r.join(), 0);
+    assert_no_event(&uffd);
+    // The read fault replaced the marker with a protected mapping.
+    let e = pagemap::entry(area.page(0)).unwrap();
+    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    let w = Faulter::write(area.page(0), 1);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 1);
+}
+
+#[apply(anon_mem)]
+fn protect_unpopulated_anon_page_is_noop_without_wp_unpopulated(#[case] mem: MemType) {
+    // Anon uses markers only when WP_UNPOPULATED was asked for; without it
+    // there is nothing to protect, and the first write allocates freely.
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    assert_eq!(pagemap::entry(area.page(0)).unwrap() & (PM_UFFD_WP | PM_PRESENT), 0);
+    let w = Faulter::write(area.page(0), 0x4b);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x4b);
+    assert_no_event(&uffd);
+    assert!(!wp_bit(area.page(0)));
+}
