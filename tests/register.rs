@@ -1,0 +1,585 @@
+//! UFFDIO_REGISTER: the ioctls mask each memory type and mode is granted,
+//! every argument check, ownership, and how registration changes the VMAs.
+//!
+//! Expectations come from fs/userfaultfd.c `userfaultfd_register` and
+//! mm/userfaultfd.c `userfaultfd_register_range` (6.12); the VMA side is
+//! read back from `/proc/self/smaps` VmFlags (`um`/`uw`/`ui`).
+
+mod common;
+use common::*;
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, mprotect, munmap};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use testing::smaps;
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+const WP: RegisterMode = RegisterMode::WP;
+const MINOR: RegisterMode = RegisterMode::MINOR;
+
+/// The mask `userfaultfd_register` hands back: UFFD_API_RANGE_IOCTLS, or
+/// UFFD_API_RANGE_IOCTLS_BASIC when a hugetlb VMA is in the range, minus
+/// WRITEPROTECT without MODE_WP and CONTINUE without MODE_MINOR.
+fn documented_ioctls(mem: MemType, mode: RegisterMode) -> Ioctls {
+    let base = if mem.is_hugetlb() {
+        sys::UFFD_API_RANGE_IOCTLS_BASIC
+    } else {
+        sys::UFFD_API_RANGE_IOCTLS
+    };
+    let mut m = Ioctls::from_bits_retain(base);
+    if !mode.contains(WP) {
+        m.remove(Ioctls::WRITEPROTECT);
+    }
+    if !mode.contains(MINOR) {
+        m.remove(Ioctls::CONTINUE);
+    }
+    m
+}
+
+fn ptr(addr: usize) -> NonNull<c_void> {
+    NonNull::new(addr as *mut c_void).expect("non-null address")
+}
+
+fn unmap(addr: usize, len: usize) {
+    // SAFETY: callers unmap part of an area they own; nothing refers to it.
+    unsafe { munmap(ptr(addr), len) }.expect("munmap");
+}
+
+fn protect(addr: usize, len: usize, prot: ProtFlags) {
+    // SAFETY: callers change the protection of part of an area they own.
+    unsafe { mprotect(ptr(addr), len, prot) }.expect("mprotect");
+}
+
+/// A mapping made outside [`Area`], unmapped on drop.
+struct Map {
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours.
+        let _ = unsafe { munmap(ptr(self.addr), self.len) };
+    }
+}
+
+/// Maps `fd` at a kernel-chosen address or, with `at`, over `at` (MAP_FIXED).
+fn map_fd(fd: impl AsFd, len: usize, prot: ProtFlags, flags: MapFlags, at: Option<usize>) -> Map {
+    let (hint, flags) = match at {
+        Some(a) => (NonZeroUsize::new(a), flags | MapFlags::MAP_FIXED),
+        None => (None, flags),
+    };
+    // SAFETY: a new mapping of our own fd; MAP_FIXED only replaces part of an
+    // area the caller owns.
+    let p = unsafe { mmap(hint, NonZeroUsize::new(len).unwrap(), prot, flags, fd, 0) }.expect("mmap");
+    Map {
+        addr: p.as_ptr() as usize,
+        len,
+    }
+}
+
+/// An unlinked regular file of `len` bytes on the root filesystem (not
+/// tmpfs), which no uffd mode supports.
+fn regular_file(len: usize) -> Result<OwnedFd, String> {
+    let dir = env!("CARGO_TARGET_TMPDIR");
+    let path = format!("{dir}/uffdtest-register-{}-{}", std::process::id(), testing::gettid());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create {path}: {e}"))?;
+    let _ = std::fs::remove_file(&path);
+    f.set_len(len as u64).map_err(|e| format!("ftruncate {path}: {e}"))?;
+    // A tmpfs file would be shmem and registrable: say so rather than test it.
+    let st = nix::sys::statfs::fstatfs(&f).map_err(|e| e.to_string())?;
+    if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+        return Err(format!("{dir} is tmpfs; need a non-shmem filesystem"));
+    }
+    Ok(f.into())
+}
+
+fn uffd() -> Result<Uffd, String> {
+    testing::open_uffd(Features::empty())
+}
+
+#[apply(all_mem)]
+fn register_grants_documented_ioctls(
+    #[case] mem: MemType,
+    #[values(MISSING, WP, MINOR, MISSING.union(WP), MISSING.union(MINOR), WP.union(MINOR), MISSING.union(WP).union(MINOR))]
+    mode: RegisterMode,
+) {
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(uffd());
+    let ioctls = uffd.register(area.addr(), area.len(), mode).expect("UFFDIO_REGISTER");
+    assert_eq!(ioctls, documented_ioctls(mem, mode), "{mem} {}", caps::mode_name(mode));
+    // The VMA carries exactly the requested modes.
+    assert_eq!(smaps::uffd_modes(area.addr()), mode);
+    assert_eq!(smaps::uffd_modes(area.page(1)), mode);
+}
+
+#[apply(anon_mem)]
+fn register_minor_on_anon_fails_einval(
+    #[case] mem: MemType,
+    #[values(MINOR, MISSING.union(MINOR), WP.union(MINOR), MISSING.union(WP).union(MINOR))] mode: RegisterMode,
+) {
+    // vma_can_userfault: VM_UFFD_MINOR only on hugetlb and shmem VMAs.
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    assert_eq!(uffd.register(area.addr(), area.len(), mode), Err(Errno::EINVAL));
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_mode_zero_fails_einval(#[case] mem: MemType) {
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), RegisterMode::empty()),
+        Err(Errno::EINVAL)
+    );
+}
+
+#[apply(all_mem)]
+fn register_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    // Anything outside UFFD_API_REGISTER_MODES, alone or with a valid bit.
+    for bits in [1 << 3, 1 << 4, 1 << 63, sys::UFFDIO_REGISTER_MODE_MISSING | 1 << 3] {
+        let mode = RegisterMode::from_bits_retain(bits);
+        assert_eq!(
+            uffd.register(area.addr(), area.len(), mode),
+            Err(Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_misaligned_start_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(uffd());
+    let ps = mem::base_page_size();
+    // validate_range: start must be PAGE_SIZE aligned.
+    for off in [1, 8, ps / 2] {
+        assert_eq!(
+            uffd.register(area.addr() + off, ps, MISSING),
+            Err(Errno::EINVAL),
+            "start + {off}"
+        );
+    }
+}
+
+#[apply(all_mem)]
+fn register_misaligned_len_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(uffd());
+    let ps = mem::base_page_size();
+    for len in [1, ps - 1, ps + 1, area.page_size() + 8] {
+        assert_eq!(
+            uffd.register(area.addr(), len, MISSING),
+            Err(Errno::EINVAL),
+            "len {len}"
+        );
+    }
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_zero_len_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    assert_eq!(uffd.register(area.addr(), 0, MISSING), Err(Errno::EINVAL));
+}
+
+#[apply(all_mem)]
+fn register_wrapping_range_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    let ps = mem::base_page_size();
+    // start + len wraps to exactly 0, and to one page past 0.
+    for len in [0usize.wrapping_sub(area.addr()), 0usize.wrapping_sub(area.addr()) + ps] {
+        assert_eq!(
+            uffd.register(area.addr(), len, MISSING),
+            Err(Errno::EINVAL),
+            "len {len:#x}"
+        );
+    }
+}
+
+#[test]
+fn register_beyond_task_size_fails_einval() {
+    let uffd = try_skip!(uffd());
+    let ps = mem::base_page_size();
+    // validate_unaligned_range: start >= TASK_SIZE, and a range running past it.
+    assert_eq!(uffd.register(1 << 63, ps, MISSING), Err(Errno::EINVAL));
+    assert_eq!(uffd.register(usize::MAX - ps + 1, ps, MISSING), Err(Errno::EINVAL));
+    assert_eq!(uffd.register((1 << 47) - ps, 2 * ps, MISSING), Err(Errno::EINVAL));
+}
+
+#[apply(all_mem)]
+fn register_range_without_vma_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let (addr, len) = (area.addr(), area.len());
+    drop(area);
+    let uffd = try_skip!(uffd());
+    // vma_find() finds nothing in [start, end).
+    assert_eq!(uffd.register(addr, len, MISSING), Err(Errno::EINVAL));
+}
+
+#[apply(all_mem)]
+fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 3));
+    let ps = area.page_size();
+    unmap(area.page(1), ps);
+    let uffd = try_skip!(uffd());
+    // userfaultfd_register walks the VMAs in the range and never checks
+    // for gaps between them: a hole is accepted, only VMAs get flags.
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(area.page(0)), MISSING);
+    assert_eq!(smaps::vma(area.page(1)), None, "the hole stays a hole");
+    assert_eq!(smaps::uffd_modes(area.page(2)), MISSING);
+}
+
+#[apply(all_mem)]
+fn register_range_starting_in_hole_registers_what_follows(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 3));
+    let ps = area.page_size();
+    unmap(area.page(0), ps);
+    let uffd = try_skip!(uffd());
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
+    assert_eq!(smaps::uffd_modes(area.page(2)), MISSING);
+}
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn register_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let ps = mem::base_page_size();
+    let uffd = try_skip!(uffd());
+    // The first VMA is hugetlb: start must be aligned to its huge page.
+    assert_eq!(
+        uffd.register(area.addr() + ps, area.page_size(), MISSING),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+}
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn register_hugetlb_end_not_huge_aligned_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let ps = mem::base_page_size();
+    let uffd = try_skip!(uffd());
+    // The VMA holding the end is hugetlb: end must be huge-page aligned.
+    for len in [ps, area.page_size() - ps, area.page_size() + ps] {
+        assert_eq!(
+            uffd.register(area.addr(), len, MISSING),
+            Err(Errno::EINVAL),
+            "len {len:#x}"
+        );
+    }
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_range_owned_by_another_uffd_fails_ebusy(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let a = try_skip!(uffd());
+    let b = try_skip!(uffd());
+    a.register(area.addr(), area.len(), MISSING).expect("first uffd");
+    // One VMA may belong to one uffd only, in any mode.
+    for mode in [MISSING, MISSING | WP] {
+        if testing::register_support(mem, mode).is_ok() {
+            assert_eq!(b.register(area.addr(), area.len(), mode), Err(Errno::EBUSY));
+        }
+    }
+    assert_eq!(b.register(area.page(1), area.page_size(), MISSING), Err(Errno::EBUSY));
+    assert_eq!(smaps::uffd_modes(area.addr()), MISSING);
+}
+
+#[apply(all_mem)]
+fn register_is_atomic_when_a_later_vma_is_busy(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let a = try_skip!(uffd());
+    let b = try_skip!(uffd());
+    a.register(area.page(1), area.page_size(), MISSING)
+        .expect("first uffd, page 1");
+    // All VMAs are checked before any is changed: page 0 stays unregistered.
+    assert_eq!(b.register(area.addr(), area.len(), MISSING), Err(Errno::EBUSY));
+    assert_eq!(smaps::uffd_modes(area.page(0)), RegisterMode::empty());
+    assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
+}
+
+#[apply(all_mem)]
+fn register_is_free_again_once_the_owner_is_closed(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let a = try_skip!(uffd());
+    a.register(area.addr(), area.len(), MISSING).expect("first uffd");
+    drop(a);
+    // userfaultfd_release clears the VMAs the closed uffd owned.
+    assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+    let b = try_skip!(uffd());
+    assert_eq!(
+        b.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+}
+
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::hugetlb(MemType::Hugetlb)]
+fn register_readonly_shared_mapping_fails_eperm(
+    #[case] mem: MemType,
+    #[values(MISSING, WP, MINOR)] mode: RegisterMode,
+) {
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 1));
+    let fd = area.fd().expect("file-backed area");
+    // Reopen the memfd read-only: a MAP_SHARED mapping of it lacks
+    // VM_MAYWRITE, and UFFDIO_COPY could otherwise fill the file.
+    let path = format!("/proc/self/fd/{}", testing::fdnum(fd));
+    let ro = std::fs::File::open(&path).expect("reopen memfd read-only");
+    let m = map_fd(&ro, area.len(), ProtFlags::PROT_READ, MapFlags::MAP_SHARED, None);
+    let uffd = try_skip!(uffd());
+    assert_eq!(uffd.register(m.addr, m.len, mode), Err(Errno::EPERM));
+    assert_eq!(smaps::uffd_modes(m.addr), RegisterMode::empty());
+}
+
+#[rstest]
+#[case::shmem_private(MemType::ShmemPrivate)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn register_readonly_private_mapping_is_allowed(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let fd = area.fd().expect("file-backed area");
+    let path = format!("/proc/self/fd/{}", testing::fdnum(fd));
+    let ro = std::fs::File::open(&path).expect("reopen memfd read-only");
+    // A private mapping keeps VM_MAYWRITE (writes CoW), so it may register.
+    let m = map_fd(&ro, area.len(), ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE, None);
+    let uffd = try_skip!(uffd());
+    assert_eq!(
+        uffd.register(m.addr, m.len, MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(m.addr), MISSING);
+}
+
+#[apply(all_mem)]
+fn register_prot_none_area_is_allowed(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    protect(area.addr(), area.len(), ProtFlags::PROT_NONE);
+    let uffd = try_skip!(uffd());
+    // Only VM_MAYWRITE matters, not the current protection.
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+}
+
+#[rstest]
+#[case::shared(MapFlags::MAP_SHARED)]
+#[case::private(MapFlags::MAP_PRIVATE)]
+fn register_regular_file_mapping_fails_einval(
+    #[case] flags: MapFlags,
+    #[values(MISSING, WP, MINOR)] mode: RegisterMode,
+) {
+    let ps = mem::base_page_size();
+    let f = try_skip!(regular_file(2 * ps));
+    let m = map_fd(&f, 2 * ps, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None);
+    let uffd = try_skip!(uffd());
+    // vma_can_userfault: only anonymous, shmem and hugetlb VMAs.
+    assert_eq!(uffd.register(m.addr, m.len, mode), Err(Errno::EINVAL));
+}
+
+#[apply(all_mem)]
+fn register_span_with_an_unsupported_vma_fails_einval_atomically(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let ps = area.page_size();
+    let f = try_skip!(regular_file(ps));
+    // Replace page 1 with a regular file mapping.
+    let m = map_fd(
+        &f,
+        ps,
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        MapFlags::MAP_SHARED,
+        Some(area.page(1)),
+    );
+    std::mem::forget(m); // the area's drop unmaps it
+    let uffd = try_skip!(uffd());
+    assert_eq!(uffd.register(area.addr(), area.len(), MISSING), Err(Errno::EINVAL));
+    assert_eq!(smaps::uffd_modes(area.page(0)), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_spanning_two_vmas_registers_both(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    protect(area.page(1), area.page_size(), ProtFlags::PROT_READ);
+    let v0 = smaps::vma(area.page(0)).expect("vma 0");
+    assert_eq!(v0.end, area.page(1), "mprotect split the area in two VMAs");
+    let uffd = try_skip!(uffd());
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(area.page(0)), MISSING);
+    assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
+    uffd.unregister(area.addr(), area.len()).expect("UFFDIO_UNREGISTER");
+    assert_eq!(smaps::uffd_modes(area.page(0)), RegisterMode::empty());
+    assert_eq!(smaps::uffd_modes(area.page(1)), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_subrange_splits_the_vma(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 3));
+    let ps = area.page_size();
+    let uffd = try_skip!(uffd());
+    uffd.register(area.page(1), ps, MISSING).expect("register page 1");
+    let v = smaps::vma(area.page(1)).expect("vma of page 1");
+    assert_eq!((v.start, v.end), (area.page(1), area.page(1) + ps));
+    assert_eq!(v.uffd_modes(), MISSING);
+    assert_eq!(smaps::uffd_modes(area.page(0)), RegisterMode::empty());
+    assert_eq!(smaps::uffd_modes(area.page(2)), RegisterMode::empty());
+}
+
+#[apply(all_mem)]
+fn register_again_after_unregister_works(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(uffd());
+    for round in 0..3 {
+        assert_eq!(
+            uffd.register(area.addr(), area.len(), MISSING),
+            Ok(documented_ioctls(mem, MISSING)),
+            "round {round}"
+        );
+        assert_eq!(smaps::uffd_modes(area.addr()), MISSING);
+        uffd.unregister(area.addr(), area.len()).expect("UFFDIO_UNREGISTER");
+        assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
+    }
+}
+
+#[apply(all_mem)]
+fn register_same_mode_twice_is_a_no_op(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(uffd());
+    let first = uffd.register(area.addr(), area.len(), MISSING).expect("first");
+    let second = uffd.register(area.addr(), area.len(), MISSING).expect("second");
+    assert_eq!(first, second);
+    assert_eq!(smaps::uffd_modes(area.addr()), MISSING);
+}
+
+#[apply(all_mem)]
+fn register_again_replaces_a_mode_it_does_not_include(#[case] mem: MemType) {
+    require_mode!(mem, MISSING | WP);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    uffd.register(area.addr(), area.len(), MISSING).expect("MISSING");
+    // userfaultfd_register_range: new_flags = (flags & ~__VM_UFFD_FLAGS) | mode,
+    // so the second call's modes replace the first's.
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), WP),
+        Ok(documented_ioctls(mem, WP))
+    );
+    assert_eq!(smaps::uffd_modes(area.addr()), WP);
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING | WP),
+        Ok(documented_ioctls(mem, MISSING | WP))
+    );
+    assert_eq!(smaps::uffd_modes(area.addr()), MISSING | WP);
+}
+
+#[apply(all_mem)]
+fn register_again_with_a_subset_keeps_the_superset(#[case] mem: MemType) {
+    require_mode!(mem, MISSING | WP);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(uffd());
+    uffd.register(area.addr(), area.len(), MISSING | WP)
+        .expect("MISSING|WP");
+    // A VMA already registered with every requested mode is skipped; the
+    // mask still describes the request.
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(mem, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(area.addr()), MISSING | WP);
+}
+
+#[test]
+fn register_mixed_hugetlb_and_anon_span_gets_basic_ioctls() {
+    require_mode!(MemType::Hugetlb, MISSING);
+    // A hugetlb area directly followed by anonymous memory: the mask drops
+    // to the BASIC set as soon as one hugetlb VMA is in the range.
+    let area = try_area!(Area::new(MemType::Hugetlb, 2));
+    let hp = area.page_size();
+    // SAFETY: replace the second huge page by an anonymous mapping we own.
+    let anon = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            NonZeroUsize::new(area.page(1)),
+            NonZeroUsize::new(hp).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
+        )
+    }
+    .expect("mmap anon over the second huge page");
+    assert_eq!(anon.as_ptr() as usize, area.page(1));
+    let uffd = try_skip!(uffd());
+    assert_eq!(
+        uffd.register(area.addr(), area.len(), MISSING),
+        Ok(documented_ioctls(MemType::Hugetlb, MISSING))
+    );
+    assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
+    // The anonymous part alone gets the full set.
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(
+        uffd.register(area.page(1), hp, MISSING),
+        Ok(documented_ioctls(MemType::Anon, MISSING))
+    );
+}
+
+#[test]
+fn register_vdso_fails_einval() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let Some(line) = maps.lines().find(|l| l.ends_with("[vdso]")) else {
+        skip!("no [vdso] mapping in this process");
+    };
+    let (s, e) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
+    let (s, e) = (
+        usize::from_str_radix(s, 16).unwrap(),
+        usize::from_str_radix(e, 16).unwrap(),
+    );
+    let uffd = try_skip!(uffd());
+    // A special mapping is neither anonymous, shmem nor hugetlb.
+    assert_eq!(uffd.register(s, e - s, MISSING), Err(Errno::EINVAL));
+}
