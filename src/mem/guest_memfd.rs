@@ -43,7 +43,7 @@ fn open_kvm() -> Result<Kvm, String> {
     match kvm.api_version() {
         Ok(kvm::KVM_API_VERSION) => Ok(kvm),
         Ok(v) => Err(format!("KVM API version {v}, expected {}", kvm::KVM_API_VERSION)),
-        Err(e) => Err(format!("KVM_GET_API_VERSION → {e:?}")),
+        Err(e) => Err(format!("KVM is not usable: KVM_GET_API_VERSION → {e:?}")),
     }
 }
 

@@ -1,0 +1,335 @@
+//! guest_memfd: KVM guest memory the VMM mmap()s (6.18), and userfaultfd on it.
+//!
+//! Two halves. The area cases pin what the suite relies on when it maps a
+//! guest_memfd (zeroed, shared page cache, holes, the mmap rules); they run
+//! wherever KVM does. The uffd cases are the postcopy/restore flows
+//! guest_memfd's userfaultfd support exists for (minor fault resolved by
+//! CONTINUE after the page arrived through the alias; punch-hole then fault);
+//! each also runs on shmem, the type guest_memfd copies, so the case itself
+//! is proven on a kernel that cannot yet register guest_memfd and SKIPs.
+
+mod common;
+use common::*;
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::signal::Signal;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use testing::{Access, ChildExit};
+use uffdtest::kvm::GuestMemfdFlags;
+
+const GMEM: MemType = MemType::GuestMemfd;
+
+/// guest_memfd and its control: shmem, which guest_memfd's uffd support follows.
+#[template]
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::guest_memfd(MemType::GuestMemfd)]
+fn gmem_and_shmem(#[case] mem: MemType) {}
+
+fn rw() -> ProtFlags {
+    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+}
+
+/// mmap()s `len` bytes of `fd` with `flags`; the caller unmaps.
+fn map(fd: &OwnedFd, len: usize, flags: MapFlags) -> nix::Result<usize> {
+    let nz = NonZeroUsize::new(len).expect("non-empty");
+    // SAFETY: a fresh mapping of our own fd at a kernel-chosen address.
+    unsafe { mmap(None, nz, rw(), flags, fd.as_fd(), 0) }.map(|p| p.as_ptr() as usize)
+}
+
+fn unmap(addr: usize, len: usize) {
+    // SAFETY: callers pass a mapping of their own that nothing else uses.
+    unsafe { munmap(std::ptr::NonNull::new(addr as *mut _).expect("non-null"), len) }.expect("munmap");
+}
+
+// ---- the area ----
+
+#[test]
+fn area_is_base_pages_of_the_requested_count() {
+    let a = try_area!(Area::new(GMEM, 3));
+    assert_eq!(a.page_size(), mem::base_page_size());
+    assert_eq!(a.len(), 3 * mem::base_page_size());
+    assert_eq!(a.npages(), 3);
+    assert!(
+        a.fd().is_some() && a.vm().is_some(),
+        "a guest-memfd area keeps its fd and its VM"
+    );
+}
+
+#[test]
+fn area_reads_zero_then_holds_what_was_written() {
+    let a = try_area!(Area::new(GMEM, 4));
+    for i in 0..4 {
+        assert!(a.read_page(i).iter().all(|&b| b == 0), "fresh page {i} is not zero");
+    }
+    for i in 0..4 {
+        a.fill_page(i, 0x10 + i as u8);
+    }
+    for i in 0..4 {
+        assert!(
+            a.read_page(i).iter().all(|&b| b == 0x10 + i as u8),
+            "page {i} lost its bytes"
+        );
+    }
+}
+
+#[test]
+fn alias_view_shares_the_pages() {
+    let a = try_area!(Area::with_alias(GMEM, 2));
+    a.fill_page(0, 0x3c);
+    assert!(a.read(a.alias_page(0), a.page_size()).iter().all(|&b| b == 0x3c));
+    // SAFETY: page 1 of the alias view is ours and writable.
+    unsafe { std::ptr::write_bytes(a.alias_page(1) as *mut u8, 0xc3, a.page_size()) };
+    assert!(a.read_page(1).iter().all(|&b| b == 0xc3));
+}
+
+#[test]
+fn release_punches_a_hole_both_views_read_zero() {
+    let a = try_area!(Area::with_alias(GMEM, 3));
+    a.populate(0x77);
+    let ps = a.page_size();
+    a.release(ps, ps).expect("MADV_REMOVE on guest_memfd");
+    assert!(
+        a.read_page(1).iter().all(|&b| b == 0),
+        "hole reads non-zero in the main view"
+    );
+    assert!(
+        a.read(a.alias_page(1), ps).iter().all(|&b| b == 0),
+        "hole reads non-zero in the alias"
+    );
+    for i in [0, 2] {
+        assert!(
+            a.read_page(i).iter().all(|&b| b == 0x77),
+            "page {i} outside the hole changed"
+        );
+    }
+}
+
+#[test]
+fn fallocate_punch_hole_on_the_fd_zeroes_the_mapped_page() {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let a = try_area!(Area::new(GMEM, 2));
+    a.populate(0x5e);
+    let ps = a.page_size() as i64;
+    let fd = a.fd().expect("guest_memfd");
+    fallocate(
+        fd,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        ps,
+    )
+    .expect("punch hole");
+    assert!(a.read_page(0).iter().all(|&b| b == 0));
+    assert!(a.read_page(1).iter().all(|&b| b == 0x5e));
+    // guest_memfd never changes size: a punch without KEEP_SIZE is refused.
+    assert_eq!(
+        fallocate(fd, FallocateFlags::FALLOC_FL_PUNCH_HOLE, 0, ps),
+        Err(Errno::EOPNOTSUPP)
+    );
+}
+
+#[test]
+fn private_mapping_fails_einval() {
+    let a = try_area!(Area::new(GMEM, 1));
+    let r = map(a.fd().expect("guest_memfd"), a.len(), MapFlags::MAP_PRIVATE);
+    if let Ok(p) = r {
+        unmap(p, a.len());
+    }
+    assert_eq!(r, Err(Errno::EINVAL));
+}
+
+#[test]
+fn mapping_without_flag_mmap_fails_enodev() {
+    let a = try_area!(Area::new(GMEM, 1));
+    let vm = a.vm().expect("VM");
+    let fd = vm
+        .create_guest_memfd(a.len() as u64, GuestMemfdFlags::empty())
+        .expect("guest_memfd without flags");
+    let r = map(&fd, a.len(), MapFlags::MAP_SHARED);
+    if let Ok(p) = r {
+        unmap(p, a.len());
+    }
+    assert_eq!(r, Err(Errno::ENODEV));
+}
+
+#[test]
+fn host_fault_without_init_shared_is_sigbus() {
+    let flags = mem::guest_memfd::probe().flags.unwrap_or_default();
+    let a = try_area!(Area::new(GMEM, 1));
+    require!(
+        flags.contains(GuestMemfdFlags::GUEST_MEMFD_FLAG_INIT_SHARED),
+        "KVM has no GUEST_MEMFD_FLAG_INIT_SHARED (KVM_CAP_GUEST_MEMFD_FLAGS = {:#x})",
+        flags.bits()
+    );
+    let fd = a
+        .vm()
+        .expect("VM")
+        .create_guest_memfd(a.len() as u64, GuestMemfdFlags::GUEST_MEMFD_FLAG_MMAP)
+        .expect("guest_memfd with MMAP only");
+    let p = map(&fd, a.len(), MapFlags::MAP_SHARED).expect("mmap succeeds; the fault is what fails");
+    let read = testing::access_in_child(p, Access::Read);
+    let write = testing::access_in_child(p, Access::Write);
+    unmap(p, a.len());
+    assert_eq!(read, ChildExit::Signaled(Signal::SIGBUS));
+    assert_eq!(write, ChildExit::Signaled(Signal::SIGBUS));
+}
+
+// ---- userfaultfd on it ----
+
+/// REGISTER in every mode either grants the mode's range ioctls or fails
+/// EINVAL (the vma is not one uffd serves); any other errno is a bug.
+#[apply(gmem_and_shmem)]
+fn register_grants_the_mode_or_fails_einval(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 1));
+    let u = try_skip!(testing::open_uffd(Features::empty()));
+    for mode in caps::register_modes() {
+        match u.register(a.addr(), a.len(), mode) {
+            Ok(ioctls) => {
+                assert!(ioctls.contains(Ioctls::WAKE), "{mode:?}: {ioctls:?}");
+                if mode.contains(RegisterMode::MISSING) {
+                    assert!(ioctls.contains(Ioctls::COPY), "{mode:?}: {ioctls:?}");
+                }
+                if mode.contains(RegisterMode::MINOR) {
+                    assert!(ioctls.contains(Ioctls::CONTINUE), "{mode:?}: {ioctls:?}");
+                }
+                if mode.contains(RegisterMode::WP) {
+                    assert!(ioctls.contains(Ioctls::WRITEPROTECT), "{mode:?}: {ioctls:?}");
+                }
+                u.unregister(a.addr(), a.len()).expect("unregister");
+            }
+            Err(e) => {
+                assert_eq!(e, Errno::EINVAL, "REGISTER {mode:?} on {mem}");
+                // What shmem grants, it must grant with its feature bit present.
+                assert!(testing::register_support(mem, mode).is_err(), "{mem} refused {mode:?}");
+            }
+        }
+    }
+}
+
+/// Every event a handler saw, for the exact checks after the access.
+type Seen = Arc<Mutex<Vec<(PagefaultFlags, u64)>>>;
+
+/// Resolves MINOR faults with UFFDIO_CONTINUE of one page, recording each.
+fn continue_handler(uffd: Arc<Uffd>, page_size: usize) -> (testing::FaultHandler, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let h = testing::FaultHandler::spawn(uffd, move |u, ev| match ev {
+        Event::Pagefault { flags, address, .. } => {
+            s.lock().unwrap().push((flags, address));
+            let page = address as usize & !(page_size - 1);
+            match u.r#continue(page, page_size, ContinueMode::empty()) {
+                Ok(n) if n == page_size as i64 => Ok(()),
+                Ok(n) => Err(format!("UFFDIO_CONTINUE at {page:#x} mapped {n}, not {page_size}")),
+                Err(p) => Err(format!("UFFDIO_CONTINUE at {page:#x}: {p}")),
+            }
+        }
+        other => Err(format!("unexpected event {other:?}")),
+    });
+    (h, seen)
+}
+
+/// Snapshot restore / postcopy: the page arrives through the alias, the
+/// guest-side access takes a minor fault, CONTINUE maps the cached page.
+#[apply(gmem_and_shmem)]
+fn minor_fault_after_alias_populate_is_resolved_by_continue(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MINOR);
+    let a = try_area!(Area::with_alias(mem, 2));
+    let ps = a.page_size();
+    // SAFETY: page 0 of the alias view is ours and writable.
+    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0xab, ps) };
+    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
+    let ioctls = u
+        .register(a.addr(), a.len(), RegisterMode::MINOR)
+        .expect("REGISTER MINOR");
+    assert!(ioctls.contains(Ioctls::CONTINUE), "MINOR without CONTINUE: {ioctls:?}");
+    let (h, seen) = continue_handler(u.clone(), ps);
+    let got = a.read_page(0);
+    let errors = h.stop();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        got.iter().all(|&b| b == 0xab),
+        "the minor fault did not map the alias's page"
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
+    // One page, now mapped in both views: a write through one shows in the other.
+    a.fill_page(0, 0xcd);
+    assert!(a.read(a.alias_page(0), ps).iter().all(|&b| b == 0xcd));
+}
+
+/// A punched hole is a missing page again: MISSING mode raises a fault that
+/// UFFDIO_COPY fills; pages outside the hole fault no more.
+#[apply(gmem_and_shmem)]
+fn punch_hole_then_fault_raises_missing_fault_resolved_by_copy(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let a = try_area!(Area::new(mem, 2));
+    let ps = a.page_size();
+    a.populate(0x11);
+    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
+    u.register(a.addr(), a.len(), RegisterMode::MISSING)
+        .expect("REGISTER MISSING");
+    a.release(0, ps).expect("punch hole");
+    let (h, seen) = testing::copy_handler(u.clone(), ps, 0x22);
+    let hole = a.read_page(0);
+    let kept = a.read_page(1);
+    let errors = h.stop();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        hole.iter().all(|&b| b == 0x22),
+        "the hole was not filled by UFFDIO_COPY"
+    );
+    assert!(kept.iter().all(|&b| b == 0x11), "the page outside the hole changed");
+    assert_eq!(*seen.lock().unwrap(), vec![a.page(0) as u64]);
+}
+
+/// MINOR mode only traps pages the cache holds: after a hole the access
+/// allocates a zero page and no event is raised.
+#[apply(gmem_and_shmem)]
+fn punch_hole_then_fault_in_minor_mode_maps_zero_without_event(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MINOR);
+    let a = try_area!(Area::with_alias(mem, 1));
+    let ps = a.page_size();
+    // SAFETY: the alias page is ours and writable.
+    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0xab, ps) };
+    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
+    u.register(a.addr(), a.len(), RegisterMode::MINOR)
+        .expect("REGISTER MINOR");
+    a.release(0, ps).expect("punch hole");
+    let (h, seen) = continue_handler(u.clone(), ps);
+    // The access completes before it returns, so any fault it raised is seen.
+    let got = a.read_page(0);
+    let errors = h.stop();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a hole raised {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(got.iter().all(|&b| b == 0), "the hole did not read zero");
+}
+
+/// Postcopy after a discard: the page is punched out, re-sent through the
+/// alias, and the access then takes a minor fault for the new contents.
+#[apply(gmem_and_shmem)]
+fn minor_fault_after_punch_hole_and_repopulate_maps_the_new_page(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MINOR);
+    let a = try_area!(Area::with_alias(mem, 1));
+    let ps = a.page_size();
+    a.fill_page(0, 0x01);
+    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
+    u.register(a.addr(), a.len(), RegisterMode::MINOR)
+        .expect("REGISTER MINOR");
+    a.release(0, ps).expect("punch hole");
+    // SAFETY: the alias page is ours and writable.
+    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0x02, ps) };
+    let (h, seen) = continue_handler(u.clone(), ps);
+    let got = a.read_page(0);
+    let errors = h.stop();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        got.iter().all(|&b| b == 0x02),
+        "the access did not see the re-sent page"
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
+}
