@@ -1,0 +1,356 @@
+//! Finds the test binaries and their cases without cargo at run time.
+//!
+//! At build time `uffdtest build-tests` (or `run --build`) runs
+//! `cargo test --no-run --message-format=json` and writes a manifest next to
+//! the runner: JSON listing each integration-test binary by name and path
+//! relative to the manifest, so the tree can be copied anywhere (the VM
+//! harness copies it into the initramfs). At run time each binary lists its
+//! cases with libtest's `--list --format terse` (nextest's contract).
+//!
+//! What belongs to the suite: every integration test target except those
+//! named `harness_*`, which test the harness itself (they inject fake kernel
+//! warnings and hang on purpose) and must not run inside the suite.
+//!
+//! Serial cases: a case runs alone (never beside another, even with
+//! `--jobs`) when any `::` segment of its libtest name is `serial` or starts
+//! with `serial_`, or names a function or module that carries a serial_test
+//! attribute (`#[serial]`, `#[serial(key)]`, `#[file_serial]`) in the
+//! target's source, which the manifest records at build time.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The manifest's file name, next to the `uffdtest` binary by default.
+pub const MANIFEST_NAME: &str = "uffdtest-tests.json";
+
+/// Targets with this prefix test the harness and are left out of the suite.
+pub const HARNESS_PREFIX: &str = "harness_";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub binaries: Vec<Binary>,
+}
+
+/// One test binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binary {
+    /// The cargo target name (`api`, `copy`): the KTAP subtest block, and the
+    /// ioctl or feature `--ioctl` selects.
+    pub name: String,
+    /// Relative to the manifest's directory (absolute paths are kept as given).
+    pub path: PathBuf,
+    /// Functions and modules carrying a serial_test attribute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serial: Vec<String>,
+}
+
+impl Manifest {
+    /// Reads a manifest; binary paths stay relative (see [`Manifest::resolve`]).
+    pub fn load(path: &Path) -> Result<Manifest, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the test manifest {}: {e}; build it with `uffdtest build-tests` \
+                 (or `uffdtest run --build`), or pass --manifest",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a uffdtest manifest: {e}", path.display()))
+    }
+
+    /// Writes the manifest; paths are stored relative to its directory where they can be.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut m = self.clone();
+        for b in &mut m.binaries {
+            if let Ok(rel) = b.path.strip_prefix(dir) {
+                b.path = rel.to_path_buf();
+            }
+        }
+        let text = serde_json::to_string_pretty(&m).expect("manifest serialises");
+        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write the manifest {}: {e}", path.display()))
+    }
+
+    /// The absolute path of a binary listed in the manifest at `manifest`.
+    pub fn resolve(manifest: &Path, b: &Binary) -> PathBuf {
+        if b.path.is_absolute() {
+            b.path.clone()
+        } else {
+            manifest.parent().unwrap_or(Path::new(".")).join(&b.path)
+        }
+    }
+}
+
+/// The manifest next to the running `uffdtest` executable, where
+/// `build-tests` writes it by default.
+pub fn default_manifest() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(MANIFEST_NAME)))
+        .unwrap_or_else(|| PathBuf::from(MANIFEST_NAME))
+}
+
+/// Builds the test binaries with cargo and returns the manifest of the suite.
+/// `extra` goes to `cargo test` (e.g. `--release`).
+pub fn build(extra: &[String]) -> Result<Manifest, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["test", "--no-run", "--tests", "--message-format=json-render-diagnostics"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{cargo} test --no-run`: {e}; is cargo installed (or pass --manifest)?"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let manifest = from_cargo_messages(BufReader::new(stdout));
+    let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{cargo} test --no-run` failed ({status}); fix the build first"));
+    }
+    let manifest = manifest?;
+    if manifest.binaries.is_empty() {
+        return Err("cargo built no integration test binaries".into());
+    }
+    Ok(manifest)
+}
+
+/// Reads cargo's JSON build messages: one `compiler-artifact` line per
+/// target; the integration tests are `"kind":["test"]` with an `executable`.
+pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, String> {
+    let mut m = Manifest::default();
+    for line in r.lines() {
+        let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let target = &v["target"];
+        let is_test = target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        let (Some(name), Some(exe)) = (target["name"].as_str(), v["executable"].as_str()) else {
+            continue;
+        };
+        if !is_test || name.starts_with(HARNESS_PREFIX) {
+            continue;
+        }
+        let serial = target["src_path"]
+            .as_str()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|src| serial_items(&src))
+            .unwrap_or_default();
+        m.binaries.push(Binary { name: name.into(), path: exe.into(), serial });
+    }
+    m.binaries.sort_by(|a, b| a.name.cmp(&b.name));
+    m.binaries.dedup_by(|a, b| a.name == b.name);
+    Ok(m)
+}
+
+/// Names of the `fn`s and `mod`s that follow a serial_test attribute.
+///
+/// Accepted form: `#[serial]`, `#[serial(key)]`, `#[file_serial...]`,
+/// `#[serial_test::serial...]`, possibly among other attributes, followed by
+/// `fn name` or `mod name` on a later (or the same) line.
+pub fn serial_items(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = false;
+    for line in src.lines() {
+        let t = line.trim_start();
+        if t.starts_with("//") {
+            continue;
+        }
+        if t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::") {
+            pending = true;
+        }
+        if pending && let Some(name) = item_name(t) {
+            out.push(name);
+            pending = false;
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn item_name(line: &str) -> Option<String> {
+    for kw in ["fn ", "mod "] {
+        if let Some(i) = line.find(kw) {
+            // `fn` must be a word of its own: start of line or after a space.
+            if i == 0 || line.as_bytes()[i - 1] == b' ' {
+                let rest = &line[i + kw.len()..];
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() {
+                    return Some(name);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One case as the runner schedules it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The binary's name (its KTAP subtest block).
+    pub binary: String,
+    /// The binary's path.
+    pub path: PathBuf,
+    /// The libtest name, passed back with `--exact`.
+    pub test: String,
+    /// `<test> on <variant>` or the plain test name.
+    pub name: String,
+    /// From a `case_N_<variant>` last segment, `_` read as `-` (the memory type).
+    pub variant: Option<String>,
+    /// Marked `#[ignore]`: run only with `--run-ignored`.
+    pub ignored: bool,
+    /// Must run alone (see the module doc).
+    pub serial: bool,
+}
+
+/// Splits a libtest name into the KTAP name and the variant.
+///
+/// `copy_fills_missing_page::case_2_shmem_private` →
+/// (`copy_fills_missing_page on shmem-private`, `shmem-private`);
+/// `api_is_sane` → (`api_is_sane`, none).
+pub fn ktap_name(test: &str) -> (String, Option<String>) {
+    if let Some((head, last)) = test.rsplit_once("::")
+        && let Some(rest) = last.strip_prefix("case_")
+        && let Some((num, desc)) = rest.split_once('_')
+        && !num.is_empty()
+        && num.bytes().all(|b| b.is_ascii_digit())
+        && !desc.is_empty()
+    {
+        let variant = desc.replace('_', "-");
+        return (format!("{head} on {variant}"), Some(variant));
+    }
+    (test.to_string(), None)
+}
+
+/// Whether a libtest name is serial by the naming convention or the
+/// manifest's list of serial items.
+pub fn is_serial(test: &str, serial_items: &[String]) -> bool {
+    test.split("::")
+        .any(|seg| seg == "serial" || seg.starts_with("serial_") || serial_items.iter().any(|s| s == seg))
+}
+
+/// Lists a binary's cases, ignored ones included (marked).
+pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, String> {
+    let all = list_names(path, false)?;
+    let ignored = list_names(path, true)?;
+    Ok(all
+        .into_iter()
+        .map(|test| {
+            let (name, variant) = ktap_name(&test);
+            Case {
+                binary: binary.name.clone(),
+                path: path.to_path_buf(),
+                ignored: ignored.contains(&test),
+                serial: is_serial(&test, &binary.serial),
+                test,
+                name,
+                variant,
+            }
+        })
+        .collect())
+}
+
+/// `BIN --list --format terse [--ignored]`: lines `name: test`.
+fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
+    let mut cmd = Command::new(path);
+    cmd.args(["--list", "--format", "terse"]);
+    if ignored {
+        cmd.arg("--ignored");
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} --list: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --list failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::parametrised("copy_fills_missing_page::case_2_shmem", "copy_fills_missing_page on shmem", Some("shmem"))]
+    #[case::underscore_variant("a::case_3_shmem_private", "a on shmem-private", Some("shmem-private"))]
+    #[case::nested_module("serial::b::case_10_hugetlb", "serial::b on hugetlb", Some("hugetlb"))]
+    #[case::plain("api_is_sane", "api_is_sane", None)]
+    #[case::not_a_case_segment("m::cases_1_x", "m::cases_1_x", None)]
+    #[case::no_number("m::case_x", "m::case_x", None)]
+    fn libtest_names_map_to_ktap_names(#[case] test: &str, #[case] name: &str, #[case] variant: Option<&str>) {
+        assert_eq!(ktap_name(test), (name.to_string(), variant.map(str::to_string)));
+    }
+
+    #[test]
+    fn serial_attributes_are_found_in_source() {
+        let src = "
+#[apply(all_mem)]
+#[serial(hugepages)]
+fn shrinks_pool(#[case] mem: MemType) {}
+
+#[test]
+fn not_serial() {}
+
+#[serial]
+#[test]
+pub fn plain_serial() {}
+// #[serial]
+fn commented() {}
+#[file_serial(sysctl)] mod sysctl_cases {}
+";
+        assert_eq!(serial_items(src), vec!["plain_serial", "shrinks_pool", "sysctl_cases"]);
+    }
+
+    #[test]
+    fn serial_by_name_or_list() {
+        assert!(is_serial("serial::x::case_1_anon", &[]));
+        assert!(is_serial("serial_unpriv_sysctl", &[]));
+        assert!(is_serial("shrinks_pool::case_1_anon", &["shrinks_pool".into()]));
+        assert!(!is_serial("deserialises", &[]));
+    }
+
+    #[test]
+    fn manifest_from_cargo_messages_keeps_suite_tests_only() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"uffdtest","src_path":"/nonexistent"},"executable":null}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"copy","src_path":"/nonexistent"},"executable":"/t/deps/copy-1"}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"harness_runner","src_path":"/nonexistent"},"executable":"/t/deps/harness_runner-1"}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"api","src_path":"/nonexistent"},"executable":"/t/deps/api-2"}
+{"reason":"build-finished","success":true}
+"#;
+        let m = from_cargo_messages(msgs.as_bytes()).unwrap();
+        let names: Vec<_> = m.binaries.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["api", "copy"]);
+    }
+
+    #[test]
+    fn manifest_paths_are_relative_to_the_manifest() {
+        let dir = std::env::temp_dir().join(format!("uffdtest-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(MANIFEST_NAME);
+        let m = Manifest {
+            binaries: vec![Binary { name: "api".into(), path: dir.join("deps/api-1"), serial: vec![] }],
+        };
+        m.save(&file).unwrap();
+        let back = Manifest::load(&file).unwrap();
+        assert_eq!(back.binaries[0].path, PathBuf::from("deps/api-1"));
+        assert_eq!(Manifest::resolve(&file, &back.binaries[0]), dir.join("deps/api-1"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

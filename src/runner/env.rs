@@ -1,0 +1,165 @@
+//! Prepares the machine for a run and puts it back: huge pages reserved,
+//! sysctls set, every value restored at the end, after a case that left one
+//! changed, and on Ctrl-C or SIGTERM.
+//!
+//! Watched always: `vm.nr_hugepages` and `vm.unprivileged_userfaultfd` (serial
+//! cases change the latter and may be killed before their guard's Drop runs).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The sysctls every run snapshots and restores.
+pub const WATCHED: [&str; 2] = ["vm.nr_hugepages", "vm.unprivileged_userfaultfd"];
+
+/// What to restore, reachable from the signal thread.
+static SAVED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// `vm.nr_hugepages` → `/proc/sys/vm/nr_hugepages`.
+pub fn sysctl_path(name: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(name.replace('.', "/"))
+}
+
+pub fn read_sysctl(name: &str) -> Option<String> {
+    std::fs::read_to_string(sysctl_path(name)).ok().map(|s| s.trim().to_string())
+}
+
+pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
+    std::fs::write(sysctl_path(name), value).map_err(|e| format!("cannot set {name}={value}: {e}"))
+}
+
+/// The snapshot of the watched values, restored on drop.
+pub struct Env {
+    saved: Vec<(String, String)>,
+}
+
+impl Env {
+    /// Snapshots the watched sysctls (and those in `set`), raises
+    /// `vm.nr_hugepages` to at least `hugepages` (never lowers it), then sets
+    /// `set`. Returns notes for the KTAP header (what could not be done and why).
+    pub fn setup(hugepages: Option<u64>, set: &[(String, String)]) -> (Env, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut names: Vec<String> = WATCHED.iter().map(|s| s.to_string()).collect();
+        names.extend(set.iter().map(|(k, _)| k.clone()));
+        names.dedup();
+        let saved: Vec<(String, String)> =
+            names.iter().filter_map(|n| read_sysctl(n).map(|v| (n.clone(), v))).collect();
+        *SAVED.lock().unwrap_or_else(|e| e.into_inner()) =
+            saved.iter().map(|(n, v)| (sysctl_path(n), v.clone())).collect();
+        let env = Env { saved };
+        let root = nix::unistd::geteuid().is_root();
+        if let Some(want) = hugepages {
+            let have: u64 = read_sysctl("vm.nr_hugepages").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if have < want {
+                if !root {
+                    notes.push(format!(
+                        "not root: vm.nr_hugepages stays {have} (wanted {want}); hugetlb cases may skip"
+                    ));
+                } else if let Err(e) = write_sysctl("vm.nr_hugepages", &want.to_string()) {
+                    notes.push(e);
+                } else {
+                    let got = read_sysctl("vm.nr_hugepages").unwrap_or_default();
+                    notes.push(format!("vm.nr_hugepages raised from {have} to {got} for the run (wanted {want})"));
+                }
+            }
+        }
+        for (k, v) in set {
+            match write_sysctl(k, v) {
+                Ok(()) => notes.push(format!("{k}={v} for the run")),
+                Err(e) => notes.push(e),
+            }
+        }
+        (env, notes)
+    }
+
+    /// After a case: any watched value the case left changed is put back.
+    /// Returns a note per restored value. (Values set for the run by `set`
+    /// count as changed only if they differ from what the run set.)
+    pub fn check(&self, expected: &[(String, String)]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (name, orig) in &self.saved {
+            let want = expected.iter().find(|(k, _)| k == name).map(|(_, v)| v).unwrap_or(orig);
+            if name == "vm.nr_hugepages" {
+                continue; // raised for the run on purpose; cases may only grow it, checked at the end
+            }
+            if let Some(now) = read_sysctl(name)
+                && now != *want
+            {
+                let r = write_sysctl(name, want);
+                notes.push(match r {
+                    Ok(()) => format!("the case left {name}={now}; restored {want}"),
+                    Err(e) => format!("the case left {name}={now}; {e}"),
+                });
+            }
+        }
+        notes
+    }
+
+    /// Puts every snapshotted value back.
+    pub fn restore(&self) {
+        restore_saved();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.restore();
+        SAVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Writes back what [`Env::setup`] saved (also callable from the signal thread).
+fn restore_saved() {
+    let saved = SAVED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (path, v) in saved {
+        let now = std::fs::read_to_string(&path).map(|s| s.trim().to_string()).unwrap_or_default();
+        if now != v {
+            let _ = std::fs::write(&path, &v);
+        }
+    }
+}
+
+/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`catch_signals`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Turns SIGINT, SIGTERM and SIGHUP into [`interrupted`] for the run loop,
+/// which then kills the running cases and returns (restoring through Drop).
+/// A second signal restores at once and exits 130. Call before starting any
+/// thread: the signals are blocked in the caller and waited for on a thread
+/// of their own (children get a clean mask from std's spawn).
+pub fn catch_signals() -> Result<(), String> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| format!("cannot block signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("uffdtest-signals".into())
+        .spawn(move || {
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                    restore_saved();
+                    eprintln!("uffdtest: {sig} again: sysctls restored, exiting");
+                    std::process::exit(130);
+                }
+                eprintln!("uffdtest: {sig}: stopping the running cases and restoring sysctls");
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_names_map_to_proc_paths() {
+        assert_eq!(sysctl_path("vm.nr_hugepages"), PathBuf::from("/proc/sys/vm/nr_hugepages"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Watches the kernel log (`/dev/kmsg`) across a case for splats.
+//!
+//! Each watch opens its own `/dev/kmsg` descriptor and seeks to the end at
+//! the case's start, so it reads exactly the records logged while the case
+//! ran. With `--jobs` > 1 a splat is seen by every case that overlapped it:
+//! rerun with `--jobs 1` to pin it on one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+pub const DEV_KMSG: &str = "/dev/kmsg";
+
+/// Substrings that mark a kernel splat: warnings, BUGs, oopses, sanitizers,
+/// lockdep, sleeping in atomic context, RCU stalls, lockups, hung tasks.
+pub const SPLAT_MARKERS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "kernel BUG at",
+    "Oops",
+    "general protection fault",
+    "KASAN",
+    "UBSAN",
+    "KFENCE",
+    "possible circular locking",
+    "inconsistent lock state",
+    "possible recursive locking",
+    "sleeping function called from invalid context",
+    "rcu_sched self-detected stall",
+    "rcu_preempt self-detected stall",
+    "detected stall",
+    "soft lockup",
+    "hard LOCKUP",
+    "blocked for more than",
+    "Kernel panic",
+];
+
+/// Whether a kernel log message is (the first line of) a splat.
+pub fn is_splat(msg: &str) -> bool {
+    SPLAT_MARKERS.iter().any(|m| msg.contains(m))
+}
+
+/// How many lines after a splat's first line to quote (its trace).
+pub const SPLAT_CONTEXT: usize = 40;
+
+/// The excerpt to quote for a case: every splat with the lines after it, up
+/// to [`SPLAT_CONTEXT`] each. Empty if there was none.
+pub fn splat_excerpt(msgs: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut until = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        if is_splat(m) {
+            until = i + 1 + SPLAT_CONTEXT;
+        }
+        if i < until {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
+/// A reader positioned at the end of the kernel log when it was opened.
+pub struct KmsgWatch {
+    f: File,
+}
+
+impl KmsgWatch {
+    /// Opens `/dev/kmsg` and skips what is already logged. Fails without the
+    /// right to read the log (dmesg_restrict and no CAP_SYSLOG).
+    pub fn open() -> io::Result<KmsgWatch> {
+        let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(DEV_KMSG)?;
+        f.seek(SeekFrom::End(0))?;
+        Ok(KmsgWatch { f })
+    }
+
+    /// The messages logged since the last call (or since opening).
+    pub fn read_new(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        // One read returns one record; a record is at most about 8 KiB.
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match self.f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Some(m) = record_message(&buf[..n]) {
+                        out.push(m);
+                    }
+                }
+                // Records were overwritten before we read them: go on from the oldest kept.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// The message text of one `/dev/kmsg` record.
+///
+/// Accepted format: `prio,seq,usec,flags[,...];message` then optional
+/// continuation lines ` KEY=value`; non-printable bytes come escaped as `\xNN`.
+pub fn record_message(rec: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(rec);
+    let (_, rest) = s.split_once(';')?;
+    let msg = rest.split('\n').next().unwrap_or("");
+    Some(msg.trim_end().to_string())
+}
+
+/// Writes one line to the kernel log (needs root), so console splats can be
+/// attributed to the case that was starting.
+pub fn announce(line: &str) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).open(DEV_KMSG)?;
+    f.write_all(format!("{}\n", line.replace('\n', " ")).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::warn("WARNING: CPU: 1 PID: 42 at mm/userfaultfd.c:1230 mfill_atomic+0x1/0x2")]
+    #[case::bug("BUG: unable to handle page fault for address: 0000000000001000")]
+    #[case::kernel_bug("kernel BUG at mm/huge_memory.c:2100!")]
+    #[case::oops("Oops: 0000 [#1] PREEMPT SMP NOPTI")]
+    #[case::gpf("general protection fault, probably for non-canonical address 0xdead: 0000 [#1]")]
+    #[case::kasan("BUG: KASAN: slab-use-after-free in handle_userfault+0x10/0x20")]
+    #[case::ubsan("UBSAN: shift-out-of-bounds in mm/userfaultfd.c:1:2")]
+    #[case::lockdep("WARNING: possible circular locking dependency detected")]
+    #[case::lockdep_inconsistent("WARNING: inconsistent lock state")]
+    #[case::atomic_sleep("BUG: sleeping function called from invalid context at mm/memory.c:1")]
+    #[case::rcu("rcu: INFO: rcu_preempt self-detected stall on CPU")]
+    #[case::soft_lockup("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [uffd:123]")]
+    #[case::hung_task("INFO: task uffd:123 blocked for more than 120 seconds.")]
+    fn splats_are_recognised(#[case] line: &str) {
+        assert!(is_splat(line));
+    }
+
+    #[rstest]
+    #[case::announce("uffdtest: start copy: copy_fills_missing_page on anon")]
+    #[case::ordinary("EXT4-fs (vda): mounted filesystem")]
+    #[case::lowercase("bug fixed in warning handling")]
+    fn ordinary_lines_are_not_splats(#[case] line: &str) {
+        assert!(!is_splat(line));
+    }
+
+    #[test]
+    fn records_are_split_from_their_header() {
+        assert_eq!(
+            record_message(b"4,1234,5678,-;WARNING: CPU: 0 PID: 1 at x\n SUBSYSTEM=mm\n").as_deref(),
+            Some("WARNING: CPU: 0 PID: 1 at x")
+        );
+        assert_eq!(record_message(b"garbage"), None);
+    }
+
+    #[test]
+    fn excerpt_keeps_each_splat_with_its_trace() {
+        let mut msgs: Vec<String> = vec!["noise".into(), "WARNING: CPU: 0".into()];
+        msgs.extend((0..50).map(|i| format!("trace {i}")));
+        let ex = splat_excerpt(&msgs);
+        assert_eq!(ex.len(), 1 + SPLAT_CONTEXT);
+        assert_eq!(ex[0], "WARNING: CPU: 0");
+        assert!(splat_excerpt(&["noise".into()]).is_empty());
+    }
+}

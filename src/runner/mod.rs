@@ -1,0 +1,32 @@
+//! The runner: runs any libtest binaries one case per process and reports
+//! KTAP. Stages: [`discover`] → [`run`] (with [`kmsg`] and [`env`]) →
+//! [`ktap`] and [`report`]; [`result`] is the one model they share.
+//!
+//! From the guest's init or any other caller:
+//!
+//! ```no_run
+//! use uffdtest::runner::{RunOptions, run_ktap};
+//! let opts = RunOptions { announce_kmsg: true, ..RunOptions::default() };
+//! let report = run_ktap(&opts, &mut std::io::stdout()).expect("plan the run");
+//! std::process::exit(report.exit_code());
+//! ```
+
+pub mod discover;
+pub mod env;
+pub mod kmsg;
+pub mod ktap;
+pub mod report;
+pub mod result;
+pub mod run;
+
+pub use discover::{Binary, Case, MANIFEST_NAME, Manifest};
+pub use ktap::{parse as parse_ktap, write_report as write_ktap};
+pub use result::{Report, Status, TestResult, Totals};
+pub use run::{Event, Plan, Reporter, RunOptions, plan, run};
+
+/// Runs with `opts` and streams KTAP (closing with the plain summary line)
+/// to `out`. Err only if nothing could be planned (no manifest, nothing selected).
+pub fn run_ktap(opts: &RunOptions, out: &mut dyn std::io::Write) -> Result<Report, String> {
+    let mut k = report::Ktap::new(out);
+    run(opts, &mut [&mut k])
+}
