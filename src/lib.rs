@@ -15,6 +15,7 @@ pub mod runner;
 pub mod sys;
 pub mod testing;
 pub mod uffd;
+pub mod vm;
 
 pub use event::{Event, PagefaultFlags};
 pub use mem::{Area, MemType};

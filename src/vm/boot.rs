@@ -1,0 +1,312 @@
+//! Turns a kernel and an initramfs into a QEMU command line, one small
+//! function per concern, and picks the accelerator.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The QEMU binary the harness drives.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How the guest's CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// What the user asked for with `--accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// KVM where it can run a standard guest, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Everything one boot needs.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// The host file QEMU writes the guest's second serial port (KTAP) to.
+    pub ktap_file: PathBuf,
+    /// Appended after the harness's own kernel parameters.
+    pub extra_cmdline: Vec<String>,
+}
+
+/// The kernel parameters, each with why it is there.
+pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
+    let mut p: Vec<(String, &'static str)> = vec![
+        (
+            "console=ttyS0".into(),
+            "kernel log on the first serial port, which the host parses for splats",
+        ),
+        (
+            "panic=-1".into(),
+            "reboot at once on panic; with -no-reboot that ends QEMU instead of hanging",
+        ),
+        (
+            "oops=panic".into(),
+            "an oops ends the run rather than leaving a half-dead guest",
+        ),
+        (
+            "rdinit=/init".into(),
+            "run the harness from the initramfs; there is no root disk",
+        ),
+        (
+            "mitigations=off".into(),
+            "speculation barriers cost much under TCG; nothing to protect in a test guest",
+        ),
+        ("random.trust_cpu=on".into(), "no wait for entropy at boot"),
+        (
+            "8250.nr_uarts=2".into(),
+            "only ttyS0 (console) and ttyS1 (KTAP) exist; skip probing the others",
+        ),
+    ];
+    p.extend(b.extra_cmdline.iter().map(|s| (s.clone(), "from --append")));
+    p
+}
+
+/// `-accel` and `-cpu`: the host's CPU under KVM; under TCG `max`, so the
+/// guest sees every feature QEMU can emulate (PKU, LA57 and the like).
+fn accel_args(a: Accel) -> Vec<String> {
+    match a {
+        Accel::Kvm => vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
+        Accel::Tcg => vec!["-accel".into(), "tcg,thread=multi".into(), "-cpu".into(), "max".into()],
+    }
+}
+
+/// `-m` and `-smp`.
+fn machine_args(b: &Boot) -> Vec<String> {
+    vec![
+        "-m".into(),
+        format!("{}M", b.memory_mib),
+        "-smp".into(),
+        b.cpus.to_string(),
+    ]
+}
+
+/// No display, and a crash or poweroff ends QEMU: `-no-reboot` turns the
+/// reboot `panic=-1` asks for into an exit.
+fn lifecycle_args() -> Vec<String> {
+    ["-nographic", "-no-reboot", "-nodefaults"].map(String::from).to_vec()
+}
+
+/// ttyS0 (kernel console) on QEMU's stdout, ttyS1 (KTAP) into a file the
+/// host follows, so the two streams never interleave.
+fn serial_args(b: &Boot) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        "stdio,id=console,signal=off".into(),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-serial".into(),
+        format!("file:{}", b.ktap_file.display()),
+    ]
+}
+
+fn kernel_args(b: &Boot) -> Vec<String> {
+    let cmdline: Vec<String> = kernel_params(b).into_iter().map(|(p, _)| p).collect();
+    vec![
+        "-kernel".into(),
+        b.kernel.display().to_string(),
+        "-initrd".into(),
+        b.initrd.display().to_string(),
+        "-append".into(),
+        cmdline.join(" "),
+    ]
+}
+
+/// The whole argument list for [`QEMU`].
+pub fn qemu_args(b: &Boot) -> Vec<String> {
+    [
+        accel_args(b.accel),
+        machine_args(b),
+        lifecycle_args(),
+        serial_args(b),
+        kernel_args(b),
+    ]
+    .concat()
+}
+
+/// Finds QEMU on PATH, or says which package brings it.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    which(QEMU)
+        .ok_or_else(|| format!("{QEMU} not found on PATH; install it (Debian/Ubuntu: apt-get install qemu-system-x86)"))
+}
+
+/// The first executable called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// A kernel to boot: the image, and the build tree's `.config` if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    pub image: PathBuf,
+    pub config: Option<PathBuf>,
+}
+
+/// Accepts a bzImage, or a kernel build tree holding
+/// `arch/x86/boot/bzImage`; checks it carries the x86 boot header.
+pub fn resolve_kernel(path: &Path) -> Result<Kernel, String> {
+    let (image, config) = if path.is_dir() {
+        let image = path.join("arch/x86/boot/bzImage");
+        if !image.is_file() {
+            return Err(format!(
+                "{} is a directory without arch/x86/boot/bzImage; build the kernel (make bzImage) or pass the image",
+                path.display()
+            ));
+        }
+        let config = Some(path.join(".config")).filter(|c| c.is_file());
+        (image, config)
+    } else {
+        (path.to_path_buf(), None)
+    };
+    check_bzimage(&image)?;
+    Ok(Kernel { image, config })
+}
+
+/// The x86 boot protocol's `HdrS` magic at 0x202 (Documentation/arch/x86/boot.rst).
+pub fn check_bzimage(path: &Path) -> Result<(), String> {
+    let mut f = File::open(path).map_err(|e| format!("cannot open kernel {}: {e}", path.display()))?;
+    let mut head = [0u8; 0x206];
+    let n = f
+        .read(&mut head)
+        .map_err(|e| format!("cannot read kernel {}: {e}", path.display()))?;
+    if n >= 4 && &head[..4] == b"\x7fELF" {
+        return Err(format!(
+            "{} is an ELF file (vmlinux?), not a bootable image; pass arch/x86/boot/bzImage or the build tree",
+            path.display()
+        ));
+    }
+    if n < head.len() || &head[0x202..0x206] != b"HdrS" {
+        return Err(format!(
+            "{} is not a bootable x86 kernel (no \"HdrS\" boot header at 0x202); pass a bzImage or vmlinuz",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether KVM is worth trying at all: `/dev/kvm` opens read-write.
+/// Whether it can run a standard guest is only known by booting one (see
+/// [`kvm_failed`]); the caller remembers the answer for the run.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// QEMU's stderr lines that mean KVM cannot run this guest: it stops the VM
+/// and waits forever, so the host must notice and fall back.
+pub fn kvm_failed(stderr_line: &str) -> bool {
+    stderr_line.contains("KVM internal error")
+        || stderr_line.contains("emulation failure")
+        || stderr_line.contains("failed to initialize kvm")
+        || stderr_line.contains("failed to initialize KVM")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot() -> Boot {
+        Boot {
+            kernel: "/k/bzImage".into(),
+            initrd: "/t/initrd".into(),
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            ktap_file: "/t/ktap".into(),
+            extra_cmdline: vec!["nokaslr".into()],
+        }
+    }
+
+    #[test]
+    fn command_line_boots_the_kernel_with_both_serial_ports() {
+        let args = qemu_args(&boot()).join(" ");
+        for want in [
+            "-accel tcg,thread=multi -cpu max",
+            "-m 2048M -smp 2",
+            "-nographic -no-reboot",
+            "-serial chardev:console -serial file:/t/ktap",
+            "-kernel /k/bzImage -initrd /t/initrd",
+        ] {
+            assert!(args.contains(want), "{want:?} not in {args}");
+        }
+        let append = qemu_args(&boot()).last().unwrap().clone();
+        assert!(append.starts_with("console=ttyS0 panic=-1 oops=panic"), "{append}");
+        assert!(append.ends_with(" nokaslr"), "{append}");
+    }
+
+    #[test]
+    fn every_kernel_parameter_says_why() {
+        assert!(kernel_params(&boot()).iter().all(|(_, why)| !why.is_empty()));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        let b = Boot {
+            accel: Accel::Kvm,
+            ..boot()
+        };
+        assert!(qemu_args(&b).join(" ").contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn kernel_checks_name_the_problem() {
+        let dir = std::env::temp_dir().join(format!("uffdtest-boot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = resolve_kernel(&dir.join("nope")).unwrap_err();
+        assert!(missing.contains("cannot open kernel"), "{missing}");
+        let elf = resolve_kernel(&std::env::current_exe().unwrap()).unwrap_err();
+        assert!(elf.contains("ELF"), "{elf}");
+        std::fs::write(dir.join("text"), "not a kernel").unwrap();
+        assert!(resolve_kernel(&dir.join("text")).unwrap_err().contains("HdrS"));
+        assert!(resolve_kernel(&dir).unwrap_err().contains("arch/x86/boot/bzImage"));
+        let mut fake = vec![0u8; 0x400];
+        fake[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::create_dir_all(dir.join("arch/x86/boot")).unwrap();
+        std::fs::write(dir.join("arch/x86/boot/bzImage"), &fake).unwrap();
+        std::fs::write(dir.join(".config"), "CONFIG_USERFAULTFD=y\n").unwrap();
+        assert_eq!(
+            resolve_kernel(&dir).unwrap(),
+            Kernel {
+                image: dir.join("arch/x86/boot/bzImage"),
+                config: Some(dir.join(".config"))
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kvm_emulation_failure_is_recognised() {
+        assert!(kvm_failed("KVM internal error. Suberror: 1"));
+        assert!(kvm_failed("emulation failure"));
+        assert!(!kvm_failed(
+            "qemu-system-x86_64: warning: host doesn't support requested feature"
+        ));
+    }
+}

@@ -1,0 +1,228 @@
+//! The runner as PID 1 in the guest: mounts what the suite needs, runs the
+//! selected cases with KTAP on the second serial port, then powers off.
+
+use crate::runner::{self, Event, Reporter, RunOptions};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where KTAP goes: the second serial port, so the kernel console (ttyS0)
+/// never interleaves with it.
+pub const KTAP_PORT: &str = "/dev/ttyS1";
+
+/// Diagnostic prefix of a guest-side error the host shows as is.
+pub const GUEST_ERROR: &str = "uffdtest-guest: error: ";
+
+/// A fault the init injects on purpose, so the harness's own tests can check
+/// what the host makes of a guest that dies or hangs mid-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// `echo c > /proc/sysrq-trigger` while the second case runs.
+    Panic,
+    /// Stop producing any output once the second case has started.
+    Hang,
+}
+
+/// The host's orders, packed into the initramfs as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    pub filters: Vec<String>,
+    pub skip: Vec<String>,
+    pub mem: Vec<String>,
+    pub ioctl: Vec<String>,
+    pub run_ignored: bool,
+    pub jobs: usize,
+    pub case_timeout_secs: u64,
+    pub hugepages: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+impl GuestConfig {
+    pub fn run_options(&self, manifest: PathBuf) -> RunOptions {
+        RunOptions {
+            manifest,
+            filters: self.filters.clone(),
+            skip: self.skip.clone(),
+            mem: self.mem.clone(),
+            ioctl: self.ioctl.clone(),
+            run_ignored: self.run_ignored,
+            jobs: self.jobs.max(1),
+            timeout: Duration::from_secs(self.case_timeout_secs.max(1)),
+            announce_kmsg: true,
+            watch_kmsg: true,
+            hugepages: Some(self.hugepages),
+            handle_signals: false,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// Whether this process is the guest's init: PID 1, or started as `/init`.
+pub fn is_guest_init() -> bool {
+    std::process::id() == 1 || std::env::args_os().next().is_some_and(|a| a == "/init")
+}
+
+/// The whole life of the guest. Never returns: PID 1 exiting panics the
+/// kernel, so every path ends in power-off.
+pub fn main() -> ! {
+    let result = std::panic::catch_unwind(run);
+    let msg = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("the guest init panicked (see the console log)".to_string()),
+    };
+    if let Some(e) = msg {
+        report_error(&e);
+    }
+    power_off()
+}
+
+fn run() -> Result<(), String> {
+    mount_all()?;
+    kmsg("uffdtest: guest init up");
+    let mut port = open_ktap_port()?;
+    let dir = Path::new("/");
+    let text = std::fs::read_to_string(dir.join(super::initramfs::GUEST_CONFIG))
+        .map_err(|e| format!("cannot read the guest config: {e}"))?;
+    let cfg: GuestConfig = serde_json::from_str(&text).map_err(|e| format!("bad guest config: {e}"))?;
+    if let Err(e) = check_userfaultfd() {
+        writeln!(port, "KTAP version 1\n1..0 # SKIP {e}").ok();
+        writeln!(port, "# {GUEST_ERROR}{e}").ok();
+        return Err(e);
+    }
+    let opts = cfg.run_options(dir.join(super::initramfs::TESTS_DIR).join(runner::MANIFEST_NAME));
+    let mut ktap = runner::report::Ktap::new(&mut port);
+    let mut fault = FaultInjector {
+        fault: cfg.fault,
+        started: 0,
+    };
+    runner::run(&opts, &mut [&mut ktap, &mut fault]).map_err(|e| {
+        writeln!(port, "# {GUEST_ERROR}{e}").ok();
+        e
+    })?;
+    port.flush().ok();
+    kmsg("uffdtest: guest run done");
+    Ok(())
+}
+
+/// `(source, target, fstype)`; a failure is fatal only for proc, sys and dev.
+const MOUNTS: &[(&str, &str, &str, bool)] = &[
+    ("proc", "/proc", "proc", true),
+    ("sysfs", "/sys", "sysfs", true),
+    ("devtmpfs", "/dev", "devtmpfs", true),
+    ("debugfs", "/sys/kernel/debug", "debugfs", false),
+    ("tmpfs", "/tmp", "tmpfs", false),
+    ("tmpfs", "/dev/shm", "tmpfs", false),
+    ("hugetlbfs", "/dev/hugepages", "hugetlbfs", false),
+];
+
+fn mount_all() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    for &(src, target, fstype, required) in MOUNTS {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
+            && required
+        {
+            return Err(format!(
+                "cannot mount {fstype} on {target}: {e}; is CONFIG_{} set?",
+                fstype.to_uppercase()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens ttyS1 raw: no `\n` → `\r\n`, no echo, no flow control.
+fn open_ktap_port() -> Result<std::fs::File, String> {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(KTAP_PORT)
+        .map_err(|e| format!("cannot open the KTAP port {KTAP_PORT}: {e} (CONFIG_SERIAL_8250 with 2 ports?)"))?;
+    if let Ok(mut t) = tcgetattr(&f) {
+        cfmakeraw(&mut t);
+        let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
+    }
+    Ok(f)
+}
+
+/// The kernel must have the syscall: without CONFIG_USERFAULTFD it is ENOSYS.
+fn check_userfaultfd() -> Result<(), String> {
+    // SAFETY: userfaultfd(2) takes flags only; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: fd is ours and open.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ENOSYS => Err(
+            "this kernel has no userfaultfd (userfaultfd(2) is ENOSYS): build it with \
+                                          CONFIG_USERFAULTFD=y (see qemu/uffd.config)"
+                .into(),
+        ),
+        // EPERM etc.: the suite's own cases report what they can and cannot do.
+        _ => Ok(()),
+    }
+}
+
+/// Writes to the kernel log, so the line lands on the console in order with
+/// any splat.
+fn kmsg(msg: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "{msg}");
+    }
+}
+
+fn report_error(e: &str) {
+    kmsg(&format!("{GUEST_ERROR}{e}"));
+    eprintln!("{GUEST_ERROR}{e}");
+    if let Ok(mut port) = std::fs::OpenOptions::new().write(true).open(KTAP_PORT) {
+        let _ = writeln!(port, "# {GUEST_ERROR}{e}");
+    }
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only reached without CAP_SYS_BOOT; PID 1 must not exit.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Injects [`Fault`] when the second case starts.
+struct FaultInjector {
+    fault: Option<Fault>,
+    started: usize,
+}
+
+impl Reporter for FaultInjector {
+    fn event(&mut self, e: &Event) -> std::io::Result<()> {
+        let Event::CaseStarted { .. } = e else { return Ok(()) };
+        self.started += 1;
+        match (self.fault, self.started) {
+            (Some(Fault::Panic), 2) => {
+                // Let the case get going, so the crash lands inside it.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    kmsg("uffdtest: injecting a panic (sysrq-c)");
+                    let _ = std::fs::write("/proc/sysrq-trigger", "c");
+                });
+            }
+            (Some(Fault::Hang), 2) => {
+                kmsg("uffdtest: injecting a hang");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Checks a kernel `.config` against the suite's fragment, `qemu/uffd.config`.
+//!
+//! The fragment is a plain Kconfig fragment (usable with `merge_config.sh`
+//! and `vng --config`) split by two marker comments, `# uffdtest: required`
+//! and `# uffdtest: recommended`, so one file says both what to set and how
+//! much each option matters.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// The fragment shipped with the suite, compiled in so `kconfig --check`
+/// works from an installed binary.
+pub const FRAGMENT: &str = include_str!("../../qemu/uffd.config");
+
+/// How much an option of the fragment matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Without it the guest cannot boot or the suite cannot run.
+    Required,
+    /// Makes the kernel catch what the suite provokes.
+    Recommended,
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Need::Required => "required",
+            Need::Recommended => "recommended",
+        })
+    }
+}
+
+/// One `CONFIG_X=value` line of the fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub name: String,
+    pub value: String,
+    pub need: Need,
+}
+
+/// An option of the fragment whose value `.config` does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub want: Want,
+    /// The value in `.config`, `None` when it is absent or `is not set`.
+    pub found: Option<String>,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let found = match &self.found {
+            Some(v) => format!("is {v}"),
+            None => "is not set".into(),
+        };
+        write!(
+            f,
+            "{:<11} {}={} ({found})",
+            self.want.need, self.want.name, self.want.value
+        )
+    }
+}
+
+/// Reads the fragment's options with their need.
+///
+/// Accepted format: `CONFIG_X=v` lines; `# uffdtest: required` and
+/// `# uffdtest: recommended` switch the need of the lines after them (the
+/// default is required); other comments and blank lines are ignored.
+pub fn parse_fragment(text: &str) -> Result<Vec<Want>, String> {
+    let mut need = Need::Required;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        match t {
+            "# uffdtest: required" => need = Need::Required,
+            "# uffdtest: recommended" => need = Need::Recommended,
+            _ if t.is_empty() || t.starts_with('#') => {}
+            _ => {
+                let (name, value) = t
+                    .split_once('=')
+                    .filter(|(k, _)| k.starts_with("CONFIG_"))
+                    .ok_or_else(|| format!("fragment line {}: expected CONFIG_X=value, got {t:?}", n + 1))?;
+                out.push(Want {
+                    name: name.into(),
+                    value: value.into(),
+                    need,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a `.config`: `CONFIG_X=v` lines (set) and `# CONFIG_X is not set`
+/// (absent from the map, as if the option did not exist).
+pub fn parse_config(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| l.starts_with("CONFIG_"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The options of `fragment` that `config` lacks, required ones first.
+pub fn check(fragment: &[Want], config: &HashMap<String, String>) -> Vec<Missing> {
+    let mut out: Vec<Missing> = fragment
+        .iter()
+        .filter(|w| config.get(&w.name) != Some(&w.value))
+        .map(|w| Missing {
+            want: w.clone(),
+            found: config.get(&w.name).cloned(),
+        })
+        .collect();
+    out.sort_by_key(|m| m.want.need);
+    out
+}
+
+/// The human report of [`check`]; ends with the fix.
+pub fn report(config_path: &str, total: usize, missing: &[Missing]) -> String {
+    let required = missing.iter().filter(|m| m.want.need == Need::Required).count();
+    let recommended = missing.len() - required;
+    let mut s = String::new();
+    for m in missing {
+        s += &format!("{m}\n");
+    }
+    s += &format!(
+        "{config_path}: {} of {total} options set; missing {required} required, {recommended} recommended\n",
+        total - missing.len()
+    );
+    if required > 0 {
+        s += "this kernel cannot run the suite: merge qemu/uffd.config (scripts/kconfig/merge_config.sh -m .config \
+              qemu/uffd.config && make olddefconfig) and rebuild\n";
+    } else if recommended > 0 {
+        s += "the suite can run; the recommended options make the kernel report what the suite provokes\n";
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_fragment_parses_with_both_needs() {
+        let f = parse_fragment(FRAGMENT).unwrap();
+        let req = |n: &str| f.iter().find(|w| w.name == n).map(|w| w.need);
+        assert_eq!(req("CONFIG_USERFAULTFD"), Some(Need::Required));
+        assert_eq!(req("CONFIG_PTE_MARKER_UFFD_WP"), Some(Need::Required));
+        assert_eq!(req("CONFIG_DEVTMPFS"), Some(Need::Required));
+        assert_eq!(req("CONFIG_KASAN"), Some(Need::Recommended));
+        assert_eq!(req("CONFIG_GUP_TEST"), Some(Need::Recommended));
+    }
+
+    #[test]
+    fn fragment_rejects_a_line_that_is_not_an_option() {
+        assert!(
+            parse_fragment("CONFIG_A=y\nUSERFAULTFD=y\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn unset_module_and_absent_options_are_missing() {
+        let frag =
+            parse_fragment("CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\n# uffdtest: recommended\nCONFIG_D=y\nCONFIG_E=y\n")
+                .unwrap();
+        let cfg = parse_config("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_D=m\nCONFIG_E=y\n");
+        let got: Vec<(String, Need, Option<String>)> = check(&frag, &cfg)
+            .into_iter()
+            .map(|m| (m.want.name, m.want.need, m.found))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("CONFIG_B".into(), Need::Required, None),
+                ("CONFIG_C".into(), Need::Required, None),
+                ("CONFIG_D".into(), Need::Recommended, Some("m".into())),
+            ]
+        );
+    }
+}
