@@ -11,6 +11,7 @@ pub mod faulter;
 pub mod kvm;
 pub mod mem;
 pub mod pagemap;
+pub mod pagemap_scan;
 pub mod runner;
 pub mod sys;
 pub mod testing;

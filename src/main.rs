@@ -12,6 +12,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the suite (or a selection) one case per process; KTAP on stdout.
+    Run(uffdtest::cli::run::RunArgs),
+    /// List the cases with their memory type and ioctl.
+    List(uffdtest::cli::run::Selection),
+    /// Build the test binaries and write the manifest `run` reads.
+    BuildTests(uffdtest::cli::run::BuildTestsArgs),
     /// Show what the running kernel's userfaultfd supports.
     Caps {
         /// Print JSON instead of a table.
@@ -23,6 +29,9 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Run(args) => uffdtest::cli::run::run_cmd(&args),
+        Cmd::List(sel) => uffdtest::cli::run::list(&sel),
+        Cmd::BuildTests(args) => uffdtest::cli::run::build_tests(&args),
         Cmd::Caps { json } => {
             if json {
                 println!("{}", uffdtest::cli::caps::json());

@@ -1,3 +1,4 @@
 //! Subcommands that only present library results.
 
 pub mod caps;
+pub mod run;

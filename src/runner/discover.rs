@@ -96,10 +96,15 @@ pub fn default_manifest() -> PathBuf {
 pub fn build(extra: &[String]) -> Result<Manifest, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["test", "--no-run", "--tests", "--message-format=json-render-diagnostics"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "test",
+        "--no-run",
+        "--tests",
+        "--message-format=json-render-diagnostics",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run `{cargo} test --no-run`: {e}; is cargo installed (or pass --manifest)?"))?;
@@ -107,7 +112,9 @@ pub fn build(extra: &[String]) -> Result<Manifest, String> {
     let manifest = from_cargo_messages(BufReader::new(stdout));
     let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("`{cargo} test --no-run` failed ({status}); fix the build first"));
+        return Err(format!(
+            "`{cargo} test --no-run` failed ({status}); fix the build first"
+        ));
     }
     let manifest = manifest?;
     if manifest.binaries.is_empty() {
@@ -141,7 +148,11 @@ pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, String> {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|src| serial_items(&src))
             .unwrap_or_default();
-        m.binaries.push(Binary { name: name.into(), path: exe.into(), serial });
+        m.binaries.push(Binary {
+            name: name.into(),
+            path: exe.into(),
+            serial,
+        });
     }
     m.binaries.sort_by(|a, b| a.name.cmp(&b.name));
     m.binaries.dedup_by(|a, b| a.name == b.name);
@@ -288,7 +299,11 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case::parametrised("copy_fills_missing_page::case_2_shmem", "copy_fills_missing_page on shmem", Some("shmem"))]
+    #[case::parametrised(
+        "copy_fills_missing_page::case_2_shmem",
+        "copy_fills_missing_page on shmem",
+        Some("shmem")
+    )]
     #[case::underscore_variant("a::case_3_shmem_private", "a on shmem-private", Some("shmem-private"))]
     #[case::nested_module("serial::b::case_10_hugetlb", "serial::b on hugetlb", Some("hugetlb"))]
     #[case::plain("api_is_sane", "api_is_sane", None)]
@@ -345,7 +360,11 @@ fn commented() {}
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(MANIFEST_NAME);
         let m = Manifest {
-            binaries: vec![Binary { name: "api".into(), path: dir.join("deps/api-1"), serial: vec![] }],
+            binaries: vec![Binary {
+                name: "api".into(),
+                path: dir.join("deps/api-1"),
+                serial: vec![],
+            }],
         };
         m.save(&file).unwrap();
         let back = Manifest::load(&file).unwrap();

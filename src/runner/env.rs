@@ -22,7 +22,9 @@ pub fn sysctl_path(name: &str) -> PathBuf {
 }
 
 pub fn read_sysctl(name: &str) -> Option<String> {
-    std::fs::read_to_string(sysctl_path(name)).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(sysctl_path(name))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
@@ -43,8 +45,10 @@ impl Env {
         let mut names: Vec<String> = WATCHED.iter().map(|s| s.to_string()).collect();
         names.extend(set.iter().map(|(k, _)| k.clone()));
         names.dedup();
-        let saved: Vec<(String, String)> =
-            names.iter().filter_map(|n| read_sysctl(n).map(|v| (n.clone(), v))).collect();
+        let saved: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|n| read_sysctl(n).map(|v| (n.clone(), v)))
+            .collect();
         *SAVED.lock().unwrap_or_else(|e| e.into_inner()) =
             saved.iter().map(|(n, v)| (sysctl_path(n), v.clone())).collect();
         let env = Env { saved };
@@ -60,7 +64,9 @@ impl Env {
                     notes.push(e);
                 } else {
                     let got = read_sysctl("vm.nr_hugepages").unwrap_or_default();
-                    notes.push(format!("vm.nr_hugepages raised from {have} to {got} for the run (wanted {want})"));
+                    notes.push(format!(
+                        "vm.nr_hugepages raised from {have} to {got} for the run (wanted {want})"
+                    ));
                 }
             }
         }
@@ -113,7 +119,9 @@ impl Drop for Env {
 fn restore_saved() {
     let saved = SAVED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (path, v) in saved {
-        let now = std::fs::read_to_string(&path).map(|s| s.trim().to_string()).unwrap_or_default();
+        let now = std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         if now != v {
             let _ = std::fs::write(&path, &v);
         }
@@ -160,6 +168,9 @@ mod tests {
 
     #[test]
     fn sysctl_names_map_to_proc_paths() {
-        assert_eq!(sysctl_path("vm.nr_hugepages"), PathBuf::from("/proc/sys/vm/nr_hugepages"));
+        assert_eq!(
+            sysctl_path("vm.nr_hugepages"),
+            PathBuf::from("/proc/sys/vm/nr_hugepages")
+        );
     }
 }

@@ -68,7 +68,10 @@ impl KmsgWatch {
     /// Opens `/dev/kmsg` and skips what is already logged. Fails without the
     /// right to read the log (dmesg_restrict and no CAP_SYSLOG).
     pub fn open() -> io::Result<KmsgWatch> {
-        let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(DEV_KMSG)?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(DEV_KMSG)?;
         f.seek(SeekFrom::End(0))?;
         Ok(KmsgWatch { f })
     }

@@ -125,7 +125,9 @@ fn description(name: &str) -> String {
 }
 
 fn sanitize_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect()
 }
 
 /// The result line for `t` as test number `n`:
@@ -133,7 +135,11 @@ fn sanitize_line(s: &str) -> String {
 /// `not ok 4 name # killed by signal SIGSEGV`, `not ok 5 name # ERROR reason`.
 pub fn result_line(n: usize, t: &TestResult) -> String {
     let ok = if t.status.is_ok() { "ok" } else { "not ok" };
-    let reason = t.reason.as_deref().map(|r| sanitize_line(&r.replace('\n', " "))).unwrap_or_default();
+    let reason = t
+        .reason
+        .as_deref()
+        .map(|r| sanitize_line(&r.replace('\n', " ")))
+        .unwrap_or_default();
     let directive = match t.status {
         Status::Pass => String::new(),
         Status::Skip => format!("SKIP {reason}"),
@@ -190,12 +196,20 @@ pub fn parse_result_line(line: &str) -> Option<ResultLine> {
     }
     let rest = format!(" {}", rest.trim_start());
     let rest = rest.strip_prefix(" - ").map(|r| format!(" {r}")).unwrap_or(rest);
-    let (name, directive) = match rest.find(" # ").or_else(|| rest.trim_end().ends_with(" #").then(|| rest.len())) {
+    let (name, directive) = match rest
+        .find(" # ")
+        .or_else(|| rest.trim_end().ends_with(" #").then_some(rest.len()))
+    {
         Some(i) if i < rest.len() => (rest[..i].trim().to_string(), Some(rest[i + 3..].trim().to_string())),
         Some(_) => (rest.trim_end().trim_end_matches('#').trim().to_string(), None),
         None => (rest.trim().to_string(), None),
     };
-    Some(ResultLine { ok, number, name, directive })
+    Some(ResultLine {
+        ok,
+        number,
+        name,
+        directive,
+    })
 }
 
 /// The status and reason a result line's directive gives.
@@ -237,7 +251,11 @@ pub fn directive_status(ok: bool, directive: Option<&str>) -> (Status, Option<St
 }
 
 /// Where the kernel's console ends a KTAP stream (as kunit_parser does).
-const END_MARKERS: [&str; 3] = ["List of all partitions:", "Kernel panic - not syncing: VFS:", "reboot: System halted"];
+const END_MARKERS: [&str; 3] = [
+    "List of all partitions:",
+    "Kernel panic - not syncing: VFS:",
+    "reboot: System halted",
+];
 
 /// Parses a log holding KTAP (or TAP 13/14, or kselftest output) into a report.
 ///
@@ -269,7 +287,11 @@ pub fn parse(text: &str) -> Result<Report, String> {
         }
         body.push(l.trim_end().to_string());
     }
-    let mut p = Parser { lines: body, pos: 0, errors: Vec::new() };
+    let mut p = Parser {
+        lines: body,
+        pos: 0,
+        errors: Vec::new(),
+    };
     let mut report = Report::default();
     let version = p.next().expect("version line");
     p.check_version(&version);
@@ -293,7 +315,11 @@ fn find_version(l: &str) -> Option<usize> {
             let rest = &l[i + pat.len()..];
             if !rest.is_empty() && rest.trim().bytes().all(|b| b.is_ascii_digit()) {
                 // `TAP version` inside `KTAP version`: take the K.
-                return Some(if pat == "TAP version " && i > 0 && l.as_bytes()[i - 1] == b'K' { i - 1 } else { i });
+                return Some(if pat == "TAP version " && i > 0 && l.as_bytes()[i - 1] == b'K' {
+                    i - 1
+                } else {
+                    i
+                });
             }
         }
     }
@@ -396,7 +422,7 @@ impl Parser {
     /// result line. Returns (tests, diagnostics before the first test,
     /// diagnostics after the last, skip-all reason).
     fn block(&mut self, b: &Block, top: bool) -> (Vec<TestResult>, Vec<String>, Vec<String>, Option<String>) {
-        let mut lead = self.diagnostics();
+        let lead = self.diagnostics();
         let mut plan = None;
         if let Some(l) = self.peek()
             && let Line::Plan(n, skip) = classify(l)
@@ -444,7 +470,8 @@ impl Parser {
         }
         if let Some(n) = plan {
             while tests.len() < n {
-                self.errors.push(format!("missing expected subtest {}", tests.len() + 1));
+                self.errors
+                    .push(format!("missing expected subtest {}", tests.len() + 1));
                 let mut t = TestResult::new("", Status::Crashed).with_reason("result line never appeared");
                 t.diagnostics = std::mem::take(&mut pending);
                 tests.push(t);
@@ -470,7 +497,10 @@ impl Parser {
 
     fn leaf(&mut self, r: ResultLine, diagnostics: Vec<String>, expected: usize) -> TestResult {
         if r.number != expected {
-            self.errors.push(format!("expected test number {expected} but found {} ({})", r.number, r.name));
+            self.errors.push(format!(
+                "expected test number {expected} but found {} ({})",
+                r.number, r.name
+            ));
         }
         let (status, reason) = directive_status(r.ok, r.directive.as_deref());
         let mut t = TestResult::new(r.name, status);
@@ -511,7 +541,10 @@ impl Parser {
                 _ => break,
             }
         }
-        let b = Block { name: name.clone(), indent: if indent == usize::MAX { 0 } else { indent } };
+        let b = Block {
+            name: name.clone(),
+            indent: if indent == usize::MAX { 0 } else { indent },
+        };
         let (subtests, inner_lead, trail, skip_all) = self.block(&b, false);
         lead.extend(inner_lead);
         lead.extend(trail);
@@ -524,12 +557,16 @@ impl Parser {
                 if let Some(n) = &name
                     && t.name != *n
                 {
-                    self.errors.push(format!("result line {:?} does not match subtest header {n:?}", t.name));
+                    self.errors
+                        .push(format!("result line {:?} does not match subtest header {n:?}", t.name));
                 }
                 t
             }
             _ => {
-                self.errors.push(format!("missing subtest result line for {}", name.as_deref().unwrap_or("?")));
+                self.errors.push(format!(
+                    "missing subtest result line for {}",
+                    name.as_deref().unwrap_or("?")
+                ));
                 TestResult::new(name.clone().unwrap_or_default(), Status::Crashed)
                     .with_reason("subtest result line never appeared")
             }
@@ -584,7 +621,10 @@ mod tests {
                     ],
                 ),
                 TestResult::group("api", vec![leaf("e", Status::Skip, Some("needs root"))]),
-                TestResult::group("move", vec![leaf("f on anon", Status::Error, Some("cannot start: ENOENT"))]),
+                TestResult::group(
+                    "move",
+                    vec![leaf("f on anon", Status::Error, Some("cannot start: ENOENT"))],
+                ),
             ],
             ..Report::default()
         }
@@ -599,16 +639,28 @@ mod tests {
         let back = parse(&text).unwrap();
         assert_eq!(back.parse_errors, Vec::<String>::new(), "{text}");
         assert_eq!(back.totals(), r.totals());
-        let strip = |r: &Report| -> Vec<(String, Status, Option<String>, Option<String>, Vec<String>)> {
+        type Row = (String, Status, Option<String>, Option<String>, Vec<String>);
+        let strip = |r: &Report| -> Vec<Row> {
             r.leaves()
                 .into_iter()
-                .map(|(p, t)| (p.join("/"), t.status, t.reason.clone(), t.signal.clone(), t.kmsg.clone()))
+                .map(|(p, t)| {
+                    (
+                        p.join("/"),
+                        t.status,
+                        t.reason.clone(),
+                        t.signal.clone(),
+                        t.kmsg.clone(),
+                    )
+                })
                 .collect()
         };
         assert_eq!(strip(&back), strip(&r));
         assert_eq!(back.tests[0].status, Status::Fail);
         assert_eq!(back.tests[1].status, Status::Skip);
-        assert_eq!(back.tests[0].subtests[1].diagnostics, r.tests[0].subtests[1].diagnostics);
+        assert_eq!(
+            back.tests[0].subtests[1].diagnostics,
+            r.tests[0].subtests[1].diagnostics
+        );
         assert_eq!(back.tests[0].subtests[1].exit_code, Some(101));
     }
 
@@ -618,14 +670,26 @@ mod tests {
         write_report(&mut out, &sample()).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(&lines[..5], ["KTAP version 1", "1..3", "  KTAP version 1", "  # Subtest: copy", "  1..5"]);
+        assert_eq!(
+            &lines[..5],
+            [
+                "KTAP version 1",
+                "1..3",
+                "  KTAP version 1",
+                "  # Subtest: copy",
+                "  1..5"
+            ]
+        );
         assert!(lines.contains(&"  ok 3 a on hugetlb # SKIP no free huge pages"));
         assert!(lines.contains(&"  not ok 4 d on anon # TIMEOUT 60 seconds"));
         assert!(lines.contains(&"  not ok 5 c on anon # killed by signal SIGBUS"));
         assert!(lines.contains(&"  # kmsg: WARNING: CPU: 0 PID: 1 at mm/userfaultfd.c:1"));
         assert!(lines.contains(&"not ok 1 copy"));
         assert!(lines.contains(&"ok 2 api # SKIP all cases skipped"));
-        assert_eq!(lines.last(), Some(&"# Totals: pass:1 fail:3 xfail:0 xpass:0 skip:2 error:1"));
+        assert_eq!(
+            lines.last(),
+            Some(&"# Totals: pass:1 fail:3 xfail:0 xpass:0 skip:2 error:1")
+        );
     }
 
     #[rstest]
@@ -645,7 +709,10 @@ mod tests {
         #[case] directive: Option<&str>,
     ) {
         let r = parse_result_line(line).unwrap();
-        assert_eq!((r.ok, r.number, r.name.as_str(), r.directive.as_deref()), (ok, number, name, directive));
+        assert_eq!(
+            (r.ok, r.number, r.name.as_str(), r.directive.as_deref()),
+            (ok, number, name, directive)
+        );
     }
 
     #[rstest]
@@ -723,8 +790,19 @@ not ok 3 selftests: mm: slow # TIMEOUT 45 seconds
 ";
         let r = parse(log).unwrap();
         assert!(r.parse_errors.is_empty(), "{:?}", r.parse_errors);
-        assert_eq!(r.totals(), Totals { pass: 1, skip: 1, ..Totals::default() });
-        assert!(r.tests[0].subtests[1].diagnostics.contains(&"random kernel message".to_string()));
+        assert_eq!(
+            r.totals(),
+            Totals {
+                pass: 1,
+                skip: 1,
+                ..Totals::default()
+            }
+        );
+        assert!(
+            r.tests[0].subtests[1]
+                .diagnostics
+                .contains(&"random kernel message".to_string())
+        );
     }
 
     #[test]
@@ -741,7 +819,11 @@ KTAP version 1
 ";
         let r = parse(log).unwrap();
         let t = r.totals();
-        assert_eq!((t.pass, t.fail), (1, 3), "2 missing cases in copy and the missing second binary");
+        assert_eq!(
+            (t.pass, t.fail),
+            (1, 3),
+            "2 missing cases in copy and the missing second binary"
+        );
         assert_eq!(r.tests[0].status, Status::Crashed);
         assert_eq!(r.tests[0].subtests[1].status, Status::Crashed);
         assert_eq!(r.exit_code(), 1);

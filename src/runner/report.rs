@@ -18,7 +18,11 @@ pub struct Ktap<W: Write> {
 
 impl<W: Write> Ktap<W> {
     pub fn new(w: W) -> Ktap<W> {
-        Ktap { k: KtapWriter::new(w), summary: true, blocks: Vec::new() }
+        Ktap {
+            k: KtapWriter::new(w),
+            summary: true,
+            blocks: Vec::new(),
+        }
     }
 }
 
@@ -34,7 +38,9 @@ impl<W: Write> Reporter for Ktap<W> {
                 Ok(())
             }
             Event::CaseStarted { .. } => Ok(()),
-            Event::CaseFinished { binary, number, result, .. } => {
+            Event::CaseFinished {
+                binary, number, result, ..
+            } => {
                 if *number == 1 {
                     let (name, n) = &self.blocks[*binary];
                     self.k.begin(1, name, *n)?;
@@ -45,7 +51,8 @@ impl<W: Write> Reporter for Ktap<W> {
             Event::Finished { report } => {
                 let t = report.totals();
                 if report.interrupted {
-                    self.k.diagnostic(0, "interrupted: cases not run are reported as ERROR")?;
+                    self.k
+                        .diagnostic(0, "interrupted: cases not run are reported as ERROR")?;
                 }
                 self.k.totals(&t)?;
                 if self.summary {
@@ -70,7 +77,12 @@ pub struct Progress<W: Write> {
 
 impl<W: Write> Progress<W> {
     pub fn new(w: W) -> Progress<W> {
-        Progress { w, total: 0, done: 0, failed: 0 }
+        Progress {
+            w,
+            total: 0,
+            done: 0,
+            failed: 0,
+        }
     }
 
     fn clear(&mut self) -> io::Result<()> {
@@ -89,7 +101,11 @@ impl<W: Write> Reporter for Progress<W> {
             Event::CaseStarted { case } => {
                 let mut name = format!("{}: {}", case.binary, case.name);
                 name.truncate(70);
-                write!(self.w, "\r\x1b[K[{:>4}/{}] {} failed | running {name}", self.done, self.total, self.failed)?;
+                write!(
+                    self.w,
+                    "\r\x1b[K[{:>4}/{}] {} failed | running {name}",
+                    self.done, self.total, self.failed
+                )?;
                 self.w.flush()
             }
             Event::CaseFinished { result, .. } => {
@@ -104,21 +120,6 @@ impl<W: Write> Reporter for Progress<W> {
     }
 }
 
-/// Keeps the report to write JUnit and JSON from once the run is over.
-#[derive(Default)]
-pub struct Collect {
-    pub report: Option<Report>,
-}
-
-impl Reporter for Collect {
-    fn event(&mut self, e: &Event) -> io::Result<()> {
-        if let Event::Finished { report } = e {
-            self.report = Some((*report).clone());
-        }
-        Ok(())
-    }
-}
-
 /// The report as JSON: per case its status, duration, reason, exit code or
 /// signal, diagnostics, kernel log excerpt and captured output; plus totals.
 pub fn json(r: &Report) -> String {
@@ -128,7 +129,12 @@ pub fn json(r: &Report) -> String {
         #[serde(flatten)]
         report: &'a Report,
     }
-    serde_json::to_string_pretty(&Out { totals: r.totals(), report: r }).expect("report serialises") + "\n"
+    serde_json::to_string_pretty(&Out {
+        totals: r.totals(),
+        report: r,
+    })
+    .expect("report serialises")
+        + "\n"
 }
 
 /// The report as JUnit XML (the shape GitLab, Jenkins and GitHub test
@@ -256,13 +262,19 @@ mod tests {
     #[test]
     fn junit_counts_and_escapes() {
         let x = junit(&sample());
-        assert!(x.contains(r#"<testsuites name="uffdtest" tests="5" failures="2" errors="1" skipped="1""#), "{x}");
+        assert!(
+            x.contains(r#"<testsuites name="uffdtest" tests="5" failures="2" errors="1" skipped="1""#),
+            "{x}"
+        );
         assert!(x.contains(r#"<testsuite name="copy" tests="4" failures="2" errors="0" skipped="1" time="0.500">"#));
         assert!(x.contains(r#"message="kernel log: WARNING: &lt;x&gt; &amp; &quot;y&quot;" type="fail""#));
         assert!(x.contains(r#"<skipped message="no huge pages"/>"#));
         assert!(x.contains(r#"type="timeout""#));
         assert!(x.contains(r#"<error message="cannot list" type="error">"#));
-        assert!(!x.contains('\u{0}') && !x.contains('\u{1b}'), "control characters dropped");
+        assert!(
+            !x.contains('\u{0}') && !x.contains('\u{1b}'),
+            "control characters dropped"
+        );
     }
 
     #[test]

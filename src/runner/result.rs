@@ -33,7 +33,10 @@ pub enum Status {
 impl Status {
     /// Whether this status fails a gate (kselftest: an XPASS fails, a skip does not).
     pub fn is_failure(self) -> bool {
-        matches!(self, Status::Fail | Status::Timeout | Status::Error | Status::Crashed | Status::Xpass)
+        matches!(
+            self,
+            Status::Fail | Status::Timeout | Status::Error | Status::Crashed | Status::Xpass
+        )
     }
 
     /// `ok` or `not ok` on a KTAP result line.
@@ -283,7 +286,11 @@ impl Report {
     /// The exit code a gate should use (see [`Totals::exit_code`]); an
     /// interrupted run is 130, as a shell reports Ctrl-C.
     pub fn exit_code(&self) -> i32 {
-        if self.interrupted { 130 } else { self.totals().exit_code() }
+        if self.interrupted {
+            130
+        } else {
+            self.totals().exit_code()
+        }
     }
 }
 

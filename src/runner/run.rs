@@ -124,12 +124,27 @@ impl Plan {
 /// cases' `CaseStarted`/`CaseFinished` and a `BinaryFinished`, then `Finished`.
 #[derive(Debug)]
 pub enum Event<'a> {
-    Started { plan: &'a Plan, notes: &'a [String] },
-    CaseStarted { case: &'a Case },
+    Started {
+        plan: &'a Plan,
+        notes: &'a [String],
+    },
+    CaseStarted {
+        case: &'a Case,
+    },
     /// `binary` and `number` (1-based) place it in the plan.
-    CaseFinished { binary: usize, number: usize, case: &'a Case, result: &'a TestResult },
-    BinaryFinished { binary: usize, result: &'a TestResult },
-    Finished { report: &'a Report },
+    CaseFinished {
+        binary: usize,
+        number: usize,
+        case: &'a Case,
+        result: &'a TestResult,
+    },
+    BinaryFinished {
+        binary: usize,
+        result: &'a TestResult,
+    },
+    Finished {
+        report: &'a Report,
+    },
 }
 
 /// A consumer of events (KTAP, JUnit, JSON, summary, progress line).
@@ -150,7 +165,11 @@ pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
         let cases = match list_cases(b, &path) {
             Ok(c) => c,
             Err(e) => {
-                plan.binaries.push(PlannedBinary { name: b.name.clone(), cases: Vec::new(), error: Some(e) });
+                plan.binaries.push(PlannedBinary {
+                    name: b.name.clone(),
+                    cases: Vec::new(),
+                    error: Some(e),
+                });
                 continue;
             }
         };
@@ -168,7 +187,11 @@ pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
             keep.push(c);
         }
         if !keep.is_empty() {
-            plan.binaries.push(PlannedBinary { name: b.name.clone(), cases: keep, error: None });
+            plan.binaries.push(PlannedBinary {
+                name: b.name.clone(),
+                cases: keep,
+                error: None,
+            });
         }
     }
     Ok(plan)
@@ -182,7 +205,12 @@ fn selected(opts: &RunOptions, c: &Case) -> bool {
     if c.ignored && !opts.run_ignored {
         return false;
     }
-    if !opts.mem.is_empty() && !c.variant.as_ref().is_some_and(|v| opts.mem.iter().any(|m| norm(m) == norm(v))) {
+    if !opts.mem.is_empty()
+        && !c
+            .variant
+            .as_ref()
+            .is_some_and(|v| opts.mem.iter().any(|m| norm(m) == norm(v)))
+    {
         return false;
     }
     let hay = [c.test.clone(), c.name.clone(), format!("{}/{}", c.binary, c.test)];
@@ -195,7 +223,11 @@ fn selected(opts: &RunOptions, c: &Case) -> bool {
 
 /// A pattern with `*` or `?` is a glob over the whole text; otherwise a substring.
 pub fn matches_pattern(pat: &str, text: &str) -> bool {
-    if pat.contains(['*', '?']) { glob(pat.as_bytes(), text.as_bytes()) } else { text.contains(pat) }
+    if pat.contains(['*', '?']) {
+        glob(pat.as_bytes(), text.as_bytes())
+    } else {
+        text.contains(pat)
+    }
 }
 
 fn glob(p: &[u8], t: &[u8]) -> bool {
@@ -255,17 +287,26 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
             let _ = r.event(&e);
         }
     };
-    emit(Event::Started { plan: &plan, notes: &notes });
+    emit(Event::Started {
+        plan: &plan,
+        notes: &notes,
+    });
 
-    let queue: Vec<(usize, usize)> =
-        plan.binaries.iter().enumerate().flat_map(|(b, pb)| (0..pb.cases.len()).map(move |c| (b, c))).collect();
-    let mut results: Vec<Vec<Option<TestResult>>> =
-        plan.binaries.iter().map(|b| vec![None; b.cases.len()]).collect();
+    let queue: Vec<(usize, usize)> = plan
+        .binaries
+        .iter()
+        .enumerate()
+        .flat_map(|(b, pb)| (0..pb.cases.len()).map(move |c| (b, c)))
+        .collect();
+    let mut results: Vec<Vec<Option<TestResult>>> = plan.binaries.iter().map(|b| vec![None; b.cases.len()]).collect();
     let mut running: Vec<Running> = Vec::new();
     let mut next = 0;
     // Emission cursor: the next binary whose results go out, and its next case.
     let (mut eb, mut ec) = (0usize, 0usize);
-    let mut report = Report { diagnostics: notes.clone(), ..Report::default() };
+    let mut report = Report {
+        diagnostics: notes.clone(),
+        ..Report::default()
+    };
     let jobs = opts.jobs.max(1);
     loop {
         let stop = interrupted();
@@ -313,7 +354,12 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
             let pb = &plan.binaries[eb];
             while ec < pb.cases.len() {
                 let Some(res) = &results[eb][ec] else { break };
-                emit(Event::CaseFinished { binary: eb, number: ec + 1, case: &pb.cases[ec], result: res });
+                emit(Event::CaseFinished {
+                    binary: eb,
+                    number: ec + 1,
+                    case: &pb.cases[ec],
+                    result: res,
+                });
                 ec += 1;
             }
             if ec < pb.cases.len() {
@@ -321,9 +367,15 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
             }
             let group = match &pb.error {
                 Some(e) => TestResult::new(&pb.name, Status::Error).with_reason(e.clone()),
-                None => TestResult::group(&pb.name, results[eb].iter_mut().map(|r| r.take().expect("done")).collect()),
+                None => TestResult::group(
+                    &pb.name,
+                    results[eb].iter_mut().map(|r| r.take().expect("done")).collect(),
+                ),
             };
-            emit(Event::BinaryFinished { binary: eb, result: &group });
+            emit(Event::BinaryFinished {
+                binary: eb,
+                result: &group,
+            });
             report.tests.push(group);
             eb += 1;
             ec = 0;
@@ -380,8 +432,11 @@ struct Running {
 
 impl Running {
     fn start(opts: &RunOptions, case: &Case, at: (usize, usize), watch_kmsg: bool) -> Running {
-        let timeout =
-            if case.binary.contains("stress") || case.test.contains("stress") { opts.stress_timeout } else { opts.timeout };
+        let timeout = if case.binary.contains("stress") || case.test.contains("stress") {
+            opts.stress_timeout
+        } else {
+            opts.timeout
+        };
         if opts.announce_kmsg {
             let _ = kmsg::announce(&format!("uffdtest: start {}: {}", case.binary, case.name));
         }
@@ -502,7 +557,8 @@ impl Running {
             libtest_verdict(&output)
         };
         if timed_out && !self.interrupted {
-            res.diagnostics.push(format!("timed out after {secs} s: process group killed"));
+            res.diagnostics
+                .push(format!("timed out after {secs} s: process group killed"));
         }
         let excerpt = kmsg::splat_excerpt(&kmsgs);
         if let Some(first) = excerpt.iter().find(|m| kmsg::is_splat(m)) {
@@ -518,7 +574,8 @@ impl Running {
             res.diagnostics.splice(0..0, failure_lines(&output, &self.case.test));
         }
         if leaked && !timed_out && status.is_some() {
-            res.diagnostics.push("the case left processes behind in its group; killed".into());
+            res.diagnostics
+                .push("the case left processes behind in its group; killed".into());
         }
         res.output = output;
         res
@@ -539,7 +596,9 @@ fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, mpsc::Receiver<Vec<u8
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
-    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", case.path.display()))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", case.path.display()))?;
     // `cmd` holds the write ends: drop it so EOF comes when the case's group is gone.
     drop(cmd);
     let (tx, rx) = mpsc::channel();
@@ -567,15 +626,22 @@ fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, mpsc::Receiver<Vec<u8
 }
 
 fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 /// The verdict of a case that exited 0: libtest must report it passed, and
 /// a `SKIP: <reason>` line (maybe after libtest's `test name ... `) makes it a skip.
 fn libtest_verdict(output: &str) -> (Status, Option<String>) {
-    let ran = output.lines().any(|l| l.starts_with("test result: ok.") && l.contains(" 1 passed;"));
+    let ran = output
+        .lines()
+        .any(|l| l.starts_with("test result: ok.") && l.contains(" 1 passed;"));
     if !ran {
-        return (Status::Error, Some("libtest reported no test run (name not matched?)".into()));
+        return (
+            Status::Error,
+            Some("libtest reported no test run (name not matched?)".into()),
+        );
     }
     for l in output.lines() {
         if let Some(i) = l.find("SKIP: ") {
@@ -587,16 +653,20 @@ fn libtest_verdict(output: &str) -> (Status, Option<String>) {
 
 /// The output lines worth quoting for a failure: libtest's own framing dropped.
 fn failure_lines(output: &str, test: &str) -> Vec<String> {
+    let start = format!("test {test} ...");
     let keep: Vec<&str> = output
         .lines()
         .map(str::trim_end)
+        // With --nocapture the case's own output starts on libtest's `test NAME ... ` line.
+        .map(|l| l.strip_prefix(start.as_str()).map(str::trim_start).unwrap_or(l))
         .filter(|l| {
             !(l.is_empty()
                 || *l == "running 1 test"
                 || *l == "failures:"
+                || *l == "FAILED"
+                || *l == "ok"
                 || l.starts_with("test result: ")
                 || l.starts_with("note: run with `RUST_BACKTRACE=1`")
-                || (l.starts_with("test ") && (l.ends_with(" ... FAILED") || l.ends_with(" ... ok")))
                 || l.strip_prefix("    ") == Some(test))
         })
         .collect();
@@ -639,12 +709,16 @@ mod tests {
     #[test]
     fn failure_lines_drop_libtest_framing() {
         let out = "running 1 test\ntest a ... FAILED\n\nfailures:\n\n---- a stdout ----\n\
-                   thread 'a' panicked at tests/x.rs:3:5:\nassertion `left == right` failed\n\
+                   test a ... thread 'a' panicked at tests/x.rs:3:5:\nassertion `left == right` failed\n\
                    note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n\
                    failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n";
         assert_eq!(
             failure_lines(out, "a"),
-            ["---- a stdout ----", "thread 'a' panicked at tests/x.rs:3:5:", "assertion `left == right` failed"]
+            [
+                "---- a stdout ----",
+                "thread 'a' panicked at tests/x.rs:3:5:",
+                "assertion `left == right` failed"
+            ]
         );
     }
 }

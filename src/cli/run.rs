@@ -1,0 +1,235 @@
+//! `uffdtest run`, `list` and `build-tests`: the runner's command line.
+
+use crate::runner::report::{self, Ktap, Progress};
+use crate::runner::{Reporter, RunOptions, discover, plan, run};
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Which cases: shared by `run` and `list`.
+#[derive(Args, Debug, Clone)]
+pub struct Selection {
+    /// The test manifest [default: uffdtest-tests.json next to this executable].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Build the test binaries first (`cargo test --no-run`) and write the manifest.
+    #[arg(long)]
+    pub build: bool,
+    /// Keep cases whose name contains PATTERN, or matches it as a glob (`*`, `?`). Repeatable.
+    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
+    pub filters: Vec<String>,
+    /// Drop cases matching PATTERN (as for -f). Repeatable.
+    #[arg(long = "skip", value_name = "PATTERN")]
+    pub skip: Vec<String>,
+    /// Keep cases on these memory types (anon,shmem,shmem-private,hugetlb,hugetlb-private,anon-thp,guest-memfd).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    pub mem: Vec<String>,
+    /// Keep cases of these test binaries: the ioctl or feature (copy,zeropage,api,...).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub ioctl: Vec<String>,
+    /// Run only shard K of N (1-based), for splitting one run across machines.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Also run cases marked #[ignore].
+    #[arg(long)]
+    pub run_ignored: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub sel: Selection,
+    /// Cases run in parallel (serial cases still run alone) [default: number of CPUs].
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Per-case timeout in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Timeout for cases whose binary or name contains `stress`.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub stress_timeout: u64,
+    /// Raise vm.nr_hugepages to at least N for the run (restored after; never lowered).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub hugepages: u64,
+    /// Set a sysctl for the run, restored after (e.g. vm.unprivileged_userfaultfd=1). Repeatable.
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub sysctls: Vec<(String, String)>,
+    /// Do not read /dev/kmsg (splats then go unnoticed).
+    #[arg(long)]
+    pub no_kmsg: bool,
+    /// Write `uffdtest: start <binary>: <case>` to /dev/kmsg before each case.
+    #[arg(long)]
+    pub announce_kmsg: bool,
+    /// Also write the KTAP to FILE.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write JSON (per case: status, duration, reason, kernel log excerpt, output) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildTestsArgs {
+    /// Where to write the manifest [default: uffdtest-tests.json next to this executable].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Extra arguments for `cargo test --no-run` (e.g. --release).
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
+    let (k, n): (usize, usize) = (
+        k.parse().map_err(|_| "K is not a number")?,
+        n.parse().map_err(|_| "N is not a number")?,
+    );
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("shard {k}/{n}: need 1 <= K <= N"));
+    }
+    Ok((k, n))
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("uffdtest: {msg}");
+    ExitCode::from(2)
+}
+
+/// Builds the tests if asked and returns the manifest path.
+fn manifest(sel_manifest: &Option<PathBuf>, build: bool, cargo_args: &[String]) -> Result<PathBuf, String> {
+    let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
+    if build {
+        let m = discover::build(cargo_args)?;
+        m.save(&path)?;
+        eprintln!(
+            "uffdtest: {} test binaries listed in {}",
+            m.binaries.len(),
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
+    RunOptions {
+        manifest,
+        filters: sel.filters.clone(),
+        skip: sel.skip.clone(),
+        mem: sel.mem.clone(),
+        ioctl: sel.ioctl.clone(),
+        shard: sel.shard,
+        run_ignored: sel.run_ignored,
+        ..RunOptions::default()
+    }
+}
+
+pub fn build_tests(a: &BuildTestsArgs) -> ExitCode {
+    match manifest(&a.manifest, true, &a.cargo_args) {
+        Ok(p) => {
+            println!("{}", p.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints every selected case: binary (ioctl), memory type, serial/ignored marks, name.
+pub fn list(sel: &Selection) -> ExitCode {
+    let path = match manifest(&sel.manifest, sel.build, &[]) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let plan = match plan(&options(sel, path)) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{:<16} {:<16} {:<8} CASE", "IOCTL", "MEMTYPE", "FLAGS");
+    for b in &plan.binaries {
+        if let Some(e) = &b.error {
+            let _ = writeln!(out, "{:<16} {:<16} {:<8} (cannot list: {e})", b.name, "-", "error");
+        }
+        for c in &b.cases {
+            let flags = match (c.serial, c.ignored) {
+                (true, true) => "serial,ign",
+                (true, false) => "serial",
+                (false, true) => "ignored",
+                (false, false) => "-",
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:<8} {}",
+                c.binary,
+                c.variant.as_deref().unwrap_or("-"),
+                flags,
+                c.name
+            );
+        }
+    }
+    let _ = writeln!(out, "{} cases in {} binaries", plan.case_count(), plan.binaries.len());
+    ExitCode::SUCCESS
+}
+
+pub fn run_cmd(a: &RunArgs) -> ExitCode {
+    let path = match manifest(&a.sel.manifest, a.sel.build, &[]) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let mut opts = options(&a.sel, path);
+    if let Some(j) = a.jobs {
+        opts.jobs = j.max(1);
+    }
+    opts.timeout = Duration::from_secs(a.timeout);
+    opts.stress_timeout = Duration::from_secs(a.stress_timeout);
+    opts.hugepages = Some(a.hugepages);
+    opts.sysctls = a.sysctls.clone();
+    opts.watch_kmsg = !a.no_kmsg;
+    opts.announce_kmsg = a.announce_kmsg;
+    opts.handle_signals = true;
+
+    let file = match &a.output {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(&format!("cannot create {}: {e}", p.display())),
+        },
+        None => None,
+    };
+    let mut stdout = Ktap::new(std::io::stdout());
+    let mut to_file = file.map(|f| Ktap::new(std::io::BufWriter::new(f)));
+    let mut progress = std::io::stderr()
+        .is_terminal()
+        .then(|| Progress::new(std::io::stderr()));
+    let mut reporters: Vec<&mut dyn Reporter> = Vec::new();
+    if let Some(p) = progress.as_mut() {
+        reporters.push(p);
+    }
+    reporters.push(&mut stdout);
+    if let Some(f) = to_file.as_mut() {
+        reporters.push(f);
+    }
+    let report = match run(&opts, &mut reporters) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    drop(reporters);
+    drop(to_file);
+    let writes = [(&a.junit, report::junit(&report)), (&a.json, report::json(&report))];
+    for (path, text) in writes {
+        if let Some(p) = path
+            && let Err(e) = std::fs::write(p, text)
+        {
+            eprintln!("uffdtest: cannot write {}: {e}", p.display());
+        }
+    }
+    ExitCode::from(report.exit_code() as u8)
+}

@@ -1,0 +1,469 @@
+//! The runner, run on purpose-built misbehaving cases.
+//!
+//! `mod fixture` holds the cases: each is `#[ignore]`d and does nothing
+//! unless `UFFDTEST_FIXTURES=1`, so `cargo test` never hangs or crashes on
+//! them. The tests below point a manifest at this very binary and run the
+//! real `uffdtest` executable on the fixtures, then check what it reported.
+//! `harness_*` targets are left out of the suite's manifest (see
+//! `runner::discover`), so the fake kernel warning never lands in a suite run.
+
+use serial_test::serial;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use uffdtest::runner::{Binary, Manifest, Report, Status, TestResult, parse_ktap};
+
+mod fixture {
+    use rstest::rstest;
+    use std::io::Write;
+
+    /// Runs the fixture body only when the runner's tests asked for it.
+    macro_rules! armed {
+        () => {
+            if std::env::var_os("UFFDTEST_FIXTURES").is_none() {
+                println!("SKIP: fixture: runs only under tests/harness_runner.rs");
+                return;
+            }
+        };
+    }
+
+    fn mark(what: &str) {
+        if let Some(p) = std::env::var_os("UFFDTEST_FIXTURE_MARK") {
+            std::fs::write(p, what).expect("write the marker file");
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn passes() {
+        armed!();
+        assert_eq!(2 + 2, 4);
+    }
+
+    #[test]
+    #[ignore]
+    fn fails_with_assertion() {
+        armed!();
+        assert_eq!(1, 2, "fixture failure message");
+    }
+
+    /// Hangs with a forked child, as a case stuck in a fault would: the
+    /// runner must kill the whole group.
+    #[test]
+    #[ignore]
+    fn hangs() {
+        armed!();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn sleep");
+        mark(&child.id().to_string());
+        // Blocks until the runner kills the group.
+        let _ = child.wait();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn dies_of_sigsegv() {
+        armed!();
+        // SAFETY: none: this write faults on purpose, to die of SIGSEGV.
+        unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+    }
+
+    /// Touches a shared mapping past the end of its (empty) file.
+    #[test]
+    #[ignore]
+    fn dies_of_sigbus() {
+        armed!();
+        // SAFETY: plain libc calls; the access faults on purpose, to die of SIGBUS.
+        unsafe {
+            let fd = libc::memfd_create(c"fixture".as_ptr(), 0);
+            assert!(fd >= 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            (p as *mut u8).write_volatile(1);
+        }
+    }
+
+    /// Writes a line shaped like a kernel WARN into the kernel log (root only).
+    /// Serial by name, so it fails no case running beside it.
+    #[test]
+    #[ignore]
+    fn serial_writes_warning_to_kmsg() {
+        armed!();
+        let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") else {
+            println!("SKIP: needs root to write /dev/kmsg");
+            return;
+        };
+        f.write_all(b"<4>WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture (injected by tests/harness_runner.rs, not a kernel bug)\n")
+            .expect("write /dev/kmsg");
+    }
+
+    #[test]
+    #[ignore]
+    fn skips() {
+        armed!();
+        println!("SKIP: fixture skip reason");
+    }
+
+    /// Exits 0 before libtest can report: silence must not read as a pass.
+    #[test]
+    #[ignore]
+    fn exits_zero_early() {
+        armed!();
+        std::process::exit(0);
+    }
+
+    #[rstest]
+    #[case::anon("anon")]
+    #[case::shmem_private("shmem-private")]
+    #[ignore]
+    fn on_mem(#[case] mem: &str) {
+        armed!();
+        assert!(!mem.is_empty());
+    }
+
+    /// Changes the sysctl named in UFFDTEST_FIXTURE_SYSCTL and does not put it back.
+    #[test]
+    #[ignore]
+    fn serial_leaves_sysctl_changed() {
+        armed!();
+        let Some(name) = std::env::var_os("UFFDTEST_FIXTURE_SYSCTL") else {
+            println!("SKIP: UFFDTEST_FIXTURE_SYSCTL not set");
+            return;
+        };
+        let path = std::path::Path::new("/proc/sys").join(name.to_str().unwrap().replace('.', "/"));
+        let v: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        std::fs::write(&path, (v + 1).to_string()).expect("set the sysctl (root)");
+    }
+}
+
+fn uffdtest() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_uffdtest"));
+    c.env("UFFDTEST_FIXTURES", "1").stdin(Stdio::null());
+    c
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("uffdtest-harness-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A manifest listing this test binary as the only one.
+fn manifest(dir: &Path) -> PathBuf {
+    let m = Manifest {
+        binaries: vec![Binary {
+            name: "harness_runner".into(),
+            path: std::env::current_exe().unwrap(),
+            serial: vec![],
+        }],
+    };
+    let p = dir.join("manifest.json");
+    m.save(&p).unwrap();
+    p
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn case<'a>(r: &'a Report, test: &str) -> &'a TestResult {
+    let hits: Vec<_> = r
+        .leaves()
+        .into_iter()
+        .filter(|(_, t)| t.test.as_deref() == Some(test))
+        .collect();
+    assert_eq!(hits.len(), 1, "{test} reported {} times", hits.len());
+    hits[0].1
+}
+
+fn read_sysctl(name: &str) -> String {
+    std::fs::read_to_string(Path::new("/proc/sys").join(name.replace('.', "/")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[serial(harness_runner)]
+fn every_outcome_is_reported_once_with_its_cause() {
+    let dir = scratch("outcomes");
+    let mark = dir.join("hang-mark");
+    let (out, r) = {
+        let mut c = uffdtest();
+        c.env("UFFDTEST_FIXTURE_MARK", &mark);
+        let json = dir.join("report.json");
+        let out = c
+            .arg("run")
+            .arg("--manifest")
+            .arg(manifest(&dir))
+            .args([
+                "--run-ignored",
+                "-f",
+                "fixture::",
+                "--skip",
+                "sysctl",
+                "--hugepages",
+                "0",
+            ])
+            .args(["--timeout", "3", "--jobs", "2", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        (
+            out,
+            serde_json::from_str::<Report>(&std::fs::read_to_string(&json).unwrap()).unwrap(),
+        )
+    };
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "failures make exit 1\n{ktap}");
+
+    let st = |t: &str| {
+        let c = case(&r, t);
+        (c.status, c.reason.clone().unwrap_or_default())
+    };
+    assert_eq!(st("fixture::passes"), (Status::Pass, String::new()));
+    assert_eq!(st("fixture::fails_with_assertion"), (Status::Fail, "exit=101".into()));
+    assert!(
+        case(&r, "fixture::fails_with_assertion")
+            .diagnostics
+            .iter()
+            .any(|d| d.contains("fixture failure message"))
+    );
+    assert_eq!(st("fixture::hangs"), (Status::Timeout, "3 seconds".into()));
+    assert_eq!(
+        st("fixture::dies_of_sigsegv"),
+        (Status::Fail, "killed by signal SIGSEGV".into())
+    );
+    assert_eq!(case(&r, "fixture::dies_of_sigsegv").signal.as_deref(), Some("SIGSEGV"));
+    assert_eq!(
+        st("fixture::dies_of_sigbus"),
+        (Status::Fail, "killed by signal SIGBUS".into())
+    );
+    assert_eq!(st("fixture::skips"), (Status::Skip, "fixture skip reason".into()));
+    assert_eq!(st("fixture::exits_zero_early").0, Status::Error);
+    assert_eq!(st("fixture::on_mem::case_1_anon").0, Status::Pass);
+    assert_eq!(
+        case(&r, "fixture::on_mem::case_2_shmem_private").name,
+        "fixture::on_mem on shmem-private"
+    );
+    let warn = case(&r, "fixture::serial_writes_warning_to_kmsg");
+    if root() {
+        assert_eq!(warn.status, Status::Fail, "a WARN in the kernel log fails the case");
+        assert!(
+            warn.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("kernel log: WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture")
+        );
+        assert!(warn.kmsg.iter().any(|l| l.contains("uffdtest-harness-fixture")));
+        assert!(ktap.contains("# kmsg: WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture"));
+    } else {
+        assert_eq!(warn.status, Status::Skip);
+    }
+
+    // The hanging case's forked child died with its group.
+    let pid: i32 = std::fs::read_to_string(&mark).unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(Instant::now() < deadline, "the hanging case's child {pid} survived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The KTAP on stdout names each case exactly once, and reads back the same.
+    let results: Vec<&str> = ktap
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ok ") || l.trim_start().starts_with("not ok "))
+        .collect();
+    for leaf in r.leaves() {
+        let n = results
+            .iter()
+            .filter(|l| l.contains(&format!(" {}", leaf.1.name)))
+            .filter(|l| {
+                let rest = l.split_once(&leaf.1.name).unwrap().1;
+                rest.is_empty() || rest.starts_with(" #")
+            });
+        assert_eq!(n.count(), 1, "{} in\n{ktap}", leaf.1.name);
+    }
+    assert!(
+        ktap.contains("  not ok 3 fixture::hangs # TIMEOUT 3 seconds")
+            || ktap.contains("fixture::hangs # TIMEOUT 3 seconds")
+    );
+    assert!(ktap.contains("fixture::dies_of_sigbus # killed by signal SIGBUS"));
+    assert!(ktap.contains("fixture::skips # SKIP fixture skip reason"));
+    let back = parse_ktap(&ktap).unwrap();
+    assert!(back.parse_errors.is_empty(), "{:?}", back.parse_errors);
+    assert_eq!(back.totals(), r.totals());
+    let t = r.totals();
+    assert!(ktap.contains(&format!("# {}\n", t.ktap_line())));
+    assert_eq!(ktap.lines().last().unwrap(), t.summary_line());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
+fn ctrl_c_restores_sysctls_and_reports_the_rest_as_not_run() {
+    if !root() {
+        println!("SKIP: needs root to set sysctls");
+        return;
+    }
+    let dir = scratch("ctrlc");
+    let mark = dir.join("hang-mark");
+    let stat0 = read_sysctl("vm.stat_interval");
+    let huge0: u64 = read_sysctl("vm.nr_hugepages").parse().unwrap();
+    let stat1 = (stat0.parse::<u64>().unwrap() + 1).to_string();
+    let child = uffdtest()
+        .env("UFFDTEST_FIXTURE_MARK", &mark)
+        .arg("run")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .args([
+            "--run-ignored",
+            "-f",
+            "fixture::hangs",
+            "-f",
+            "fixture::passes",
+            "--jobs",
+            "1",
+            "--timeout",
+            "100",
+        ])
+        .args([
+            "--sysctl",
+            &format!("vm.stat_interval={stat1}"),
+            "--hugepages",
+            &(huge0 + 2).to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the hanging fixture never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read_sysctl("vm.stat_interval"), stat1, "set for the run");
+    assert_ne!(read_sysctl("vm.nr_hugepages"), huge0.to_string(), "raised for the run");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(20), "stopped promptly");
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(read_sysctl("vm.stat_interval"), stat0, "restored after Ctrl-C");
+    assert_eq!(
+        read_sysctl("vm.nr_hugepages"),
+        huge0.to_string(),
+        "restored after Ctrl-C"
+    );
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert!(ktap.contains("fixture::hangs # ERROR interrupted"), "{ktap}");
+    assert!(ktap.contains("fixture::passes # ERROR not run: interrupted"), "{ktap}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
+fn sysctl_a_case_left_changed_is_restored_after_it() {
+    if !root() {
+        println!("SKIP: needs root to set sysctls");
+        return;
+    }
+    let dir = scratch("sysctl");
+    let stat0 = read_sysctl("vm.stat_interval");
+    let mut c = uffdtest();
+    let json = dir.join("report.json");
+    let out = c
+        .env("UFFDTEST_FIXTURE_SYSCTL", "vm.stat_interval")
+        .arg("run")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .args([
+            "--run-ignored",
+            "-f",
+            "fixture::serial_leaves_sysctl_changed",
+            "--hugepages",
+            "0",
+        ])
+        .args(["--sysctl", &format!("vm.stat_interval={stat0}"), "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let c = case(&r, "fixture::serial_leaves_sysctl_changed");
+    assert_eq!(c.status, Status::Pass);
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.contains("vm.stat_interval") && d.contains("restored")),
+        "{c:?}"
+    );
+    assert_eq!(read_sysctl("vm.stat_interval"), stat0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn list_selects_by_memory_type_glob_and_shard() {
+    let dir = scratch("list");
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = uffdtest()
+            .arg("list")
+            .arg("--manifest")
+            .arg(manifest(&dir))
+            .arg("--run-ignored")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("harness_runner"))
+            .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(list(&["--mem", "shmem-private"]), ["fixture::on_mem on shmem-private"]);
+    assert_eq!(
+        list(&["-f", "fixture::*_sig*"]),
+        ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
+    );
+    let all = list(&["-f", "fixture::"]);
+    assert_eq!(all.len(), 11);
+    let (a, b) = (
+        list(&["-f", "fixture::", "--shard", "1/2"]),
+        list(&["-f", "fixture::", "--shard", "2/2"]),
+    );
+    assert_eq!(a.len() + b.len(), all.len());
+    assert!(a.iter().all(|x| !b.contains(x)));
+    // Without --run-ignored the fixtures are not selected at all.
+    let out = uffdtest()
+        .arg("list")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .args(["-f", "fixture::"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 cases in 0 binaries"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
