@@ -13,6 +13,7 @@ pub mod mem;
 pub mod pagemap;
 pub mod pagemap_scan;
 pub mod runner;
+pub mod stress;
 pub mod sys;
 pub mod testing;
 pub mod uffd;

@@ -24,6 +24,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
+    Stress(uffdtest::stress::cli::StressArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +42,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::Stress(args) => uffdtest::stress::cli::stress(&args),
     }
 }

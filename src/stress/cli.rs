@@ -1,0 +1,86 @@
+//! `uffdtest stress` and `uffdtest bench`: arguments and presentation.
+
+use super::bounce::{Config, Failure, parse_duration, parse_size};
+use crate::mem::MemType;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `uffdtest stress`: the bounce test (a soak with --duration).
+#[derive(clap::Args, Debug)]
+pub struct StressArgs {
+    /// Memory type: anon, shmem, shmem-private, hugetlb, hugetlb-private, anon-thp.
+    #[arg(long, default_value = "anon")]
+    pub mem: MemType,
+    /// Bytes per area, with K, M or G (a bare number is MiB).
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub size: usize,
+    /// Number of bounces (default 16, unlimited with --duration).
+    #[arg(long)]
+    pub bounces: Option<u64>,
+    /// Run until this much time has passed (e.g. 90s, 10m): the soak, which
+    /// also mixes in fork, mremap and MADV_DONTNEED with their events.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Worker threads per CPU.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Print only the result (and errors).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the totals as JSON at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `uffdtest stress`; exit 0 pass, 1 findings, 4 skip (kselftest), 2 setup.
+pub fn stress(a: &StressArgs) -> ExitCode {
+    let soak = a.duration.is_some();
+    let cfg = Config {
+        mem: a.mem,
+        size: a.size,
+        bounces: if soak { a.bounces } else { Some(a.bounces.unwrap_or(16)) },
+        duration: a.duration,
+        threads: a.threads,
+        quiet: a.quiet,
+        soak,
+        progress: (soak && std::io::stdout().is_terminal()).then_some(Duration::from_secs(5)),
+    };
+    let mut out = std::io::stdout();
+    let r = if soak {
+        super::soak::run(&cfg, &mut out)
+    } else {
+        super::bounce::run(&cfg, &mut out)
+    };
+    match r {
+        Ok(t) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+            } else if !a.quiet || soak {
+                println!("PASS: {}", t.line());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Skip(r)) => {
+            println!("SKIP: {r}");
+            ExitCode::from(4)
+        }
+        Err(f @ Failure::Setup(_)) => {
+            eprintln!("uffdtest stress: {f}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Errors(errs, t)) => {
+            eprintln!("FAIL: {}", t.line());
+            for e in &errs {
+                eprintln!("  {e}");
+            }
+            if t.errors as usize > errs.len() {
+                eprintln!("  ... and {} more", t.errors as usize - errs.len());
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&*t).unwrap_or_default());
+            }
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The bounce stress test, short, on every memory type: workers race on
+//! per-page counters while faults are resolved by COPY (or CONTINUE) with
+//! write protection, and every page's counter and bytes are audited after
+//! every bounce. `uffdtest stress` runs the same engine longer.
+
+mod common;
+use common::*;
+use uffdtest::stress::bounce::{Config, Failure, Totals};
+use uffdtest::stress::verify;
+
+/// 16 bounces cover every combination of the four mode bits.
+const BOUNCES: u64 = 16;
+
+fn short(mem: MemType) -> Config {
+    let mut c = Config::new(mem);
+    // 4096 base pages, or 8 huge pages.
+    c.size = 16 << 20;
+    c.bounces = Some(BOUNCES);
+    c.quiet = true;
+    c
+}
+
+/// Runs `cfg`; returns the totals, or None after printing the SKIP line.
+fn run(cfg: &Config, soak: bool) -> Option<Totals> {
+    let mut log = Vec::new();
+    let r = if soak {
+        uffdtest::stress::soak::run(cfg, &mut log)
+    } else {
+        uffdtest::stress::bounce::run(cfg, &mut log)
+    };
+    match r {
+        Ok(t) => Some(t),
+        Err(Failure::Skip(r)) => {
+            testing::print_skip(&r);
+            None
+        }
+        Err(f) => panic!("{f}\n{}", String::from_utf8_lossy(&log)),
+    }
+}
+
+fn assert_audited(t: &Totals, bounces: u64) {
+    assert_eq!(t.errors, 0);
+    assert_eq!(t.bounces, bounces);
+    assert_eq!(
+        t.pages_verified,
+        t.pages as u64 * bounces,
+        "every page audited every bounce"
+    );
+    assert_eq!(t.bytes_verified, t.pages_verified * t.page_size as u64);
+    assert!(t.increments > 0, "workers made no update in {bounces} bounces: {t:?}");
+}
+
+#[apply(all_mem)]
+fn bounce_keeps_every_counter_and_byte(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let Some(t) = run(&short(mem), false) else { return };
+    assert_audited(&t, BOUNCES);
+    if mem.is_shared() && testing::register_support(mem, RegisterMode::MINOR).is_ok() {
+        // Half the mode combinations are minor bounces on shared types.
+        assert_eq!(t.minor_bounces, BOUNCES / 2);
+    } else {
+        assert_eq!(t.minor_bounces, 0);
+        assert_eq!(t.minor_faults, 0);
+    }
+}
+
+#[apply(all_mem)]
+fn audit_names_the_corrupted_page(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 3));
+    let ps = a.page_size();
+    for p in 0..3 {
+        // SAFETY: pages of our own unregistered area.
+        unsafe { verify::init_page(a.page(p), ps, p) };
+    }
+    // SAFETY: as above; nothing else touches the area.
+    unsafe {
+        assert_eq!(verify::check_page(a.page(1), ps, 1, 1), Ok(()));
+        *((a.page(1) + ps - 1) as *mut u8) ^= 0x80;
+        let e = verify::check_page(a.page(1), ps, 1, 1).unwrap_err();
+        assert!(e.starts_with(&format!("page 1: byte {:#x} holds", ps - 8)), "{e}");
+        assert_eq!(
+            verify::check_page(a.page(2), ps, 2, 5).unwrap_err(),
+            "page 2: counter 1, expected 5 (4 lost update(s))"
+        );
+        assert!(
+            verify::check_page(a.page(0), ps, 2, 1)
+                .unwrap_err()
+                .starts_with("page 2: holds page 0's data")
+        );
+    }
+}
