@@ -19,7 +19,12 @@ use std::sync::{Arc, Mutex};
 use testing::{Access, ChildExit};
 use uffdtest::kvm::GuestMemfdFlags;
 
-const GMEM: MemType = MemType::GuestMemfd;
+/// The area cases: guest_memfd only, named as a case so the runner's
+/// `--mem guest-memfd` selects them.
+#[template]
+#[rstest]
+#[case::guest_memfd(MemType::GuestMemfd)]
+fn gmem(#[case] mem: MemType) {}
 
 /// guest_memfd and its control: shmem, which guest_memfd's uffd support follows.
 #[template]
@@ -46,9 +51,9 @@ fn unmap(addr: usize, len: usize) {
 
 // ---- the area ----
 
-#[test]
-fn area_is_base_pages_of_the_requested_count() {
-    let a = try_area!(Area::new(GMEM, 3));
+#[apply(gmem)]
+fn area_is_base_pages_of_the_requested_count(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 3));
     assert_eq!(a.page_size(), mem::base_page_size());
     assert_eq!(a.len(), 3 * mem::base_page_size());
     assert_eq!(a.npages(), 3);
@@ -58,9 +63,9 @@ fn area_is_base_pages_of_the_requested_count() {
     );
 }
 
-#[test]
-fn area_reads_zero_then_holds_what_was_written() {
-    let a = try_area!(Area::new(GMEM, 4));
+#[apply(gmem)]
+fn area_reads_zero_then_holds_what_was_written(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 4));
     for i in 0..4 {
         assert!(a.read_page(i).iter().all(|&b| b == 0), "fresh page {i} is not zero");
     }
@@ -75,9 +80,9 @@ fn area_reads_zero_then_holds_what_was_written() {
     }
 }
 
-#[test]
-fn alias_view_shares_the_pages() {
-    let a = try_area!(Area::with_alias(GMEM, 2));
+#[apply(gmem)]
+fn alias_view_shares_the_pages(#[case] mem: MemType) {
+    let a = try_area!(Area::with_alias(mem, 2));
     a.fill_page(0, 0x3c);
     assert!(a.read(a.alias_page(0), a.page_size()).iter().all(|&b| b == 0x3c));
     // SAFETY: page 1 of the alias view is ours and writable.
@@ -85,9 +90,9 @@ fn alias_view_shares_the_pages() {
     assert!(a.read_page(1).iter().all(|&b| b == 0xc3));
 }
 
-#[test]
-fn release_punches_a_hole_both_views_read_zero() {
-    let a = try_area!(Area::with_alias(GMEM, 3));
+#[apply(gmem)]
+fn release_punches_a_hole_both_views_read_zero(#[case] mem: MemType) {
+    let a = try_area!(Area::with_alias(mem, 3));
     a.populate(0x77);
     let ps = a.page_size();
     a.release(ps, ps).expect("MADV_REMOVE on guest_memfd");
@@ -107,10 +112,10 @@ fn release_punches_a_hole_both_views_read_zero() {
     }
 }
 
-#[test]
-fn fallocate_punch_hole_on_the_fd_zeroes_the_mapped_page() {
+#[apply(gmem)]
+fn fallocate_punch_hole_on_the_fd_zeroes_the_mapped_page(#[case] mem: MemType) {
     use nix::fcntl::{FallocateFlags, fallocate};
-    let a = try_area!(Area::new(GMEM, 2));
+    let a = try_area!(Area::new(mem, 2));
     a.populate(0x5e);
     let ps = a.page_size() as i64;
     let fd = a.fd().expect("guest_memfd");
@@ -130,9 +135,9 @@ fn fallocate_punch_hole_on_the_fd_zeroes_the_mapped_page() {
     );
 }
 
-#[test]
-fn private_mapping_fails_einval() {
-    let a = try_area!(Area::new(GMEM, 1));
+#[apply(gmem)]
+fn private_mapping_fails_einval(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 1));
     let r = map(a.fd().expect("guest_memfd"), a.len(), MapFlags::MAP_PRIVATE);
     if let Ok(p) = r {
         unmap(p, a.len());
@@ -140,9 +145,9 @@ fn private_mapping_fails_einval() {
     assert_eq!(r, Err(Errno::EINVAL));
 }
 
-#[test]
-fn mapping_without_flag_mmap_fails_enodev() {
-    let a = try_area!(Area::new(GMEM, 1));
+#[apply(gmem)]
+fn mapping_without_flag_mmap_fails_enodev(#[case] mem: MemType) {
+    let a = try_area!(Area::new(mem, 1));
     let vm = a.vm().expect("VM");
     let fd = vm
         .create_guest_memfd(a.len() as u64, GuestMemfdFlags::empty())
@@ -154,10 +159,10 @@ fn mapping_without_flag_mmap_fails_enodev() {
     assert_eq!(r, Err(Errno::ENODEV));
 }
 
-#[test]
-fn host_fault_without_init_shared_is_sigbus() {
+#[apply(gmem)]
+fn host_fault_without_init_shared_is_sigbus(#[case] mem: MemType) {
     let flags = mem::guest_memfd::probe().flags.unwrap_or_default();
-    let a = try_area!(Area::new(GMEM, 1));
+    let a = try_area!(Area::new(mem, 1));
     require!(
         flags.contains(GuestMemfdFlags::GUEST_MEMFD_FLAG_INIT_SHARED),
         "KVM has no GUEST_MEMFD_FLAG_INIT_SHARED (KVM_CAP_GUEST_MEMFD_FLAGS = {:#x})",
