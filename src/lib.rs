@@ -8,6 +8,7 @@ pub mod caps;
 pub mod cli;
 pub mod event;
 pub mod faulter;
+pub mod gate;
 pub mod kvm;
 pub mod mem;
 pub mod pagemap;

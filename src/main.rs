@@ -24,12 +24,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Configure and build a kernel tree out-of-tree with qemu/uffd.config; prints the bzImage path.
+    Build(uffdtest::cli::gate::BuildArgs),
+    /// Judge a candidate run against a base run; exits 1 on any regression or new kernel splat.
+    Compare(uffdtest::cli::gate::CompareArgs),
+    /// Merge the reports of `--shard K/N` runs into one (KTAP on stdout; --json, --junit files).
+    Merge(uffdtest::cli::gate::MergeArgs),
+    /// One `git bisect run` step: build, boot, run the cases; 0 good, 1 bad, 125 cannot test.
+    Bisect(uffdtest::cli::gate::BisectArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
     Stress(uffdtest::stress::cli::StressArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::gate::parse_error(e));
     match cli.cmd {
         Cmd::Run(args) => uffdtest::cli::run::run_cmd(&args),
         Cmd::List(sel) => uffdtest::cli::run::list(&sel),
@@ -42,6 +50,10 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Cmd::Build(args) => uffdtest::cli::gate::build(&args),
+        Cmd::Compare(args) => uffdtest::cli::gate::compare(&args),
+        Cmd::Merge(args) => uffdtest::cli::gate::merge(&args),
+        Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Stress(args) => uffdtest::stress::cli::stress(&args),
     }
 }

@@ -1,0 +1,260 @@
+//! `uffdtest build|compare|bisect|merge`: arguments and output of the gate stages.
+
+use crate::gate::build::{self, BaseConfig, BuildOpts, Fragment};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// The kernel source tree.
+    #[arg(long, default_value = ".")]
+    pub tree: PathBuf,
+    /// The out-of-tree build directory (`O=`), kept between calls so rebuilds are incremental.
+    /// Default: ~/.cache/uffdtest/kbuild/<tree>-<hash>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Start from this complete .config instead of a make target.
+    #[arg(long, conflicts_with = "base")]
+    pub config: Option<PathBuf>,
+    /// The make target that writes the base config (defconfig, tinyconfig, ...).
+    #[arg(long, default_value = "defconfig")]
+    pub base: String,
+    /// Extra fragments merged after qemu/uffd.config (later lines win).
+    #[arg(long = "fragment")]
+    pub fragments: Vec<PathBuf>,
+    /// Use this file instead of the qemu/uffd.config compiled into uffdtest.
+    #[arg(long)]
+    pub uffd_config: Option<PathBuf>,
+    /// Parallel make jobs; default: all cores.
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Echo make's output (it is always logged to <out>/uffdtest-build.log).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl BuildArgs {
+    pub fn opts(&self) -> Result<BuildOpts, build::BuildError> {
+        let mut fragments = vec![match &self.uffd_config {
+            Some(p) => Fragment::read(p)?,
+            None => Fragment::uffd(),
+        }];
+        for p in &self.fragments {
+            fragments.push(Fragment::read(p)?);
+        }
+        Ok(BuildOpts {
+            tree: self.tree.clone(),
+            out: self.out.clone(),
+            base: match &self.config {
+                Some(p) => BaseConfig::File(p.clone()),
+                None => BaseConfig::Target(self.base.clone()),
+            },
+            fragments,
+            jobs: self.jobs.unwrap_or_else(build::default_jobs),
+            verbose: self.verbose,
+        })
+    }
+}
+
+/// Prints the image path on stdout (for scripts) and the rest on stderr.
+pub fn build(args: &BuildArgs) -> ExitCode {
+    let opts = match args.opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("uffdtest build: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match build::build(&opts) {
+        Ok(b) => {
+            if !b.missing_recommended.is_empty() {
+                eprintln!(
+                    "uffdtest build: note: recommended options not set (the suite runs, the kernel reports less): {}",
+                    b.missing_recommended.join(" ")
+                );
+            }
+            eprintln!(
+                "uffdtest build: {} in {:.1}s ({}), build directory {}",
+                if b.configured { "configured and built" } else { "built" },
+                b.elapsed.as_secs_f64(),
+                format_args!("-j{}", opts.jobs),
+                b.out.display()
+            );
+            println!("{}", b.image.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("uffdtest build: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How `compare` prints its judgement.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// Markdown for a CI comment.
+    Md,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The reference run: KTAP (from `run`, `vm` or any kselftest) or our JSON report.
+    pub base: PathBuf,
+    /// The run under judgement, same forms.
+    pub candidate: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Also write the judgement to this file (the format above); stdout still gets it.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
+pub fn compare(args: &CompareArgs) -> ExitCode {
+    use crate::gate::compare;
+    let (base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("uffdtest compare: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let c = compare::compare(&base, &cand);
+    let text = match args.format {
+        Format::Text => compare::render_text(&c),
+        Format::Md => compare::render_markdown(&c),
+        Format::Json => serde_json::to_string_pretty(&c).expect("comparison serialises") + "\n",
+    };
+    print!("{text}");
+    if let Some(p) = &args.output
+        && let Err(e) = std::fs::write(p, &text)
+    {
+        eprintln!("uffdtest compare: write {}: {e}", p.display());
+        return ExitCode::from(2);
+    }
+    ExitCode::from(c.exit_code() as u8)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// The shard reports (KTAP or JSON), in shard order: 1/N first.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Write the merged KTAP here instead of stdout.
+    #[arg(long)]
+    pub ktap: Option<PathBuf>,
+    /// Also write the merged JSON report.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the merged JUnit XML.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+/// Exits as the merged run would have (kselftest: 0 pass, 1 any failure, 4 all skipped); 2 if they do not merge.
+pub fn merge(args: &MergeArgs) -> ExitCode {
+    use crate::gate::{compare::load, merge::merge};
+    use crate::runner::{ktap, report};
+    let fail = |e: String| {
+        eprintln!("uffdtest merge: {e}");
+        ExitCode::from(2)
+    };
+    let shards = match args.shards.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let merged = match merge(&shards) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let mut text = Vec::new();
+    ktap::write_report(&mut text, &merged).expect("write to memory");
+    let writes = [
+        (args.ktap.as_ref(), text.clone()),
+        (args.json.as_ref(), report::json(&merged).into_bytes()),
+        (args.junit.as_ref(), report::junit(&merged).into_bytes()),
+    ];
+    for (path, bytes) in writes {
+        if let Some(p) = path
+            && let Err(e) = std::fs::write(p, bytes)
+        {
+            return fail(format!("write {}: {e}", p.display()));
+        }
+    }
+    if args.ktap.is_none() {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&text);
+    }
+    eprintln!(
+        "uffdtest merge: {} shard(s): {}",
+        shards.len(),
+        merged.totals().summary_line()
+    );
+    ExitCode::from(merged.exit_code().clamp(0, 255) as u8)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BisectArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Keep cases matching (as `run -f`); repeatable. Without one, the whole suite decides.
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Where the step's KTAP, JSON and console log go (default: <build dir>/bisect).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// More arguments for `uffdtest vm` (`--mem shmem`, `--timeout 30`), after `--`.
+    #[arg(last = true)]
+    pub vm_args: Vec<String>,
+}
+
+/// One `git bisect run` step: 0 good, 1 bad, 125 cannot test, 255 stop the bisection (see [`crate::gate::bisect`]).
+pub fn bisect(args: &BisectArgs) -> ExitCode {
+    use crate::gate::bisect::{self as b, Verdict};
+    let head = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&args.build.tree)
+        .args(["log", "-1", "--format=%h %s"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "(not a git checkout)".into());
+    eprintln!("uffdtest bisect: testing {head}");
+    let verdict = match args.build.opts() {
+        Err(e) => Verdict::Abort(e.to_string()),
+        Ok(opts) => match build::build(&opts) {
+            Err(e @ (build::BuildError::NotAKernelTree { .. } | build::BuildError::MissingToolchain { .. })) => {
+                Verdict::Abort(e.to_string())
+            }
+            Err(e) => Verdict::Untestable(format!("build: {e}")),
+            Ok(built) => {
+                eprintln!(
+                    "uffdtest bisect: built {} in {:.0}s",
+                    built.image.display(),
+                    built.elapsed.as_secs_f64()
+                );
+                let results = args.results.clone().unwrap_or_else(|| built.out.join("bisect"));
+                b::run_vm(&built.image, &results, &args.filters, &args.vm_args)
+            }
+        },
+    };
+    eprintln!("uffdtest bisect: {head}: {verdict}");
+    ExitCode::from(verdict.exit_code())
+}
+
+/// Command-line mistakes exit 2, which `git bisect run` would take for "bad" at every commit: for `bisect` they
+/// exit 255 instead, which stops the bisection.
+pub fn parse_error(e: clap::Error) -> ! {
+    if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("bisect") {
+        let _ = e.print();
+        eprintln!("uffdtest bisect: exiting 255 so that `git bisect run` stops instead of marking commits bad");
+        std::process::exit(255);
+    }
+    e.exit()
+}

@@ -1,0 +1,578 @@
+//! Judge a candidate run against a base run: what regressed, what got fixed, what changed skip state, which cases
+//! appeared or vanished, and which kernel splats are new.
+//!
+//! Both sides are [`Report`]s, read from KTAP or our JSON by the runner's own parsers. A case is keyed by its path
+//! in the report (binary / case). A case that appears more than once on one side (`--repeat N`) keeps every
+//! status; one with mixed outcomes in the base is flaky there and is reported apart, never as a regression.
+
+use crate::runner::result::{Report, Status, TestResult};
+use crate::runner::{kmsg, ktap};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+use std::path::Path;
+
+/// Read a result: our JSON report (`uffdtest run --json`) or any KTAP/kselftest log, by the runner's parsers.
+pub fn load(path: &Path) -> Result<Report, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str::<Report>(&text)
+            .map_err(|e| format!("{}: not a uffdtest JSON report: {e}", path.display()));
+    }
+    ktap::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// How a case moved between the two runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Passed (or was skipped) in the base, fails, times out, crashes or did not run in the candidate.
+    Regression,
+    /// Failed in the base, passes in the candidate.
+    Fix,
+    /// Ran in the base, skipped in the candidate (a feature or memory type vanished?).
+    NewlySkipped,
+    /// Skipped in the base, passes in the candidate.
+    Unskipped,
+    /// Failed in both, but differently (fail → timeout); still failing.
+    FailureChanged,
+    /// Only in the candidate.
+    New,
+    /// Only in the base.
+    Removed,
+    /// Outcomes differ within the base's repeats; its movement says nothing.
+    FlakyInBase,
+    /// Stable in the base, mixed within the candidate's repeats (counted as a regression when the base passed).
+    FlakyInCandidate,
+}
+
+impl Change {
+    pub fn title(self) -> &'static str {
+        match self {
+            Change::Regression => "Regressions",
+            Change::Fix => "Fixes",
+            Change::NewlySkipped => "Newly skipped",
+            Change::Unskipped => "Un-skipped",
+            Change::FailureChanged => "Still failing, differently",
+            Change::New => "New cases",
+            Change::Removed => "Removed cases",
+            Change::FlakyInBase => "Flaky in the base (not judged)",
+            Change::FlakyInCandidate => "Flaky in the candidate",
+        }
+    }
+}
+
+/// One case that moved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseChange {
+    pub case: String,
+    pub change: Change,
+    /// Statuses over the base's runs of the case (empty when new).
+    pub base: Vec<Status>,
+    /// Statuses over the candidate's runs (empty when removed).
+    pub candidate: Vec<Status>,
+    /// The candidate's reason (failure message, skip reason), else the base's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a new case that looks like a renamed removed one (same binary, same variant, one of each): its old name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
+}
+
+/// A kernel splat seen in the candidate whose signature the base never showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Splat {
+    /// The headline with timestamps, CPU/PID, addresses and line numbers taken out.
+    pub signature: String,
+    /// The headline as logged.
+    pub line: String,
+    /// The cases during which it was logged.
+    pub cases: Vec<String>,
+}
+
+/// The whole judgement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub base_summary: String,
+    pub candidate_summary: String,
+    pub changes: Vec<CaseChange>,
+    pub new_splats: Vec<Splat>,
+    /// Cases the two runs share with the same outcome.
+    pub unchanged: usize,
+    /// Parse problems of either side, which make "not run" likelier than it looks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Comparison {
+    pub fn count(&self, c: Change) -> usize {
+        self.changes.iter().filter(|x| x.change == c).count()
+    }
+
+    pub fn regressions(&self) -> usize {
+        self.changes.iter().filter(|x| is_gating(x)).count()
+    }
+
+    /// 1 on any regression or new splat, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.regressions() > 0 || !self.new_splats.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn verdict(&self) -> String {
+        let (r, s) = (self.regressions(), self.new_splats.len());
+        if r == 0 && s == 0 {
+            return "OK: no regression, no new kernel splat".into();
+        }
+        format!("REGRESSION: {r} regressed case(s), {s} new kernel splat(s)")
+    }
+}
+
+fn is_gating(c: &CaseChange) -> bool {
+    match c.change {
+        Change::Regression => true,
+        Change::FlakyInCandidate => c.base.iter().all(|s| !s.is_failure()),
+        _ => false,
+    }
+}
+
+/// `binary / case` for every leaf, in report order.
+fn case_key(path: &[&str]) -> String {
+    path.join(" / ")
+}
+
+struct Side<'a> {
+    order: Vec<String>,
+    runs: BTreeMap<String, Vec<&'a TestResult>>,
+}
+
+fn side(r: &Report) -> Side<'_> {
+    let mut order = Vec::new();
+    let mut runs: BTreeMap<String, Vec<&TestResult>> = BTreeMap::new();
+    for (path, leaf) in r.leaves() {
+        let key = case_key(&path);
+        let e = runs.entry(key.clone()).or_default();
+        if e.is_empty() {
+            order.push(key);
+        }
+        e.push(leaf);
+    }
+    Side { order, runs }
+}
+
+/// The outcome class a transition is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ok,
+    Skip,
+    Bad,
+}
+
+fn class(s: Status) -> Class {
+    match s {
+        Status::Skip => Class::Skip,
+        s if s.is_failure() => Class::Bad,
+        _ => Class::Ok,
+    }
+}
+
+fn uniform(statuses: &[Status]) -> Option<Class> {
+    let first = class(*statuses.first()?);
+    statuses.iter().all(|s| class(*s) == first).then_some(first)
+}
+
+fn judge(base: &[Status], cand: &[Status]) -> Option<Change> {
+    let Some(b) = uniform(base) else {
+        return (base != cand).then_some(Change::FlakyInBase);
+    };
+    let Some(c) = uniform(cand) else {
+        return Some(Change::FlakyInCandidate);
+    };
+    match (b, c) {
+        (Class::Ok, Class::Bad) | (Class::Skip, Class::Bad) => Some(Change::Regression),
+        (Class::Bad, Class::Ok) => Some(Change::Fix),
+        (Class::Ok | Class::Bad, Class::Skip) => Some(Change::NewlySkipped),
+        (Class::Skip, Class::Ok) => Some(Change::Unskipped),
+        (Class::Bad, Class::Bad) => {
+            let (bs, cs): (HashSet<_>, HashSet<_>) = (base.iter().collect(), cand.iter().collect());
+            (bs != cs).then_some(Change::FailureChanged)
+        }
+        _ => None,
+    }
+}
+
+fn reason(runs: &[&TestResult]) -> Option<String> {
+    runs.iter()
+        .rev()
+        .find(|t| t.status != Status::Pass)
+        .or(runs.last())
+        .and_then(|t| t.reason.clone())
+}
+
+/// The variant the runner recorded (the memory type), for rename pairing.
+fn variant(key: &str, runs: &[&TestResult]) -> String {
+    if let Some(v) = runs.first().and_then(|t| t.variant.clone()) {
+        return v;
+    }
+    // A parsed log has only the KTAP name: `copy_fills_missing_page on shmem-private`.
+    key.rsplit_once(" on ").map(|(_, v)| v.to_string()).unwrap_or_default()
+}
+
+fn group(key: &str) -> &str {
+    key.rsplit_once(" / ").map_or("", |(g, _)| g)
+}
+
+/// Compare `candidate` against `base`.
+pub fn compare(base: &Report, candidate: &Report) -> Comparison {
+    let (b, c) = (side(base), side(candidate));
+    let truncated = candidate.interrupted || !candidate.parse_errors.is_empty();
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let statuses = |runs: &[&TestResult]| runs.iter().map(|t| t.status).collect::<Vec<_>>();
+    for key in &b.order {
+        let bruns = &b.runs[key];
+        let bs = statuses(bruns);
+        match c.runs.get(key) {
+            Some(cruns) => {
+                let cs = statuses(cruns);
+                match judge(&bs, &cs) {
+                    Some(change) => changes.push(CaseChange {
+                        case: key.clone(),
+                        change,
+                        base: bs,
+                        candidate: cs,
+                        reason: reason(cruns).or_else(|| reason(bruns)),
+                        renamed_from: None,
+                    }),
+                    None => unchanged += 1,
+                }
+            }
+            None => {
+                // A log that ended early lost its cases; a complete one dropped them on purpose.
+                let change = if truncated && uniform(&bs) == Some(Class::Ok) {
+                    Change::Regression
+                } else {
+                    Change::Removed
+                };
+                changes.push(CaseChange {
+                    case: key.clone(),
+                    change,
+                    base: bs,
+                    candidate: vec![],
+                    reason: (change == Change::Regression).then(|| "not run: the candidate's log ended early".into()),
+                    renamed_from: None,
+                })
+            }
+        }
+    }
+    for key in c.order.iter().filter(|k| !b.runs.contains_key(*k)) {
+        let cruns = &c.runs[key];
+        changes.push(CaseChange {
+            case: key.clone(),
+            change: Change::New,
+            base: vec![],
+            candidate: statuses(cruns),
+            reason: reason(cruns),
+            renamed_from: None,
+        });
+    }
+    pair_renames(&mut changes, &b, &c);
+    changes.sort_by_key(|x| x.change);
+    let mut warnings: Vec<String> = base.parse_errors.iter().map(|e| format!("base: {e}")).collect();
+    warnings.extend(candidate.parse_errors.iter().map(|e| format!("candidate: {e}")));
+    if candidate.interrupted {
+        warnings.push("candidate: the run was interrupted".into());
+    }
+    Comparison {
+        base_summary: base.totals().summary_line(),
+        candidate_summary: candidate.totals().summary_line(),
+        new_splats: new_splats(base, candidate),
+        changes,
+        unchanged,
+        warnings,
+    }
+}
+
+/// Pair a removed and a new case of the same binary and variant when they are the only ones there.
+fn pair_renames(changes: &mut [CaseChange], b: &Side, c: &Side) {
+    let slot = |x: &CaseChange, s: &Side| (group(&x.case).to_string(), variant(&x.case, &s.runs[&x.case]));
+    let mut removed: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut new: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, x) in changes.iter().enumerate() {
+        match x.change {
+            Change::Removed => removed.entry(slot(x, b)).or_default().push(i),
+            Change::New => new.entry(slot(x, c)).or_default().push(i),
+            _ => {}
+        }
+    }
+    for (k, r) in removed {
+        if let Some(n) = new.get(&k)
+            && r.len() == 1
+            && n.len() == 1
+        {
+            let old = changes[r[0]].case.clone();
+            let old_status = changes[r[0]].base.clone();
+            let x = &mut changes[n[0]];
+            x.renamed_from = Some(old);
+            x.base = old_status;
+        }
+    }
+}
+
+/// The signature of a splat headline (as the runner's [`kmsg::is_splat`] sees one), or None for any other line.
+///
+/// Accepted format: a kernel log line as the runner quotes it, with or without a `kmsg: `/`kernel log: ` label, a
+/// `<4>` level or a `[   12.345678]` timestamp, such as
+/// `[   12.345678] WARNING: CPU: 1 PID: 77 at mm/userfaultfd.c:1234 mfill_atomic+0x1a/0x2b0`
+/// → `WARNING: at mm/userfaultfd.c mfill_atomic`.
+pub fn splat_signature(line: &str) -> Option<String> {
+    if !kmsg::is_splat(line) {
+        return None;
+    }
+    let mut rest = line.trim();
+    for label in ["kmsg:", "kernel log:"] {
+        rest = rest.strip_prefix(label).unwrap_or(rest).trim_start();
+    }
+    if rest.starts_with('<')
+        && let Some((_, r)) = rest.split_once('>')
+    {
+        rest = r.trim_start();
+    }
+    if rest.starts_with('[')
+        && let Some((_, r)) = rest.split_once(']')
+    {
+        rest = r.trim_start();
+    }
+    let mut words = Vec::new();
+    let mut skip_next = false;
+    for w in rest.split_whitespace() {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if matches!(w, "CPU:" | "PID:" | "Comm:" | "Tainted:") {
+            skip_next = true;
+            continue;
+        }
+        // func+0x1a/0x2b0 → func; file.c:123 → file.c; 0xffff... and bare numbers go.
+        let w = w.split("+0x").next().unwrap_or(w);
+        let w = match w.rsplit_once(':') {
+            Some((f, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => f,
+            _ => w,
+        };
+        if w.starts_with("0x") || w.starts_with("ffff") || w.chars().all(|c| c.is_ascii_digit() || c == '#') {
+            continue;
+        }
+        words.push(w.to_string());
+    }
+    Some(words.join(" "))
+}
+
+fn splats(r: &Report) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut add = |line: &str, case: String| {
+        if let Some(sig) = splat_signature(line) {
+            let e = out.entry(sig).or_insert_with(|| (line.trim().to_string(), Vec::new()));
+            if !case.is_empty() && !e.1.contains(&case) {
+                e.1.push(case);
+            }
+        }
+    };
+    for (path, leaf) in r.leaves() {
+        // A parsed KTAP log keeps kernel lines as `kmsg: ...` diagnostics; a run keeps them in `kmsg`.
+        let reason = leaf.reason.as_deref().filter(|r| r.starts_with("kernel log:"));
+        for l in leaf
+            .kmsg
+            .iter()
+            .chain(&leaf.diagnostics)
+            .map(String::as_str)
+            .chain(reason)
+        {
+            add(l, case_key(&path));
+        }
+    }
+    for l in &r.diagnostics {
+        add(l, String::new());
+    }
+    out
+}
+
+fn new_splats(base: &Report, candidate: &Report) -> Vec<Splat> {
+    let known = splats(base);
+    splats(candidate)
+        .into_iter()
+        .filter(|(sig, _)| !known.contains_key(sig))
+        .map(|(signature, (line, cases))| Splat { signature, line, cases })
+        .collect()
+}
+
+fn statuses_text(s: &[Status]) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    let first = s[0];
+    if s.iter().all(|x| *x == first) {
+        return if s.len() > 1 {
+            format!("{}×{}", first.name(), s.len())
+        } else {
+            first.name().into()
+        };
+    }
+    s.iter().map(|x| x.name()).collect::<Vec<_>>().join(",")
+}
+
+fn from_to(x: &CaseChange) -> String {
+    format!("{} → {}", statuses_text(&x.base), statuses_text(&x.candidate))
+}
+
+/// The human table.
+pub fn render_text(c: &Comparison) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "base:      {}", c.base_summary);
+    let _ = writeln!(s, "candidate: {}", c.candidate_summary);
+    for w in &c.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let width = c
+        .changes
+        .iter()
+        .map(|x| x.case.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(90);
+    let mut current = None;
+    for x in &c.changes {
+        if current != Some(x.change) {
+            current = Some(x.change);
+            let _ = writeln!(s, "\n{} ({}):", x.change.title(), c.count(x.change));
+        }
+        let mut line = format!("  {:<width$}  {}", x.case, from_to(x));
+        if let Some(old) = &x.renamed_from {
+            let _ = write!(line, "  (renamed from {old}?)");
+        }
+        if let Some(r) = &x.reason {
+            let _ = write!(line, "  {}", one_line(r));
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    if !c.new_splats.is_empty() {
+        let _ = writeln!(s, "\nNew kernel splats ({}):", c.new_splats.len());
+        for sp in &c.new_splats {
+            let _ = writeln!(s, "  {}", sp.line);
+            if !sp.cases.is_empty() {
+                let _ = writeln!(s, "    during: {}", sp.cases.join(", "));
+            }
+        }
+    }
+    let _ = writeln!(s, "\n{} unchanged case(s). {}", c.unchanged, c.verdict());
+    s
+}
+
+fn one_line(r: &str) -> String {
+    let l = r.lines().next().unwrap_or("");
+    if l.chars().count() > 100 {
+        format!("{}…", l.chars().take(100).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Markdown for a CI comment: the verdict first, one table per kind of change.
+pub fn render_markdown(c: &Comparison) -> String {
+    let mut s = String::new();
+    let icon = if c.exit_code() == 0 { "✅" } else { "❌" };
+    let _ = writeln!(s, "### {icon} uffdtest: {}\n", c.verdict());
+    let _ = writeln!(s, "| run | result |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| base | {} |\n| candidate | {} |",
+        c.base_summary, c.candidate_summary
+    );
+    for w in &c.warnings {
+        let _ = writeln!(s, "\n> ⚠️ {}", md_cell(w));
+    }
+    let mut current = None;
+    for x in &c.changes {
+        if current != Some(x.change) {
+            current = Some(x.change);
+            let _ = writeln!(s, "\n#### {} ({})\n", x.change.title(), c.count(x.change));
+            let _ = writeln!(s, "| case | base → candidate | reason |\n|---|---|---|");
+        }
+        let mut case = format!("`{}`", md_cell(&x.case));
+        if let Some(old) = &x.renamed_from {
+            let _ = write!(case, " (renamed from `{}`?)", md_cell(old));
+        }
+        let _ = writeln!(
+            s,
+            "| {case} | {} | {} |",
+            from_to(x),
+            md_cell(&one_line(x.reason.as_deref().unwrap_or("")))
+        );
+    }
+    if !c.new_splats.is_empty() {
+        let _ = writeln!(s, "\n#### New kernel splats ({})\n", c.new_splats.len());
+        for sp in &c.new_splats {
+            let _ = writeln!(
+                s,
+                "- `{}` during {}",
+                md_cell(&sp.line),
+                if sp.cases.is_empty() {
+                    "no case (boot or between cases)".to_string()
+                } else {
+                    sp.cases
+                        .iter()
+                        .map(|c| format!("`{}`", md_cell(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
+    }
+    let _ = writeln!(s, "\n{} unchanged case(s).", c.unchanged);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(
+        "[   12.345678] WARNING: CPU: 1 PID: 77 at mm/userfaultfd.c:1234 mfill_atomic+0x1a/0x2b0",
+        Some("WARNING: at mm/userfaultfd.c mfill_atomic")
+    )]
+    #[case(
+        "kernel log: <1>[    1.0] BUG: unable to handle page fault for address: ffff888001234000",
+        Some("BUG: unable to handle page fault for address:")
+    )]
+    #[case("[    0.000000] Linux version 6.12.0", None)]
+    fn splat_signature_drops_what_varies(#[case] line: &str, #[case] want: Option<&str>) {
+        assert_eq!(splat_signature(line).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case(&[Status::Pass], &[Status::Fail], Some(Change::Regression))]
+    #[case(&[Status::Pass], &[Status::Timeout], Some(Change::Regression))]
+    #[case(&[Status::Pass], &[Status::Crashed], Some(Change::Regression))]
+    #[case(&[Status::Skip], &[Status::Fail], Some(Change::Regression))]
+    #[case(&[Status::Fail], &[Status::Pass], Some(Change::Fix))]
+    #[case(&[Status::Pass], &[Status::Skip], Some(Change::NewlySkipped))]
+    #[case(&[Status::Skip], &[Status::Pass], Some(Change::Unskipped))]
+    #[case(&[Status::Fail], &[Status::Timeout], Some(Change::FailureChanged))]
+    #[case(&[Status::Pass, Status::Fail], &[Status::Fail], Some(Change::FlakyInBase))]
+    #[case(&[Status::Pass, Status::Pass], &[Status::Pass, Status::Fail], Some(Change::FlakyInCandidate))]
+    #[case(&[Status::Pass], &[Status::Xfail], None)]
+    #[case(&[Status::Skip, Status::Skip], &[Status::Skip], None)]
+    fn transitions(#[case] base: &[Status], #[case] cand: &[Status], #[case] want: Option<Change>) {
+        assert_eq!(judge(base, cand), want);
+    }
+}
