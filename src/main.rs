@@ -18,6 +18,12 @@ enum Cmd {
     List(uffdtest::cli::run::Selection),
     /// Build the test binaries and write the manifest `run` reads.
     BuildTests(uffdtest::cli::run::BuildTestsArgs),
+    /// Boot a kernel under test in QEMU and run the suite in it; KTAP on stdout.
+    Vm(uffdtest::cli::vm::VmArgs),
+    /// Print qemu/uffd.config, or --check a kernel .config against it.
+    Kconfig(uffdtest::cli::vm::KconfigArgs),
+    /// Write docs/coverage.md: cases per ioctl × memory type, upstream cases → ours.
+    Coverage(uffdtest::cli::coverage::CoverageArgs),
     /// Show what the running kernel's userfaultfd supports.
     Caps {
         /// Print JSON instead of a table.
@@ -37,11 +43,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    if uffdtest::vm::init::is_guest_init() {
+        uffdtest::vm::init::main();
+    }
     let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::gate::parse_error(e));
     match cli.cmd {
         Cmd::Run(args) => uffdtest::cli::run::run_cmd(&args),
         Cmd::List(sel) => uffdtest::cli::run::list(&sel),
         Cmd::BuildTests(args) => uffdtest::cli::run::build_tests(&args),
+        Cmd::Vm(args) => uffdtest::cli::vm::vm_cmd(&args),
+        Cmd::Kconfig(args) => uffdtest::cli::vm::kconfig_cmd(&args),
+        Cmd::Coverage(args) => uffdtest::cli::coverage::coverage_cmd(&args),
         Cmd::Caps { json } => {
             if json {
                 println!("{}", uffdtest::cli::caps::json());

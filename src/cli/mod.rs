@@ -1,5 +1,7 @@
 //! Subcommands that only present library results.
 
 pub mod caps;
-pub mod gate;
+pub mod coverage;
 pub mod run;
+pub mod vm;
+pub mod gate;
