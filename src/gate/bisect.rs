@@ -99,7 +99,7 @@ pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[Strin
     let (json, ktap, console) = (
         results.join("result.json"),
         results.join("result.ktap"),
-        results.join("console.log"),
+        results.join("vm.log"),
     );
     for p in [&json, &ktap] {
         let _ = std::fs::remove_file(p);
@@ -118,8 +118,10 @@ pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[Strin
         .arg(image)
         .arg("--json")
         .arg(&json)
-        .arg("--ktap")
-        .arg(&ktap);
+        .arg("-o")
+        .arg(&ktap)
+        .arg("--console-log")
+        .arg(results.join("kernel-console.log"));
     for f in filters {
         cmd.arg("-f").arg(f);
     }
@@ -142,7 +144,7 @@ pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[Strin
     match report {
         Some(r) if !r.tests.is_empty() => judge(&r),
         _ => Verdict::Untestable(format!(
-            "the guest gave no results (uffdtest vm {status}); console in {}",
+            "the guest gave no results (uffdtest vm {status}); see {} and kernel-console.log beside it",
             console.display()
         )),
     }

@@ -154,6 +154,11 @@ fn side(r: &Report) -> Side<'_> {
     let mut order = Vec::new();
     let mut runs: BTreeMap<String, Vec<&TestResult>> = BTreeMap::new();
     for (path, leaf) in r.leaves() {
+        // A truncated log's missing cases come back nameless and crashed: nothing to match them by. The cases
+        // they stand for are missing from this side by name, which `compare` handles.
+        if leaf.status == Status::Crashed && leaf.name.is_empty() {
+            continue;
+        }
         let key = case_key(&path);
         let e = runs.entry(key.clone()).or_default();
         if e.is_empty() {
@@ -251,22 +256,28 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
                     None => unchanged += 1,
                 }
             }
-            None => {
-                // A log that ended early lost its cases; a complete one dropped them on purpose.
-                let change = if truncated && uniform(&bs) == Some(Class::Ok) {
-                    Change::Regression
-                } else {
-                    Change::Removed
-                };
-                changes.push(CaseChange {
-                    case: key.clone(),
-                    change,
-                    base: bs,
-                    candidate: vec![],
-                    reason: (change == Change::Regression).then(|| "not run: the candidate's log ended early".into()),
-                    renamed_from: None,
-                })
+            // A log that ended early lost its cases: they did not run, as if crashed.
+            None if truncated => {
+                if let Some(change) = judge(&bs, &[Status::Crashed]) {
+                    changes.push(CaseChange {
+                        case: key.clone(),
+                        change,
+                        base: bs,
+                        candidate: vec![Status::Crashed],
+                        reason: Some("not run: the candidate's log ended before it".into()),
+                        renamed_from: None,
+                    })
+                }
             }
+            // A complete log that lacks a case dropped it on purpose (or renamed it).
+            None => changes.push(CaseChange {
+                case: key.clone(),
+                change: Change::Removed,
+                base: bs,
+                candidate: vec![],
+                reason: None,
+                renamed_from: None,
+            }),
         }
     }
     for key in c.order.iter().filter(|k| !b.runs.contains_key(*k)) {

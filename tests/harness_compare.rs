@@ -1,0 +1,231 @@
+//! `uffdtest compare` on recorded runs (tests/data/compare/, see its README for where each file comes from).
+//!
+//! A harness test (the `harness_` prefix keeps it out of the suite the runner runs): it reads files, not the kernel.
+
+use std::path::PathBuf;
+use uffdtest::gate::compare::{Change, Comparison, compare, load, render_markdown, render_text};
+use uffdtest::runner::Report;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/compare")
+        .join(name)
+}
+
+fn report(name: &str) -> Report {
+    load(&data(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cmp(base: &str, cand: &str) -> Comparison {
+    compare(&report(base), &report(cand))
+}
+
+/// (case, change) of every moved case, in the order the report lists them.
+fn moved(c: &Comparison) -> Vec<(String, Change)> {
+    c.changes.iter().map(|x| (x.case.clone(), x.change)).collect()
+}
+
+fn cases(prefix: &str, test: &str, mems: &[&str], change: Change) -> Vec<(String, Change)> {
+    mems.iter()
+        .map(|m| (format!("{prefix} / {test} on {m}"), change))
+        .collect()
+}
+
+#[test]
+fn a_real_run_against_itself_changes_nothing() {
+    for name in ["host-run1.ktap", "host-run1.json", "host-register-copy-full.ktap"] {
+        let c = cmp(name, name);
+        assert_eq!(moved(&c), vec![], "{name}");
+        assert!(c.new_splats.is_empty(), "{name}");
+        assert_eq!(c.exit_code(), 0, "{name}");
+    }
+    let full = cmp("host-register-copy-full.ktap", "host-register-copy-full.ktap");
+    assert_eq!(full.unchanged, 412);
+    assert_eq!(full.candidate_summary, "337 passed, 13 failed, 62 skipped");
+}
+
+#[test]
+fn json_and_ktap_of_one_run_compare_equal() {
+    let c = cmp("host-run1.json", "host-run1.ktap");
+    assert_eq!(moved(&c), vec![]);
+    assert_eq!(c.unchanged, 28);
+    assert_eq!(c.base_summary, c.candidate_summary);
+}
+
+#[test]
+fn pass_to_fail_is_a_regression_on_exactly_the_failed_cases() {
+    let c = cmp("host-run1.ktap", "host-run1.edited-register-fails.ktap");
+    assert_eq!(
+        moved(&c),
+        cases(
+            "register",
+            "register_unknown_mode_bits_fail_einval",
+            &["anon", "shmem"],
+            Change::Regression
+        )
+    );
+    assert_eq!(c.changes[0].reason.as_deref(), Some("exit=101"));
+    assert_eq!(c.exit_code(), 1);
+    // The other way round the same cases are fixes, and a fix never fails the gate.
+    let back = cmp("host-run1.edited-register-fails.ktap", "host-run1.ktap");
+    assert_eq!(
+        moved(&back),
+        cases(
+            "register",
+            "register_unknown_mode_bits_fail_einval",
+            &["anon", "shmem"],
+            Change::Fix
+        )
+    );
+    assert_eq!(back.exit_code(), 0);
+}
+
+const SIX: &[&str] = &[
+    "anon",
+    "shmem",
+    "shmem-private",
+    "hugetlb",
+    "hugetlb-private",
+    "anon-thp",
+];
+
+#[test]
+fn pass_to_timeout_is_a_regression_and_timeout_to_pass_a_fix() {
+    let c = cmp("host-run1.edited-copy-passes.ktap", "host-run1.ktap");
+    assert_eq!(
+        moved(&c),
+        cases("copy", "copy_over_populated_page_fails_eexist", SIX, Change::Regression)
+    );
+    assert!(
+        c.changes
+            .iter()
+            .all(|x| x.candidate == [uffdtest::runner::Status::Timeout])
+    );
+    assert_eq!(c.exit_code(), 1);
+    let back = cmp("host-run1.ktap", "host-run1.edited-copy-passes.ktap");
+    assert_eq!(
+        moved(&back),
+        cases("copy", "copy_over_populated_page_fails_eexist", SIX, Change::Fix)
+    );
+    assert_eq!(back.exit_code(), 0);
+}
+
+#[test]
+fn a_new_kernel_splat_fails_the_gate_and_names_its_case() {
+    let c = cmp("host-run1.ktap", "host-run1.edited-splat.ktap");
+    assert_eq!(
+        moved(&c),
+        cases(
+            "register",
+            "register_zero_len_fails_einval",
+            &["shmem"],
+            Change::Regression
+        )
+    );
+    assert_eq!(c.new_splats.len(), 1, "{:?}", c.new_splats);
+    assert_eq!(c.new_splats[0].signature, "WARNING: at mm/userfaultfd.c mfill_atomic");
+    assert_eq!(
+        c.new_splats[0].cases,
+        ["register / register_zero_len_fails_einval on shmem"]
+    );
+    assert_eq!(c.exit_code(), 1);
+    // A splat the base already had is not new.
+    let same = cmp("host-run1.edited-splat.ktap", "host-run1.edited-splat.ktap");
+    assert!(same.new_splats.is_empty());
+    assert_eq!(same.exit_code(), 0);
+}
+
+#[test]
+fn skip_changes_are_reported_but_do_not_fail_the_gate() {
+    let hugetlb = ["hugetlb", "hugetlb-private"];
+    let mut want = cases(
+        "register",
+        "register_unknown_mode_bits_fail_einval",
+        &hugetlb,
+        Change::NewlySkipped,
+    );
+    want.extend(cases(
+        "register",
+        "register_zero_len_fails_einval",
+        &hugetlb,
+        Change::NewlySkipped,
+    ));
+    let c = cmp("host-run1.ktap", "host-run1.edited-hugetlb-skips.ktap");
+    assert_eq!(moved(&c), want);
+    assert_eq!(
+        c.changes[0].reason.as_deref(),
+        Some("need 1 free huge pages, have 0 (vm.nr_hugepages)")
+    );
+    assert_eq!(c.exit_code(), 0);
+    let back = cmp("host-run1.edited-hugetlb-skips.ktap", "host-run1.ktap");
+    assert!(back.changes.iter().all(|x| x.change == Change::Unskipped));
+    assert_eq!(back.changes.len(), 4);
+}
+
+#[test]
+fn a_renamed_case_is_new_plus_removed_and_paired_by_variant() {
+    let c = cmp("host-run1.ktap", "host-run1.edited-renamed.ktap");
+    assert_eq!(c.count(Change::Removed), 7);
+    assert_eq!(c.count(Change::New), 7);
+    for x in c.changes.iter().filter(|x| x.change == Change::New) {
+        let old = x.case.replace("zero_length", "zero_len");
+        assert_eq!(x.renamed_from.as_deref(), Some(old.as_str()), "{}", x.case);
+        assert_eq!(x.base, x.candidate, "statuses carried over from the old name");
+    }
+    assert_eq!(c.exit_code(), 0);
+}
+
+#[test]
+fn a_case_flaky_in_the_base_is_reported_apart_not_as_a_regression() {
+    // Two real runs of the base as `--repeat 2` would give them: the copy cases passed once and timed out once.
+    let mut base = report("host-run1.ktap");
+    base.tests.extend(report("host-run1.edited-copy-passes.ktap").tests);
+    let c = compare(&base, &report("host-run1.ktap"));
+    assert_eq!(
+        moved(&c),
+        cases(
+            "copy",
+            "copy_over_populated_page_fails_eexist",
+            SIX,
+            Change::FlakyInBase
+        )
+    );
+    assert_eq!(c.exit_code(), 0);
+    // A case stable in the base still regresses.
+    let c = compare(&base, &report("host-run1.edited-register-fails.ktap"));
+    assert_eq!(c.count(Change::Regression), 2);
+    assert_eq!(c.count(Change::FlakyInBase), 6);
+}
+
+#[test]
+fn a_log_that_ends_early_turns_missing_passes_into_regressions() {
+    // The run as a guest whose kernel died in the middle of the register block would leave it.
+    let text = std::fs::read_to_string(data("host-run1.ktap")).unwrap();
+    let cut = text.find("  ok 9 register_zero_len_fails_einval on shmem").unwrap();
+    let truncated = uffdtest::runner::parse_ktap(&text[..cut]).unwrap();
+    let c = compare(&report("host-run1.ktap"), &truncated);
+    let lost = c.changes.iter().filter(|x| x.change == Change::Regression).count();
+    assert_eq!(lost, 6, "{}", render_text(&c));
+    assert!(c.changes.iter().all(|x| x.case.contains("register_zero_len")));
+    assert_eq!(c.exit_code(), 1);
+}
+
+#[test]
+fn the_markdown_report_leads_with_the_verdict_and_lists_each_regression() {
+    let c = cmp("host-run1.ktap", "host-run1.edited-splat.ktap");
+    let md = render_markdown(&c);
+    assert!(
+        md.starts_with("### ❌ uffdtest: REGRESSION: 1 regressed case(s), 1 new kernel splat(s)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `register / register_zero_len_fails_einval on shmem` | pass → fail |"),
+        "{md}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["changes"][0]["change"], "regression");
+    assert_eq!(
+        json["new_splats"][0]["signature"],
+        "WARNING: at mm/userfaultfd.c mfill_atomic"
+    );
+}
