@@ -1,0 +1,641 @@
+//! UFFDIO_COPY: resolving MISSING faults with exact bytes, the fault
+//! messages, waking, MODE_WP, partial progress and every error path.
+//!
+//! Expectations come from fs/userfaultfd.c `userfaultfd_copy` (argument
+//! checks; the `copy` field is written only once mfill_atomic ran) and
+//! mm/userfaultfd.c `mfill_atomic` (6.12): it returns the bytes copied
+//! before an error if any, else the error, and the ioctl then fails
+//! EAGAIN on a short copy.
+
+mod common;
+use common::*;
+use faulter::{Faulter, State, assert_no_event, next_pagefault};
+use nix::errno::Errno;
+use nix::sys::mman::{ProtFlags, mprotect, munmap};
+use pagemap::PM_UFFD_WP;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use testing::{Access, Buf, ChildExit, FaultHandler};
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+const NONE: CopyMode = CopyMode::empty();
+
+/// The byte at offset `i` of page `page` in the sources below: differs per
+/// page and per offset, so a misplaced or shifted copy shows.
+fn pat(page: usize, i: usize) -> u8 {
+    (page.wrapping_mul(37) + i.wrapping_mul(7) + 1) as u8
+}
+
+/// `npages` pages of [`pat`], laid out as the destination's pages.
+fn source(ps: usize, npages: usize) -> Buf {
+    Buf::pattern(ps * npages, |o| pat(o / ps, o % ps))
+}
+
+fn expected(ps: usize, page: usize) -> Vec<u8> {
+    (0..ps).map(|i| pat(page, i)).collect()
+}
+
+/// An unpopulated area of `npages` registered MISSING on a fresh uffd.
+fn missing_area(mem: MemType, npages: usize, features: Features) -> Result<(Area, Arc<Uffd>), String> {
+    prepared_area(mem, npages, features, |_| {})
+}
+
+/// [`missing_area`], with `prep` run before registering (a registered
+/// missing page would block the test's own accesses).
+fn prepared_area(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>), String> {
+    testing::register_support(mem, MISSING)?;
+    let area = testing::area(mem, npages)?;
+    prep(&area);
+    let uffd = testing::open_uffd(features)?;
+    uffd.register(area.addr(), area.len(), MISSING)
+        .expect("UFFDIO_REGISTER(MISSING)");
+    Ok((area, Arc::new(uffd)))
+}
+
+fn err(errno: Errno, progress: i64) -> Progress {
+    Err(Partial { errno, progress })
+}
+
+/// The kernel wrote `-errno` into `copy`.
+fn failed(errno: Errno) -> Progress {
+    err(errno, Partial::neg(errno))
+}
+
+/// The ioctl failed before mfill_atomic: `copy` keeps what we sent (0).
+fn rejected(errno: Errno) -> Progress {
+    err(errno, 0)
+}
+
+fn ptr(addr: usize) -> NonNull<c_void> {
+    NonNull::new(addr as *mut c_void).expect("non-null address")
+}
+
+fn present(addr: usize) -> bool {
+    pagemap::is_present(addr)
+}
+
+#[apply(all_mem)]
+fn copy_resolves_read_fault_with_exact_bytes(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    let r = Faulter::read(area.page(1) + 5);
+    let (flags, addr) = next_pagefault(&uffd);
+    // A read fault carries no flag; without EXACT_ADDRESS the address is
+    // the start of the (huge) page.
+    assert_eq!(flags, PagefaultFlags::empty());
+    assert_eq!(addr, area.page(1));
+    assert_eq!(r.settle(), State::Blocked);
+    assert_eq!(uffd.copy(area.page(1), src.addr() + ps, ps, NONE), Ok(ps as i64));
+    assert_eq!(r.join(), pat(1, 5));
+    assert_eq!(area.read_page(1), expected(ps, 1));
+    assert!(!present(area.page(0)), "page 0 was not touched");
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_resolves_write_fault_then_the_write_lands(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let w = Faulter::write(area.page(0) + 9, 0xee);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::WRITE);
+    assert_eq!(addr, area.page(0));
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(w.join(), 0xee);
+    let mut want = expected(ps, 0);
+    want[9] = 0xee;
+    assert_eq!(area.read_page(0), want);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_handler_fills_every_page_byte_for_byte(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let n = if mem.is_hugetlb() { 4 } else { 8 };
+    let (area, uffd) = try_skip!(missing_area(mem, n, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, n);
+    let base = area.addr();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let h = FaultHandler::spawn(uffd.clone(), move |u, ev| match ev {
+        Event::Pagefault { flags, address, .. } => {
+            let page = (address as usize - base) / ps;
+            s.lock().unwrap().push((flags, address as usize));
+            match u.copy(address as usize, src.addr() + page * ps, ps, NONE) {
+                Ok(n) if n == ps as i64 => Ok(()),
+                other => Err(format!("UFFDIO_COPY page {page}: {other:?}")),
+            }
+        }
+        other => Err(format!("unexpected {other:?}")),
+    });
+    // Touch the pages out of order: each is resolved on its own.
+    for i in (0..n).rev() {
+        assert_eq!(area.read_page(i), expected(ps, i), "page {i}");
+    }
+    assert_eq!(h.stop(), Vec::<String>::new());
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|s| s.1);
+    let want: Vec<_> = (0..n).map(|i| (PagefaultFlags::empty(), area.page(i))).collect();
+    assert_eq!(seen, want, "one read fault per page");
+}
+
+#[apply(all_mem)]
+fn fault_reports_exact_address_with_feature(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require_features!(Features::EXACT_ADDRESS);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::EXACT_ADDRESS));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let target = area.page(0) + ps / 2 + 3;
+    let r = Faulter::read(target);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::empty());
+    assert_eq!(addr, target);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(r.join(), pat(0, ps / 2 + 3));
+}
+
+#[apply(all_mem)]
+fn fault_reports_thread_id_with_feature(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require_features!(Features::THREAD_ID);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::THREAD_ID));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let r = Faulter::read(area.page(0));
+    match uffd.read_event(Some(std::time::Duration::from_secs(20))).unwrap() {
+        Some(Event::Pagefault { ptid, address, .. }) => {
+            assert_eq!(ptid as i32, r.tid());
+            assert_eq!(address as usize, area.page(0));
+        }
+        other => panic!("expected a PAGEFAULT, got {other:?}"),
+    }
+    uffd.copy(area.page(0), src.addr(), ps, NONE).unwrap();
+    assert_eq!(r.join(), pat(0, 0));
+}
+
+#[apply(all_mem)]
+fn fault_without_thread_id_feature_reports_ptid_zero(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let r = Faulter::read(area.page(0));
+    match uffd.read_event(Some(std::time::Duration::from_secs(20))).unwrap() {
+        Some(Event::Pagefault { ptid, .. }) => assert_eq!(ptid, 0),
+        other => panic!("expected a PAGEFAULT, got {other:?}"),
+    }
+    uffd.copy(area.page(0), src.addr(), ps, NONE).unwrap();
+    r.join();
+}
+
+#[apply(all_mem)]
+fn copy_over_populated_page_fails_eexist(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 1, Features::empty(), |a| a.fill_page(0, 0x33)));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), failed(Errno::EEXIST));
+    assert_eq!(area.read_page(0), vec![0x33; ps]);
+}
+
+#[apply(all_mem)]
+fn copy_twice_fails_eexist_the_second_time(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let other = Buf::filled(ps, 0x99);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(uffd.copy(area.page(0), other.addr(), ps, NONE), failed(Errno::EEXIST));
+    assert_eq!(area.read_page(0), expected(ps, 0), "the first copy stays");
+}
+
+#[apply(file_mem)]
+fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::with_alias(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    let ps = area.page_size();
+    // SAFETY: the alias view is writable and one page long.
+    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x44, ps) };
+    let src = source(ps, 1);
+    let r = uffd.copy(area.page(0), src.addr(), ps, NONE);
+    if mem.is_shared() {
+        // The page cache already holds the page: shmem_add_to_page_cache /
+        // hugetlbfs_pagecache_present refuse it.
+        assert_eq!(r, failed(Errno::EEXIST));
+        assert_eq!(area.read_page(0), vec![0x44; ps]);
+    } else {
+        // A private mapping fills its own anonymous page, whatever the file holds.
+        assert_eq!(r, Ok(ps as i64));
+        assert_eq!(area.read_page(0), expected(ps, 0));
+        assert_eq!(area.read(area.alias_page(0), ps), vec![0x44; ps], "file untouched");
+    }
+}
+
+#[apply(all_mem)]
+fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 4, Features::empty(), |a| a.fill_page(2, 0x55)));
+    let ps = area.page_size();
+    let src = source(ps, 4);
+    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
+        // The write that populated page 2 got a whole THP: mfill_atomic
+        // refuses a PMD-mapped destination at once (pmd_trans_huge → EEXIST).
+        assert_eq!(mem, MemType::AnonThp);
+        assert_eq!(uffd.copy(area.addr(), src.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+        assert_eq!(area.read_page(0), vec![0; ps]);
+        return;
+    }
+    // Two pages copied, then EEXIST: the ioctl reports the bytes done and
+    // fails EAGAIN (short copy), not EEXIST.
+    assert_eq!(
+        uffd.copy(area.addr(), src.addr(), 4 * ps, NONE),
+        err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    assert_eq!(area.read_page(0), expected(ps, 0));
+    assert_eq!(area.read_page(1), expected(ps, 1));
+    assert_eq!(area.read_page(2), vec![0x55; ps]);
+    assert!(!present(area.page(3)), "page 3 was not reached");
+    // Retrying from the failed page shows the error itself.
+    assert_eq!(
+        uffd.copy(area.page(2), src.addr() + 2 * ps, 2 * ps, NONE),
+        failed(Errno::EEXIST)
+    );
+    assert_eq!(uffd.copy(area.page(3), src.addr() + 3 * ps, ps, NONE), Ok(ps as i64));
+    assert_eq!(area.read_page(3), expected(ps, 3));
+}
+
+#[apply(all_mem)]
+fn copy_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let r = Faulter::read(area.page(0) + 1);
+    next_pagefault(&uffd);
+    assert_eq!(r.settle(), State::Blocked);
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::DONTWAKE),
+        Ok(ps as i64)
+    );
+    // The page is there, but nobody woke the faulting thread.
+    assert!(present(area.page(0)));
+    assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
+    uffd.wake(area.page(0), ps).expect("UFFDIO_WAKE");
+    assert_eq!(r.join(), pat(0, 1));
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_wakes_only_faults_in_its_range(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    let r0 = Faulter::read(area.page(0));
+    next_pagefault(&uffd);
+    let r1 = Faulter::read(area.page(1));
+    next_pagefault(&uffd);
+    assert_eq!(r0.settle(), State::Blocked);
+    assert_eq!(r1.settle(), State::Blocked);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(r0.join(), pat(0, 0));
+    assert!(
+        r1.is_blocked() && !r1.is_done(),
+        "the copy woke a fault outside its range"
+    );
+    assert_eq!(uffd.copy(area.page(1), src.addr() + ps, ps, NONE), Ok(ps as i64));
+    assert_eq!(r1.join(), pat(1, 0));
+}
+
+#[apply(all_mem)]
+fn copy_of_many_pages_wakes_every_fault_in_range(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 3, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 3);
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let r = Faulter::read(area.page(i) + i);
+            next_pagefault(&uffd);
+            r
+        })
+        .collect();
+    for r in &readers {
+        assert_eq!(r.settle(), State::Blocked);
+    }
+    assert_eq!(uffd.copy(area.addr(), src.addr(), 3 * ps, NONE), Ok(3 * ps as i64));
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_eq!(r.join(), pat(i, i), "reader of page {i}");
+    }
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_mode_wp_installs_write_protected_page(#[case] mem: MemType) {
+    let mode = MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let feats = if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    };
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(feats));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let r = Faulter::read(area.page(0));
+    assert_eq!(next_pagefault(&uffd).0, PagefaultFlags::empty());
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
+    assert_eq!(r.join(), pat(0, 0));
+    assert_ne!(
+        pagemap::entry(area.page(0)).unwrap() & PM_UFFD_WP,
+        0,
+        "PM_UFFD_WP after COPY_MODE_WP"
+    );
+    // A write now raises a WP fault, held until un-protected.
+    let w = Faulter::write(area.page(0) + 2, 0xab);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::WRITE | PagefaultFlags::WP);
+    assert_eq!(addr, area.page(0));
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(area.page(0), ps, WriteprotectMode::empty()).unwrap();
+    assert_eq!(w.join(), 0xab);
+    let mut want = expected(ps, 0);
+    want[2] = 0xab;
+    assert_eq!(area.read_page(0), want);
+    assert_eq!(pagemap::entry(area.page(0)).unwrap() & PM_UFFD_WP, 0);
+}
+
+#[apply(all_mem)]
+fn copy_without_mode_wp_installs_writable_page(#[case] mem: MemType) {
+    let mode = MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(pagemap::entry(area.page(0)).unwrap() & PM_UFFD_WP, 0);
+    let w = Faulter::write(area.page(0), 0x01);
+    assert_eq!(w.settle(), State::Done);
+    w.join();
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    // mfill_atomic: MFILL_ATOMIC_WP needs VM_UFFD_WP on the destination.
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::WP),
+        failed(Errno::EINVAL)
+    );
+    assert!(!present(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn copy_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    for bits in [1 << 2, 1 << 5, 1 << 63, sys::UFFDIO_COPY_MODE_DONTWAKE | 1 << 2] {
+        assert_eq!(
+            uffd.copy(area.page(0), src.addr(), ps, CopyMode::from_bits_retain(bits)),
+            rejected(Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+    assert!(!present(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn copy_misaligned_dst_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    for off in [1, 64, mem::base_page_size() / 2] {
+        assert_eq!(
+            uffd.copy(area.page(0) + off, src.addr(), ps, NONE),
+            rejected(Errno::EINVAL),
+            "dst + {off}"
+        );
+    }
+}
+
+#[apply(all_mem)]
+fn copy_misaligned_or_zero_len_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    for len in [0, 1, mem::base_page_size() - 1, ps + 1] {
+        assert_eq!(
+            uffd.copy(area.page(0), src.addr(), len, NONE),
+            rejected(Errno::EINVAL),
+            "len {len}"
+        );
+    }
+    assert!(!present(area.page(0)));
+}
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let hp = area.page_size();
+    let bp = mem::base_page_size();
+    let src = source(hp, 2);
+    // Base-page aligned passes validate_range; mfill_atomic_hugetlb then
+    // wants dst and len aligned to the huge page.
+    assert_eq!(
+        uffd.copy(area.page(0) + bp, src.addr(), hp, NONE),
+        failed(Errno::EINVAL)
+    );
+    assert_eq!(uffd.copy(area.page(0), src.addr(), bp, NONE), failed(Errno::EINVAL));
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), hp + bp, NONE),
+        failed(Errno::EINVAL)
+    );
+    assert!(!present(area.page(0)));
+    assert_eq!(uffd.copy(area.page(0), src.addr(), hp, NONE), Ok(hp as i64));
+}
+
+#[apply(all_mem)]
+fn copy_from_unaligned_src_copies_those_bytes(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    // Only dst must be aligned (validate_unaligned_range for src).
+    assert_eq!(uffd.copy(area.page(0), src.addr() + 3, ps, NONE), Ok(ps as i64));
+    let want: Vec<u8> = (3..ps + 3).map(|o| pat(o / ps, o % ps)).collect();
+    assert_eq!(area.read_page(0), want);
+}
+
+#[apply(all_mem)]
+fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    // The kernel reads the source with copy_from_user: a missing registered
+    // page is a kernel-mode fault, which a UFFD_USER_MODE_ONLY uffd does not
+    // trap (handle_userfault → SIGBUS), so the read fails.
+    assert_eq!(uffd.copy(area.page(0), area.page(1), ps, NONE), failed(Errno::EFAULT));
+    // Source overlapping the destination itself.
+    assert_eq!(uffd.copy(area.page(0), area.page(0), ps, NONE), failed(Errno::EFAULT));
+    assert!(!present(area.page(0)));
+    assert!(!present(area.page(1)));
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_to_unregistered_dst_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let other = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    // validate_dst_vma: the destination VMA must be registered.
+    assert_eq!(uffd.copy(other.page(0), src.addr(), ps, NONE), failed(Errno::ENOENT));
+    assert!(!present(other.page(0)));
+}
+
+#[apply(all_mem)]
+fn copy_to_unmapped_dst_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let gone = try_area!(Area::new(mem, 1));
+    let (addr, ps) = (gone.addr(), gone.page_size());
+    drop(gone);
+    let src = source(ps, 1);
+    assert_eq!(uffd.copy(addr, src.addr(), ps, NONE), failed(Errno::ENOENT));
+    drop(area);
+}
+
+#[apply(all_mem)]
+fn copy_past_the_end_of_the_vma_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    // The range must lie in one VMA; nothing is copied, not even page 1.
+    let last = area.page(area.npages() - 1);
+    assert_eq!(uffd.copy(last, src.addr(), 2 * ps, NONE), failed(Errno::ENOENT));
+    assert!(!present(last));
+}
+
+#[apply(all_mem)]
+fn copy_after_unregister_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), failed(Errno::ENOENT));
+}
+
+#[apply(all_mem)]
+fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 4, Features::empty()));
+    let ps = area.page_size();
+    let bp = mem::base_page_size();
+    let src = try_area!(Area::new(MemType::Anon, 4 * ps / bp));
+    for i in 0..src.npages() {
+        src.fill_page(i, ((i * bp / ps) as u8).wrapping_add(0x10));
+    }
+    // SAFETY: unmapping the third destination-page worth of our own source.
+    unsafe { munmap(ptr(src.addr() + 2 * ps), ps) }.unwrap();
+    // The first page fails: nothing done, -EFAULT.
+    assert_eq!(
+        uffd.copy(area.page(2), src.addr() + 2 * ps, ps, NONE),
+        failed(Errno::EFAULT)
+    );
+    assert!(!present(area.page(2)));
+    // A run reaching the hole copies what precedes it and stops short.
+    assert_eq!(
+        uffd.copy(area.addr(), src.addr(), 4 * ps, NONE),
+        err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    assert_eq!(area.read_page(0), vec![0x10; ps]);
+    assert_eq!(area.read_page(1), vec![0x11; ps]);
+    assert!(!present(area.page(2)));
+    assert!(!present(area.page(3)));
+}
+
+#[apply(file_mem)]
+fn copy_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    let fd = area.fd().expect("file-backed area");
+    // Shrink the file under the mapping: page 1 now lies past EOF.
+    nix::unistd::ftruncate(fd, ps as i64).unwrap();
+    if mem == MemType::HugetlbPrivate {
+        // hugetlb_mfill_atomic_pte checks i_size only for shared VMAs: a
+        // private hugetlb mapping gets its anonymous page past EOF
+        // (mfill_file_over_size covers shmem, shared and private).
+        assert_eq!(uffd.copy(area.page(1), src.addr() + ps, ps, NONE), Ok(ps as i64));
+        assert_eq!(area.read_page(1), expected(ps, 1));
+        assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+        return;
+    }
+    assert_eq!(
+        uffd.copy(area.page(1), src.addr() + ps, ps, NONE),
+        failed(Errno::EFAULT)
+    );
+    // A run crossing EOF copies up to it and stops short.
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), 2 * ps, NONE),
+        err(Errno::EAGAIN, ps as i64)
+    );
+    assert_eq!(area.read_page(0), expected(ps, 0));
+}
+
+#[apply(all_mem)]
+fn copy_into_read_only_area_maps_it_read_only(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let ps = area.page_size();
+    // SAFETY: changing the protection of our own area.
+    unsafe { mprotect(ptr(area.addr()), area.len(), ProtFlags::PROT_READ) }.unwrap();
+    let src = source(ps, 1);
+    // UFFDIO_COPY fills holes regardless of PROT_WRITE (VM_MAYWRITE is
+    // what registration checked); the PTE follows the VMA's protection.
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(area.read_page(0), expected(ps, 0));
+    assert_eq!(
+        testing::access_in_child(area.page(0), Access::Write),
+        ChildExit::Signaled(nix::sys::signal::Signal::SIGSEGV)
+    );
+    assert_eq!(
+        testing::access_in_child(area.page(0), Access::Read),
+        ChildExit::Exited(0)
+    );
+    assert_eq!(area.read_page(0), expected(ps, 0));
+}
