@@ -1,0 +1,350 @@
+//! UFFDIO_ZEROPAGE: resolving MISSING faults with zeros, hugetlb's refusal,
+//! EEXIST (also through the alias view), partial progress, DONTWAKE and
+//! every error path.
+//!
+//! Expectations come from fs/userfaultfd.c `userfaultfd_zeropage` and
+//! mm/userfaultfd.c `mfill_atomic` (6.12): private VMAs map the zero page
+//! (`mfill_atomic_pte_zeropage`, which wants a pte_none entry), shared shmem
+//! allocates a zeroed page-cache page (`shmem_mfill_atomic_pte`), and
+//! `mfill_atomic_hugetlb` refuses ZEROPAGE with EINVAL.
+
+mod common;
+use common::*;
+use faulter::{Faulter, State, assert_no_event, next_pagefault};
+use nix::errno::Errno;
+use std::sync::Arc;
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+const NONE: ZeropageMode = ZeropageMode::empty();
+
+/// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd.
+fn prepared_area(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>), String> {
+    testing::register_support(mem, MISSING)?;
+    let area = testing::area(mem, npages)?;
+    prep(&area);
+    let uffd = testing::open_uffd(features)?;
+    uffd.register(area.addr(), area.len(), MISSING)
+        .expect("UFFDIO_REGISTER(MISSING)");
+    Ok((area, Arc::new(uffd)))
+}
+
+fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
+    prepared_area(mem, npages, Features::empty(), |_| {})
+}
+
+fn err(errno: Errno, progress: i64) -> Progress {
+    Err(Partial { errno, progress })
+}
+
+/// The kernel wrote `-errno` into `zeropage`.
+fn failed(errno: Errno) -> Progress {
+    err(errno, Partial::neg(errno))
+}
+
+/// Refused before mfill_atomic ran: `zeropage` keeps what we sent (0).
+fn rejected(errno: Errno) -> Progress {
+    err(errno, 0)
+}
+
+fn present(addr: usize) -> bool {
+    pagemap::is_present(addr)
+}
+
+#[apply(all_mem)]
+fn zeropage_resolves_read_fault_with_zeros(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
+    let ps = area.page_size();
+    let r = Faulter::read(area.page(1) + 7);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::empty());
+    assert_eq!(addr, area.page(1));
+    assert_eq!(r.settle(), State::Blocked);
+    if mem.is_hugetlb() {
+        // No zero huge page to map: refused, and the fault stays pending.
+        assert_eq!(uffd.zeropage(area.page(1), ps, NONE), failed(Errno::EINVAL));
+        assert!(r.is_blocked() && !r.is_done());
+        let zeros = testing::Buf::filled(ps, 0);
+        assert_eq!(
+            uffd.copy(area.page(1), zeros.addr(), ps, CopyMode::empty()),
+            Ok(ps as i64)
+        );
+    } else {
+        assert_eq!(uffd.zeropage(area.page(1), ps, NONE), Ok(ps as i64));
+    }
+    assert_eq!(r.join(), 0);
+    assert_eq!(area.read_page(1), vec![0; ps]);
+    assert!(!present(area.page(0)), "page 0 was not touched");
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn zeropage_is_granted_except_on_hugetlb(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let ioctls = uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    // UFFD_API_RANGE_IOCTLS_BASIC, hugetlb's set, lacks ZEROPAGE.
+    assert_eq!(ioctls.contains(Ioctls::ZEROPAGE), !mem.is_hugetlb(), "{ioctls:?}");
+}
+
+#[apply(all_mem)]
+fn zeropage_resolves_write_fault_then_the_write_lands(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let ps = area.page_size();
+    let w = Faulter::write(area.page(0) + 11, 0x5c);
+    let (flags, addr) = next_pagefault(&uffd);
+    assert_eq!(flags, PagefaultFlags::WRITE);
+    assert_eq!(addr, area.page(0));
+    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), Ok(ps as i64));
+    // A private zero page is CoW-broken by the retried write without a
+    // second message; shared shmem got a real zeroed page.
+    assert_eq!(w.join(), 0x5c);
+    let mut want = vec![0; ps];
+    want[11] = 0x5c;
+    assert_eq!(area.read_page(0), want);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn write_after_zeropage_needs_no_resolution(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let ps = area.page_size();
+    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), Ok(ps as i64));
+    assert_eq!(area.read_page(0), vec![0; ps]);
+    let w = Faulter::write(area.page(0) + 1, 0x77);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x77);
+    assert_eq!(testing::read_byte(area.page(0) + 1), 0x77);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn zeropage_over_populated_page_fails_eexist(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 1, Features::empty(), |a| a.fill_page(0, 0x3c)));
+    let ps = area.page_size();
+    let want = if mem.is_hugetlb() {
+        failed(Errno::EINVAL)
+    } else {
+        failed(Errno::EEXIST)
+    };
+    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), want);
+    assert_eq!(area.read_page(0), vec![0x3c; ps]);
+}
+
+#[apply(file_mem)]
+fn zeropage_retried_through_alias(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::with_alias(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let ps = area.page_size();
+    let alias = area.alias_page(0);
+    uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    uffd.register(alias, area.len(), MISSING).unwrap();
+    if mem.is_hugetlb() {
+        assert_eq!(uffd.zeropage(area.page(0), ps, NONE), failed(Errno::EINVAL));
+        assert_eq!(uffd.zeropage(alias, ps, NONE), failed(Errno::EINVAL));
+        return;
+    }
+    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), Ok(ps as i64));
+    if mem.is_shared() {
+        // The first call put a zeroed page in the page cache; the alias maps
+        // the same file offset, so shmem_add_to_page_cache refuses.
+        assert_eq!(uffd.zeropage(alias, ps, NONE), failed(Errno::EEXIST));
+    } else {
+        // The private view only mapped the zero page: the file is still a
+        // hole, so the shared alias can be filled too.
+        assert_eq!(uffd.zeropage(alias, ps, NONE), Ok(ps as i64));
+    }
+    assert_eq!(area.read_page(0), vec![0; ps]);
+    assert_eq!(area.read(alias, ps), vec![0; ps]);
+}
+
+#[apply(all_mem)]
+fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 4, Features::empty(), |a| a.fill_page(2, 0x21)));
+    let ps = area.page_size();
+    if mem.is_hugetlb() {
+        assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
+        assert!(!present(area.page(0)));
+        return;
+    }
+    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
+        // Populating page 2 mapped a whole THP: the PMD is refused at once.
+        assert_eq!(mem, MemType::AnonThp);
+        assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+        return;
+    }
+    assert_eq!(
+        uffd.zeropage(area.addr(), 4 * ps, NONE),
+        err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    assert!(present(area.page(0)) && present(area.page(1)));
+    assert_eq!(area.read_page(0), vec![0; ps]);
+    assert_eq!(area.read_page(1), vec![0; ps]);
+    assert_eq!(area.read_page(2), vec![0x21; ps]);
+    assert!(!present(area.page(3)), "page 3 was not reached");
+    assert_eq!(uffd.zeropage(area.page(2), 2 * ps, NONE), failed(Errno::EEXIST));
+}
+
+#[apply(all_mem)]
+fn zeropage_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let ps = area.page_size();
+    let r = Faulter::read(area.page(0) + 3);
+    next_pagefault(&uffd);
+    assert_eq!(r.settle(), State::Blocked);
+    assert_eq!(uffd.zeropage(area.page(0), ps, ZeropageMode::DONTWAKE), Ok(ps as i64));
+    assert!(present(area.page(0)));
+    assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
+    uffd.wake(area.page(0), ps).unwrap();
+    assert_eq!(r.join(), 0);
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn zeropage_of_many_pages_wakes_every_fault_in_range(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
+    let (area, uffd) = try_skip!(missing_area(mem, 3));
+    let ps = area.page_size();
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let r = Faulter::read(area.page(i) + i);
+            next_pagefault(&uffd);
+            r
+        })
+        .collect();
+    for r in &readers {
+        assert_eq!(r.settle(), State::Blocked);
+    }
+    assert_eq!(uffd.zeropage(area.addr(), 3 * ps, NONE), Ok(3 * ps as i64));
+    for r in readers {
+        assert_eq!(r.join(), 0);
+    }
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn zeropage_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let ps = area.page_size();
+    // Checked in userfaultfd_zeropage before the VMA is looked at, so
+    // hugetlb gets the same answer.
+    for bits in [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE | 1 << 1] {
+        assert_eq!(
+            uffd.zeropage(area.page(0), ps, ZeropageMode::from_bits_retain(bits)),
+            rejected(Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+    assert!(!present(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn zeropage_misaligned_range_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
+    let ps = area.page_size();
+    let bp = mem::base_page_size();
+    for (start, len) in [
+        (area.addr() + 1, ps),
+        (area.addr() + bp / 2, ps),
+        (area.addr(), 0),
+        (area.addr(), 1),
+        (area.addr(), bp + 1),
+        (area.addr(), 0usize.wrapping_sub(area.addr())),
+    ] {
+        assert_eq!(
+            uffd.zeropage(start, len, NONE),
+            rejected(Errno::EINVAL),
+            "start {start:#x} len {len:#x}"
+        );
+    }
+    assert!(!present(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn zeropage_outside_registered_range_fails_enoent(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let other = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    // uffd_mfill_lock runs before the hugetlb refusal: ENOENT for every type.
+    assert_eq!(uffd.zeropage(other.page(0), ps, NONE), failed(Errno::ENOENT));
+    // A range running past the registered VMA.
+    let last = area.page(area.npages() - 1);
+    assert_eq!(uffd.zeropage(last, 2 * ps, NONE), failed(Errno::ENOENT));
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), failed(Errno::ENOENT));
+    assert!(!present(other.page(0)));
+}
+
+#[apply(file_mem)]
+fn zeropage_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
+    let ps = area.page_size();
+    nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).unwrap();
+    if mem.is_hugetlb() {
+        assert_eq!(uffd.zeropage(area.page(1), ps, NONE), failed(Errno::EINVAL));
+        return;
+    }
+    // shmem_mfill_atomic_pte / mfill_file_over_size: past i_size.
+    assert_eq!(uffd.zeropage(area.page(1), ps, NONE), failed(Errno::EFAULT));
+    assert_eq!(uffd.zeropage(area.page(0), 2 * ps, NONE), err(Errno::EAGAIN, ps as i64));
+    assert_eq!(area.read_page(0), vec![0; ps]);
+}
+
+#[rstest]
+#[case::anon(MemType::Anon)]
+#[case::shmem(MemType::Shmem)]
+#[case::shmem_private(MemType::ShmemPrivate)]
+#[case::anon_thp(MemType::AnonThp)]
+fn zeropage_over_wp_marker(#[case] mem: MemType) {
+    let mode = MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    // Markers on unpopulated anon PTEs need WP_UNPOPULATED; file memory
+    // always gets them.
+    let feats = if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    };
+    require_features!(feats);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(feats));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let ps = area.page_size();
+    uffd.writeprotect(area.page(0), ps, WriteprotectMode::WP).unwrap();
+    assert_ne!(
+        pagemap::entry(area.page(0)).unwrap() & pagemap::PM_UFFD_WP,
+        0,
+        "marker installed"
+    );
+    let r = uffd.zeropage(area.page(0), ps, NONE);
+    if mem.is_shared() {
+        // shmem_mfill_atomic_pte installs through mfill_atomic_install_pte,
+        // which may overwrite a marker (pte_none_mostly).
+        assert_eq!(r, Ok(ps as i64));
+        assert_eq!(area.read_page(0), vec![0; ps]);
+    } else {
+        // mfill_atomic_pte_zeropage wants pte_none: a marker is an entry.
+        assert_eq!(r, failed(Errno::EEXIST));
+        assert!(!present(area.page(0)));
+    }
+}
