@@ -253,6 +253,14 @@ impl Area {
         self.ptr = NonNull::new(addr as *mut c_void).expect("mremap result is non-null");
     }
 
+    /// Records that a test unmapped the main view past its first `len`
+    /// bytes (munmap, shrinking mremap); drop leaves that range alone.
+    /// Not for areas with an alias, whose view keeps the old length.
+    pub fn truncated_to(&mut self, len: usize) {
+        assert!(len <= self.len && self.alias.is_none(), "truncate {} to {len}", self.len);
+        self.len = len;
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -97,3 +97,32 @@ pub fn park_with<U: Send + Sync + 'static, T: Send + 'static>(
     let s = shared.clone();
     park(move || f(&s))
 }
+
+/// Forks a child that runs `f` and `_exit`s with its value, calling the
+/// kernel directly. glibc's fork() holds malloc's locks across the syscall,
+/// and a fork parked in the UFFD_EVENT_FORK wait would then stall every
+/// thread that allocates, the monitor that must read the event included.
+/// The child inherits no guarantee about those locks: `f` must not allocate.
+pub fn spawn_child_raw(f: impl FnOnce() -> i32) -> nix::unistd::Pid {
+    // SAFETY: clone(SIGCHLD) with no new stack is fork(); the child runs
+    // only `f`, which the caller keeps allocation-free, then _exit()s.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_long,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        -1 => panic!("clone: {}", nix::errno::Errno::last()),
+        0 => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: _exit never returns and runs no atexit hooks.
+            unsafe { libc::_exit(code) }
+        }
+        pid => nix::unistd::Pid::from_raw(pid as i32),
+    }
+}
