@@ -1,0 +1,366 @@
+//! UFFD_FEATURE_SIGBUS: a fault on a registered range raises SIGBUS in the
+//! faulting thread instead of queueing a message (fs/userfaultfd.c,
+//! handle_userfault returns VM_FAULT_SIGBUS before queueing anything).
+//!
+//! Every access that may raise SIGBUS runs in a forked child that registers
+//! its own copy of the area, so the test binary never takes the signal. The
+//! handler flows resolve each SIGBUS from inside the child's signal handler
+//! (UFFDIO_COPY or un-protect, then return to retry the access): no
+//! siglongjmp, and each page must signal exactly as often as expected.
+//!
+//! The EVENT_FORK case is `#[serial(fork)]`; the other cases fork without
+//! it and are `#[parallel(fork)]` among themselves.
+
+mod common;
+use common::*;
+use serial_test::{parallel, serial};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+use uffdtest::testing::parked::{park, spawn_child_raw, wait_readable};
+use uffdtest::testing::{Buf, ChildExit, in_child, read_byte, wait_child, write_byte};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Pages the handler flows touch (anon-thp areas have hundreds).
+const TOUCH: usize = 8;
+
+fn sigbus() -> ChildExit {
+    ChildExit::Signaled(nix::sys::signal::Signal::SIGBUS)
+}
+
+fn seed(page: usize) -> u8 {
+    (page as u8).wrapping_mul(29).wrapping_add(7)
+}
+
+/// Exit codes of the children, so a failure names its step.
+mod code {
+    pub const OPEN: i32 = 90;
+    pub const REGISTER: i32 = 91;
+    pub const SETUP: i32 = 92;
+    pub const SURVIVED: i32 = 93;
+    pub const DATA: i32 = 94;
+    pub const COUNT: i32 = 95;
+    pub const QUEUED: i32 = 96;
+    pub const HANDLER_RANGE: i32 = 70;
+    pub const HANDLER_COPY: i32 = 71;
+    pub const HANDLER_WP: i32 = 72;
+    pub const HANDLER_AGAIN: i32 = 73;
+    pub const HANDLER_CODE: i32 = 74;
+}
+
+/// In the child: a SIGBUS uffd registered over `area` in `mode`.
+fn child_uffd(area: &Area, extra: Features, mode: RegisterMode) -> Result<Uffd, i32> {
+    let u = Uffd::open(testing::default_flags()).map_err(|_| code::OPEN)?;
+    u.api(Features::SIGBUS | extra).map_err(|_| code::OPEN)?;
+    u.register(area.addr(), area.len(), mode).map_err(|_| code::REGISTER)?;
+    Ok(u)
+}
+
+fn wp_features(mem: MemType) -> Features {
+    if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The access dies of SIGBUS.
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn missing_read_raises_sigbus(#[case] mem: MemType) {
+    require_features!(Features::SIGBUS);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let at = area.page(1) + 3;
+    let st = in_child(|| {
+        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        read_byte(at);
+        code::SURVIVED
+    });
+    assert_eq!(st, sigbus());
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn missing_write_raises_sigbus(#[case] mem: MemType) {
+    require_features!(Features::SIGBUS);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let at = area.page(0);
+    let st = in_child(|| {
+        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        write_byte(at, 1);
+        code::SURVIVED
+    });
+    assert_eq!(st, sigbus());
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
+    require_features!(Features::SIGBUS | wp_features(mem));
+    require_mode!(mem, RegisterMode::WP);
+    let area = try_area!(Area::new(mem, 1));
+    let at = area.page(0) + 8;
+    let st = in_child(|| {
+        area.populate(0x5e);
+        let u = match child_uffd(&area, wp_features(mem), RegisterMode::WP) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        if u.writeprotect(area.addr(), area.len(), WriteprotectMode::WP).is_err() {
+            return code::SETUP;
+        }
+        if read_byte(at) != 0x5e {
+            return code::DATA;
+        }
+        write_byte(at, 1);
+        code::SURVIVED
+    });
+    assert_eq!(st, sigbus());
+}
+
+#[apply(file_mem)]
+#[parallel(fork)]
+fn minor_fault_raises_sigbus(#[case] mem: MemType) {
+    let minor = if mem.is_hugetlb() {
+        Features::MINOR_HUGETLBFS
+    } else {
+        Features::MINOR_SHMEM
+    };
+    require_features!(Features::SIGBUS | minor);
+    require_mode!(mem, RegisterMode::MINOR);
+    let area = try_area!(Area::with_alias(mem, 1));
+    // The page is in the page cache (written through the shared alias) but
+    // not mapped in the registered view: a minor fault.
+    // SAFETY: the alias is our own shared mapping of the area's file.
+    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4d, area.page_size()) };
+    let at = area.page(0);
+    let st = in_child(|| {
+        let _u = match child_uffd(&area, minor, RegisterMode::MINOR) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        read_byte(at);
+        code::SURVIVED
+    });
+    assert_eq!(st, sigbus());
+}
+
+// ---------------------------------------------------------------------------
+// A signal handler resolves each SIGBUS, and the access then succeeds.
+
+static H_UFFD: AtomicI32 = AtomicI32::new(-1);
+static H_BASE: AtomicUsize = AtomicUsize::new(0);
+static H_PS: AtomicUsize = AtomicUsize::new(0);
+static H_SRC: AtomicUsize = AtomicUsize::new(0);
+static H_WP: AtomicBool = AtomicBool::new(false);
+static H_MISSING: AtomicUsize = AtomicUsize::new(0);
+static H_WPS: AtomicUsize = AtomicUsize::new(0);
+/// Per page: 0 untouched, 1 copied, 2 un-protected.
+static H_PAGE: [AtomicU8; TOUCH] = [const { AtomicU8::new(0) }; TOUCH];
+
+fn die(c: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(c) }
+}
+
+/// Only async-signal-safe work: atomics, two ioctls, _exit.
+extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let (addr, si_code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+    if si_code != libc::BUS_ADRERR {
+        die(code::HANDLER_CODE);
+    }
+    let (base, ps) = (H_BASE.load(Ordering::Relaxed), H_PS.load(Ordering::Relaxed));
+    let page = addr & !(ps - 1);
+    let i = page.wrapping_sub(base) / ps;
+    if page < base || i >= TOUCH {
+        die(code::HANDLER_RANGE);
+    }
+    let fd = H_UFFD.load(Ordering::Relaxed);
+    match H_PAGE[i].load(Ordering::Relaxed) {
+        0 => {
+            let mode = if H_WP.load(Ordering::Relaxed) {
+                sys::UFFDIO_COPY_MODE_WP
+            } else {
+                0
+            };
+            let mut arg = sys::uffdio_copy {
+                dst: page as u64,
+                src: (H_SRC.load(Ordering::Relaxed) + i * ps) as u64,
+                len: ps as u64,
+                mode,
+                copy: 0,
+            };
+            // SAFETY: a valid uffdio_copy for the child's own uffd.
+            let r = unsafe { sys::uffdio_copy(fd, &mut arg) };
+            if r.is_err() || arg.copy != ps as i64 {
+                die(code::HANDLER_COPY);
+            }
+            H_PAGE[i].store(1, Ordering::Relaxed);
+            H_MISSING.fetch_add(1, Ordering::Relaxed);
+        }
+        1 if H_WP.load(Ordering::Relaxed) => {
+            let mut arg = sys::uffdio_writeprotect {
+                range: sys::uffdio_range {
+                    start: page as u64,
+                    len: ps as u64,
+                },
+                mode: 0,
+            };
+            // SAFETY: a valid uffdio_writeprotect for the child's own uffd.
+            if unsafe { sys::uffdio_writeprotect(fd, &mut arg) }.is_err() {
+                die(code::HANDLER_WP);
+            }
+            H_PAGE[i].store(2, Ordering::Relaxed);
+            H_WPS.fetch_add(1, Ordering::Relaxed);
+        }
+        // The same page signalled once more than it may.
+        _ => die(code::HANDLER_AGAIN),
+    }
+}
+
+/// The child of the handler flows: every page of the first TOUCH faults
+/// through SIGBUS, is resolved by the handler, and then reads (and, with
+/// `wp`, writes) through. Even pages are read first; with `wp`, odd pages
+/// are written first, which must signal twice (missing, then WP).
+fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
+    let (extra, mode) = if wp {
+        (wp_features(area.mem()), RegisterMode::MISSING | RegisterMode::WP)
+    } else {
+        (Features::empty(), RegisterMode::MISSING)
+    };
+    let u = match child_uffd(area, extra, mode) {
+        Ok(u) => u,
+        Err(c) => return c,
+    };
+    let ps = area.page_size();
+    H_UFFD.store(u.as_raw_fd(), Ordering::Relaxed);
+    H_BASE.store(area.addr(), Ordering::Relaxed);
+    H_PS.store(ps, Ordering::Relaxed);
+    H_SRC.store(src.addr(), Ordering::Relaxed);
+    H_WP.store(wp, Ordering::Relaxed);
+    // SAFETY: installing a handler in this single-purpose child.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
+            return code::SETUP;
+        }
+    }
+    let n = TOUCH.min(area.npages());
+    for i in 0..n {
+        let at = area.page(i);
+        if wp && i % 2 == 1 {
+            write_byte(at + 1, !seed(i));
+            if read_byte(at) != seed(i) || read_byte(at + 1) != !seed(i) {
+                return code::DATA;
+            }
+            continue;
+        }
+        if read_byte(at) != seed(i) || read_byte(at + ps - 1) != seed(i) {
+            return code::DATA;
+        }
+        if wp {
+            write_byte(at, !seed(i));
+            if read_byte(at) != !seed(i) {
+                return code::DATA;
+            }
+        }
+    }
+    let want_wp = if wp { n } else { 0 };
+    if H_MISSING.load(Ordering::Relaxed) != n || H_WPS.load(Ordering::Relaxed) != want_wp {
+        return code::COUNT;
+    }
+    // SIGBUS mode queues no PAGEFAULT message.
+    match u.read_event(Some(Duration::ZERO)) {
+        Ok(None) => 0,
+        _ => code::QUEUED,
+    }
+}
+
+fn handler_flow(mem: MemType, wp: bool) {
+    let mut f = Features::SIGBUS;
+    let mut mode = RegisterMode::MISSING;
+    if wp {
+        f |= wp_features(mem);
+        mode |= RegisterMode::WP;
+    }
+    require_features!(f);
+    require_mode!(mem, mode);
+    let area = try_area!(Area::new(mem, 4));
+    let ps = area.page_size();
+    let n = TOUCH.min(area.npages());
+    let src = Buf::filled(n * ps, 0);
+    for i in 0..n {
+        // SAFETY: page i of our own buffer.
+        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
+    }
+    let st = in_child(|| handler_child(&area, &src, wp));
+    assert_eq!(
+        st,
+        ChildExit::Exited(0),
+        "child's exit code names the failed step (see mod code)"
+    );
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn sigbus_handler_copy_resolves_each_missing_page_once(#[case] mem: MemType) {
+    handler_flow(mem, false);
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType) {
+    handler_flow(mem, true);
+}
+
+// ---------------------------------------------------------------------------
+// Inheritance through UFFD_EVENT_FORK.
+
+#[apply(all_mem)]
+#[serial(fork)]
+fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
+    let f = Features::SIGBUS | Features::EVENT_FORK;
+    require_features!(f);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(testing::open_uffd(f));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let at = area.page(1);
+    let forker = park(move || {
+        wait_child(spawn_child_raw(move || {
+            read_byte(at);
+            code::SURVIVED
+        }))
+    });
+    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    assert_eq!(forker.join(), sigbus(), "the child's registration keeps SIGBUS");
+    // The child is gone; nothing was queued on either descriptor.
+    assert!(child.read_event(Some(Duration::ZERO)).unwrap().is_none());
+    assert!(uffd.read_event(Some(Duration::ZERO)).unwrap().is_none());
+    // The parent's range is untouched by the child's fault: still missing,
+    // so a copy fills it.
+    let ps = area.page_size();
+    let src = Buf::filled(ps, 0x2b);
+    assert_eq!(
+        uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(area.read(at, 1)[0], 0x2b);
+}
