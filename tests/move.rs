@@ -1,0 +1,634 @@
+//! UFFDIO_MOVE (UFFD_FEATURE_MOVE): moving anonymous pages into a
+//! registered range, PTE by PTE and as whole PMDs, and every rule
+//! `move_pages` enforces.
+//!
+//! Expectations come from fs/userfaultfd.c `userfaultfd_move` (argument
+//! checks return before the `move` field is written) and mm/userfaultfd.c
+//! `move_pages`/`validate_move_areas`/`move_pages_pte` (6.12): both VMAs
+//! private anonymous with equal protection and mlock state, dst registered
+//! with this uffd, dst holes only (EEXIST), src pages present (ENOENT unless
+//! ALLOW_SRC_HOLES) and exclusive (EBUSY).
+
+mod common;
+use common::*;
+use faulter::{Faulter, State, assert_no_event, next_pagefault};
+use nix::errno::Errno;
+use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use testing::{ChildExit, FaultHandler, smaps};
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+const NONE: MoveMode = MoveMode::empty();
+const HOLES: MoveMode = MoveMode::ALLOW_SRC_HOLES;
+
+fn pat(page: usize, i: usize) -> u8 {
+    (page.wrapping_mul(41) + i.wrapping_mul(13) + 3) as u8
+}
+
+fn expected(ps: usize, page: usize) -> Vec<u8> {
+    (0..ps).map(|i| pat(page, i)).collect()
+}
+
+fn ptr(addr: usize) -> NonNull<c_void> {
+    NonNull::new(addr as *mut c_void).expect("non-null address")
+}
+
+/// Writes the [`pat`] of page `page` into `area`'s page `page`.
+fn fill(area: &Area, page: usize) {
+    let ps = area.page_size();
+    let base = area.page(page) as *mut u8;
+    for i in 0..ps {
+        // SAFETY: inside the page, which is writable.
+        unsafe { *base.add(i) = pat(page, i) };
+    }
+}
+
+fn present(addr: usize) -> bool {
+    pagemap::is_present(addr)
+}
+
+fn err(errno: Errno, progress: i64) -> Progress {
+    Err(Partial { errno, progress })
+}
+
+/// move_pages ran and wrote `-errno` into `move`.
+fn failed(errno: Errno) -> Progress {
+    err(errno, Partial::neg(errno))
+}
+
+/// Refused in userfaultfd_move before move_pages: `move` stays 0.
+fn rejected(errno: Errno) -> Progress {
+    err(errno, 0)
+}
+
+/// A MISSING-registered destination and an unregistered source of the same
+/// type, `npages` each, on a uffd opened with UFFD_FEATURE_MOVE.
+struct Pair {
+    dst: Area,
+    src: Area,
+    uffd: Arc<Uffd>,
+}
+
+fn pair(mem: MemType, npages: usize) -> Result<Pair, String> {
+    testing::register_support(mem, MISSING)?;
+    let dst = testing::area(mem, npages)?;
+    let src = testing::area(mem, npages)?;
+    let uffd = testing::open_uffd(Features::MOVE)?;
+    uffd.register(dst.addr(), dst.len(), MISSING)
+        .expect("UFFDIO_REGISTER(MISSING)");
+    Ok(Pair {
+        dst,
+        src,
+        uffd: Arc::new(uffd),
+    })
+}
+
+#[apply(anon_mem)]
+fn move_one_page_transfers_it(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 2));
+    let ps = p.dst.page_size();
+    fill(&p.src, 1);
+    assert_eq!(p.uffd.r#move(p.dst.page(1), p.src.page(1), ps, NONE), Ok(ps as i64));
+    assert_eq!(p.dst.read_page(1), expected(ps, 1));
+    // The page left the source: its PTE is empty, a read gets zeros.
+    assert!(!present(p.src.page(1)));
+    assert_eq!(p.src.read_page(1), vec![0; ps]);
+    assert!(!present(p.dst.page(0)));
+    assert_no_event(&p.uffd);
+}
+
+#[apply(anon_mem)]
+fn move_resolves_every_fault_byte_for_byte(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let n = 8;
+    let p = try_skip!(pair(mem, n));
+    let ps = p.dst.page_size();
+    for i in 0..n {
+        fill(&p.src, i);
+    }
+    let (dbase, sbase) = (p.dst.addr(), p.src.addr());
+    let h = FaultHandler::spawn(p.uffd.clone(), move |u, ev| match ev {
+        Event::Pagefault { flags, address, .. } => {
+            if !flags.is_empty() {
+                return Err(format!("unexpected flags {flags:?}"));
+            }
+            let off = address as usize - dbase;
+            match u.r#move(address as usize, sbase + off, ps, HOLES) {
+                Ok(n) if n == ps as i64 => Ok(()),
+                other => Err(format!("UFFDIO_MOVE at {off:#x}: {other:?}")),
+            }
+        }
+        other => Err(format!("unexpected {other:?}")),
+    });
+    for i in 0..n {
+        assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
+        assert_eq!(p.src.read_page(i), vec![0; ps], "src page {i} after the move");
+    }
+    assert_eq!(h.events(), n, "one fault per page");
+    assert_eq!(h.stop(), Vec::<String>::new());
+}
+
+#[apply(anon_mem)]
+fn move_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let r = Faulter::read(p.dst.page(0) + 4);
+    assert_eq!(next_pagefault(&p.uffd), (PagefaultFlags::empty(), p.dst.page(0)));
+    assert_eq!(r.settle(), State::Blocked);
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, MoveMode::DONTWAKE),
+        Ok(ps as i64)
+    );
+    assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
+    p.uffd.wake(p.dst.page(0), ps).unwrap();
+    assert_eq!(r.join(), pat(0, 4));
+    assert_no_event(&p.uffd);
+}
+
+#[apply(anon_mem)]
+fn move_wakes_the_faulting_thread(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let w = Faulter::write(p.dst.page(0) + 8, 0xfe);
+    assert_eq!(next_pagefault(&p.uffd), (PagefaultFlags::WRITE, p.dst.page(0)));
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+    assert_eq!(w.join(), 0xfe);
+    let mut want = expected(ps, 0);
+    want[8] = 0xfe;
+    assert_eq!(p.dst.read_page(0), want);
+}
+
+#[apply(anon_mem)]
+fn move_from_src_hole_fails_enoent(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    // Nothing ever touched the source: not even a page table.
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::ENOENT)
+    );
+    assert!(!present(p.dst.page(0)));
+}
+
+#[apply(anon_mem)]
+fn move_allow_src_holes_counts_holes_as_moved(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, HOLES), Ok(ps as i64));
+    // The hole moved: the destination is still missing.
+    assert!(!present(p.dst.page(0)));
+    assert_no_event(&p.uffd);
+}
+
+#[rstest]
+#[case::anon(MemType::Anon)]
+fn move_stops_at_src_hole_with_partial_progress(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 4));
+    let ps = p.dst.page_size();
+    for i in [0, 1, 3] {
+        fill(&p.src, i);
+    }
+    assert_eq!(
+        p.uffd.r#move(p.dst.addr(), p.src.addr(), 4 * ps, NONE),
+        err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    assert_eq!(p.dst.read_page(0), expected(ps, 0));
+    assert_eq!(p.dst.read_page(1), expected(ps, 1));
+    assert!(!present(p.dst.page(2)) && !present(p.dst.page(3)));
+    assert!(present(p.src.page(3)), "page 3 was not reached");
+    // The same run with ALLOW_SRC_HOLES skips the hole and goes on.
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(2), p.src.page(2), 2 * ps, HOLES),
+        Ok(2 * ps as i64)
+    );
+    assert!(!present(p.dst.page(2)));
+    assert_eq!(p.dst.read_page(3), expected(ps, 3));
+    assert!(!present(p.src.page(3)));
+}
+
+#[apply(anon_mem)]
+fn move_onto_populated_dst_fails_eexist(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    testing::register_support(mem, MISSING).unwrap();
+    let dst = try_area!(Area::new(mem, 1));
+    dst.fill_page(0, 0x5a);
+    let src = try_area!(Area::new(mem, 1));
+    fill(&src, 0);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(dst.addr(), dst.len(), MISSING).unwrap();
+    let ps = dst.page_size();
+    // Checked before the source: EEXIST even with ALLOW_SRC_HOLES.
+    for mode in [NONE, HOLES] {
+        assert_eq!(uffd.r#move(dst.page(0), src.page(0), ps, mode), failed(Errno::EEXIST));
+    }
+    assert_eq!(dst.read_page(0), vec![0x5a; ps]);
+    assert_eq!(src.read_page(0), expected(ps, 0), "the source keeps its page");
+}
+
+#[apply(anon_mem)]
+fn move_of_page_shared_with_child_fails_ebusy(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // The child shares the source page until it exits.
+    let child = testing::spawn_child(move || {
+        let mut b = [0u8; 1];
+        let _ = nix::unistd::read(&rd, &mut b);
+        0
+    });
+    // A page mapped by two processes is not PageAnonExclusive.
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EBUSY)
+    );
+    nix::unistd::write(&wr, &[1]).unwrap();
+    assert_eq!(testing::wait_child(child), ChildExit::Exited(0));
+    // Still not exclusive until a write fault reuses it.
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EBUSY)
+    );
+    testing::write_byte(p.src.page(0), pat(0, 0));
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+    assert_eq!(p.dst.read_page(0), expected(ps, 0));
+}
+
+#[apply(anon_mem)]
+fn move_of_zero_page_maps_zero_page(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    // A read fault on the (unregistered, non-THP) source maps the zero page.
+    if mem == MemType::AnonThp {
+        // SAFETY: our own source area.
+        unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+    }
+    assert_eq!(testing::read_byte(p.src.page(0)), 0);
+    assert!(present(p.src.page(0)));
+    let dst = p.dst.page(0);
+    let src = p.src.page(0);
+    if mem == MemType::AnonThp {
+        // Different VMA flags are fine; only access flags must match.
+        assert!(smaps::vma(src).unwrap().flags.iter().any(|f| f == "nh"));
+    }
+    assert_eq!(p.uffd.r#move(dst, src, ps, NONE), Ok(ps as i64));
+    assert!(present(dst));
+    assert!(!present(src));
+    assert_eq!(p.dst.read_page(0), vec![0; ps]);
+}
+
+#[rstest]
+#[case::anon(MemType::Anon)]
+fn move_within_the_registered_vma(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    testing::register_support(mem, MISSING).unwrap();
+    let a = try_area!(Area::new(mem, 4));
+    fill(&a, 0);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let ps = a.page_size();
+    // src in the dst VMA is allowed (src_vma = dst_vma).
+    assert_eq!(uffd.r#move(a.page(3), a.page(0), ps, NONE), Ok(ps as i64));
+    assert_eq!(a.read_page(3), expected(ps, 0));
+    assert!(!present(a.page(0)));
+}
+
+#[rstest]
+#[case::anon(MemType::Anon)]
+fn move_overlapping_ranges(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    testing::register_support(mem, MISSING).unwrap();
+    let a = try_area!(Area::new(mem, 4));
+    fill(&a, 0);
+    fill(&a, 1);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let ps = a.page_size();
+    // [1,3) <- [0,2): the first destination page is the second source
+    // page, which is populated: move_pages has no overlap check of its
+    // own, the dst-hole rule refuses it.
+    assert_eq!(uffd.r#move(a.page(1), a.page(0), 2 * ps, NONE), failed(Errno::EEXIST));
+    assert_eq!(a.read_page(0), expected(ps, 0));
+    assert_eq!(a.read_page(1), expected(ps, 1));
+}
+
+#[apply(anon_mem)]
+fn move_to_dst_not_registered_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let other = try_area!(Area::new(mem, 1));
+    // validate_move_areas: dst must be registered, and with this uffd
+    // (unlike UFFDIO_COPY, which says ENOENT).
+    assert_eq!(
+        p.uffd.r#move(other.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL)
+    );
+    let foreign = try_skip!(testing::open_uffd(Features::MOVE));
+    foreign.register(other.addr(), other.len(), MISSING).unwrap();
+    assert_eq!(
+        p.uffd.r#move(other.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL)
+    );
+    assert!(present(p.src.page(0)));
+    assert!(!present(other.page(0)));
+}
+
+#[apply(anon_mem)]
+fn move_with_unmapped_dst_or_src_fails_enoent(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let gone = try_area!(Area::new(mem, 1));
+    let hole = gone.addr();
+    drop(gone);
+    assert_eq!(p.uffd.r#move(hole, p.src.page(0), ps, NONE), failed(Errno::ENOENT));
+    assert_eq!(p.uffd.r#move(p.dst.page(0), hole, ps, NONE), failed(Errno::ENOENT));
+    assert_eq!(p.uffd.r#move(p.dst.page(0), hole, ps, HOLES), failed(Errno::ENOENT));
+}
+
+#[apply(anon_mem)]
+fn move_past_the_end_of_a_vma_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 2));
+    let ps = p.dst.page_size();
+    let dlast = p.dst.page(p.dst.npages() - 1);
+    let slast = p.src.page(p.src.npages() - 1);
+    // Both ranges must lie in one VMA each (EINVAL, where COPY says ENOENT).
+    assert_eq!(
+        p.uffd.r#move(dlast, p.src.page(0), 2 * ps, HOLES),
+        failed(Errno::EINVAL)
+    );
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), slast, 2 * ps, HOLES),
+        failed(Errno::EINVAL)
+    );
+}
+
+#[apply(anon_mem)]
+fn move_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    for bits in [1 << 2, 1 << 3, 1 << 63, sys::UFFDIO_MOVE_MODE_DONTWAKE | 1 << 2] {
+        assert_eq!(
+            p.uffd
+                .r#move(p.dst.page(0), p.src.page(0), ps, MoveMode::from_bits_retain(bits)),
+            rejected(Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+    assert!(present(p.src.page(0)));
+}
+
+#[apply(anon_mem)]
+fn move_misaligned_arguments_fail_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 2));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let (d, s) = (p.dst.page(0), p.src.page(0));
+    // validate_range on both dst and src (COPY lets src be unaligned).
+    for (dst, src, len) in [
+        (d + 1, s, ps),
+        (d, s + 1, ps),
+        (d, s + 64, ps),
+        (d, s, 0),
+        (d, s, 1),
+        (d, s, ps + 1),
+        (d, s, 0usize.wrapping_sub(s)),
+    ] {
+        assert_eq!(
+            p.uffd.r#move(dst, src, len, NONE),
+            rejected(Errno::EINVAL),
+            "dst {dst:#x} src {src:#x} len {len:#x}"
+        );
+    }
+    assert!(present(s));
+}
+
+#[apply(anon_mem)]
+fn move_between_different_protections_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    // SAFETY: changing the protection of our own areas.
+    let prot = |a: &Area, f: ProtFlags| unsafe { mprotect(ptr(a.addr()), a.len(), f) }.unwrap();
+    prot(&p.src, ProtFlags::PROT_READ);
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL)
+    );
+    // Equal but not writable: still refused.
+    prot(&p.dst, ProtFlags::PROT_READ);
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL)
+    );
+    prot(&p.src, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
+    prot(&p.dst, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+}
+
+#[apply(anon_mem)]
+fn move_between_mlocked_and_unlocked_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    require_root!("mlock of a whole area");
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    // SAFETY: locking our own source area.
+    unsafe { mlock(ptr(p.src.addr()), p.src.len()) }.expect("mlock");
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL)
+    );
+    // SAFETY: as above.
+    unsafe { munlock(ptr(p.src.addr()), p.src.len()) }.expect("munlock");
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+}
+
+#[apply(file_mem)]
+fn move_into_file_memory_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    require_mode!(mem, MISSING);
+    let dst = try_area!(Area::new(mem, 1));
+    let ps = dst.page_size();
+    let src = try_area!(Area::new(MemType::Anon, ps / mem::base_page_size()));
+    src.populate(0x17);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    let ioctls = uffd.register(dst.addr(), dst.len(), MISSING).unwrap();
+    // Registration offers MOVE on shmem (UFFD_API_RANGE_IOCTLS) though
+    // move_pages only takes private anonymous VMAs; hugetlb's BASIC set
+    // leaves it out.
+    assert_eq!(ioctls.contains(Ioctls::MOVE), !mem.is_hugetlb(), "{ioctls:?}");
+    assert_eq!(uffd.r#move(dst.page(0), src.addr(), ps, NONE), failed(Errno::EINVAL));
+    assert!(!present(dst.page(0)));
+    assert!(present(src.addr()));
+}
+
+#[apply(file_mem)]
+fn move_from_file_memory_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    require_mode!(mem, MISSING);
+    let src = try_area!(Area::new(mem, 1));
+    src.populate(0x18);
+    let ps = src.page_size();
+    let dst = try_area!(Area::new(MemType::Anon, ps / mem::base_page_size()));
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(dst.addr(), dst.len(), MISSING).unwrap();
+    assert_eq!(uffd.r#move(dst.addr(), src.page(0), ps, NONE), failed(Errno::EINVAL));
+    assert_eq!(src.read_page(0), vec![0x18; ps]);
+}
+
+/// A populated source that is one PMD-mapped THP, or the SKIP reason.
+fn thp_source(p: &Pair) -> Result<(), String> {
+    for i in 0..p.src.npages() {
+        fill(&p.src, i);
+    }
+    let v = smaps::vma(p.src.addr()).expect("source VMA");
+    if v.anon_huge < p.src.len() {
+        return Err(format!(
+            "the source got {} of {} bytes as THP (memory fragmented?)",
+            v.anon_huge,
+            p.src.len()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn move_pmd_moves_the_huge_page_whole() {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(MemType::AnonThp, 1));
+    let ps = p.dst.page_size();
+    let pmd = p.dst.len();
+    try_skip!(thp_source(&p));
+    // A fault on the THP-enabled destination leaves its PMD empty
+    // (do_huge_pmd_anonymous_page hands over before installing anything).
+    let r = Faulter::read(p.dst.addr() + 3);
+    assert_eq!(next_pagefault(&p.uffd).1, p.dst.addr());
+    assert_eq!(r.settle(), State::Blocked);
+    // PMD-aligned src and dst, a PMD long, dst PMD empty: move_pages_huge_pmd.
+    assert_eq!(p.uffd.r#move(p.dst.addr(), p.src.addr(), pmd, NONE), Ok(pmd as i64));
+    assert_eq!(r.join(), pat(0, 3));
+    assert_eq!(smaps::vma(p.dst.addr()).unwrap().anon_huge, pmd, "dst maps the THP");
+    assert_eq!(smaps::vma(p.src.addr()).unwrap().anon_huge, 0);
+    assert!(!present(p.src.addr()));
+    for i in 0..p.dst.npages() {
+        assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
+    }
+}
+
+#[test]
+fn move_pmd_into_a_dst_with_page_table_splits_it() {
+    require_features!(Features::MOVE);
+    testing::register_support(MemType::AnonThp, MISSING).unwrap();
+    let src = try_area!(Area::new(MemType::AnonThp, 1));
+    let dst = try_area!(Area::new(MemType::AnonThp, 1));
+    let ps = dst.page_size();
+    let pmd = dst.len();
+    // A non-THP destination: a fault there allocates a PTE table before it
+    // reaches the uffd, so move_pages must split the source THP and move
+    // PTE by PTE.
+    // SAFETY: our own area.
+    unsafe { madvise(ptr(dst.addr()), pmd, MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(dst.addr(), dst.len(), MISSING).unwrap();
+    let p = Pair {
+        dst,
+        src,
+        uffd: Arc::new(uffd),
+    };
+    try_skip!(thp_source(&p));
+    let r = Faulter::read(p.dst.page(9) + 1);
+    assert_eq!(next_pagefault(&p.uffd).1, p.dst.page(9));
+    assert_eq!(r.settle(), State::Blocked);
+    assert_eq!(p.uffd.r#move(p.dst.addr(), p.src.addr(), pmd, NONE), Ok(pmd as i64));
+    assert_eq!(r.join(), pat(9, 1));
+    assert_eq!(smaps::vma(p.dst.addr()).unwrap().anon_huge, 0, "dst got small pages");
+    assert_eq!(smaps::vma(p.src.addr()).unwrap().anon_huge, 0);
+    for i in 0..p.dst.npages() {
+        assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
+        assert!(!present(p.src.page(i)), "src page {i} still mapped");
+    }
+}
+
+#[test]
+fn move_part_of_a_thp_splits_the_source() {
+    require_features!(Features::MOVE);
+    let p = try_skip!(pair(MemType::AnonThp, 1));
+    let ps = p.dst.page_size();
+    try_skip!(thp_source(&p));
+    // Shorter than a PMD: split_huge_pmd, then split_folio, then one PTE.
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(5), p.src.page(5), 2 * ps, NONE),
+        Ok(2 * ps as i64)
+    );
+    assert_eq!(p.dst.read_page(5), expected(ps, 5));
+    assert_eq!(p.dst.read_page(6), expected(ps, 6));
+    assert_eq!(
+        smaps::vma(p.src.addr()).unwrap().anon_huge,
+        0,
+        "the source THP was split"
+    );
+    assert!(!present(p.src.page(5)) && !present(p.src.page(6)));
+    assert_eq!(p.src.read_page(4), expected(ps, 4), "the rest of the THP stays");
+    assert_eq!(p.src.read_page(7), expected(ps, 7));
+}
+
+#[test]
+fn move_pmd_from_huge_zero_page() {
+    require_features!(Features::MOVE);
+    let use_zero = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    require!(use_zero, "THP use_zero_page is off");
+    let p = try_skip!(pair(MemType::AnonThp, 1));
+    let pmd = p.dst.len();
+    // A read fault on an empty THP-enabled PMD maps the huge zero page.
+    assert_eq!(testing::read_byte(p.src.addr()), 0);
+    assert!(present(p.src.addr()));
+    assert_eq!(p.uffd.r#move(p.dst.addr(), p.src.addr(), pmd, NONE), Ok(pmd as i64));
+    assert!(present(p.dst.addr()));
+    assert!(!present(p.src.addr()));
+    assert_eq!(p.dst.read_page(7), vec![0; p.dst.page_size()]);
+    // Writing the moved zero page needs no uffd resolution.
+    let w = Faulter::write(p.dst.addr(), 9);
+    assert_eq!(w.settle(), State::Done);
+    w.join();
+    assert_no_event(&p.uffd);
+}
+
+#[test]
+fn move_works_on_anon_dst_registered_wp_too() {
+    require_features!(Features::MOVE | Features::PAGEFAULT_FLAG_WP);
+    require_mode!(MemType::Anon, MISSING | RegisterMode::WP);
+    let dst = try_area!(Area::new(MemType::Anon, 1));
+    let src = try_area!(Area::new(MemType::Anon, 1));
+    fill(&src, 0);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE | Features::PAGEFAULT_FLAG_WP));
+    uffd.register(dst.addr(), dst.len(), MISSING | RegisterMode::WP)
+        .unwrap();
+    let ps = dst.page_size();
+    assert_eq!(uffd.r#move(dst.page(0), src.page(0), ps, NONE), Ok(ps as i64));
+    // move_present_pte installs a writable PTE without the uffd-wp bit.
+    assert_eq!(pagemap::entry(dst.page(0)).unwrap() & pagemap::PM_UFFD_WP, 0);
+    assert_eq!(dst.read_page(0), expected(ps, 0));
+}
