@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use serial_test::serial;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+use uffdtest::testing::mm::{Reservation, align_for, madvise, mremap, munmap, release_advice};
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 
@@ -41,80 +42,6 @@ fn hugetlb_mem(#[case] mem: MemType) {}
 #[case::shmem_private(MemType::ShmemPrivate)]
 #[case::anon_thp(MemType::AnonThp)]
 fn growable_mem(#[case] mem: MemType) {}
-
-fn madvise(addr: usize, len: usize, advice: i32) -> nix::Result<()> {
-    // SAFETY: callers pass ranges of their own mappings; madvise checks the rest.
-    Errno::result(unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) }).map(drop)
-}
-
-fn munmap(addr: usize, len: usize) -> nix::Result<()> {
-    // SAFETY: callers unmap ranges of their own areas.
-    Errno::result(unsafe { libc::munmap(addr as *mut libc::c_void, len) }).map(drop)
-}
-
-fn mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new: usize) -> nix::Result<usize> {
-    // SAFETY: callers remap their own areas; the kernel validates the rest.
-    let r = unsafe {
-        libc::mremap(
-            old as *mut libc::c_void,
-            old_len,
-            new_len,
-            flags,
-            new as *mut libc::c_void,
-        )
-    };
-    if r == libc::MAP_FAILED {
-        Err(Errno::last())
-    } else {
-        Ok(r as usize)
-    }
-}
-
-/// A PROT_NONE reservation aligned to `align`: a place to mremap an area to.
-struct Reservation {
-    addr: usize,
-    len: usize,
-}
-
-impl Reservation {
-    fn new(len: usize, align: usize) -> Reservation {
-        // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len + align,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap reservation: {}", Errno::last());
-        let start = p as usize;
-        let addr = start.next_multiple_of(align);
-        if addr > start {
-            munmap(start, addr - start).unwrap();
-        }
-        if start + len + align > addr + len {
-            munmap(addr + len, start + len + align - (addr + len)).unwrap();
-        }
-        Reservation { addr, len }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        let _ = munmap(self.addr, self.len);
-    }
-}
-
-/// Alignment a destination of `area` needs (huge pages, THP's PMDs).
-fn align_for(area: &Area) -> usize {
-    match area.mem() {
-        MemType::AnonThp => mem::pmd_size().unwrap_or(area.page_size()),
-        _ => area.page_size(),
-    }
-}
 
 fn open(features: Features) -> Result<Uffd, String> {
     testing::open_uffd(features)
@@ -194,15 +121,6 @@ fn expect_fault(ev: Event) -> (PagefaultFlags, u64, u32) {
     match ev {
         Event::Pagefault { flags, address, ptid } => (flags, address, ptid),
         other => panic!("expected UFFD_EVENT_PAGEFAULT, got {other:?}"),
-    }
-}
-
-/// How pages of `mem` are dropped from a mapping the way the type needs.
-fn release_advice(mem: MemType) -> i32 {
-    if mem.is_shared() {
-        libc::MADV_REMOVE
-    } else {
-        libc::MADV_DONTNEED
     }
 }
 
@@ -592,7 +510,7 @@ fn remap_event_for_a_fixed_move(#[case] mem: MemType) {
     assert_eq!(expect_remap(next_event(&uffd)), (old as u64, to as u64, len as u64));
     assert_eq!(p.join(), Ok(to));
     area.moved_to(to);
-    std::mem::forget(dest);
+    dest.give_away();
     // The registration moved with the range: a fault there is reported
     // with the new address.
     let at = area.page(1);
@@ -673,7 +591,7 @@ fn mremap_without_event_remap_unregisters_the_moved_range(#[case] mem: MemType) 
         Ok(to)
     );
     area.moved_to(to);
-    std::mem::forget(dest);
+    dest.give_away();
     assert_no_event(&uffd, "mremap without EVENT_REMAP");
     let p = park(move || read_byte(to));
     assert!(settle(&p, &uffd), "the moved range must no longer be registered");
@@ -708,7 +626,7 @@ fn remap_with_event_unmap_also_reports_the_old_range_unmapped() {
     }
     assert_eq!(p.join(), Ok(to));
     area.moved_to(to);
-    std::mem::forget(dest);
+    dest.give_away();
 }
 
 // ---------------------------------------------------------------------------

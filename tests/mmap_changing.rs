@@ -1,0 +1,284 @@
+//! `ctx->mmap_changing`: while a non-cooperative event (REMOVE, REMAP,
+//! UNMAP, FORK) waits to be read, the mappings the monitor sees may be
+//! stale, so every resolving ioctl fails EAGAIN and writes -EAGAIN into its
+//! progress field (fs/userfaultfd.c checks this before reading any argument;
+//! WRITEPROTECT returns EAGAIN too, it has no progress field). Once the event
+//! is read the same calls work again.
+//!
+//! The selftests run this on shmem (`mmap-changing`); here every memory
+//! type, with each ioctl's normal answer checked after the event.
+
+mod common;
+use common::*;
+use nix::errno::Errno;
+use serial_test::{parallel, serial};
+use std::time::Duration;
+use uffdtest::testing::Buf;
+use uffdtest::testing::mm::{Reservation, align_for, madvise, mremap, munmap, release_advice};
+use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn eagain() -> Partial {
+    Partial {
+        errno: Errno::EAGAIN,
+        progress: Partial::neg(Errno::EAGAIN),
+    }
+}
+
+/// The thread is parked in the event wait with its message queued.
+fn assert_parked<T>(p: &Parked<T>, uffd: &Uffd, what: &str) {
+    assert!(wait_readable(uffd, LIMIT), "{what}: no event queued");
+    assert!(!p.is_done(), "{what} returned before its event was read");
+    assert_eq!(p.wait_state('D', LIMIT), Some('D'), "{what}: wchan {:?}", p.wchan());
+}
+
+/// Every resolving ioctl, with zeroed arguments (as the selftest passes)
+/// and with valid ones on the registered range, fails EAGAIN / -EAGAIN.
+fn assert_all_refused(uffd: &Uffd, area: &Area, src: &Buf) {
+    let (ps, dst) = (area.page_size(), area.page(1));
+    let empty = Default::default();
+    assert_eq!(uffd.copy(0, 0, 0, empty), Err(eagain()), "COPY, zeroed");
+    assert_eq!(uffd.copy(dst, src.addr(), ps, empty), Err(eagain()), "COPY");
+    assert_eq!(
+        uffd.zeropage(0, 0, Default::default()),
+        Err(eagain()),
+        "ZEROPAGE, zeroed"
+    );
+    assert_eq!(uffd.zeropage(dst, ps, Default::default()), Err(eagain()), "ZEROPAGE");
+    assert_eq!(uffd.r#move(0, 0, 0, Default::default()), Err(eagain()), "MOVE, zeroed");
+    assert_eq!(
+        uffd.r#move(dst, src.addr(), ps, Default::default()),
+        Err(eagain()),
+        "MOVE"
+    );
+    assert_eq!(uffd.poison(0, 0, Default::default()), Err(eagain()), "POISON, zeroed");
+    assert_eq!(uffd.poison(dst, ps, Default::default()), Err(eagain()), "POISON");
+    assert_eq!(
+        uffd.r#continue(0, 0, Default::default()),
+        Err(eagain()),
+        "CONTINUE, zeroed"
+    );
+    assert_eq!(uffd.r#continue(dst, ps, Default::default()), Err(eagain()), "CONTINUE");
+    assert_eq!(
+        uffd.writeprotect(0, 0, WriteprotectMode::WP),
+        Err(Errno::EAGAIN),
+        "WRITEPROTECT, zeroed"
+    );
+    assert_eq!(
+        uffd.writeprotect(dst, ps, WriteprotectMode::empty()),
+        Err(Errno::EAGAIN),
+        "WRITEPROTECT"
+    );
+}
+
+fn wp_features(mem: MemType) -> Features {
+    if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    }
+}
+
+fn minor_features(mem: MemType) -> Features {
+    if mem.is_hugetlb() {
+        Features::MINOR_HUGETLBFS
+    } else {
+        Features::MINOR_SHMEM
+    }
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
+    let base = Features::EVENT_REMOVE | Features::MOVE | Features::POISON;
+    require_features!(base);
+    require_mode!(mem, RegisterMode::MISSING);
+    // Register every mode the type has, so each ioctl's later answer is a
+    // success where the kernel grants it.
+    let mut features = base;
+    let mut mode = RegisterMode::MISSING;
+    if testing::register_support(mem, RegisterMode::MISSING | RegisterMode::WP).is_ok() {
+        features |= wp_features(mem);
+        mode |= RegisterMode::WP;
+    }
+    let minor = mem.has_file() && testing::register_support(mem, mode | RegisterMode::MINOR).is_ok();
+    if minor {
+        features |= minor_features(mem);
+        mode |= RegisterMode::MINOR;
+    }
+    let area = try_area!(if minor {
+        Area::with_alias(mem, 6)
+    } else {
+        Area::new(mem, 6)
+    });
+    let ps = area.page_size();
+    let src = Buf::filled(ps, 0x5a);
+    if minor {
+        // Page 4 in the page cache, unmapped in the registered view.
+        // SAFETY: the alias is our own shared view of the area's file.
+        unsafe { std::ptr::write_bytes(area.alias_page(4) as *mut u8, 0xc4, ps) };
+    }
+    let uffd = try_skip!(testing::open_uffd(features));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+
+    let (at, advice) = (area.page(0), release_advice(mem));
+    let p = park(move || madvise(at, ps, advice));
+    assert_parked(&p, &uffd, "madvise");
+    assert_all_refused(&uffd, &area, &src);
+    match uffd.read_event(Some(LIMIT)).unwrap() {
+        Some(Event::Remove { start, end }) => assert_eq!((start, end), (at as u64, (at + ps) as u64)),
+        other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
+    }
+    assert_eq!(p.join(), Ok(()));
+
+    // The same calls get their normal answers again; the refused ones
+    // changed nothing (page 1 is still missing: COPY does not fail EEXIST).
+    let e = Default::default();
+    assert_eq!(
+        uffd.copy(area.page(1), src.addr(), ps, e),
+        Ok(ps as i64),
+        "COPY after the event"
+    );
+    assert_eq!(area.read_page(1), vec![0x5a; ps]);
+    if mem.is_hugetlb() {
+        let einval = Partial {
+            errno: Errno::EINVAL,
+            progress: Partial::neg(Errno::EINVAL),
+        };
+        assert_eq!(
+            uffd.zeropage(area.page(2), ps, Default::default()),
+            Err(einval),
+            "hugetlb has no ZEROPAGE"
+        );
+    } else {
+        assert_eq!(uffd.zeropage(area.page(2), ps, Default::default()), Ok(ps as i64));
+        assert_eq!(area.read_page(2), vec![0; ps]);
+    }
+    assert_eq!(uffd.poison(area.page(3), ps, Default::default()), Ok(ps as i64));
+    if minor {
+        assert_eq!(uffd.r#continue(area.page(4), ps, Default::default()), Ok(ps as i64));
+        assert_eq!(area.read_page(4), vec![0xc4; ps]);
+    }
+    if mem.is_anon() {
+        let moved = Buf::filled(ps, 0x6b);
+        assert_eq!(
+            uffd.r#move(area.page(5), moved.addr(), ps, Default::default()),
+            Ok(ps as i64)
+        );
+        assert_eq!(area.read_page(5), vec![0x6b; ps]);
+    }
+    if mode.contains(RegisterMode::WP) {
+        assert_eq!(uffd.writeprotect(area.page(1), ps, WriteprotectMode::WP), Ok(()));
+    }
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn copy_fails_eagain_while_remap_is_pending(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMAP);
+    require_mode!(mem, RegisterMode::MISSING);
+    let mut area = try_area!(Area::new(mem, 2));
+    let (ps, len, old) = (area.page_size(), area.len(), area.addr());
+    let dest = Reservation::new(len, align_for(&area));
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMAP));
+    uffd.register(old, len, RegisterMode::MISSING).unwrap();
+    let src = Buf::filled(ps, 0x21);
+    let to = dest.addr;
+    let p = park(move || mremap(old, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to));
+    assert_parked(&p, &uffd, "mremap");
+    // Neither the old nor the new address: the monitor must read first.
+    assert_eq!(uffd.copy(old, src.addr(), ps, Default::default()), Err(eagain()));
+    assert_eq!(uffd.copy(to, src.addr(), ps, Default::default()), Err(eagain()));
+    assert!(matches!(
+        uffd.read_event(Some(LIMIT)).unwrap(),
+        Some(Event::Remap { .. })
+    ));
+    assert_eq!(p.join(), Ok(to));
+    area.moved_to(to);
+    dest.give_away();
+    assert_eq!(uffd.copy(to, src.addr(), ps, Default::default()), Ok(ps as i64));
+    assert_eq!(area.read(to, 1)[0], 0x21);
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn copy_fails_eagain_while_unmap_is_pending(#[case] mem: MemType) {
+    require_features!(Features::EVENT_UNMAP);
+    require_mode!(mem, RegisterMode::MISSING);
+    let mut area = try_area!(Area::new(mem, 2));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_UNMAP));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let src = Buf::filled(ps, 0x22);
+    let (tail, tail_len) = (area.page(1), area.len() - ps);
+    let p = park(move || munmap(tail, tail_len).map(|()| 0));
+    assert_parked(&p, &uffd, "munmap");
+    // Page 0 stays mapped and registered, yet the copy must wait.
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, Default::default()),
+        Err(eagain())
+    );
+    assert!(matches!(
+        uffd.read_event(Some(LIMIT)).unwrap(),
+        Some(Event::Unmap { .. })
+    ));
+    assert_eq!(p.join(), Ok(0));
+    area.truncated_to(ps);
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, Default::default()),
+        Ok(ps as i64)
+    );
+    drop(uffd); // before the area's munmap, which would queue UNMAP again
+}
+
+#[apply(all_mem)]
+#[serial(fork)]
+fn copy_fails_eagain_while_fork_is_pending(#[case] mem: MemType) {
+    require_features!(Features::EVENT_FORK);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_FORK));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let src = Buf::filled(ps, 0x23);
+    let p = park(|| testing::wait_child(spawn_child_raw(|| 0)));
+    assert_parked(&p, &uffd, "fork");
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, Default::default()),
+        Err(eagain())
+    );
+    assert!(matches!(
+        uffd.read_event(Some(LIMIT)).unwrap(),
+        Some(Event::Fork { .. })
+    ));
+    assert_eq!(p.join(), testing::ChildExit::Exited(0));
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, Default::default()),
+        Ok(ps as i64)
+    );
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn wake_register_and_unregister_are_not_refused_while_an_event_is_pending(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let other = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMOVE));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (at, advice) = (area.page(0), release_advice(mem));
+    let p = park(move || madvise(at, ps, advice));
+    assert_parked(&p, &uffd, "madvise");
+    // Only the resolving ioctls look at mmap_changing.
+    assert_eq!(uffd.wake(area.page(1), ps), Ok(()));
+    assert!(uffd.register(other.addr(), other.len(), RegisterMode::MISSING).is_ok());
+    assert_eq!(uffd.unregister(other.addr(), other.len()), Ok(()));
+    assert!(matches!(
+        uffd.read_event(Some(LIMIT)).unwrap(),
+        Some(Event::Remove { .. })
+    ));
+    assert_eq!(p.join(), Ok(()));
+}
