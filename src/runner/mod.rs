@@ -21,12 +21,6 @@ pub mod run;
 
 pub use discover::{Binary, Case, MANIFEST_NAME, Manifest};
 pub use ktap::{parse as parse_ktap, write_report as write_ktap};
+pub use report::run_ktap;
 pub use result::{Report, Status, TestResult, Totals};
 pub use run::{Event, Plan, Reporter, RunOptions, plan, run};
-
-/// Runs with `opts` and streams KTAP (closing with the plain summary line)
-/// to `out`. Err only if nothing could be planned (no manifest, nothing selected).
-pub fn run_ktap(opts: &RunOptions, out: &mut dyn std::io::Write) -> Result<Report, String> {
-    let mut k = report::Ktap::new(out);
-    run(opts, &mut [&mut k])
-}

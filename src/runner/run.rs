@@ -412,6 +412,8 @@ enum Phase {
 
 /// Most output kept per case; a runaway printer is cut here.
 const OUTPUT_CAP: usize = 1 << 20;
+/// Kernel log lines quoted for a failure without a splat.
+const KMSG_TAIL: usize = 10;
 /// Most output lines quoted in KTAP for a failure (the JSON report has all).
 const DIAG_LINES: usize = 60;
 
@@ -568,7 +570,8 @@ impl Running {
             }
             res.kmsg = excerpt;
         } else if res.status.is_failure() {
-            res.kmsg = kmsgs.iter().rev().take(20).rev().cloned().collect();
+            // Context only: the last few lines (with --jobs they may be another case's).
+            res.kmsg = kmsgs.iter().rev().take(KMSG_TAIL).rev().cloned().collect();
         }
         if res.status.is_failure() {
             res.diagnostics.splice(0..0, failure_lines(&output, &self.case.test));
