@@ -1,0 +1,389 @@
+//! UFFDIO_POISON (UFFD_FEATURE_POISON): poison markers that raise SIGBUS,
+//! the `updated` progress field, EEXIST, and what clears a marker.
+//!
+//! Expectations come from fs/userfaultfd.c `userfaultfd_poison` and
+//! mm/userfaultfd.c `mfill_atomic_pte_poison` / mm/hugetlb.c
+//! `hugetlb_mfill_atomic_pte` (6.12): a PTE marker is installed only over a
+//! pte_none entry (not over another marker), and reading or writing it is
+//! VM_FAULT_HWPOISON_LARGE/SIGBUS. Every access that may SIGBUS runs in a
+//! forked child that sets up its own uffd (fork drops the registration and,
+//! for shared memory, the page tables), and the parent checks how it ended.
+
+mod common;
+use common::*;
+use faulter::{Faulter, State, next_pagefault};
+use nix::errno::Errno;
+use nix::sys::mman::{MmapAdvise, madvise};
+use nix::sys::signal::Signal;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use testing::{Buf, ChildExit, FaultHandler};
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+const NONE: PoisonMode = PoisonMode::empty();
+const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
+
+fn err(errno: Errno, progress: i64) -> Progress {
+    Err(Partial { errno, progress })
+}
+
+/// mfill_atomic ran and wrote `-errno` into `updated`.
+fn failed(errno: Errno) -> Progress {
+    err(errno, Partial::neg(errno))
+}
+
+/// Refused in userfaultfd_poison before mfill_atomic: `updated` stays 0.
+fn rejected(errno: Errno) -> Progress {
+    err(errno, 0)
+}
+
+fn present(addr: usize) -> bool {
+    pagemap::is_present(addr)
+}
+
+/// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd
+/// with UFFD_FEATURE_POISON.
+fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Result<(Area, Arc<Uffd>), String> {
+    testing::register_support(mem, MISSING)?;
+    let area = testing::area(mem, npages)?;
+    prep(&area);
+    let uffd = testing::open_uffd(Features::POISON)?;
+    let ioctls = uffd
+        .register(area.addr(), area.len(), MISSING)
+        .expect("UFFDIO_REGISTER");
+    assert!(ioctls.contains(Ioctls::POISON | Ioctls::COPY), "{ioctls:?}");
+    Ok((area, Arc::new(uffd)))
+}
+
+fn poison_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
+    prepared_area(mem, npages, |_| {})
+}
+
+/// Child exit codes name the check that broke.
+mod code {
+    pub const SETUP: i32 = 20;
+    pub const WRONG_DATA: i32 = 21;
+    pub const NO_SIGBUS: i32 = 22;
+    pub const HANDLER: i32 = 23;
+    pub const NOT_BLOCKED: i32 = 24;
+    pub const WRONG_EVENTS: i32 = 25;
+}
+
+fn ensure(cond: bool, code: i32) -> Result<(), i32> {
+    if cond { Ok(()) } else { Err(code) }
+}
+
+/// Runs `f` in a forked child; `Err(code)` becomes its exit status.
+fn in_child(f: impl FnOnce() -> Result<(), i32>) -> ChildExit {
+    testing::in_child(|| match f() {
+        Ok(()) => 0,
+        Err(c) => c,
+    })
+}
+
+/// The upstream flow: faults on even pages are answered with UFFDIO_POISON,
+/// on odd pages with a copied zero page; returns the handler.
+fn even_poison_odd_zero(area: &Area, uffd: &Arc<Uffd>) -> FaultHandler {
+    let (base, ps) = (area.addr(), area.page_size());
+    let zeros = Buf::filled(ps, 0);
+    FaultHandler::spawn(uffd.clone(), move |u, ev| {
+        let Event::Pagefault { address, .. } = ev else {
+            // SAFETY: ends the child at once; the parent sees the code.
+            unsafe { libc::_exit(code::HANDLER) }
+        };
+        let page = (address as usize - base) / ps;
+        let r = if page.is_multiple_of(2) {
+            u.poison(address as usize, ps, NONE)
+        } else {
+            u.copy(address as usize, zeros.addr(), ps, CopyMode::empty())
+        };
+        if r != Ok(ps as i64) {
+            // SAFETY: as above.
+            unsafe { libc::_exit(code::HANDLER) }
+        }
+        Ok(())
+    })
+}
+
+#[apply(all_mem)]
+fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let n = 4;
+    // The odd pages alone: resolved with zeros, no signal, one fault each.
+    let st = in_child(|| {
+        let (area, uffd) = poison_area(mem, n).map_err(|_| code::SETUP)?;
+        let h = even_poison_odd_zero(&area, &uffd);
+        for i in (1..n).step_by(2) {
+            ensure(area.read_page(i) == vec![0; area.page_size()], code::WRONG_DATA)?;
+        }
+        ensure(h.events() == n / 2, code::WRONG_EVENTS)?;
+        ensure(h.stop().is_empty(), code::HANDLER)
+    });
+    assert_eq!(st, ChildExit::Exited(0));
+    // Then each even page, read or written: the poisoned fault is SIGBUS.
+    for target in (0..n).step_by(2) {
+        for write in [false, true] {
+            let st = in_child(|| {
+                let (area, uffd) = poison_area(mem, n).map_err(|_| code::SETUP)?;
+                let _h = even_poison_odd_zero(&area, &uffd);
+                ensure(area.read_page(1) == vec![0; area.page_size()], code::WRONG_DATA)?;
+                if write {
+                    testing::write_byte(area.page(target) + 1, 1);
+                } else {
+                    testing::read_byte(area.page(target) + 1);
+                }
+                Err(code::NO_SIGBUS)
+            });
+            assert_eq!(st, SIGBUS, "page {target}, write {write}");
+        }
+    }
+}
+
+#[apply(all_mem)]
+fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 4));
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), Ok(4 * ps as i64));
+    // A marker, not a page.
+    for i in 0..4 {
+        assert!(!present(area.page(i)), "page {i}");
+    }
+    // Every page refuses a second marker.
+    for i in 0..4 {
+        assert_eq!(uffd.poison(area.page(i), ps, NONE), failed(Errno::EEXIST), "page {i}");
+    }
+}
+
+#[apply(all_mem)]
+fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let st = in_child(|| {
+        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        ensure(
+            uffd.poison(area.addr(), area.page_size(), NONE) == Ok(area.page_size() as i64),
+            code::SETUP,
+        )?;
+        testing::read_byte(area.addr());
+        Err(code::NO_SIGBUS)
+    });
+    assert_eq!(st, SIGBUS);
+}
+
+#[apply(all_mem)]
+fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 1, |a| a.fill_page(0, 0x29)));
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
+    assert_eq!(area.read_page(0), vec![0x29; ps]);
+}
+
+#[apply(all_mem)]
+fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| a.fill_page(2, 0x2a)));
+    let ps = area.page_size();
+    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
+        // The populating write mapped a whole THP: refused at once.
+        assert_eq!(mem, MemType::AnonThp);
+        assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+        return;
+    }
+    assert_eq!(
+        uffd.poison(area.addr(), 4 * ps, NONE),
+        err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    assert_eq!(
+        uffd.poison(area.page(0), ps, NONE),
+        failed(Errno::EEXIST),
+        "page 0 poisoned"
+    );
+    assert_eq!(
+        uffd.poison(area.page(1), ps, NONE),
+        failed(Errno::EEXIST),
+        "page 1 poisoned"
+    );
+    assert_eq!(area.read_page(2), vec![0x2a; ps]);
+    assert_eq!(
+        uffd.poison(area.page(3), ps, NONE),
+        Ok(ps as i64),
+        "page 3 was not reached"
+    );
+}
+
+#[apply(all_mem)]
+fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 1));
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(area.page(0), ps, NONE), Ok(ps as i64));
+    // mfill_atomic_install_pte (and huge_pte_none_mostly for hugetlb)
+    // accept any PTE marker as empty: UFFDIO_COPY overwrites the poison.
+    let src = Buf::filled(ps, 0x31);
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(area.read_page(0), vec![0x31; ps]);
+}
+
+#[apply(all_mem)]
+fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let st = in_child(|| {
+        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        let ps = area.page_size();
+        ensure(uffd.poison(area.addr(), ps, NONE) == Ok(ps as i64), code::SETUP)?;
+        // Zapping with no zap_details drops poison markers on every VMA type.
+        let p = NonNull::new(area.addr() as *mut c_void).unwrap();
+        // SAFETY: our own area.
+        unsafe { madvise(p, ps, MmapAdvise::MADV_DONTNEED) }.map_err(|_| code::SETUP)?;
+        let (h, seen) = testing::copy_handler(uffd.clone(), ps, 0x5a);
+        ensure(area.read_page(0) == vec![0x5a; ps], code::WRONG_DATA)?;
+        ensure(*seen.lock().unwrap() == vec![area.addr() as u64], code::WRONG_EVENTS)?;
+        ensure(h.stop().is_empty(), code::HANDLER)
+    });
+    assert_eq!(st, ChildExit::Exited(0));
+}
+
+#[apply(all_mem)]
+fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let st = in_child(|| {
+        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        let ps = area.page_size();
+        let r = Faulter::read(area.addr() + 2);
+        ensure(
+            next_pagefault(&uffd) == (PagefaultFlags::empty(), area.addr()),
+            code::WRONG_EVENTS,
+        )?;
+        ensure(r.settle() == State::Blocked, code::NOT_BLOCKED)?;
+        ensure(
+            uffd.poison(area.addr(), ps, PoisonMode::DONTWAKE) == Ok(ps as i64),
+            code::HANDLER,
+        )?;
+        ensure(r.is_blocked() && !r.is_done(), code::NOT_BLOCKED)?;
+        // The woken thread retries into the marker: SIGBUS ends the child.
+        uffd.wake(area.addr(), ps).map_err(|_| code::HANDLER)?;
+        r.join();
+        Err(code::NO_SIGBUS)
+    });
+    assert_eq!(st, SIGBUS);
+}
+
+#[apply(all_mem)]
+fn poison_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 1));
+    let ps = area.page_size();
+    for bits in [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_POISON_MODE_DONTWAKE | 1 << 1] {
+        assert_eq!(
+            uffd.poison(area.page(0), ps, PoisonMode::from_bits_retain(bits)),
+            rejected(Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+    assert_eq!(
+        uffd.poison(area.page(0), ps, NONE),
+        Ok(ps as i64),
+        "nothing was poisoned before"
+    );
+}
+
+#[apply(all_mem)]
+fn poison_misaligned_range_fails_einval(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 2));
+    let ps = area.page_size();
+    let bp = mem::base_page_size();
+    for (start, len) in [
+        (area.addr() + 1, ps),
+        (area.addr() + bp / 2, ps),
+        (area.addr(), 0),
+        (area.addr(), 1),
+        (area.addr(), bp + 1),
+        (area.addr(), 0usize.wrapping_sub(area.addr())),
+    ] {
+        assert_eq!(
+            uffd.poison(start, len, NONE),
+            rejected(Errno::EINVAL),
+            "start {start:#x} len {len:#x}"
+        );
+    }
+    if mem.is_hugetlb() {
+        // Base-page aligned, not huge-page aligned: mfill_atomic_hugetlb.
+        assert_eq!(uffd.poison(area.addr() + bp, ps, NONE), failed(Errno::EINVAL));
+        assert_eq!(uffd.poison(area.addr(), bp, NONE), failed(Errno::EINVAL));
+    }
+    assert_eq!(uffd.poison(area.addr(), 2 * ps, NONE), Ok(2 * ps as i64));
+}
+
+#[apply(all_mem)]
+fn poison_outside_registered_range_fails_enoent(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 1));
+    let other = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(other.page(0), ps, NONE), failed(Errno::ENOENT));
+    let last = area.page(area.npages() - 1);
+    assert_eq!(uffd.poison(last, 2 * ps, NONE), failed(Errno::ENOENT));
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::ENOENT));
+    // The unregistered area is still an ordinary one.
+    assert_eq!(other.read_page(0), vec![0; ps]);
+}
+
+#[apply(file_mem)]
+fn poison_beyond_end_of_file(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 2));
+    let ps = area.page_size();
+    nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).unwrap();
+    if mem.is_hugetlb() {
+        // The hugetlb poison path returns before any i_size check.
+        assert_eq!(uffd.poison(area.page(1), ps, NONE), Ok(ps as i64));
+        return;
+    }
+    // mfill_atomic_pte_poison: mfill_file_over_size.
+    assert_eq!(uffd.poison(area.page(1), ps, NONE), failed(Errno::EFAULT));
+    assert_eq!(uffd.poison(area.page(0), 2 * ps, NONE), err(Errno::EAGAIN, ps as i64));
+}
+
+#[apply(all_mem)]
+fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    let mode = MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let feats = if mem.is_anon() {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
+    } else {
+        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
+    };
+    require_features!(feats);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(feats | Features::POISON));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let ps = area.page_size();
+    uffd.writeprotect(area.page(0), ps, WriteprotectMode::WP).unwrap();
+    assert_ne!(
+        pagemap::entry(area.page(0)).unwrap() & pagemap::PM_UFFD_WP,
+        0,
+        "marker installed"
+    );
+    // "Refuse to overwrite any PTE, even a PTE marker (e.g. UFFD WP)."
+    assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
+}
