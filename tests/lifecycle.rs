@@ -1,0 +1,472 @@
+//! A uffd's life around its messages: read(2) and poll(2) rules, what
+//! closing does to parked threads, and what the ioctls answer once the
+//! process that created the descriptor has exited (fs/userfaultfd.c:
+//! `userfaultfd_read_iter`, `userfaultfd_poll`, `userfaultfd_release`, and
+//! the `mmget_not_zero` failures of each ioctl).
+
+mod common;
+use common::*;
+use nix::errno::Errno;
+use serial_test::{parallel, serial};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+use uffdtest::testing::mm::{madvise, release_advice};
+use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
+use uffdtest::testing::{Buf, ChildExit, read_byte, spawn_child, wait_child, write_byte};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const MSG: usize = std::mem::size_of::<sys::uffd_msg>();
+
+fn open(features: Features) -> Result<Uffd, String> {
+    testing::open_uffd(features)
+}
+
+fn register(uffd: &Uffd, area: &Area) {
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING)
+        .unwrap_or_else(|e| panic!("register {}: {e}", area.mem()));
+}
+
+/// read(2) of `len` bytes straight from the fd.
+fn read_bytes(fd: RawFd, len: usize) -> nix::Result<usize> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: buf is writable for len bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// poll(2) for POLLIN with a zero timeout: the revents the kernel reports.
+fn revents(fd: RawFd) -> i16 {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(n >= 0, "poll: {}", Errno::last());
+    p.revents
+}
+
+/// `pending`, `total` and `API` of /proc/self/fdinfo for a uffd.
+fn fdinfo(uffd: &Uffd) -> (u64, u64, String) {
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", uffd.as_raw_fd())).unwrap();
+    let field = |k: &str| -> String {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in fdinfo:\n{s}"))
+            .trim()
+            .to_string()
+    };
+    (
+        field("pending:").parse().unwrap(),
+        field("total:").parse().unwrap(),
+        field("API:"),
+    )
+}
+
+/// Waits until `n` faults are queued unread (a hang guard, not a timing).
+fn wait_pending(uffd: &Uffd, n: u64) {
+    let end = Instant::now() + LIMIT;
+    while fdinfo(uffd).0 != n {
+        assert!(Instant::now() < end, "{n} faults never queued: {:?}", fdinfo(uffd));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn assert_parked_in_fault<T>(p: &Parked<T>, uffd: &Uffd) {
+    assert!(wait_readable(uffd, LIMIT), "no PAGEFAULT queued");
+    assert!(!p.is_done(), "the access completed on a missing registered page");
+    assert_eq!(p.wait_state('S', LIMIT), Some('S'), "wchan {:?}", p.wchan());
+}
+
+// ---------------------------------------------------------------------------
+// Passing a descriptor to another process (SCM_RIGHTS).
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    let mut sv = [0; 2];
+    // SAFETY: sv receives two new fds.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "socketpair: {}", Errno::last());
+    // SAFETY: both fds are new and ours.
+    unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) }
+}
+
+/// A control buffer big and aligned enough for one fd.
+#[repr(C, align(8))]
+struct Cmsg([u8; 64]);
+
+fn send_fd(sock: RawFd, fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cbuf = Cmsg([0; 64]);
+    // SAFETY: building a msghdr over local buffers that outlive sendmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+        libc::sendmsg(sock, &msg, 0) == 1
+    }
+}
+
+fn recv_fd(sock: RawFd) -> OwnedFd {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cbuf = Cmsg([0; 64]);
+    // SAFETY: a msghdr over local buffers; the received fd becomes ours.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.0.len();
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        assert_eq!(n, 1, "recvmsg: {}", Errno::last());
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no SCM_RIGHTS");
+        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()))
+    }
+}
+
+/// A uffd made, handshaken and registered over `area` by a child that has
+/// exited since: its mm is gone (mmget_not_zero fails).
+fn orphaned_uffd(area: &Area, features: Features) -> Uffd {
+    let (a, b) = socketpair();
+    let (sock, addr, len) = (a.as_raw_fd(), area.addr(), area.len());
+    let pid = spawn_child(move || {
+        let Ok(u) = Uffd::open(testing::default_flags()) else {
+            return 2;
+        };
+        if u.api(features).is_err() {
+            return 3;
+        }
+        if u.register(addr, len, RegisterMode::MISSING).is_err() {
+            return 4;
+        }
+        if send_fd(sock, u.as_raw_fd()) { 0 } else { 5 }
+    });
+    assert_eq!(wait_child(pid), ChildExit::Exited(0), "the owner child");
+    Uffd::from_owned(recv_fd(b.as_raw_fd()))
+}
+
+#[apply(selftest_mem)]
+#[parallel(fork)]
+fn ioctls_after_the_owner_exited(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let (ps, at) = (area.page_size(), area.addr());
+    let src = Buf::filled(ps, 1);
+    let u = orphaned_uffd(&area, Features::empty());
+    // The resolving ioctls fail ESRCH and leave the progress field alone
+    // (they return before writing it).
+    let esrch = Partial {
+        errno: Errno::ESRCH,
+        progress: 0,
+    };
+    assert_eq!(u.copy(at, src.addr(), ps, CopyMode::empty()), Err(esrch), "COPY");
+    assert_eq!(u.zeropage(at, ps, ZeropageMode::empty()), Err(esrch), "ZEROPAGE");
+    assert_eq!(u.poison(at, ps, PoisonMode::empty()), Err(esrch), "POISON");
+    assert_eq!(u.r#continue(at, ps, ContinueMode::empty()), Err(esrch), "CONTINUE");
+    assert_eq!(
+        u.writeprotect(at, ps, WriteprotectMode::WP),
+        Err(Errno::ESRCH),
+        "WRITEPROTECT"
+    );
+    // MOVE refuses a descriptor of another mm before looking for it.
+    let einval = Partial {
+        errno: Errno::EINVAL,
+        progress: 0,
+    };
+    assert_eq!(u.r#move(at, src.addr(), ps, MoveMode::empty()), Err(einval), "MOVE");
+    // REGISTER and UNREGISTER report the missing mm as ENOMEM.
+    assert_eq!(
+        u.register(at, ps, RegisterMode::MISSING),
+        Err(Errno::ENOMEM),
+        "REGISTER"
+    );
+    assert_eq!(u.unregister(at, ps), Err(Errno::ENOMEM), "UNREGISTER");
+    // WAKE touches no mm: nothing to wake, success.
+    assert_eq!(u.wake(at, ps), Ok(()), "WAKE");
+    // The context is still initialised, and quiet.
+    assert_eq!(
+        u.api(Features::empty()).map(drop),
+        Err(Errno::EINVAL),
+        "second UFFDIO_API"
+    );
+    assert_eq!(read_bytes(u.as_raw_fd(), MSG), Err(Errno::EAGAIN));
+    assert_eq!(revents(u.as_raw_fd()), 0);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn fork_descriptor_fails_esrch_once_the_child_exited(#[case] mem: MemType) {
+    require_features!(Features::EVENT_FORK);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let uffd = try_skip!(open(Features::EVENT_FORK));
+    register(&uffd, &area);
+    let p = park(|| wait_child(spawn_child_raw(|| 0)));
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    assert_eq!(p.join(), ChildExit::Exited(0));
+    let src = Buf::filled(ps, 1);
+    let got = child.copy(area.page(0), src.addr(), ps, CopyMode::empty());
+    assert_eq!(
+        got,
+        Err(Partial {
+            errno: Errno::ESRCH,
+            progress: 0
+        })
+    );
+    // The parent's descriptor is unaffected.
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Closing the descriptor.
+
+fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(open(Features::empty()));
+    register(&uffd, &area);
+    let at = area.page(0) + 100;
+    let p = park(move || {
+        if write {
+            write_byte(at, 0x77);
+        }
+        read_byte(at)
+    });
+    assert_parked_in_fault(&p, &uffd);
+    if read_first {
+        assert!(matches!(
+            uffd.read_event(Some(LIMIT)).unwrap(),
+            Some(Event::Pagefault { .. })
+        ));
+        assert_eq!(fdinfo(&uffd).0, 0);
+    }
+    // Release unregisters the range and wakes every waiter; the fault is
+    // retried as on any unregistered mapping.
+    drop(uffd);
+    assert_eq!(p.join(), if write { 0x77 } else { 0 });
+    let page = area.read_page(0);
+    assert!(
+        page.iter()
+            .enumerate()
+            .all(|(i, &b)| b == if write && i == 100 { 0x77 } else { 0 })
+    );
+    // No longer registered: another access completes on this thread.
+    assert_eq!(read_byte(area.addr()), 0);
+}
+
+#[apply(all_mem)]
+fn close_wakes_an_unread_fault_which_then_fills_zero(#[case] mem: MemType) {
+    close_wakes_fault(mem, false, false);
+}
+
+#[apply(all_mem)]
+fn close_wakes_a_read_fault_which_then_fills_zero(#[case] mem: MemType) {
+    close_wakes_fault(mem, true, false);
+}
+
+#[apply(all_mem)]
+fn close_wakes_a_write_fault_whose_write_then_lands(#[case] mem: MemType) {
+    close_wakes_fault(mem, true, true);
+}
+
+#[apply(all_mem)]
+fn close_releases_a_thread_parked_in_an_event(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(0x19);
+    let uffd = try_skip!(open(Features::EVENT_REMOVE));
+    register(&uffd, &area);
+    let (at, len, advice) = (area.addr(), area.len(), release_advice(mem));
+    let p = park(move || madvise(at, len, advice));
+    assert!(wait_readable(&uffd, LIMIT));
+    assert!(!p.is_done());
+    assert_eq!(p.wait_state('D', LIMIT), Some('D'));
+    // Never read: the release ends the wait and the advice goes ahead.
+    drop(uffd);
+    assert_eq!(p.join(), Ok(()));
+    assert_eq!(area.read_page(0), vec![0; area.page_size()], "the pages were dropped");
+}
+
+// ---------------------------------------------------------------------------
+// read(2) and poll(2).
+
+#[test]
+fn read_with_no_message_fails_eagain_and_poll_reports_nothing() {
+    let uffd = try_skip!(open(Features::empty()));
+    assert_eq!(read_bytes(uffd.as_raw_fd(), MSG), Err(Errno::EAGAIN));
+    assert_eq!(revents(uffd.as_raw_fd()), 0);
+}
+
+#[test]
+fn read_and_poll_before_the_handshake() {
+    let uffd = try_skip!(Uffd::open(testing::default_flags()).map_err(|e| e.to_string()));
+    // userfaultfd_read_iter refuses an uninitialised context...
+    assert_eq!(read_bytes(uffd.as_raw_fd(), MSG), Err(Errno::EINVAL));
+    // ...and userfaultfd_poll reports only POLLERR.
+    assert_eq!(revents(uffd.as_raw_fd()), libc::POLLERR);
+    uffd.api(Features::empty()).unwrap();
+    assert_eq!(revents(uffd.as_raw_fd()), 0);
+}
+
+#[apply(selftest_mem)]
+fn poll_on_a_blocking_uffd_reports_pollerr_even_with_a_fault_queued(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let flags = OpenFlags::O_CLOEXEC | OpenFlags::UFFD_USER_MODE_ONLY;
+    let uffd = try_skip!(testing::open_uffd_flags(flags, Features::empty()));
+    register(&uffd, &area);
+    // Without O_NONBLOCK poll cannot promise read won't block: POLLERR.
+    assert_eq!(revents(uffd.as_raw_fd()), libc::POLLERR);
+    let at = area.addr();
+    let p = park(move || read_byte(at));
+    wait_pending(&uffd, 1);
+    assert_eq!(revents(uffd.as_raw_fd()), libc::POLLERR);
+    // A blocking read still returns the queued message.
+    let mut msgs = [sys::uffd_msg::default(); 1];
+    assert_eq!(uffd.read_raw(&mut msgs), Ok(1));
+    assert_eq!(msgs[0].event, sys::UFFD_EVENT_PAGEFAULT);
+    drop(uffd);
+    assert_eq!(p.join(), 0);
+}
+
+#[apply(selftest_mem)]
+fn read_shorter_than_a_message_fails_einval_and_keeps_it(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(open(Features::empty()));
+    register(&uffd, &area);
+    let at = area.addr();
+    let p = park(move || read_byte(at));
+    assert_parked_in_fault(&p, &uffd);
+    assert_eq!(read_bytes(uffd.as_raw_fd(), MSG - 1), Err(Errno::EINVAL));
+    assert_eq!(read_bytes(uffd.as_raw_fd(), 0), Err(Errno::EINVAL));
+    assert_eq!(fdinfo(&uffd).0, 1, "the refused read consumed nothing");
+    match uffd.read_event(Some(Duration::ZERO)).unwrap() {
+        Some(Event::Pagefault { address, .. }) => assert_eq!(address, at as u64),
+        other => panic!("expected the fault, got {other:?}"),
+    }
+    drop(uffd);
+    assert_eq!(p.join(), 0);
+}
+
+#[test]
+fn read_returns_as_many_whole_messages_as_fit() {
+    require_mode!(MemType::Anon, RegisterMode::MISSING);
+    let area = try_area!(Area::new(MemType::Anon, 3));
+    let uffd = try_skip!(open(Features::empty()));
+    register(&uffd, &area);
+    let ps = area.page_size();
+    let faulters: Vec<_> = (0..3)
+        .map(|i| {
+            let at = area.page(i);
+            park(move || read_byte(at))
+        })
+        .collect();
+    wait_pending(&uffd, 3);
+    let fd = uffd.as_raw_fd();
+    // One and a half messages of room: one message.
+    assert_eq!(read_bytes(fd, MSG + MSG / 2), Ok(MSG));
+    // Room for three, two left: both, without waiting for a third.
+    assert_eq!(read_bytes(fd, 3 * MSG), Ok(2 * MSG));
+    assert_eq!(read_bytes(fd, MSG), Err(Errno::EAGAIN));
+    assert_eq!(fdinfo(&uffd).0, 0);
+    assert_eq!(fdinfo(&uffd).1, 3, "read faults still wait");
+    let src = Buf::filled(3 * ps, 0x0f);
+    assert_eq!(
+        uffd.copy(area.addr(), src.addr(), 3 * ps, CopyMode::empty()),
+        Ok(3 * ps as i64)
+    );
+    for f in faulters {
+        assert_eq!(f.join(), 0x0f);
+    }
+}
+
+#[test]
+fn fdinfo_counts_pending_and_read_faults() {
+    let f = Features::THREAD_ID;
+    require_features!(f);
+    let area = try_area!(Area::new(MemType::Anon, 1));
+    let uffd = try_skip!(open(f));
+    register(&uffd, &area);
+    let (p0, t0, api) = fdinfo(&uffd);
+    assert_eq!((p0, t0), (0, 0));
+    // API line: UFFD_API, the context's features (with the kernel's
+    // internal INITIALIZED bit 31), and every ioctl the fd may offer.
+    let want_api = format!(
+        "{:x}:{:x}:{:x}",
+        sys::UFFD_API,
+        (1u64 << 31) | f.bits(),
+        sys::UFFD_API_IOCTLS | sys::UFFD_API_RANGE_IOCTLS
+    );
+    assert_eq!(api, want_api);
+    let at = area.addr();
+    let p = park(move || read_byte(at));
+    wait_pending(&uffd, 1);
+    assert_eq!(fdinfo(&uffd).1, 1);
+    uffd.read_event(Some(LIMIT)).unwrap().unwrap();
+    assert_eq!((fdinfo(&uffd).0, fdinfo(&uffd).1), (0, 1), "read, not resolved");
+    let ps = area.page_size();
+    uffd.copy(at, Buf::filled(ps, 3).addr(), ps, CopyMode::empty()).unwrap();
+    assert_eq!(p.join(), 3);
+    assert_eq!((fdinfo(&uffd).0, fdinfo(&uffd).1), (0, 0));
+}
+
+#[apply(selftest_mem)]
+fn a_read_fault_is_not_reported_again_until_woken(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(open(Features::empty()));
+    register(&uffd, &area);
+    let at = area.addr() + 5;
+    let p = park(move || read_byte(at));
+    assert_parked_in_fault(&p, &uffd);
+    assert!(matches!(
+        uffd.read_event(Some(Duration::ZERO)).unwrap(),
+        Some(Event::Pagefault { .. })
+    ));
+    // Read once, the fault moves off the pending queue: nothing to poll.
+    assert_eq!(revents(uffd.as_raw_fd()), 0);
+    assert_eq!(uffd.read_event(Some(Duration::ZERO)).unwrap().map(|e| e.name()), None);
+    // WAKE without resolving: the thread retries, faults again, and a new
+    // message with the same address is queued.
+    uffd.wake(area.addr(), area.page_size()).unwrap();
+    match uffd.read_event(Some(LIMIT)).unwrap() {
+        Some(Event::Pagefault { address, .. }) => assert_eq!(address, area.addr() as u64),
+        other => panic!("expected the re-fault, got {other:?}"),
+    }
+    assert!(!p.is_done());
+    let ps = area.page_size();
+    uffd.copy(area.addr(), Buf::filled(ps, 0x44).addr(), ps, CopyMode::empty())
+        .unwrap();
+    assert_eq!(p.join(), 0x44);
+}
