@@ -37,7 +37,7 @@ impl<W: Write> Reporter for Ktap<W> {
                 }
                 Ok(())
             }
-            Event::CaseStarted { .. } => Ok(()),
+            Event::CaseStarted { .. } | Event::CaseEnded { .. } => Ok(()),
             Event::CaseFinished {
                 binary, number, result, ..
             } => {
@@ -73,13 +73,16 @@ pub fn run_ktap(opts: &RunOptions, out: &mut dyn Write) -> Result<Report, String
     run(opts, &mut [&mut k])
 }
 
-/// A live `[done/total] running: name` line on a terminal (stderr), cleared
-/// before anything else is written. Only use it when stderr is a TTY.
+/// A live `[done/total] N failed | running: name` line on a terminal
+/// (stderr), naming the longest-running case; cleared before any other
+/// output. Only use it when stderr is a TTY.
 pub struct Progress<W: Write> {
     w: W,
     total: usize,
     done: usize,
     failed: usize,
+    /// Names of the running cases, oldest first.
+    running: Vec<String>,
 }
 
 impl<W: Write> Progress<W> {
@@ -89,11 +92,31 @@ impl<W: Write> Progress<W> {
             total: 0,
             done: 0,
             failed: 0,
+            running: Vec::new(),
         }
     }
 
     fn clear(&mut self) -> io::Result<()> {
         write!(self.w, "\r\x1b[K")?;
+        self.w.flush()
+    }
+
+    fn draw(&mut self) -> io::Result<()> {
+        let Some(oldest) = self.running.first() else {
+            return self.clear();
+        };
+        let mut name = oldest.clone();
+        name.truncate(70);
+        let more = if self.running.len() > 1 {
+            format!(" (+{})", self.running.len() - 1)
+        } else {
+            String::new()
+        };
+        write!(
+            self.w,
+            "\r\x1b[K[{:>4}/{}] {} failed | running {name}{more}",
+            self.done, self.total, self.failed
+        )?;
         self.w.flush()
     }
 }
@@ -106,23 +129,20 @@ impl<W: Write> Reporter for Progress<W> {
                 Ok(())
             }
             Event::CaseStarted { case } => {
-                let mut name = format!("{}: {}", case.binary, case.name);
-                name.truncate(70);
-                write!(
-                    self.w,
-                    "\r\x1b[K[{:>4}/{}] {} failed | running {name}",
-                    self.done, self.total, self.failed
-                )?;
-                self.w.flush()
+                self.running.push(format!("{}: {}", case.binary, case.name));
+                self.draw()
             }
-            Event::CaseFinished { result, .. } => {
+            Event::CaseEnded { case, result } => {
+                let name = format!("{}: {}", case.binary, case.name);
+                self.running.retain(|r| *r != name);
                 self.done += 1;
                 if result.status.is_failure() {
                     self.failed += 1;
                 }
-                self.clear()
+                self.draw()
             }
-            Event::BinaryFinished { .. } | Event::Finished { .. } => self.clear(),
+            // Other reporters may write to the same terminal next: clear first.
+            Event::CaseFinished { .. } | Event::BinaryFinished { .. } | Event::Finished { .. } => self.clear(),
         }
     }
 }

@@ -121,7 +121,8 @@ impl Plan {
 }
 
 /// What the runner reports, in this order: `Started`, then per binary its
-/// cases' `CaseStarted`/`CaseFinished` and a `BinaryFinished`, then `Finished`.
+/// cases' `CaseFinished` and a `BinaryFinished`, then `Finished`; `CaseStarted`
+/// and `CaseEnded` come as cases start and end, in between.
 #[derive(Debug)]
 pub enum Event<'a> {
     Started {
@@ -130,6 +131,11 @@ pub enum Event<'a> {
     },
     CaseStarted {
         case: &'a Case,
+    },
+    /// A case's process is over (as it happens, not in plan order; for the progress line).
+    CaseEnded {
+        case: &'a Case,
+        result: &'a TestResult,
     },
     /// `binary` and `number` (1-based) place it in the plan.
     CaseFinished {
@@ -336,6 +342,10 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
                 let r = running.swap_remove(i);
                 let notes = env.check(&opts.sysctls);
                 res.diagnostics.extend(notes);
+                emit(Event::CaseEnded {
+                    case: &r.case,
+                    result: &res,
+                });
                 results[r.at.0][r.at.1] = Some(res);
                 any = true;
             } else {
