@@ -639,3 +639,24 @@ fn copy_into_read_only_area_maps_it_read_only(#[case] mem: MemType) {
     );
     assert_eq!(area.read_page(0), expected(ps, 0));
 }
+
+#[apply(all_mem)]
+fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, owner) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let other = try_skip!(testing::open_uffd(Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    let r = Faulter::read(area.page(0) + 6);
+    next_pagefault(&owner);
+    assert_eq!(r.settle(), State::Blocked);
+    // validate_dst_vma only asks that the VMA be registered, not with the
+    // calling uffd; the wake then goes to the caller's own wait queue.
+    assert_eq!(other.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert!(present(area.page(0)));
+    assert!(r.is_blocked() && !r.is_done(), "another uffd's COPY woke the fault");
+    owner.wake(area.page(0), ps).unwrap();
+    assert_eq!(r.join(), pat(0, 6));
+    assert_no_event(&owner);
+    assert_no_event(&other);
+}

@@ -583,3 +583,22 @@ fn register_vdso_fails_einval() {
     // A special mapping is neither anonymous, shmem nor hugetlb.
     assert_eq!(uffd.register(s, e - s, MISSING), Err(Errno::EINVAL));
 }
+
+#[rstest]
+#[case::shared(MapFlags::MAP_SHARED)]
+#[case::private(MapFlags::MAP_PRIVATE)]
+fn register_wp_only_with_wp_async_takes_any_file(#[case] flags: MapFlags) {
+    require_features!(Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP);
+    let ps = mem::base_page_size();
+    let f = try_skip!(regular_file(2 * ps));
+    let m = map_fd(&f, 2 * ps, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None);
+    let uffd = try_skip!(testing::open_uffd(Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP));
+    // vma_can_userfault: with WP_ASYNC and WP as the only mode, any VMA
+    // type may register; adding another mode brings the type check back.
+    assert_eq!(uffd.register(m.addr, m.len, MISSING | WP), Err(Errno::EINVAL));
+    assert_eq!(
+        uffd.register(m.addr, m.len, WP),
+        Ok(documented_ioctls(MemType::Anon, WP))
+    );
+    assert_eq!(smaps::uffd_modes(m.addr), WP);
+}

@@ -342,3 +342,26 @@ fn unregister_then_another_uffd_may_register(#[case] mem: MemType) {
     b.copy(area.page(0), src.addr(), ps, CopyMode::empty()).unwrap();
     assert_eq!(r.join(), 0x2f);
 }
+
+#[apply(all_mem)]
+fn unregister_wakes_only_faults_inside_its_range(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));
+    let ps = area.page_size();
+    let r0 = Faulter::read(area.page(0));
+    next_pagefault(&uffd);
+    let r1 = Faulter::read(area.page(1));
+    next_pagefault(&uffd);
+    assert_eq!(r0.settle(), State::Blocked);
+    assert_eq!(r1.settle(), State::Blocked);
+    uffd.unregister(area.page(0), ps).unwrap();
+    assert_eq!(r0.join(), 0);
+    assert!(
+        r1.is_blocked() && !r1.is_done(),
+        "unregister woke a fault outside its range"
+    );
+    let src = testing::Buf::filled(ps, 0x3b);
+    uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()).unwrap();
+    assert_eq!(r1.join(), 0x3b);
+    assert_no_event(&uffd);
+}
