@@ -287,6 +287,47 @@ mod tests {
     }
 
     #[test]
+    fn progress_counts_cases_as_they_end_and_names_the_oldest_running() {
+        use crate::runner::discover::Case;
+        use crate::runner::run::{Plan, PlannedBinary};
+        let case = |n: &str| Case {
+            binary: "copy".into(),
+            path: "/bin/true".into(),
+            test: n.into(),
+            name: n.into(),
+            variant: None,
+            ignored: false,
+            serial: false,
+        };
+        let (a, b) = (case("a"), case("b"));
+        let plan = Plan {
+            binaries: vec![PlannedBinary {
+                name: "copy".into(),
+                cases: vec![a.clone(), b.clone()],
+                error: None,
+            }],
+        };
+        let failed = TestResult::new("b", Status::Fail);
+        let mut p = Progress::new(Vec::new());
+        p.event(&Event::Started {
+            plan: &plan,
+            notes: &[],
+        })
+        .unwrap();
+        p.event(&Event::CaseStarted { case: &a }).unwrap();
+        p.event(&Event::CaseStarted { case: &b }).unwrap();
+        p.event(&Event::CaseEnded {
+            case: &b,
+            result: &failed,
+        })
+        .unwrap();
+        let out = String::from_utf8(p.w.clone()).unwrap();
+        let last = out.rsplit("\r\x1b[K").next().unwrap();
+        assert_eq!(last, "[   1/2] 1 failed | running copy: a");
+        assert!(out.contains("running copy: a (+1)"));
+    }
+
+    #[test]
     fn junit_counts_and_escapes() {
         let x = junit(&sample());
         assert!(
