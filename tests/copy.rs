@@ -660,3 +660,39 @@ fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
     assert_no_event(&owner);
     assert_no_event(&other);
 }
+
+#[apply(all_mem)]
+fn copy_of_a_long_run_fills_every_page(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let n = if mem.is_hugetlb() { 8 } else { 64 };
+    let (area, uffd) = try_skip!(missing_area(mem, n, Features::empty()));
+    let ps = area.page_size();
+    let src = source(ps, n);
+    assert_eq!(uffd.copy(area.addr(), src.addr(), n * ps, NONE), Ok((n * ps) as i64));
+    for i in 0..n {
+        assert_eq!(area.read_page(i), expected(ps, i), "page {i}");
+    }
+    assert_no_event(&uffd);
+}
+
+#[apply(file_mem)]
+fn copy_into_minor_only_range_fills_the_hole(#[case] mem: MemType) {
+    let minor = RegisterMode::MINOR;
+    require_mode!(mem, minor);
+    let area = try_area!(Area::with_alias(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let ioctls = uffd.register(area.addr(), area.len(), minor).unwrap();
+    // The mask offers COPY in MINOR mode too, and mfill_atomic does not
+    // look at the registration mode.
+    assert!(ioctls.contains(Ioctls::COPY | Ioctls::CONTINUE), "{ioctls:?}");
+    let ps = area.page_size();
+    let src = source(ps, 1);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert_eq!(area.read_page(0), expected(ps, 0));
+    let alias = area.read(area.alias_page(0), ps);
+    if mem.is_shared() {
+        assert_eq!(alias, expected(ps, 0), "the copy went into the page cache");
+    } else {
+        assert_eq!(alias, vec![0; ps], "a private copy leaves the file a hole");
+    }
+}

@@ -387,3 +387,23 @@ fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
     // "Refuse to overwrite any PTE, even a PTE marker (e.g. UFFD WP)."
     assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
 }
+
+#[apply(all_mem)]
+fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem: MemType) {
+    require_features!(Features::POISON);
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(poison_area(mem, 1));
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(area.addr(), ps, NONE), Ok(ps as i64));
+    let st = testing::access_in_child(area.addr(), testing::Access::Read);
+    if mem.is_shared() {
+        // No anon_vma: fork copies no page tables (vma_needs_copy), and the
+        // child, whose VMA lost the registration, faults in a zero page.
+        assert_eq!(st, ChildExit::Exited(0));
+    } else {
+        // Private VMAs copy their PTEs, and copy_pte_marker keeps poison.
+        assert_eq!(st, SIGBUS);
+    }
+    // The parent still holds its marker.
+    assert_eq!(uffd.poison(area.addr(), ps, NONE), failed(Errno::EEXIST));
+}
