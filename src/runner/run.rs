@@ -33,7 +33,7 @@ use super::result::{Report, Status, TestResult};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// What to run and how. `Default` gives the CLI's defaults.
@@ -436,7 +436,7 @@ struct Running {
     start: Instant,
     deadline: Instant,
     phase: Phase,
-    output: Option<mpsc::Receiver<Vec<u8>>>,
+    output: Option<Captured>,
     kmsg: Option<KmsgWatch>,
     start_error: Option<String>,
     interrupted: bool,
@@ -544,11 +544,7 @@ impl Running {
         let leaked = self.pgid > 0
             && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pgid), nix::sys::signal::Signal::SIGKILL)
                 .is_ok();
-        let bytes = self
-            .output
-            .take()
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
-            .unwrap_or_default();
+        let bytes = self.output.take().map(Captured::finish).unwrap_or_default();
         let output = String::from_utf8_lossy(&bytes).into_owned();
         let kmsgs = self.kmsg.as_mut().map(|k| k.read_new()).unwrap_or_default();
         let mut res = case_result(&self.case, Status::Pass);
@@ -595,7 +591,7 @@ impl Running {
     }
 }
 
-fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, mpsc::Receiver<Vec<u8>>), String> {
+fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured), String> {
     use std::os::unix::process::CommandExt;
     let (mut rd, wr) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
     let wr2 = wr.try_clone().map_err(|e| format!("cannot dup a pipe: {e}"))?;
@@ -615,27 +611,44 @@ fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, mpsc::Receiver<Vec<u8
     // `cmd` holds the write ends: drop it so EOF comes when the case's group is gone.
     drop(cmd);
     let (tx, rx) = mpsc::channel();
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let b = buf.clone();
     std::thread::spawn(move || {
-        let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         loop {
             match rd.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
+                    let mut buf = b.lock().unwrap_or_else(|e| e.into_inner());
                     if buf.len() < OUTPUT_CAP {
                         buf.extend_from_slice(&chunk[..n]);
+                        if buf.len() >= OUTPUT_CAP {
+                            buf.extend_from_slice(b"\n[output cut at 1 MiB]\n");
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        if buf.len() >= OUTPUT_CAP {
-            buf.extend_from_slice(b"\n[output cut at 1 MiB]\n");
-        }
-        let _ = tx.send(buf);
+        let _ = tx.send(());
     });
-    Ok((child, rx))
+    Ok((child, Captured { buf, eof: rx }))
+}
+
+/// A case's output, read by a thread of its own so a chatty case never blocks on a full pipe.
+struct Captured {
+    buf: Arc<Mutex<Vec<u8>>>,
+    eof: mpsc::Receiver<()>,
+}
+
+impl Captured {
+    /// The output once the pipe is closed, or what came so far if a process
+    /// that escaped the case's group still holds it open after 2 s.
+    fn finish(self) -> Vec<u8> {
+        let _ = self.eof.recv_timeout(Duration::from_secs(2));
+        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 fn signal_name(sig: i32) -> String {
