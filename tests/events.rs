@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use serial_test::serial;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-use uffdtest::testing::mm::{Reservation, align_for, madvise, mremap, munmap, release_advice};
+use uffdtest::testing::mm::{Reservation, align_for, assert_bytes, madvise, mremap, munmap, release_advice};
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 
@@ -347,9 +347,8 @@ fn one_fault(
     );
     let got = p.join();
     assert_eq!(got, if write { 0xa5 } else { 0x3c }, "value seen after the copy");
-    let page = area.read_page(1);
-    let want_rest = page.iter().enumerate().all(|(i, &b)| i == off || b == 0x3c);
-    assert!(want_rest, "page 1 holds the copied bytes around the access");
+    let want = |i: usize| if i == off && write { 0xa5 } else { 0x3c };
+    assert_bytes(&area.read_page(1), want, "page 1 after the copy and the access");
     Some((flags, address, ptid, 0, area.page(1)))
 }
 
@@ -844,4 +843,142 @@ fn unmap_not_delivered_without_event_unmap(#[case] mem: MemType) {
     assert_eq!(mremap(area.addr(), len - ps, ps, 0, 0), Ok(area.addr()));
     area.truncated_to(ps);
     assert_no_event(&uffd, "munmap and shrinking mremap without EVENT_UNMAP");
+}
+
+// ---------------------------------------------------------------------------
+// How operations spanning VMAs, and mixed queues, are reported.
+
+/// Splits the area's VMA at page 2 (both halves stay registered).
+fn split_at_page_2(area: &Area) {
+    let at = area.page(2);
+    // SAFETY: the tail of our own mapping becomes read-only.
+    let r = unsafe { libc::mprotect(at as *mut libc::c_void, area.addr() + area.len() - at, libc::PROT_READ) };
+    assert_eq!(r, 0, "mprotect: {}", Errno::last());
+}
+
+/// Waits until the thread sleeps in handle_userfault (hang guard only).
+fn wait_in_fault<T>(p: &Parked<T>) {
+    let end = Instant::now() + LIMIT;
+    while !p.wchan().is_some_and(|w| w.contains("handle_userfault")) {
+        assert!(!p.is_done(), "the access completed");
+        assert!(Instant::now() < end, "never reached handle_userfault: {:?}", p.wchan());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[apply(all_mem)]
+fn dontneed_across_two_vmas_sends_one_remove_per_vma(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 4));
+    let uffd = try_skip!(open(Features::EVENT_REMOVE));
+    register(&uffd, &area, RegisterMode::MISSING);
+    split_at_page_2(&area);
+    let (start, ps) = (area.page(1), area.page_size());
+    // madvise walks the VMAs and reports each clipped part on its own.
+    let p = park(move || madvise(start, 2 * ps, libc::MADV_DONTNEED));
+    assert_parked_in_event(&p, &uffd, "madvise, first VMA");
+    assert_eq!(expect_remove(next_event(&uffd)), (start as u64, (start + ps) as u64));
+    assert_parked_in_event(&p, &uffd, "madvise, second VMA");
+    assert_eq!(
+        expect_remove(next_event(&uffd)),
+        ((start + ps) as u64, (start + 2 * ps) as u64)
+    );
+    assert_eq!(p.join(), Ok(()));
+    assert_no_event(&uffd, "after both VMAs");
+}
+
+#[apply(all_mem)]
+fn munmap_across_two_vmas_sends_one_unmap(#[case] mem: MemType) {
+    require_features!(Features::EVENT_UNMAP);
+    require_mode!(mem, RegisterMode::MISSING);
+    let mut area = try_area!(Area::new(mem, 4));
+    let uffd = try_skip!(open(Features::EVENT_UNMAP));
+    register(&uffd, &area, RegisterMode::MISSING);
+    split_at_page_2(&area);
+    let (start, end) = (area.page(1), area.addr() + area.len());
+    // One message per context and range, however many VMAs it covers.
+    let p = park(move || munmap(start, end - start));
+    assert_parked_in_event(&p, &uffd, "munmap");
+    assert_eq!(expect_unmap(next_event(&uffd)), (start as u64, end as u64));
+    assert_eq!(p.join(), Ok(()));
+    area.truncated_to(start - area.addr());
+    assert_no_event(&uffd, "one munmap over two VMAs");
+    drop(uffd);
+}
+
+#[apply(all_mem)]
+fn pending_faults_are_read_before_pending_events(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(open(Features::EVENT_REMOVE));
+    register(&uffd, &area, RegisterMode::MISSING);
+    let (ps, advice) = (area.page_size(), release_advice(mem));
+    let (p0, p1) = (area.page(0), area.page(1));
+    // The event is queued first...
+    let ev = park(move || madvise(p1, ps, advice));
+    assert_parked_in_event(&ev, &uffd, "madvise");
+    // ...then a fault (the event wait holds no mmap lock).
+    let f = park(move || read_byte(p0 + 1));
+    wait_in_fault(&f);
+    // read(2) serves pending faults before events.
+    assert_eq!(expect_fault(next_event(&uffd)).1, p0 as u64);
+    assert_eq!(expect_remove(next_event(&uffd)), (p1 as u64, (p1 + ps) as u64));
+    assert_eq!(ev.join(), Ok(()));
+    uffd.copy(p0, Buf::filled(ps, 0x3e).addr(), ps, CopyMode::empty())
+        .unwrap();
+    assert_eq!(f.join(), 0x3e);
+}
+
+#[test]
+fn dontunmap_move_reports_remap_and_keeps_the_old_range_registered() {
+    require_features!(Features::EVENT_REMAP);
+    let area = try_area!(Area::new(MemType::Anon, 2));
+    area.fill_page(0, 0x12);
+    let (old, len, ps) = (area.addr(), area.len(), area.page_size());
+    let uffd = try_skip!(open(Features::EVENT_REMAP));
+    register(&uffd, &area, RegisterMode::MISSING);
+    let p = park(move || mremap(old, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_DONTUNMAP, 0));
+    assert_parked_in_event(&p, &uffd, "mremap(DONTUNMAP)");
+    let (from, to, l) = expect_remap(next_event(&uffd));
+    let new = p.join().expect("mremap(DONTUNMAP)");
+    assert_eq!((from, to, l), (old as u64, new as u64, len as u64));
+    // The page moved; the old range stays mapped, empty, and registered:
+    // touching it is a MISSING fault at the old address.
+    assert_eq!(read_byte(new), 0x12);
+    let f = park(move || read_byte(old));
+    assert_parked_in_fault(&f, &uffd);
+    assert_eq!(
+        expect_fault(next_event(&uffd)),
+        (PagefaultFlags::empty(), old as u64, 0)
+    );
+    uffd.copy(old, Buf::filled(ps, 0x34).addr(), ps, CopyMode::empty())
+        .unwrap();
+    assert_eq!(f.join(), 0x34);
+    drop(uffd);
+    munmap(new, len).unwrap();
+}
+
+#[test]
+fn hugetlb_madv_remove_of_part_of_a_huge_page_reports_it_and_only_zeroes_it() {
+    let mem = MemType::Hugetlb;
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(0x56);
+    let uffd = try_skip!(open(Features::EVENT_REMOVE));
+    register(&uffd, &area, RegisterMode::MISSING);
+    let base = mem::base_page_size();
+    let start = area.addr() + base;
+    // madvise_remove() reports the range as given; hugetlbfs then drops
+    // only whole huge pages and zeroes the partial ones in place
+    // (fs/hugetlbfs/inode.c hugetlbfs_punch_hole).
+    let p = park(move || madvise(start, base, libc::MADV_REMOVE));
+    assert_parked_in_event(&p, &uffd, "madvise(MADV_REMOVE)");
+    assert_eq!(expect_remove(next_event(&uffd)), (start as u64, (start + base) as u64));
+    assert_eq!(p.join(), Ok(()));
+    assert!(pagemap::is_present(area.addr()), "the huge page stays mapped");
+    let want = |i: usize| if (base..2 * base).contains(&i) { 0 } else { 0x56 };
+    assert_bytes(&area.read_page(0), want, "only the removed range is zeroed");
 }

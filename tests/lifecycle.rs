@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use serial_test::{parallel, serial};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
-use uffdtest::testing::mm::{madvise, release_advice};
+use uffdtest::testing::mm::{assert_bytes, madvise, release_advice};
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, read_byte, spawn_child, wait_child, write_byte};
 
@@ -273,12 +273,8 @@ fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
     // retried as on any unregistered mapping.
     drop(uffd);
     assert_eq!(p.join(), if write { 0x77 } else { 0 });
-    let page = area.read_page(0);
-    assert!(
-        page.iter()
-            .enumerate()
-            .all(|(i, &b)| b == if write && i == 100 { 0x77 } else { 0 })
-    );
+    let want = |i: usize| if write && i == 100 { 0x77 } else { 0 };
+    assert_bytes(&area.read_page(0), want, "the page after the retried fault");
     // No longer registered: another access completes on this thread.
     assert_eq!(read_byte(area.addr()), 0);
 }
@@ -314,7 +310,7 @@ fn close_releases_a_thread_parked_in_an_event(#[case] mem: MemType) {
     // Never read: the release ends the wait and the advice goes ahead.
     drop(uffd);
     assert_eq!(p.join(), Ok(()));
-    assert_eq!(area.read_page(0), vec![0; area.page_size()], "the pages were dropped");
+    assert_bytes(&area.read_page(0), |_| 0, "the pages were dropped");
 }
 
 // ---------------------------------------------------------------------------

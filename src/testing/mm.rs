@@ -97,3 +97,19 @@ pub fn align_for(area: &crate::mem::Area) -> usize {
         _ => area.page_size(),
     }
 }
+
+/// Checks every byte of `got` against `want(offset)`; panics naming the
+/// first difference and the count, not printing whole (huge) pages.
+#[track_caller]
+pub fn assert_bytes(got: &[u8], want: impl Fn(usize) -> u8, what: &str) {
+    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want(i)).collect();
+    if let Some(&i) = bad.first() {
+        panic!(
+            "{what}: {} of {} bytes differ; first at offset {i:#x}: {:#04x}, want {:#04x}",
+            bad.len(),
+            got.len(),
+            got[i],
+            want(i)
+        );
+    }
+}
