@@ -229,3 +229,32 @@ fn the_markdown_report_leads_with_the_verdict_and_lists_each_regression() {
         "WARNING: at mm/userfaultfd.c mfill_atomic"
     );
 }
+
+#[test]
+fn shard_reports_merge_back_into_the_unsharded_run() {
+    let shards: Vec<Report> = (1..=3).map(|k| report(&format!("host-shard{k}-of3.ktap"))).collect();
+    let merged = uffdtest::gate::merge::merge(&shards).unwrap();
+    let whole = report("host-unsharded.ktap");
+    let order = |r: &Report| -> Vec<String> {
+        r.leaves()
+            .iter()
+            .map(|(p, t)| format!("{} {:?}", p.join("/"), t.status))
+            .collect()
+    };
+    assert_eq!(order(&merged), order(&whole));
+    assert_eq!(merged.tests.len(), 2, "one group per binary again");
+    let mut a = Vec::new();
+    uffdtest::runner::write_ktap(&mut a, &merged).unwrap();
+    let mut b = Vec::new();
+    uffdtest::runner::write_ktap(&mut b, &whole).unwrap();
+    // Line for line, but for diagnostics (the parsed logs' own closing counts).
+    let results = |v: Vec<u8>| -> Vec<String> {
+        let text = String::from_utf8(v).unwrap();
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(results(a), results(b));
+    assert_eq!(compare(&whole, &merged).changes, vec![]);
+}

@@ -65,8 +65,14 @@ pub fn merge(shards: &[Report]) -> Result<Report, String> {
         ..Default::default()
     };
     for (k, r) in shards.iter().enumerate() {
-        out.diagnostics
-            .extend(r.diagnostics.iter().map(|d| format!("shard {}: {d}", k + 1)));
+        // A parsed shard's closing counts would only mislead next to the merged ones.
+        let stale = |d: &&String| d.starts_with("Totals:") || is_summary_line(d);
+        out.diagnostics.extend(
+            r.diagnostics
+                .iter()
+                .filter(|d| !stale(d))
+                .map(|d| format!("shard {}: {d}", k + 1)),
+        );
         out.parse_errors
             .extend(r.parse_errors.iter().map(|e| format!("shard {}: {e}", k + 1)));
         out.interrupted |= r.interrupted;
@@ -76,6 +82,12 @@ pub fn merge(shards: &[Report]) -> Result<Report, String> {
         }
     }
     Ok(out)
+}
+
+/// `24 passed, 0 failed, 4 skipped`, the runner's closing line.
+fn is_summary_line(d: &str) -> bool {
+    let w: Vec<&str> = d.split_whitespace().collect();
+    w.len() == 6 && w[1] == "passed," && w[3] == "failed," && w[5] == "skipped"
 }
 
 #[cfg(test)]
