@@ -145,13 +145,9 @@ pub struct Splat {
 }
 
 impl Splat {
-    /// One line for a result's reason: `kernel WARNING: CPU: 0 PID: …`.
+    /// One line for a result's reason: `kernel log: WARNING: CPU: 0 PID: …`.
     pub fn summary(&self) -> String {
-        format!(
-            "kernel {}: {}",
-            self.kind,
-            self.lines.first().map(String::as_str).unwrap_or("")
-        )
+        format!("kernel log: {}", self.lines.first().map(String::as_str).unwrap_or(""))
     }
 }
 
@@ -314,7 +310,10 @@ mod tests {
         assert_eq!(c.splats.len(), 1, "{:?}", c.splats);
         let s = &c.splats[0];
         assert_eq!(s.kind, SplatKind::Panic);
-        assert_eq!(s.case, Some(("api".into(), "api_handshake_reports_features".into())));
+        assert_eq!(
+            s.case,
+            Some(("api".into(), "handshake_grants_what_was_asked on syscall".into()))
+        );
         assert!(c.panicked());
         assert!(s.lines[0].starts_with("Kernel panic - not syncing: sysrq triggered crash"));
     }

@@ -32,6 +32,8 @@ pub struct GuestConfig {
     pub skip: Vec<String>,
     pub mem: Vec<String>,
     pub ioctl: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(usize, usize)>,
     pub run_ignored: bool,
     pub jobs: usize,
     pub case_timeout_secs: u64,
@@ -48,6 +50,7 @@ impl GuestConfig {
             skip: self.skip.clone(),
             mem: self.mem.clone(),
             ioctl: self.ioctl.clone(),
+            shard: self.shard,
             run_ignored: self.run_ignored,
             jobs: self.jobs.max(1),
             timeout: Duration::from_secs(self.case_timeout_secs.max(1)),
@@ -175,7 +178,8 @@ fn check_userfaultfd() -> Result<(), String> {
 /// any splat.
 fn kmsg(msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(f, "{msg}");
+        // One write is one record; writeln! would add an empty one.
+        let _ = f.write_all(format!("{msg}\n").as_bytes());
     }
 }
 

@@ -23,7 +23,7 @@ pub enum Need {
 
 impl fmt::Display for Need {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Need::Required => "required",
             Need::Recommended => "recommended",
         })
@@ -175,6 +175,58 @@ mod tests {
                 ("CONFIG_B".into(), Need::Required, None),
                 ("CONFIG_C".into(), Need::Required, None),
                 ("CONFIG_D".into(), Need::Recommended, Some("m".into())),
+            ]
+        );
+    }
+
+    fn check_file(name: &str) -> Vec<(String, Need)> {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let frag = parse_fragment(FRAGMENT).unwrap();
+        check(&frag, &parse_config(&text))
+            .into_iter()
+            .map(|m| (m.want.name, m.want.need))
+            .collect()
+    }
+
+    fn names(v: &[(String, Need)], need: Need) -> Vec<&str> {
+        v.iter().filter(|(_, n)| *n == need).map(|(s, _)| s.as_str()).collect()
+    }
+
+    #[test]
+    fn debian_6_12_cloud_kernel_lacks_only_debug_options() {
+        let m = check_file("kconfig-debian-6.12-cloud-amd64.config");
+        assert_eq!(names(&m, Need::Required), Vec::<&str>::new());
+        assert_eq!(
+            names(&m, Need::Recommended),
+            [
+                "CONFIG_DEBUG_VM",
+                "CONFIG_PROVE_LOCKING",
+                "CONFIG_KASAN",
+                "CONFIG_KASAN_GENERIC",
+                "CONFIG_GUP_TEST"
+            ]
+        );
+    }
+
+    #[test]
+    fn debian_6_1_cloud_kernel_also_lacks_memory_failure() {
+        let m = check_file("kconfig-debian-6.1-cloud-amd64.config");
+        assert_eq!(names(&m, Need::Required), Vec::<&str>::new());
+        assert!(names(&m, Need::Recommended).contains(&"CONFIG_MEMORY_FAILURE"));
+    }
+
+    #[test]
+    fn x86_64_defconfig_cannot_run_the_suite() {
+        let m = check_file("kconfig-x86_64-defconfig-6.12.config");
+        assert_eq!(
+            names(&m, Need::Required),
+            [
+                "CONFIG_USERFAULTFD",
+                "CONFIG_HAVE_ARCH_USERFAULTFD_WP",
+                "CONFIG_HAVE_ARCH_USERFAULTFD_MINOR",
+                "CONFIG_PTE_MARKER_UFFD_WP",
+                "CONFIG_TRANSPARENT_HUGEPAGE"
             ]
         );
     }

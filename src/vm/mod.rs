@@ -7,3 +7,5 @@ pub mod console;
 pub mod init;
 pub mod initramfs;
 pub mod kconfig;
+pub mod run;
+pub mod vng;
