@@ -982,3 +982,62 @@ fn hugetlb_madv_remove_of_part_of_a_huge_page_reports_it_and_only_zeroes_it() {
     let want = |i: usize| if (base..2 * base).contains(&i) { 0 } else { 0x56 };
     assert_bytes(&area.read_page(0), want, "only the removed range is zeroed");
 }
+
+#[test]
+#[serial(fork)]
+fn fork_queues_one_event_per_context() {
+    // dup_userfaultfd() makes one child context per parent context, however
+    // many ranges it covers: two ranges on uffd A give A one FORK, and a
+    // range on uffd B gives B its own.
+    require_features!(Features::EVENT_FORK);
+    let (a1, a2, b1) = (
+        try_area!(Area::new(MemType::Anon, 1)),
+        try_area!(Area::new(MemType::Shmem, 1)),
+        try_area!(Area::new(MemType::Anon, 1)),
+    );
+    let ua = try_skip!(open(Features::EVENT_FORK));
+    let ub = try_skip!(open(Features::EVENT_FORK));
+    register(&ua, &a1, RegisterMode::MISSING);
+    register(&ua, &a2, RegisterMode::MISSING);
+    register(&ub, &b1, RegisterMode::MISSING);
+    let (x, y, z) = (a1.addr(), a2.addr(), b1.addr());
+    // The child faults on all three and exits with what it read; the FORK
+    // descriptors resolve its faults.
+    let p = park(move || {
+        wait_child(spawn_child_raw(move || {
+            (read_byte(x) as i32) + (read_byte(y) as i32) + (read_byte(z) as i32)
+        }))
+    });
+    // The events come one at a time, in the order of the parent's VMAs.
+    let mut children: [Option<Uffd>; 2] = [None, None];
+    let end = Instant::now() + LIMIT;
+    while children.iter().any(Option::is_none) {
+        assert!(
+            Instant::now() < end,
+            "FORK events missing: {:?}",
+            children.each_ref().map(Option::is_some)
+        );
+        for (k, u) in [&ua, &ub].into_iter().enumerate() {
+            if children[k].is_none() && u.poll(Some(Duration::from_millis(5))).unwrap() {
+                assert!(!p.is_done(), "fork() returned with a FORK event unread");
+                match next_event(u) {
+                    Event::Fork { uffd } => children[k] = Some(uffd),
+                    other => panic!("expected UFFD_EVENT_FORK, got {other:?}"),
+                }
+            }
+        }
+    }
+    assert_no_event(&ua, "one FORK per context");
+    assert_no_event(&ub, "one FORK per context");
+    let [Some(ca), Some(cb)] = &children else {
+        unreachable!()
+    };
+    let src = Buf::filled(mem::base_page_size(), 10);
+    let ps = mem::base_page_size();
+    // Faults in order: x and y on A's child context, z on B's.
+    for (u, at) in [(ca, x), (ca, y), (cb, z)] {
+        assert_eq!(expect_fault(next_event(u)).1, at as u64);
+        assert_eq!(u.copy(at, src.addr(), ps, CopyMode::empty()), Ok(ps as i64));
+    }
+    assert_eq!(p.join(), ChildExit::Exited(30));
+}

@@ -466,3 +466,47 @@ fn a_read_fault_is_not_reported_again_until_woken(#[case] mem: MemType) {
         .unwrap();
     assert_eq!(p.join(), 0x44);
 }
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn release_during_a_pending_fork_leaves_the_child_unregistered(#[case] mem: MemType) {
+    require_features!(Features::EVENT_FORK);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    // A fork copies the fd table before it waits in the FORK event, so the
+    // child-to-be keeps any uffd of ours open and our close could never
+    // release it. The monitor is another process instead: it holds the only
+    // descriptor and exits while the event is pending, as a crashed monitor
+    // would.
+    let (ours, theirs) = socketpair();
+    let hs = theirs.as_raw_fd();
+    let holder = spawn_child(move || {
+        let fd = recv_fd(hs);
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a local buffer.
+        let n = unsafe { libc::read(hs, b.as_mut_ptr().cast(), 1) };
+        drop(fd);
+        if n == 1 { 0 } else { 2 }
+    });
+    drop(theirs);
+    let uffd = try_skip!(open(Features::EVENT_FORK));
+    register(&uffd, &area);
+    assert!(send_fd(ours.as_raw_fd(), uffd.as_raw_fd()));
+    drop(uffd);
+    let at = area.addr() + 7;
+    let p = park(move || wait_child(spawn_child_raw(move || read_byte(at) as i32 + 1)));
+    let end = Instant::now() + LIMIT;
+    while !p
+        .wchan()
+        .is_some_and(|w| w.contains("userfaultfd_event_wait_completion"))
+    {
+        assert!(!p.is_done(), "fork() returned with its FORK event unread");
+        assert!(Instant::now() < end, "fork never waited for its event: {:?}", p.wchan());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The monitor goes away: the release ends the wait and drops the child's
+    // new context (userfaultfd_release_new): the child's read fills a zero page.
+    assert_eq!(nix::unistd::write(&ours, &[1]), Ok(1));
+    assert_eq!(wait_child(holder), ChildExit::Exited(0));
+    assert_eq!(p.join(), ChildExit::Exited(1));
+}

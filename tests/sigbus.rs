@@ -364,3 +364,94 @@ fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
     );
     assert_eq!(area.read(at, 1)[0], 0x2b);
 }
+
+// ---------------------------------------------------------------------------
+// What SIGBUS mode reports, and what it leaves alone.
+
+static X_ADDR: AtomicUsize = AtomicUsize::new(0);
+static X_UFFD: AtomicI32 = AtomicI32::new(-1);
+static X_PS: AtomicUsize = AtomicUsize::new(0);
+static X_SRC: AtomicUsize = AtomicUsize::new(0);
+
+/// Records si_addr, then zero-fills the page so the access can retry.
+extern "C" fn record_and_fill(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    X_ADDR.store(addr, Ordering::Relaxed);
+    let ps = X_PS.load(Ordering::Relaxed);
+    // COPY from a zeroed source: hugetlb has no ZEROPAGE.
+    let mut arg = sys::uffdio_copy {
+        dst: (addr & !(ps - 1)) as u64,
+        src: X_SRC.load(Ordering::Relaxed) as u64,
+        len: ps as u64,
+        mode: 0,
+        copy: 0,
+    };
+    // SAFETY: a valid uffdio_copy for the child's own uffd.
+    if unsafe { sys::uffdio_copy(X_UFFD.load(Ordering::Relaxed), &mut arg) }.is_err() {
+        die(code::HANDLER_COPY);
+    }
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn sigbus_reports_the_exact_fault_address(#[case] mem: MemType) {
+    require_features!(Features::SIGBUS);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let ps = area.page_size();
+    let zero = Buf::filled(ps, 0);
+    let at = area.addr() + 0x123;
+    let st = in_child(|| {
+        let u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        X_UFFD.store(u.as_raw_fd(), Ordering::Relaxed);
+        X_PS.store(ps, Ordering::Relaxed);
+        X_SRC.store(zero.addr(), Ordering::Relaxed);
+        // SAFETY: installing a handler in this single-purpose child.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = record_and_fill as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
+                return code::SETUP;
+            }
+        }
+        if read_byte(at) != 0 {
+            return code::DATA;
+        }
+        // si_addr is the exact address, not the page (unlike a PAGEFAULT
+        // message without EXACT_ADDRESS).
+        if X_ADDR.load(Ordering::Relaxed) == at {
+            0
+        } else {
+            code::COUNT
+        }
+    });
+    assert_eq!(st, ChildExit::Exited(0));
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn sigbus_mode_still_delivers_non_cooperative_events(#[case] mem: MemType) {
+    // SIGBUS replaces PAGEFAULT messages only; REMOVE is still queued and
+    // still parks the thread until read.
+    let f = Features::SIGBUS | Features::EVENT_REMOVE;
+    require_features!(f);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(f));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (at, len) = (area.addr(), area.len());
+    let advice = uffdtest::testing::mm::release_advice(mem);
+    let p = park(move || uffdtest::testing::mm::madvise(at, len, advice));
+    assert!(wait_readable(&uffd, LIMIT), "no REMOVE event in SIGBUS mode");
+    assert!(!p.is_done());
+    match uffd.read_event(Some(Duration::ZERO)).unwrap() {
+        Some(Event::Remove { start, end }) => assert_eq!((start, end), (at as u64, (at + len) as u64)),
+        other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
+    }
+    assert_eq!(p.join(), Ok(()));
+}
