@@ -99,7 +99,8 @@ pub fn build(extra: &[String]) -> Result<Manifest, String> {
     cmd.args([
         "test",
         "--no-run",
-        "--tests",
+        "--test",
+        "*",
         "--message-format=json-render-diagnostics",
     ])
     .args(extra)
