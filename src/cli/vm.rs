@@ -178,16 +178,17 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
         eprintln!("uffdtest: the guest reported: {e}");
     }
     for s in &run.console.splats {
-        let at = s
-            .case
-            .as_ref()
-            .map(|(b, c)| format!("{b}: {c}"))
-            .unwrap_or_else(|| "outside any case".into());
-        let _ = writeln!(
-            out,
-            "# kernel {} during {at}: {}",
-            s.kind,
-            s.lines.first().map(String::as_str).unwrap_or("")
+        let at = match &s.case {
+            Some((b, c)) => format!("during {b}: {c}"),
+            None => "before any case ran".into(),
+        };
+        let first = s.lines.first().map(String::as_str).unwrap_or("");
+        let _ = writeln!(out, "# kernel {} {at}: {first}", s.kind);
+    }
+    if run.console.started.is_empty() && run.end != GuestEnd::PoweredOff {
+        eprintln!(
+            "uffdtest: {} before the guest init ran any case; the console's last lines follow the KTAP",
+            run.end
         );
     }
     if run.end != GuestEnd::PoweredOff {
@@ -232,6 +233,7 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
 fn write_reports(a: &VmArgs, r: &crate::runner::Report) {
     let mut ktap = Vec::new();
     let _ = crate::runner::write_ktap(&mut ktap, r);
+    let _ = writeln!(ktap, "{}", r.totals().summary_line());
     let writes = [
         (&a.output, String::from_utf8_lossy(&ktap).into_owned()),
         (&a.junit, report::junit(r)),

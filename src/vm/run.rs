@@ -244,7 +244,15 @@ fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), String> {
 /// `cargo test --no-run` for the static gnu target: the test binaries and
 /// the `uffdtest` binary itself (cargo builds it for the integration tests).
 /// Debug info is left out: it would triple the initramfs the guest unpacks.
+///
+/// The build goes to its own target directory, `<target>/uffdtest-vm`, so a
+/// `uffdtest vm` started from `cargo test` never waits on the outer cargo's
+/// lock, and the static flags never invalidate the host build.
 pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), String> {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| source.join("target"));
+    let target_dir = base.join("uffdtest-vm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let rustflags = format!(
         "{} -C target-feature=+crt-static",
@@ -261,6 +269,8 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), String> {
             STATIC_TARGET,
             "--message-format=json-render-diagnostics",
         ])
+        .arg("--target-dir")
+        .arg(&target_dir)
         .env("RUSTFLAGS", rustflags.trim())
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
@@ -270,7 +280,7 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), String> {
         .map_err(|e| format!("cannot run {cargo}: {e}; install Rust, or pass --manifest with prebuilt static tests"))?;
     if !out.status.success() {
         return Err(format!(
-            "the static build failed ({}) in {}; is the {STATIC_TARGET} target installed (rustup target add)?",
+            "the static build failed ({}) in {}: fix the errors above, or pass --manifest with prebuilt static tests",
             out.status,
             source.display()
         ));
@@ -286,6 +296,8 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), String> {
                 .as_array()
                 .is_some_and(|k| k.iter().any(|k| k == "bin"))
         })
+        // Not the bin's own unit-test harness, which cargo test also builds.
+        .filter(|v| v["profile"]["test"] == false)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .ok_or("cargo did not report the uffdtest binary")?;
     Ok((init, manifest))

@@ -1,0 +1,219 @@
+//! The VM harness end to end: `uffdtest vm` and `uffdtest kconfig` as a
+//! developer runs them. Bad input needs nothing but the binary; the boots
+//! need QEMU and a kernel in `UFFDTEST_KERNEL` (CI downloads Debian's 6.12
+//! cloud kernel) and SKIP without them.
+//!
+//! Named `harness_*` so the runner leaves it out of the suite. The boots run
+//! one at a time: four TCG guests at once would starve each other.
+
+use serial_test::serial;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn uffdtest() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_uffdtest"))
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The kernel to boot, or the SKIP reason.
+fn kernel() -> Result<PathBuf, String> {
+    let k = std::env::var_os("UFFDTEST_KERNEL").ok_or("UFFDTEST_KERNEL is not set (a bzImage to boot)")?;
+    let has_qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
+    if !has_qemu {
+        return Err("qemu-system-x86_64 is not installed".into());
+    }
+    Ok(PathBuf::from(k))
+}
+
+macro_rules! kernel_or_skip {
+    () => {
+        match kernel() {
+            Ok(k) => k,
+            Err(why) => {
+                println!("SKIP: {why}");
+                return;
+            }
+        }
+    };
+}
+
+/// `uffdtest vm` on `kernel` with the `api` cases only, under TCG.
+fn vm(kernel: &Path, extra: &[&str]) -> Output {
+    uffdtest()
+        .args(["vm", "--accel", "tcg", "--ioctl", "api", "--kernel"])
+        .arg(kernel)
+        .args(extra)
+        .output()
+        .expect("run uffdtest vm")
+}
+
+#[test]
+fn missing_kernel_is_named_and_exits_2() {
+    let o = uffdtest()
+        .args(["vm", "--kernel", "/nonexistent/bzImage"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot open kernel /nonexistent/bzImage"), "{err}");
+}
+
+#[test]
+fn file_that_is_not_a_kernel_is_refused_before_boot() {
+    let o = uffdtest()
+        .args(["vm", "--kernel"])
+        .arg(data("console-oops-then-panic.log"))
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a bootable x86 kernel"), "{err}");
+}
+
+#[test]
+fn missing_qemu_names_the_package() {
+    let dir = std::env::temp_dir().join(format!("uffdtest-harness-vm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut fake = vec![0u8; 0x400];
+    fake[0x202..0x206].copy_from_slice(b"HdrS");
+    let k = dir.join("bzImage");
+    std::fs::write(&k, fake).unwrap();
+    let o = uffdtest()
+        .args(["vm", "--kernel"])
+        .arg(&k)
+        .env("PATH", &dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+}
+
+#[test]
+fn kconfig_check_fails_defconfig_on_required_options() {
+    let o = uffdtest()
+        .args(["kconfig", "--check"])
+        .arg(data("kconfig-x86_64-defconfig-6.12.config"))
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("required    CONFIG_USERFAULTFD=y (is not set)"), "{out}");
+    assert!(out.contains("missing 5 required, 8 recommended"), "{out}");
+}
+
+#[test]
+fn kconfig_check_passes_debian_kernel_listing_debug_options() {
+    let o = uffdtest()
+        .args(["kconfig", "--check"])
+        .arg(data("kconfig-debian-6.12-cloud-amd64.config"))
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("recommended CONFIG_KASAN=y (is not set)"), "{out}");
+    assert!(out.contains("missing 0 required, 5 recommended"), "{out}");
+}
+
+#[test]
+#[serial(vm)]
+fn clean_guest_run_prints_ktap_and_exits_by_the_results() {
+    let k = kernel_or_skip!();
+    let json = std::env::temp_dir().join(format!("uffdtest-harness-vm-clean-{}.json", std::process::id()));
+    let o = vm(&k, &["--json", json.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(out.starts_with("KTAP version 1\n1..1\n"), "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let statuses: Vec<&str> = report["tests"][0]["subtests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert!(!statuses.is_empty());
+    assert!(!statuses.contains(&"crashed"), "every case ran: {statuses:?}");
+    let failed = statuses.iter().any(|s| *s == "fail" || *s == "timeout");
+    assert_eq!(o.status.code(), Some(if failed { 1 } else { 0 }), "{out}\n{err}");
+}
+
+#[test]
+#[serial(vm)]
+fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {
+    let k = kernel_or_skip!();
+    let json = std::env::temp_dir().join(format!("uffdtest-harness-vm-panic-{}.json", std::process::id()));
+    let o = vm(&k, &["--inject", "panic", "--json", json.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("# kernel panic during api: "), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let cases = report["tests"][0]["subtests"].as_array().unwrap();
+    // The init crashes the kernel 200 ms into the second case.
+    assert_eq!(cases[1]["status"], "crashed", "{cases:?}");
+    assert_eq!(
+        cases[1]["reason"],
+        "kernel log: Kernel panic - not syncing: sysrq triggered crash"
+    );
+    assert!(
+        cases[1]["kmsg"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("sysrq_handle_crash"))
+    );
+    for c in &cases[2..] {
+        assert_eq!(c["status"], "crashed");
+        assert_eq!(c["reason"], "not run: the kernel panicked");
+    }
+}
+
+#[test]
+#[serial(vm)]
+fn silent_guest_is_killed_at_the_timeout_with_the_last_console_lines() {
+    let k = kernel_or_skip!();
+    let o = vm(&k, &["--inject", "hang", "--timeout", "20"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("# the guest printed nothing for 20 s and was killed; last console lines:"),
+        "{out}"
+    );
+    assert!(out.contains("#   uffdtest: injecting a hang"), "{out}");
+    assert!(out.contains("\n  ok 1 "), "the first case ran: {out}");
+    assert!(!out.contains("ok 2 "), "the guest hung before the second: {out}");
+    assert!(!out.contains("\n0 failed"), "cases not run fail the run: {out}");
+}
+
+#[test]
+#[serial(vm)]
+fn kernel_that_panics_before_init_is_reported_with_its_console() {
+    let k = kernel_or_skip!();
+    // rdinit pointing nowhere: the kernel finds no init and panics at boot.
+    let o = vm(
+        &k,
+        &["--append", "rdinit=/nonexistent", "--append", "init=/nonexistent"],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("# kernel panic before any case ran: Kernel panic - not syncing"),
+        "{out}"
+    );
+    assert!(
+        err.contains("the kernel panicked before the guest init ran any case"),
+        "{err}"
+    );
+}
