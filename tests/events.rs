@@ -774,19 +774,25 @@ fn remove_not_delivered_without_event_remove(#[case] mem: MemType) {
     assert_no_event(&uffd, "madvise without EVENT_REMOVE");
 }
 
+/// MADV_DONTNEED_LOCKED (5.18), not in every libc's constants.
+const MADV_DONTNEED_LOCKED: i32 = 24;
+
 #[rstest]
-#[case::anon(MemType::Anon)]
-#[case::anon_thp(MemType::AnonThp)]
-fn remove_event_for_madv_free(#[case] mem: MemType) {
+#[case::free_anon(MemType::Anon, libc::MADV_FREE)]
+#[case::free_anon_thp(MemType::AnonThp, libc::MADV_FREE)]
+#[case::dontneed_locked_anon(MemType::Anon, MADV_DONTNEED_LOCKED)]
+#[case::dontneed_locked_shmem(MemType::Shmem, MADV_DONTNEED_LOCKED)]
+#[case::dontneed_locked_hugetlb(MemType::Hugetlb, MADV_DONTNEED_LOCKED)]
+fn remove_event_for_madv_free_and_dontneed_locked(#[case] mem: MemType, #[case] advice: i32) {
     require_features!(Features::EVENT_REMOVE);
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 2));
     let uffd = try_skip!(open(Features::EVENT_REMOVE));
     register(&uffd, &area, RegisterMode::MISSING);
     let (start, len) = (area.page(0), 2 * area.page_size());
-    // MADV_FREE shares MADV_DONTNEED's path through userfaultfd_remove().
-    let p = park(move || madvise(start, len, libc::MADV_FREE));
-    assert_parked_in_event(&p, &uffd, "madvise(MADV_FREE)");
+    // Both share MADV_DONTNEED's path through userfaultfd_remove().
+    let p = park(move || madvise(start, len, advice));
+    assert_parked_in_event(&p, &uffd, "madvise");
     assert_eq!(expect_remove(next_event(&uffd)), (start as u64, (start + len) as u64));
     assert_eq!(p.join(), Ok(()));
 }
@@ -1040,4 +1046,33 @@ fn fork_queues_one_event_per_context() {
         assert_eq!(u.copy(at, src.addr(), ps, CopyMode::empty()), Ok(ps as i64));
     }
     assert_eq!(p.join(), ChildExit::Exited(30));
+}
+
+#[test]
+fn fixed_move_onto_a_registered_range_reports_unmap_remap_unmap_in_order() {
+    // mremap(MAYMOVE|FIXED) first unmaps the destination (uf_unmap_early),
+    // then moves (REMAP), then unmaps the source: mm/mremap.c completes the
+    // three lists in that order.
+    let f = Features::EVENT_REMAP | Features::EVENT_UNMAP;
+    require_features!(f);
+    let mut a = try_area!(Area::new(MemType::Anon, 2));
+    let mut b = try_area!(Area::new(MemType::Anon, 2));
+    let uffd = try_skip!(open(f));
+    register(&uffd, &a, RegisterMode::MISSING);
+    register(&uffd, &b, RegisterMode::MISSING);
+    let (from, to, len) = (a.addr(), b.addr(), a.len());
+    let p = park(move || mremap(from, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to));
+    let (fr, t, l) = (from as u64, to as u64, len as u64);
+    assert_parked_in_event(&p, &uffd, "mremap: destination");
+    assert_eq!(expect_unmap(next_event(&uffd)), (t, t + l));
+    assert_parked_in_event(&p, &uffd, "mremap: move");
+    assert_eq!(expect_remap(next_event(&uffd)), (fr, t, l));
+    assert_parked_in_event(&p, &uffd, "mremap: source");
+    assert_eq!(expect_unmap(next_event(&uffd)), (fr, fr + l));
+    assert_eq!(p.join(), Ok(to));
+    assert_no_event(&uffd, "after the three events");
+    // b's range now holds a's mapping: only a unmaps it.
+    b.truncated_to(0);
+    a.moved_to(to);
+    drop(uffd);
 }

@@ -282,3 +282,45 @@ fn wake_register_and_unregister_are_not_refused_while_an_event_is_pending(#[case
     ));
     assert_eq!(p.join(), Ok(()));
 }
+
+#[apply(all_mem)]
+#[parallel(fork)]
+fn monitor_reads_the_pending_event_then_retries_the_copy(#[case] mem: MemType) {
+    // The protocol the kernel documents: a fault read before a pending
+    // event (faults are served first) cannot be resolved until the event is
+    // read; EAGAIN says so, and the retry then succeeds.
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMOVE));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (ps, advice) = (area.page_size(), release_advice(mem));
+    let (p0, p1) = (area.page(0), area.page(1));
+    let ev = park(move || madvise(p1, ps, advice));
+    assert_parked(&ev, &uffd, "madvise");
+    let f = park(move || testing::read_byte(p0));
+    let end = std::time::Instant::now() + LIMIT;
+    while !f.wchan().is_some_and(|w| w.contains("handle_userfault")) {
+        assert!(std::time::Instant::now() < end, "never faulted: {:?}", f.wchan());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Some(Event::Pagefault { address, .. }) = uffd.read_event(Some(LIMIT)).unwrap() else {
+        panic!("the pending fault is read first");
+    };
+    let src = Buf::filled(ps, 0x71);
+    assert_eq!(
+        uffd.copy(address as usize, src.addr(), ps, Default::default()),
+        Err(eagain())
+    );
+    assert!(!f.is_done(), "a refused copy wakes nothing");
+    assert!(matches!(
+        uffd.read_event(Some(LIMIT)).unwrap(),
+        Some(Event::Remove { .. })
+    ));
+    assert_eq!(ev.join(), Ok(()));
+    assert_eq!(
+        uffd.copy(address as usize, src.addr(), ps, Default::default()),
+        Ok(ps as i64)
+    );
+    assert_eq!(f.join(), 0x71);
+}
