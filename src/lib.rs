@@ -13,6 +13,7 @@ pub mod kvm;
 pub mod mem;
 pub mod pagemap;
 pub mod pagemap_scan;
+pub mod pin;
 pub mod runner;
 pub mod stress;
 pub mod sys;

@@ -1,0 +1,302 @@
+//! uffd-wp across fork(): a child inherits the WP bit only when the monitor
+//! follows it (UFFD_FEATURE_EVENT_FORK), on every path that copies a page
+//! table entry: plain copy, a zapped page's marker or swap entry, the early
+//! CoW of a long-term pinned page, and the CoW a pin in the child forces.
+//!
+//! Every case takes `#[serial(fork)]`: a fork anywhere in this process
+//! queues a FORK message on every EVENT_FORK uffd of the process, so two
+//! forking cases side by side would read each other's messages.
+
+mod common;
+use common::*;
+use nix::sys::mman::{MmapAdvise, madvise};
+use pagemap::{PM_PRESENT, PM_UFFD_WP};
+use serial_test::serial;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+use testing::ChildExit;
+
+/// Bits 0-54 of a present entry: the page frame number (root only).
+const PM_PFN: u64 = (1 << 55) - 1;
+
+fn wp_features(mem: MemType, event: bool) -> Features {
+    let mut f = Features::PAGEFAULT_FLAG_WP;
+    if !mem.is_anon() {
+        f |= Features::WP_HUGETLBFS_SHMEM;
+    }
+    if event {
+        f |= Features::EVENT_FORK;
+    }
+    f
+}
+
+/// One populated page of `mem` registered WP, with the uffd.
+fn wp_page(mem: MemType, event: bool) -> Result<(Area, Arc<Uffd>), String> {
+    testing::register_support(mem, RegisterMode::WP)?;
+    if event && !caps::caps().event_fork_allowed {
+        return Err("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE".into());
+    }
+    let area = testing::area(mem, 1)?;
+    area.fill_page(0, 0x5a);
+    let uffd = testing::open_uffd(wp_features(mem, event))?;
+    uffd.register(area.addr(), area.len(), RegisterMode::WP)
+        .expect("UFFDIO_REGISTER(WP)");
+    Ok((area, Arc::new(uffd)))
+}
+
+fn protect(uffd: &Uffd, area: &Area, on: bool) {
+    let mode = if on {
+        WriteprotectMode::WP
+    } else {
+        WriteprotectMode::empty()
+    };
+    uffd.writeprotect(area.addr(), area.len(), mode)
+        .expect("UFFDIO_WRITEPROTECT");
+}
+
+fn entry(addr: usize) -> u64 {
+    pagemap::entry(addr).expect("pagemap")
+}
+
+/// What a child saw of the page, from its own pagemap.
+#[derive(Debug)]
+struct Child {
+    entry: u64,
+    exit: ChildExit,
+}
+
+/// Exit codes of the forked child.
+const CHILD_PIN_FAILED: i32 = 3;
+const CHILD_PAGEMAP_FAILED: i32 = 4;
+
+/// Forks; the child optionally takes a long-term pin on the page first,
+/// then sends its pagemap entry for `addr` back. With `event` a thread
+/// reads the UFFD_EVENT_FORK message (fork blocks until it is read) and
+/// holds the child's uffd until the child is gone: closing it earlier
+/// would un-protect the child's pages (userfaultfd_release).
+fn fork_and_look(uffd: &Arc<Uffd>, event: bool, addr: usize, len: usize, pin_in_child: bool) -> Child {
+    let reader = event.then(|| {
+        let u = uffd.clone();
+        let ready = Arc::new(std::sync::Barrier::new(2));
+        let r = ready.clone();
+        let t = std::thread::spawn(move || {
+            let mut buf = [sys::uffd_msg::default(); 1];
+            r.wait();
+            // Nothing below may allocate: glibc's fork() holds the malloc
+            // locks while the kernel waits for this read.
+            if !matches!(u.poll(Some(Duration::from_secs(20))), Ok(true)) {
+                return None;
+            }
+            if !matches!(u.read_raw(&mut buf), Ok(1)) {
+                return None;
+            }
+            match Event::decode(&buf[0]) {
+                Event::Fork { uffd } => Some(uffd),
+                _ => None,
+            }
+        });
+        ready.wait();
+        t
+    });
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let pid = testing::spawn_child(move || {
+        let pin = if pin_in_child {
+            match pin::longterm(addr, len) {
+                Ok(p) => Some(p),
+                Err(_) => return CHILD_PIN_FAILED,
+            }
+        } else {
+            None
+        };
+        let Ok(e) = pagemap::entry(addr) else {
+            return CHILD_PAGEMAP_FAILED;
+        };
+        let _ = nix::unistd::write(&wr, &e.to_ne_bytes());
+        drop(pin);
+        0
+    });
+    let child_uffd = reader.map(|t| t.join().expect("fork-event thread").expect("a UFFD_EVENT_FORK message"));
+    let entry = read_u64(&rd);
+    let exit = testing::wait_child(pid);
+    drop(child_uffd);
+    Child {
+        entry: entry.unwrap_or(0),
+        exit,
+    }
+}
+
+fn read_u64(fd: &OwnedFd) -> Option<u64> {
+    let mut b = [0u8; 8];
+    // Blocks until the child wrote, or EOF if it died first.
+    match nix::unistd::read(fd.as_fd(), &mut b) {
+        Ok(8) => Some(u64::from_ne_bytes(b)),
+        _ => None,
+    }
+}
+
+/// Drops the parent's mapping of the page the way that keeps uffd-wp:
+/// shared memory gets a PTE marker, private memory would be swapped out
+/// (MADV_PAGEOUT; without swap it stays mapped, protected either way).
+fn zap(area: &Area) {
+    let advice = if area.mem().is_shared() {
+        MmapAdvise::MADV_DONTNEED
+    } else {
+        MmapAdvise::MADV_PAGEOUT
+    };
+    // SAFETY: our own area.
+    let r = unsafe {
+        madvise(
+            std::ptr::NonNull::new(area.addr() as *mut _).unwrap(),
+            area.len(),
+            advice,
+        )
+    };
+    if area.mem().is_shared() {
+        r.expect("MADV_DONTNEED");
+    }
+    // MADV_PAGEOUT's answer is advisory (hugetlb refuses it: EINVAL).
+}
+
+fn check_child(c: &Child, want_wp: bool, what: &str) {
+    assert_eq!(c.exit, ChildExit::Exited(0), "{what}: child exit");
+    assert_eq!(c.entry & PM_UFFD_WP != 0, want_wp, "{what}: child entry {:#x}", c.entry);
+}
+
+fn fork_keeps_or_drops(mem: MemType, event: bool) {
+    let (area, uffd) = try_skip!(wp_page(mem, event));
+    let (a, len) = (area.addr(), area.len());
+    protect(&uffd, &area, true);
+    assert_eq!(entry(a) & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT);
+
+    let c = fork_and_look(&uffd, event, a, len, false);
+    check_child(&c, event, "fork of a protected page");
+    assert!(pagemap::is_uffd_wp(a), "the parent keeps its bit");
+
+    zap(&area);
+    assert!(
+        pagemap::is_uffd_wp(a),
+        "zapping keeps the parent's bit (marker or swap entry)"
+    );
+    let c = fork_and_look(&uffd, event, a, len, false);
+    check_child(&c, event, "fork of a zapped protected page");
+
+    protect(&uffd, &area, false);
+    assert!(!pagemap::is_uffd_wp(a), "un-protect clears the bit");
+    assert_eq!(testing::read_byte(a), 0x5a, "contents survive the zap");
+    assert!(!pagemap::is_uffd_wp(a), "faulting the page back in leaves it clear");
+    faulter::assert_no_event(&uffd);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn fork_without_event_drops_wp_in_child(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    fork_keeps_or_drops(mem, false);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn fork_with_event_keeps_wp_in_child(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EVENT_FORK);
+    fork_keeps_or_drops(mem, true);
+}
+
+/// Skips unless some long-term pin works here; returns how pins are taken.
+fn pin_available() -> Result<pin::How, String> {
+    let scratch = testing::area(MemType::Anon, 1)?;
+    scratch.populate(1);
+    pin::longterm(scratch.addr(), scratch.len()).map(|p| p.how())
+}
+
+/// A page pinned long-term in the parent must be copied at fork (early
+/// CoW), and the copy carries the WP bit only with EVENT_FORK.
+fn pinned_parent_fork(mem: MemType, event: bool) {
+    try_skip!(pin_available());
+    let (area, uffd) = try_skip!(wp_page(mem, event));
+    let (a, len) = (area.addr(), area.len());
+    // Pin before protecting: an io_uring pin is a write pin, and a write
+    // GUP on a protected page would be a WP fault.
+    let p = pin::longterm(a, len).expect("long-term pin");
+    protect(&uffd, &area, true);
+    let parent = entry(a);
+    assert_eq!(parent & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT);
+
+    let c = fork_and_look(&uffd, event, a, len, false);
+    check_child(&c, event, "fork of a pinned protected page");
+    if !mem.is_shared() {
+        assert!(
+            c.entry & PM_PRESENT != 0,
+            "early CoW maps a copy in the child: {:#x}",
+            c.entry
+        );
+        assert_ne!(
+            c.entry & PM_PFN,
+            parent & PM_PFN,
+            "the child got its own copy of the pinned page"
+        );
+    } else if c.entry & PM_PRESENT != 0 {
+        assert_eq!(c.entry & PM_PFN, parent & PM_PFN, "shared memory is never copied");
+    }
+    assert!(pagemap::is_uffd_wp(a));
+    p.release().expect("unpin");
+    protect(&uffd, &area, false);
+    faulter::assert_no_event(&uffd);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    pinned_parent_fork(mem, false);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EVENT_FORK);
+    pinned_parent_fork(mem, true);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
+    // The child's pin unshares (or, for a write pin, CoWs) the page it
+    // shares with the parent: the child's new entry has no WP bit.
+    require_mode!(mem, RegisterMode::WP);
+    try_skip!(pin_available());
+    let (area, uffd) = try_skip!(wp_page(mem, false));
+    let (a, len) = (area.addr(), area.len());
+    protect(&uffd, &area, true);
+    let c = fork_and_look(&uffd, false, a, len, true);
+    assert_ne!(c.exit, ChildExit::Exited(CHILD_PIN_FAILED), "pin in the child failed");
+    check_child(&c, false, "pin in the child");
+    assert!(c.entry & PM_PRESENT != 0, "the pin mapped the page in the child");
+    assert!(pagemap::is_uffd_wp(a), "the parent keeps its bit");
+    assert_eq!(testing::read_byte(a), 0x5a);
+    faulter::assert_no_event(&uffd);
+}
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
+    // The unshare a read-only pin forces must carry the WP bit over.
+    // A write pin (io_uring) cannot test this: on a protected page it is
+    // a WP fault from GUP, which a user-mode-only uffd refuses.
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EVENT_FORK);
+    let how = try_skip!(pin_available());
+    require!(
+        how == pin::How::GupRead,
+        "needs a read-only long-term pin (gup_test: CONFIG_GUP_TEST and debugfs); io_uring only pins for write"
+    );
+    let (area, uffd) = try_skip!(wp_page(mem, true));
+    let (a, len) = (area.addr(), area.len());
+    protect(&uffd, &area, true);
+    let c = fork_and_look(&uffd, true, a, len, true);
+    assert_ne!(c.exit, ChildExit::Exited(CHILD_PIN_FAILED), "pin in the child failed");
+    check_child(&c, true, "read pin in the child");
+    assert!(pagemap::is_uffd_wp(a));
+}
