@@ -4,6 +4,7 @@
 //! line `SKIP: <reason>` to stdout and returns. libtest counts that as a pass;
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
+pub mod fdpass;
 pub mod mm;
 pub mod parked;
 pub mod smaps;

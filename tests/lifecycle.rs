@@ -8,8 +8,9 @@ mod common;
 use common::*;
 use nix::errno::Errno;
 use serial_test::{parallel, serial};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+use uffdtest::testing::fdpass::{recv_fd, send_fd, socketpair};
 use uffdtest::testing::mm::{assert_bytes, madvise, release_advice};
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, read_byte, spawn_child, wait_child, write_byte};
@@ -81,71 +82,6 @@ fn assert_parked_in_fault<T>(p: &Parked<T>, uffd: &Uffd) {
 
 // ---------------------------------------------------------------------------
 // Passing a descriptor to another process (SCM_RIGHTS).
-
-fn socketpair() -> (OwnedFd, OwnedFd) {
-    let mut sv = [0; 2];
-    // SAFETY: sv receives two new fds.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0, "socketpair: {}", Errno::last());
-    // SAFETY: both fds are new and ours.
-    unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) }
-}
-
-/// A control buffer big and aligned enough for one fd.
-#[repr(C, align(8))]
-struct Cmsg([u8; 64]);
-
-fn send_fd(sock: RawFd, fd: RawFd) -> bool {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut cbuf = Cmsg([0; 64]);
-    // SAFETY: building a msghdr over local buffers that outlive sendmsg.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.0.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
-        libc::sendmsg(sock, &msg, 0) == 1
-    }
-}
-
-fn recv_fd(sock: RawFd) -> OwnedFd {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut cbuf = Cmsg([0; 64]);
-    // SAFETY: a msghdr over local buffers; the received fd becomes ours.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.0.as_mut_ptr().cast();
-        msg.msg_controllen = cbuf.0.len();
-        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        assert_eq!(n, 1, "recvmsg: {}", Errno::last());
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no SCM_RIGHTS");
-        OwnedFd::from_raw_fd(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()))
-    }
-}
 
 /// A uffd made, handshaken and registered over `area` by a child that has
 /// exited since: its mm is gone (mmget_not_zero fails).

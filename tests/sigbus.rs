@@ -17,6 +17,7 @@ use serial_test::{parallel, serial};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
+use uffdtest::testing::fdpass;
 use uffdtest::testing::parked::{park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, in_child, read_byte, wait_child, write_byte};
 
@@ -454,4 +455,71 @@ fn sigbus_mode_still_delivers_non_cooperative_events(#[case] mem: MemType) {
         other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
     }
     assert_eq!(p.join(), Ok(()));
+}
+
+#[apply(all_mem)]
+#[serial(fork)]
+fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] mem: MemType) {
+    // The selftest's second half: in a child forked under EVENT_FORK every
+    // access raises SIGBUS. The FORK descriptor, handed to the child over
+    // a socket, lets the child's handler resolve each one, once per page.
+    let f = Features::SIGBUS | Features::EVENT_FORK;
+    require_features!(f);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 4));
+    let ps = area.page_size();
+    let n = TOUCH.min(area.npages());
+    let src = Buf::filled(n * ps, 0);
+    for i in 0..n {
+        // SAFETY: page i of our own buffer.
+        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
+    }
+    let uffd = try_skip!(testing::open_uffd(f));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (ours, theirs) = fdpass::socketpair();
+    let (sock, base, s) = (theirs.as_raw_fd(), area.addr(), src.addr());
+    let forker = park(move || {
+        wait_child(spawn_child_raw(move || {
+            let fd = fdpass::recv_fd(sock);
+            H_UFFD.store(fd.as_raw_fd(), Ordering::Relaxed);
+            H_BASE.store(base, Ordering::Relaxed);
+            H_PS.store(ps, Ordering::Relaxed);
+            H_SRC.store(s, Ordering::Relaxed);
+            H_WP.store(false, Ordering::Relaxed);
+            // SAFETY: installing a handler in this single-purpose child.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_sigbus as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
+                    return code::SETUP;
+                }
+            }
+            for i in 0..n {
+                let at = base + i * ps;
+                if read_byte(at + 9) != seed(i) || read_byte(at + ps - 1) != seed(i) {
+                    return code::DATA;
+                }
+            }
+            if H_MISSING.load(Ordering::Relaxed) != n {
+                return code::COUNT;
+            }
+            0
+        }))
+    });
+    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    assert!(fdpass::send_fd(ours.as_raw_fd(), child.as_raw_fd()));
+    assert_eq!(
+        forker.join(),
+        ChildExit::Exited(0),
+        "child's exit code names the failed step"
+    );
+    assert!(
+        child.read_event(Some(Duration::ZERO)).unwrap().is_none(),
+        "no PAGEFAULT queued"
+    );
+    assert!(uffd.read_event(Some(Duration::ZERO)).unwrap().is_none());
 }
