@@ -1076,3 +1076,88 @@ fn fixed_move_onto_a_registered_range_reports_unmap_remap_unmap_in_order() {
     a.moved_to(to);
     drop(uffd);
 }
+
+#[apply(all_mem)]
+fn remove_reports_only_the_registered_part_of_a_range(#[case] mem: MemType) {
+    require_features!(Features::EVENT_REMOVE);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 4));
+    let uffd = try_skip!(open(Features::EVENT_REMOVE));
+    let (ps, half) = (area.page_size(), area.page(2));
+    uffd.register(half, 2 * ps, RegisterMode::MISSING).unwrap();
+    let (start, len) = (area.addr(), area.len());
+    // userfaultfd_remove() runs per VMA with the VMA's part of the range.
+    let p = park(move || madvise(start, len, libc::MADV_DONTNEED));
+    assert_parked_in_event(&p, &uffd, "madvise");
+    assert_eq!(expect_remove(next_event(&uffd)), (half as u64, (half + 2 * ps) as u64));
+    assert_eq!(p.join(), Ok(()));
+    assert_no_event(&uffd, "the unregistered part");
+}
+
+#[apply(all_mem)]
+fn unmap_reports_the_whole_munmap_range_even_partly_unregistered(#[case] mem: MemType) {
+    require_features!(Features::EVENT_UNMAP);
+    require_mode!(mem, RegisterMode::MISSING);
+    let mut area = try_area!(Area::new(mem, 4));
+    let uffd = try_skip!(open(Features::EVENT_UNMAP));
+    let (ps, half) = (area.page_size(), area.page(2));
+    uffd.register(half, 2 * ps, RegisterMode::MISSING).unwrap();
+    let (start, len) = (area.page(1), area.len() - ps);
+    // Unlike REMOVE, UNMAP carries the munmap() range itself
+    // (userfaultfd_unmap_prep gets the whole range for each VMA).
+    let p = park(move || munmap(start, len));
+    assert_parked_in_event(&p, &uffd, "munmap");
+    assert_eq!(expect_unmap(next_event(&uffd)), (start as u64, (start + len) as u64));
+    assert_eq!(p.join(), Ok(()));
+    area.truncated_to(ps);
+    assert_no_event(&uffd, "one munmap");
+}
+
+#[test]
+#[serial(fork)]
+fn a_forked_childs_own_fork_reports_on_the_childs_descriptor() {
+    // The child context inherits EVENT_FORK: when the child forks, the
+    // FORK event goes to the child's descriptor, and the grandchild's
+    // faults to the descriptor that event hands out.
+    require_features!(Features::EVENT_FORK);
+    let area = try_area!(Area::new(MemType::Anon, 1));
+    let uffd = try_skip!(open(Features::EVENT_FORK));
+    register(&uffd, &area, RegisterMode::MISSING);
+    let at = area.addr();
+    let p = park(move || {
+        wait_child(spawn_child_raw(move || {
+            // In the child: fork the grandchild, which reads the page.
+            let g = spawn_child_raw(move || read_byte(at) as i32);
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(g.as_raw(), &mut st, 0) } != g.as_raw() {
+                return 100;
+            }
+            if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                101
+            }
+        }))
+    });
+    let Event::Fork { uffd: child } = next_event(&uffd) else {
+        panic!("expected the child's FORK");
+    };
+    // The child now waits in its own fork() on the child descriptor.
+    assert!(
+        wait_readable(&child, LIMIT),
+        "the child's fork queued nothing on the child's uffd"
+    );
+    assert_no_event(&uffd, "the grandchild's fork, on the parent's uffd");
+    let Event::Fork { uffd: grandchild } = next_event(&child) else {
+        panic!("expected the grandchild's FORK");
+    };
+    assert_eq!(expect_fault(next_event(&grandchild)).1, at as u64);
+    assert_no_event(&child, "the grandchild's fault, on the child's uffd");
+    let ps = area.page_size();
+    assert_eq!(
+        grandchild.copy(at, Buf::filled(ps, 0x47).addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(p.join(), ChildExit::Exited(0x47));
+}

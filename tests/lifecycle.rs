@@ -446,3 +446,33 @@ fn release_during_a_pending_fork_leaves_the_child_unregistered(#[case] mem: MemT
     assert_eq!(wait_child(holder), ChildExit::Exited(0));
     assert_eq!(p.join(), ChildExit::Exited(1));
 }
+
+#[test]
+fn a_blocking_read_sleeps_until_a_fault_arrives() {
+    require_mode!(MemType::Anon, RegisterMode::MISSING);
+    let area = try_area!(Area::new(MemType::Anon, 1));
+    let flags = OpenFlags::O_CLOEXEC | OpenFlags::UFFD_USER_MODE_ONLY;
+    let uffd = std::sync::Arc::new(try_skip!(testing::open_uffd_flags(flags, Features::empty())));
+    register(&uffd, &area);
+    let u = uffd.clone();
+    let reader = park(move || {
+        let mut msgs = [sys::uffd_msg::default(); 4];
+        u.read_raw(&mut msgs)
+            .map(|n| (n, msgs[0].event, unsafe { msgs[0].arg.pagefault.address }))
+    });
+    // Interruptible sleep in the uffd's read: no message yet.
+    let end = Instant::now() + LIMIT;
+    while !reader.wchan().is_some_and(|w| w.contains("userfaultfd")) {
+        assert!(!reader.is_done(), "read(2) on an empty blocking uffd returned");
+        assert!(Instant::now() < end, "read(2) never slept in the uffd: {:?}", reader.wchan());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(reader.state(), Some('S'));
+    assert!(!reader.is_done(), "read(2) on an empty blocking uffd returned");
+    let at = area.addr();
+    let f = park(move || read_byte(at));
+    // One message, returned without waiting to fill the buffer.
+    assert_eq!(reader.join(), Ok((1, sys::UFFD_EVENT_PAGEFAULT, at as u64)));
+    drop(uffd);
+    assert_eq!(f.join(), 0);
+}
