@@ -319,14 +319,9 @@ fn events_wp_fork_remap_remove_follow_a_child(#[case] mem: MemType) {
 // ---------------------------------------------------------------------------
 // PAGEFAULT payloads.
 
-/// Faults page 1 at byte `off` with `access`, resolves it with a copy, and
-/// returns the message's (flags, address, ptid) and the faulter's tid.
-fn one_fault(
-    mem: MemType,
-    features: Features,
-    off: usize,
-    write: bool,
-) -> Option<(PagefaultFlags, u64, u32, u32, usize)> {
+/// Faults page 1 at byte `off` (a write if `write`), resolves it with a copy, and
+/// returns the message's (flags, address, ptid) and page 1's address.
+fn one_fault(mem: MemType, features: Features, off: usize, write: bool) -> Option<(PagefaultFlags, u64, u32, usize)> {
     let area = Area::new(mem, 2).ok()?;
     let uffd = open(features).ok()?;
     register(&uffd, &area, RegisterMode::MISSING);
@@ -349,7 +344,7 @@ fn one_fault(
     assert_eq!(got, if write { 0xa5 } else { 0x3c }, "value seen after the copy");
     let want = |i: usize| if i == off && write { 0xa5 } else { 0x3c };
     assert_bytes(&area.read_page(1), want, "page 1 after the copy and the access");
-    Some((flags, address, ptid, 0, area.page(1)))
+    Some((flags, address, ptid, area.page(1)))
 }
 
 /// Skips before `one_fault` for everything it cannot run.
@@ -364,7 +359,7 @@ macro_rules! fault_case {
 #[apply(all_mem)]
 fn read_fault_reports_no_flags_and_the_page_address(#[case] mem: MemType) {
     fault_case!(mem, Features::empty());
-    let (flags, address, ptid, _, page) = one_fault(mem, Features::empty(), 77, false).unwrap();
+    let (flags, address, ptid, page) = one_fault(mem, Features::empty(), 77, false).unwrap();
     assert_eq!(flags, PagefaultFlags::empty());
     assert_eq!(address, page as u64, "address masked to the {mem} page");
     assert_eq!(ptid, 0, "ptid without UFFD_FEATURE_THREAD_ID");
@@ -373,7 +368,7 @@ fn read_fault_reports_no_flags_and_the_page_address(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn write_fault_reports_write_flag(#[case] mem: MemType) {
     fault_case!(mem, Features::empty());
-    let (flags, address, _, _, page) = one_fault(mem, Features::empty(), 77, true).unwrap();
+    let (flags, address, _, page) = one_fault(mem, Features::empty(), 77, true).unwrap();
     assert_eq!(flags, PagefaultFlags::WRITE);
     assert_eq!(address, page as u64);
 }
@@ -406,7 +401,7 @@ fn thread_id_reports_the_faulting_thread(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn exact_address_reports_the_unmasked_address(#[case] mem: MemType) {
     fault_case!(mem, Features::EXACT_ADDRESS);
-    let (flags, address, _, _, page) = one_fault(mem, Features::EXACT_ADDRESS, 123, false).unwrap();
+    let (flags, address, _, page) = one_fault(mem, Features::EXACT_ADDRESS, 123, false).unwrap();
     assert_eq!(flags, PagefaultFlags::empty());
     assert_eq!(address, (page + 123) as u64, "EXACT_ADDRESS keeps the byte offset");
 }
@@ -415,7 +410,7 @@ fn exact_address_reports_the_unmasked_address(#[case] mem: MemType) {
 fn exact_address_with_thread_id_reports_both(#[case] mem: MemType) {
     let f = Features::EXACT_ADDRESS | Features::THREAD_ID;
     fault_case!(mem, f);
-    let (flags, address, ptid, _, page) = one_fault(mem, f, 4095, true).unwrap();
+    let (flags, address, ptid, page) = one_fault(mem, f, 4095, true).unwrap();
     assert_eq!(flags, PagefaultFlags::WRITE);
     assert_eq!(address, (page + 4095) as u64);
     assert_ne!(ptid, 0);
