@@ -1,0 +1,429 @@
+//! mremap() of write-protected memory: without UFFD_FEATURE_EVENT_REMAP the
+//! moved VMA leaves the uffd behind, so no PTE may keep the WP bit (a stale
+//! bit would make a later registration see bogus protection); with
+//! EVENT_REMAP the registration and the bits move, and a REMAP message tells
+//! the monitor where. Run on base pages, every THP/mTHP size the kernel
+//! offers (anon private and anon shared), and every hugetlb size.
+//!
+//! Cases change THP sysfs knobs and the hugetlb pools: all take
+//! `#[serial(thp)]` and put the knobs back on drop.
+
+mod common;
+use common::*;
+use nix::errno::Errno;
+use serial_test::serial;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    Private,
+    Shared,
+}
+
+fn map_flags(share: Share) -> i32 {
+    match share {
+        Share::Private => libc::MAP_PRIVATE,
+        Share::Shared => libc::MAP_SHARED,
+    }
+}
+
+/// A sysfs knob set for the length of a case.
+struct Knob {
+    path: String,
+    old: String,
+}
+
+impl Knob {
+    /// Writes `value`; Err is a SKIP reason.
+    fn set(path: String, value: &str) -> Result<Knob, String> {
+        let old = caps::sysfs_choice(&path)
+            .or_else(|| std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()))
+            .ok_or_else(|| format!("{path} is missing"))?;
+        std::fs::write(&path, value).map_err(|e| format!("cannot write {value} to {path}: {e}"))?;
+        Ok(Knob { path, old })
+    }
+}
+
+impl Drop for Knob {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.old);
+    }
+}
+
+/// Pins THP to exactly `kb` for anon `share` memory: the size's own knob
+/// to `always` (shared anon memory is shmem: `shmem_enabled`).
+fn thp_only(kb: usize, share: Share) -> Result<Knob, String> {
+    let dir = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kb}kB");
+    require_dir(&dir, kb)?;
+    let (file, value) = match share {
+        Share::Private => ("enabled", "always"),
+        Share::Shared => ("shmem_enabled", "always"),
+    };
+    let path = format!("{dir}/{file}");
+    if !std::path::Path::new(&path).exists() {
+        return Err(format!(
+            "kernel offers {kb}kB folios only for shmem files, not {share:?} anon memory (no {path})"
+        ));
+    }
+    Knob::set(path, value)
+}
+
+fn require_dir(dir: &str, kb: usize) -> Result<(), String> {
+    if std::path::Path::new(dir).is_dir() {
+        Ok(())
+    } else {
+        Err(format!("kernel offers no {kb}kB THP size"))
+    }
+}
+
+/// An address range we unmap on drop.
+struct Range {
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for Range {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping (or reservation), unused past drop.
+        unsafe { libc::munmap(self.addr as *mut _, self.len) };
+    }
+}
+
+/// A PROT_NONE reservation of `len` bytes aligned to `align`.
+fn reserve(len: usize, align: usize) -> Range {
+    // SAFETY: a fresh private reservation, trimmed to its aligned part.
+    unsafe {
+        let big = libc::mmap(
+            std::ptr::null_mut(),
+            len + align,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        assert_ne!(big, libc::MAP_FAILED, "reserve {len} bytes: {}", Errno::last());
+        let start = big as usize;
+        let aligned = start.next_multiple_of(align);
+        if aligned > start {
+            libc::munmap(big, aligned - start);
+        }
+        let tail = aligned + len;
+        if start + len + align > tail {
+            libc::munmap(tail as *mut _, start + len + align - tail);
+        }
+        Range { addr: aligned, len }
+    }
+}
+
+/// Maps one folio of `size` bytes at a `size`-aligned address and fills it;
+/// `hugetlb` adds MAP_HUGETLB with that page size.
+fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Range, String> {
+    let r = mapping(size, share, hugetlb)?;
+    // One write faults in the whole folio; every page must then be there.
+    testing::write_byte(r.addr, 0);
+    let e = entries(r.addr, size);
+    let missing = e.iter().filter(|&&e| e & pagemap::PM_PRESENT == 0).count();
+    assert_eq!(
+        missing,
+        0,
+        "a {}kB folio was not allocated by one fault ({share:?})",
+        size / 1024
+    );
+    // SAFETY: the folio is mapped writable.
+    unsafe { std::ptr::write_bytes(r.addr as *mut u8, 1, size) };
+    Ok(r)
+}
+
+/// `size` bytes at a `size`-aligned address, not populated.
+fn mapping(size: usize, share: Share, hugetlb: bool) -> Result<Range, String> {
+    let r = reserve(size, size);
+    let mut flags = map_flags(share) | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    if hugetlb {
+        flags |= libc::MAP_HUGETLB | ((size.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT);
+    }
+    // SAFETY: MAP_FIXED over our own reservation.
+    let p = unsafe { libc::mmap(r.addr as *mut _, size, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        let e = Errno::last();
+        return Err(format!(
+            "mmap of a {}kB folio ({share:?}, hugetlb {hugetlb}): {e}",
+            size / 1024
+        ));
+    }
+    Ok(r)
+}
+
+/// The pagemap entries of every base page of `[addr, addr+len)`, in one read.
+fn entries(addr: usize, len: usize) -> Vec<u64> {
+    let ps = mem::base_page_size();
+    let n = len / ps;
+    let f = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+    let mut b = vec![0u8; n * 8];
+    f.read_exact_at(&mut b, (addr / ps * 8) as u64).expect("read pagemap");
+    b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Base pages of the range whose WP bit differs from `want`.
+fn wp_mismatches(addr: usize, len: usize, want: bool) -> usize {
+    entries(addr, len)
+        .iter()
+        .filter(|&&e| (e & pagemap::PM_UFFD_WP != 0) != want)
+        .count()
+}
+
+fn mremap_to(from: usize, len: usize, to: usize) -> usize {
+    // SAFETY: moves our own mapping onto our own reservation.
+    let p = unsafe { libc::mremap(from as *mut _, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to) };
+    assert_ne!(p, libc::MAP_FAILED, "mremap: {}", Errno::last());
+    p as usize
+}
+
+fn swap_out(addr: usize, len: usize) -> Result<(), String> {
+    if !caps::caps().swap {
+        return Err("no active swap device: MADV_PAGEOUT cannot swap out".into());
+    }
+    // SAFETY: our own mapping.
+    let r = unsafe { libc::madvise(addr as *mut _, len, libc::MADV_PAGEOUT) };
+    Errno::result(r).map_err(|e| format!("MADV_PAGEOUT: {e}"))?;
+    let swapped = entries(addr, len)
+        .iter()
+        .filter(|&&e| e & pagemap::PM_SWAP != 0)
+        .count();
+    if swapped * mem::base_page_size() != len {
+        return Err("MADV_PAGEOUT did not swap every page out (swap full?)".into());
+    }
+    Ok(())
+}
+
+/// The flow every case shares: protect one folio, optionally swap it out,
+/// see the bit on every PTE, move it, and see the bit gone everywhere.
+fn protect_move_check(folio: Range, swapout: bool) {
+    let (a, len) = (folio.addr, folio.len);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(a, len, RegisterMode::WP).expect("UFFDIO_REGISTER(WP)");
+    uffd.writeprotect(a, len, WriteprotectMode::WP)
+        .expect("UFFDIO_WRITEPROTECT");
+    if swapout {
+        try_skip!(swap_out(a, len));
+    }
+    assert_eq!(wp_mismatches(a, len, true), 0, "pages without the WP bit before mremap");
+    let target = reserve(len, len);
+    let to = mremap_to(a, len, target.addr);
+    std::mem::forget(folio);
+    assert_eq!(to, target.addr);
+    assert_eq!(
+        wp_mismatches(to, len, false),
+        0,
+        "pages still WP after mremap without EVENT_REMAP"
+    );
+    assert_eq!(
+        testing::smaps::uffd_modes(to),
+        RegisterMode::empty(),
+        "the moved VMA left the uffd"
+    );
+    assert!(
+        (0..len)
+            .step_by(mem::base_page_size())
+            .all(|o| testing::read_byte(to + o) == 1),
+        "contents moved"
+    );
+    // Nothing protects it any more: a write goes through.
+    testing::write_byte(to, 2);
+    faulter::assert_no_event(&uffd);
+}
+
+#[rstest]
+#[case::private(Share::Private)]
+#[case::shared(Share::Shared)]
+#[serial(thp)]
+fn mremap_clears_wp_on_base_pages(#[case] share: Share) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    if share == Share::Shared {
+        require_mode!(MemType::Shmem, RegisterMode::WP);
+    }
+    let ps = mem::base_page_size();
+    let folio = try_skip!(one_folio(ps, share, false));
+    protect_move_check(folio, false);
+}
+
+#[rstest]
+#[case::private(Share::Private)]
+#[case::shared(Share::Shared)]
+#[serial(thp)]
+fn mremap_clears_wp_on_swapped_out_base_pages(#[case] share: Share) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    if share == Share::Shared {
+        require_mode!(MemType::Shmem, RegisterMode::WP);
+    }
+    require!(caps::caps().swap, "no active swap device: the swap-out case needs one");
+    let folio = try_skip!(one_folio(mem::base_page_size(), share, false));
+    protect_move_check(folio, true);
+}
+
+/// THP and mTHP sizes in kB, x86_64 with 4K pages: orders 1 to 9.
+#[template]
+#[rstest]
+#[case::k8(8)]
+#[case::k16(16)]
+#[case::k32(32)]
+#[case::k64(64)]
+#[case::k128(128)]
+#[case::k256(256)]
+#[case::k512(512)]
+#[case::k1024(1024)]
+#[case::k2048(2048)]
+fn thp_sizes(#[case] kb: usize) {}
+
+fn thp_case(kb: usize, share: Share, swapout: bool) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    require_mode!(MemType::Shmem, RegisterMode::WP);
+    require!(caps::caps().thp.is_some(), "kernel has no THP");
+    if swapout {
+        require!(caps::caps().swap, "no active swap device: the swap-out case needs one");
+    }
+    let _knob = try_skip!(thp_only(kb, share));
+    let folio = try_skip!(one_folio(kb * 1024, share, false));
+    protect_move_check(folio, swapout);
+}
+
+#[apply(thp_sizes)]
+#[serial(thp)]
+fn mremap_clears_wp_on_private_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Private, false);
+}
+
+#[apply(thp_sizes)]
+#[serial(thp)]
+fn mremap_clears_wp_on_shared_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Shared, false);
+}
+
+#[apply(thp_sizes)]
+#[serial(thp)]
+fn mremap_clears_wp_on_swapped_out_private_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Private, true);
+}
+
+#[apply(thp_sizes)]
+#[serial(thp)]
+fn mremap_clears_wp_on_swapped_out_shared_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Shared, true);
+}
+
+/// Makes one huge page of `kb` free for the case, raising that size's pool
+/// by one if needed (restored on drop).
+fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
+    let dir = format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB");
+    if !std::path::Path::new(&dir).is_dir() {
+        return Err(format!("kernel has no {kb}kB hugetlb size"));
+    }
+    let read = |f: &str| -> usize {
+        std::fs::read_to_string(format!("{dir}/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if read("free_hugepages") > 0 {
+        return Ok(None);
+    }
+    if !caps::caps().root {
+        return Err(format!("no free {kb}kB huge page and not root to make one"));
+    }
+    let nr = read("nr_hugepages");
+    let knob = Knob::set(format!("{dir}/nr_hugepages"), &(nr + 1).to_string())?;
+    if read("free_hugepages") == 0 {
+        return Err(format!("could not allocate a {kb}kB huge page (memory fragmented?)"));
+    }
+    Ok(Some(knob))
+}
+
+#[rstest]
+#[case::k2048_private(2048, Share::Private)]
+#[case::k2048_shared(2048, Share::Shared)]
+#[case::k1048576_private(1048576, Share::Private)]
+#[case::k1048576_shared(1048576, Share::Shared)]
+#[serial(thp)]
+fn mremap_clears_wp_on_hugetlb(#[case] kb: usize, #[case] share: Share) {
+    require_mode!(MemType::Hugetlb, RegisterMode::WP);
+    let _pool = try_skip!(one_free_hugepage(kb));
+    let folio = try_skip!(one_folio(kb * 1024, share, true));
+    protect_move_check(folio, false);
+}
+
+/// With EVENT_REMAP the registration follows the VMA: the bits stay, and
+/// mremap waits until the monitor has read the REMAP message.
+fn remap_event_case(folio: Range) {
+    let (a, len) = (folio.addr, folio.len);
+    let uffd = std::sync::Arc::new(try_skip!(testing::open_uffd(Features::EVENT_REMAP)));
+    uffd.register(a, len, RegisterMode::WP).expect("UFFDIO_REGISTER(WP)");
+    uffd.writeprotect(a, len, WriteprotectMode::WP).unwrap();
+    let u = uffd.clone();
+    let reader = std::thread::spawn(move || u.read_event(Some(Duration::from_secs(20))));
+    let target = reserve(len, len);
+    let to = mremap_to(a, len, target.addr);
+    std::mem::forget(folio);
+    match reader.join().expect("reader thread").expect("read(uffd)") {
+        Some(Event::Remap { from, to: t, len: l }) => {
+            assert_eq!((from as usize, t as usize, l as usize), (a, to, len));
+        }
+        other => panic!("expected UFFD_EVENT_REMAP, got {other:?}"),
+    }
+    assert_eq!(
+        wp_mismatches(to, len, true),
+        0,
+        "pages lost the WP bit despite EVENT_REMAP"
+    );
+    assert_eq!(
+        testing::smaps::uffd_modes(to),
+        RegisterMode::WP,
+        "the registration moved along"
+    );
+    // Still protected: a write faults at the new address.
+    let w = faulter::Faulter::write(to, 9);
+    let (flags, addr) = faulter::next_pagefault(&uffd);
+    assert_eq!((flags, addr), (PagefaultFlags::WP | PagefaultFlags::WRITE, to));
+    uffd.writeprotect(to, len, WriteprotectMode::empty()).unwrap();
+    assert_eq!(w.join(), 9);
+    assert_eq!(wp_mismatches(to, len, false), 0);
+}
+
+#[rstest]
+#[case::private(Share::Private)]
+#[case::shared(Share::Shared)]
+#[serial(thp)]
+fn mremap_with_event_remap_keeps_wp_on_base_pages(#[case] share: Share) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    require_mode!(MemType::Shmem, RegisterMode::WP);
+    require_features!(Features::EVENT_REMAP);
+    let len = 4 * mem::base_page_size();
+    let pages = try_skip!(mapping(len, share, false));
+    // SAFETY: our fresh writable mapping.
+    unsafe { std::ptr::write_bytes(pages.addr as *mut u8, 1, len) };
+    remap_event_case(pages);
+}
+
+#[rstest]
+#[case::private(Share::Private)]
+#[case::shared(Share::Shared)]
+#[serial(thp)]
+fn mremap_with_event_remap_keeps_wp_on_hugetlb(#[case] share: Share) {
+    require_mode!(MemType::Hugetlb, RegisterMode::WP);
+    require_features!(Features::EVENT_REMAP);
+    let Some(hs) = mem::hugetlb::default_size() else {
+        skip!("kernel has no hugetlb")
+    };
+    let _pool = try_skip!(one_free_hugepage(hs / 1024));
+    remap_event_case(try_skip!(one_folio(hs, share, true)));
+}
+
+#[apply(thp_sizes)]
+#[serial(thp)]
+fn mremap_with_event_remap_keeps_wp_on_private_thp(#[case] kb: usize) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    require_features!(Features::EVENT_REMAP);
+    let _knob = try_skip!(thp_only(kb, Share::Private));
+    remap_event_case(try_skip!(one_folio(kb * 1024, Share::Private, false)));
+}
