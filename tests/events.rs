@@ -1156,3 +1156,36 @@ fn a_forked_childs_own_fork_reports_on_the_childs_descriptor() {
     );
     assert_eq!(p.join(), ChildExit::Exited(0x47));
 }
+
+#[apply(hugetlb_mem)]
+fn hugetlb_mremap_to_an_unaligned_address_fails_einval_without_event(#[case] mem: MemType) {
+    let f = Features::EVENT_REMAP | Features::EVENT_UNMAP;
+    require_features!(f);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let (len, ps) = (area.len(), area.page_size());
+    let dest = Reservation::new(2 * len, ps);
+    let uffd = try_skip!(open(f));
+    register(&uffd, &area, RegisterMode::MISSING);
+    let to = dest.addr + mem::base_page_size();
+    let r = mremap(area.addr(), len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to);
+    assert_eq!(r, Err(Errno::EINVAL), "hugetlb needs a huge-page-aligned destination");
+    assert_no_event(&uffd, "a refused mremap");
+    drop(uffd);
+}
+
+#[apply(hugetlb_mem)]
+fn hugetlb_munmap_inside_a_huge_page_fails_einval_without_event(#[case] mem: MemType) {
+    require_features!(Features::EVENT_UNMAP);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 2));
+    let uffd = try_skip!(open(Features::EVENT_UNMAP));
+    register(&uffd, &area, RegisterMode::MISSING);
+    // The VMA cannot be split inside a huge page: refused before any
+    // userfaultfd_unmap_prep().
+    let base = mem::base_page_size();
+    assert_eq!(munmap(area.page(1), base), Err(Errno::EINVAL));
+    assert_eq!(munmap(area.page(0) + base, base), Err(Errno::EINVAL));
+    assert_no_event(&uffd, "refused munmap");
+    drop(uffd);
+}
