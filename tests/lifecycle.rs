@@ -464,7 +464,11 @@ fn a_blocking_read_sleeps_until_a_fault_arrives() {
     let end = Instant::now() + LIMIT;
     while !reader.wchan().is_some_and(|w| w.contains("userfaultfd")) {
         assert!(!reader.is_done(), "read(2) on an empty blocking uffd returned");
-        assert!(Instant::now() < end, "read(2) never slept in the uffd: {:?}", reader.wchan());
+        assert!(
+            Instant::now() < end,
+            "read(2) never slept in the uffd: {:?}",
+            reader.wchan()
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(reader.state(), Some('S'));
@@ -475,4 +479,18 @@ fn a_blocking_read_sleeps_until_a_fault_arrives() {
     assert_eq!(reader.join(), Ok((1, sys::UFFD_EVENT_PAGEFAULT, at as u64)));
     drop(uffd);
     assert_eq!(f.join(), 0);
+}
+
+#[test]
+fn fdinfo_shows_the_features_the_context_enabled() {
+    // UFFDIO_API reports every feature the kernel has, but the context
+    // enables only those asked for, plus WP_UNPOPULATED when WP_ASYNC is
+    // asked (userfaultfd_api); fdinfo is where that shows.
+    require_features!(Features::WP_ASYNC | Features::WP_UNPOPULATED | Features::PAGEFAULT_FLAG_WP);
+    let want = Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP;
+    let uffd = try_skip!(open(want));
+    let (_, _, api) = fdinfo(&uffd);
+    let features = u64::from_str_radix(api.split(':').nth(1).expect("API line"), 16).unwrap();
+    let enabled = (want | Features::WP_UNPOPULATED).bits() | 1 << 31;
+    assert_eq!(features, enabled, "API line {api}");
 }
