@@ -374,3 +374,37 @@ fn dev_userfaultfd_ignores_the_sysctl() {
     });
     assert_eq!(st, ChildExit::Exited(0));
 }
+
+#[apply(selftest_mem)]
+#[serial(fork)]
+fn user_mode_only_is_inherited_by_the_fork_context(#[case] mem: MemType) {
+    // dup_userfaultfd() copies ctx->flags: the child's context is
+    // user-mode-only too, so the child's read(2) into the range fails EFAULT.
+    require_features!(Features::EVENT_FORK);
+    require_mode!(mem, RegisterMode::MISSING);
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(Features::EVENT_FORK));
+    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (r, _w) = pipe_with(&pattern());
+    let (fd, at) = (r.as_raw_fd(), area.addr());
+    let p = park(move || {
+        wait_child(spawn_child_raw(move || match read_into(fd, at, 100) {
+            Err(Errno::EFAULT) => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        }))
+    });
+    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(Duration::ZERO)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    assert_eq!(
+        p.join(),
+        ChildExit::Exited(0),
+        "the child's kernel-mode access must fail EFAULT"
+    );
+    assert!(
+        child.read_event(Some(Duration::ZERO)).unwrap().is_none(),
+        "no PAGEFAULT for it"
+    );
+}
