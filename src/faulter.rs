@@ -60,6 +60,12 @@ impl Faulter {
         })
     }
 
+    /// Runs `f`, an access of the caller's choosing (a syscall writing
+    /// into the page, say); [`Faulter::join`] returns what `f` returns.
+    pub fn call(f: impl FnOnce() -> u8 + Send + 'static) -> Faulter {
+        Faulter::spawn(f)
+    }
+
     /// Reads the byte at `addr`; [`Faulter::join`] returns it.
     pub fn read(addr: usize) -> Faulter {
         Faulter::spawn(move || crate::testing::read_byte(addr))

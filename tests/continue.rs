@@ -136,6 +136,49 @@ fn write_faults_minor_write_and_lands_after_continue(#[case] mem: MemType) {
 }
 
 #[apply(file_mem)]
+fn minor_only_registration_lets_uncached_pages_fill_silently(#[case] mem: MemType) {
+    // A page missing from the page cache is not a minor fault: without
+    // MISSING mode it is allocated and zero-filled as usual.
+    require_mode!(mem, RegisterMode::MINOR);
+    let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
+    let r = Faulter::read(area.page(0) + 3);
+    assert_eq!(r.settle(), State::Done);
+    assert_eq!(r.join(), 0);
+    let w = Faulter::write(area.page(0) + 4, 0x44);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x44);
+    assert_no_event(&uffd);
+    let want_alias = if mem.is_shared() { 0x44 } else { 0 };
+    assert_eq!(testing::read_byte(area.alias_page(0) + 4), want_alias);
+}
+
+#[apply(file_mem)]
+fn missing_and_minor_registration_reports_each_kind(#[case] mem: MemType) {
+    let mode = RegisterMode::MISSING | RegisterMode::MINOR;
+    require_mode!(mem, mode);
+    let (area, uffd) = try_skip!(minor_area(mem, 2, mode));
+    let ps = area.page_size();
+    fill_alias(&area, 0, pattern(0));
+    // Page 0 is cached: a minor fault, mapped with CONTINUE.
+    let r0 = Faulter::read(area.page(0) + 1);
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(0)));
+    assert_eq!(uffd.r#continue(area.page(0), ps, ContinueMode::empty()), Ok(ps as i64));
+    assert_eq!(r0.join(), pattern(0)(1));
+    // Page 1 is not: a missing fault (no flag), filled with COPY.
+    let r1 = Faulter::read(area.page(1) + 2);
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::empty(), area.page(1)));
+    assert_eq!(r1.settle(), State::Blocked);
+    let src = testing::Buf::filled(ps, 0x6d);
+    assert_eq!(
+        uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(r1.join(), 0x6d);
+    assert_eq!(area.read_page(1), vec![0x6d; ps]);
+    assert_no_event(&uffd);
+}
+
+#[apply(file_mem)]
 fn continue_dontwake_leaves_reader_blocked_until_wake(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));

@@ -605,3 +605,65 @@ fn protect_unpopulated_anon_page_is_noop_without_wp_unpopulated(#[case] mem: Mem
     assert_no_event(&uffd);
     assert!(!wp_bit(area.page(0)));
 }
+
+/// read(2) of 16 bytes of /dev/zero into `addr`: the kernel writes the
+/// page with copy_to_user, a fault without FAULT_FLAG_USER. Returns the
+/// byte count, or 255 - errno.
+fn kernel_zero_fill(addr: usize) -> u8 {
+    let Ok(f) = std::fs::File::open("/dev/zero") else {
+        return 255;
+    };
+    // SAFETY: addr..addr+16 lies in a mapping of the caller's area.
+    let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(&f), addr as *mut libc::c_void, 16) };
+    if n < 0 { 255 - Errno::last() as u8 } else { n as u8 }
+}
+
+#[apply(all_mem)]
+fn kernel_write_to_protected_page_fails_efault_on_user_mode_only_uffd(#[case] mem: MemType) {
+    // handle_userfault refuses kernel-mode faults on a UFFD_USER_MODE_ONLY
+    // fd with VM_FAULT_SIGBUS: copy_to_user fails and read(2) says EFAULT.
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let r = Faulter::call({
+        let a = area.page(0) + 8;
+        move || kernel_zero_fill(a)
+    });
+    assert_eq!(r.settle(), State::Done);
+    assert_eq!(r.join(), 255 - Errno::EFAULT as u8);
+    assert_no_event(&uffd);
+    assert_eq!(area.read_page(0), vec![0x11; area.page_size()], "nothing was written");
+    assert!(wp_bit(area.page(0)));
+}
+
+#[apply(all_mem)]
+fn kernel_write_to_protected_page_waits_on_full_uffd(#[case] mem: MemType) {
+    // Without UFFD_USER_MODE_ONLY (needs privilege) the kernel's own write
+    // is a WP fault like any other, and waits for the monitor.
+    require_mode!(mem, RegisterMode::WP);
+    require!(
+        caps::caps().features_full.is_some(),
+        "cannot open a uffd without UFFD_USER_MODE_ONLY here"
+    );
+    let area = try_area!(Area::new(mem, 1));
+    area.populate(0x11);
+    let flags = OpenFlags::O_CLOEXEC | OpenFlags::O_NONBLOCK;
+    let uffd = try_skip!(testing::open_uffd_flags(flags, wp_features(mem)));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let r = Faulter::call({
+        let a = area.page(0) + 8;
+        move || kernel_zero_fill(a)
+    });
+    // A kernel fault carries no FAULT_FLAG_USER, but the message is the same.
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    assert_eq!(r.settle(), State::Blocked);
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(r.join(), 16);
+    let mut want = vec![0x11; area.page_size()];
+    want[8..24].fill(0);
+    assert_eq!(area.read_page(0), want);
+}
