@@ -89,3 +89,28 @@ fn audit_names_the_corrupted_page(#[case] mem: MemType) {
         );
     }
 }
+
+/// The soak's disruptions, counted: 16 bounces have 8 poll-mode bounces,
+/// which take turns at fork, mremap and MADV_DONTNEED while faults are in
+/// flight. Each event must come exactly as often as its cause.
+/// Serial: a fork raises UFFD_EVENT_FORK on every EVENT_FORK uffd of the
+/// process, so two soaks at once would see (and wait on) each other's.
+#[apply(all_mem)]
+#[serial_test::serial(uffd_event_fork)]
+fn soak_events_arrive_once_per_cause(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MISSING);
+    require_features!(Features::EVENT_FORK | Features::EVENT_REMAP | Features::EVENT_REMOVE);
+    require_root!("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE");
+    let mut cfg = short(mem);
+    cfg.soak = true;
+    cfg.size = 4 << 20;
+    let Some(t) = run(&cfg, true) else { return };
+    assert_audited(&t, BOUNCES);
+    // Turns 0..8: fork at 0, 3, 6; mremap at 1, 4, 7; DONTNEED at 2, 5.
+    assert_eq!((t.forks, t.fork_events), (3, 3), "{t:?}");
+    assert_eq!(t.remap_events, 3, "{t:?}");
+    // Each scratch scenario first empties the scratch (one REMOVE); the
+    // DONTNEED scenario then drops its filled half (a second).
+    assert_eq!(t.remove_events, 3 + 2 * 2, "{t:?}");
+    assert_eq!(t.child_pages_verified, 3 * 64, "{t:?}");
+}

@@ -593,7 +593,13 @@ impl Bounce {
                     });
                     if std::mem::take(check_eexist) {
                         // A second COPY over a page just filled must be refused.
-                        match self.uffd.copy(dst, src, self.ps, self.copy_mode()) {
+                        let r = loop {
+                            match self.uffd.copy(dst, src, self.ps, self.copy_mode()) {
+                                Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => std::thread::yield_now(),
+                                r => break r,
+                            }
+                        };
+                        match r {
                             Err(e) if e.errno == Errno::EEXIST && e.progress == -(libc::EEXIST as i64) => {}
                             Ok(_) => {
                                 self.ledger.resolved[p].fetch_add(1, Relaxed);
@@ -1101,7 +1107,7 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
             let minor = b.minor_ok && Mode(n).minor();
             match b.bounce(n, disrupt.as_ref().map(|d| d as &(dyn Fn(u64) + Sync))) {
                 Ok(line) => {
-                    if !cfg.quiet && cfg.progress.is_none() {
+                    if !cfg.quiet && !cfg.soak {
                         let _ = writeln!(out, "{line}");
                     }
                 }

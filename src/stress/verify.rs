@@ -108,6 +108,22 @@ pub unsafe fn check_page(addr: usize, ps: usize, p: usize, count: u64) -> Result
     Ok(())
 }
 
+/// Whether page `p`'s body (everything after the header) holds its
+/// pattern. Allocates nothing, so a raw-forked child may call it.
+///
+/// # Safety
+/// As for [`check_page`].
+pub unsafe fn body_ok(addr: usize, ps: usize, p: usize) -> bool {
+    let w = addr as *const u64;
+    // SAFETY: forwarded from the caller.
+    let body = unsafe { std::slice::from_raw_parts(w.add(BODY / 8), (ps - BODY) / 8) };
+    let base = SEED ^ ((p as u64) << 32);
+    body.iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, &v)| acc | (v ^ base ^ (i + BODY / 8) as u64))
+        == 0
+}
+
 /// Minor-bounce page states: who fills a page from the alias.
 pub const EMPTY: u8 = 0;
 pub const CLAIMED: u8 = 1;
