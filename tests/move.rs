@@ -71,10 +71,20 @@ struct Pair {
     uffd: Arc<Uffd>,
 }
 
+/// MADV_DONTFORK, as UFFDIO_MOVE users are told to do: a fork by any other
+/// test in this process would otherwise share the pages and make them
+/// non-exclusive (EBUSY) until written again.
+fn dontfork(area: &Area) {
+    // SAFETY: our own area.
+    unsafe { madvise(ptr(area.addr()), area.len(), MmapAdvise::MADV_DONTFORK) }.expect("MADV_DONTFORK");
+}
+
 fn pair(mem: MemType, npages: usize) -> Result<Pair, String> {
     testing::register_support(mem, MISSING)?;
     let dst = testing::area(mem, npages)?;
     let src = testing::area(mem, npages)?;
+    dontfork(&dst);
+    dontfork(&src);
     let uffd = testing::open_uffd(Features::MOVE)?;
     uffd.register(dst.addr(), dst.len(), MISSING)
         .expect("UFFDIO_REGISTER(MISSING)");
@@ -241,6 +251,8 @@ fn move_of_page_shared_with_child_fails_ebusy(#[case] mem: MemType) {
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
+    // SAFETY: our own area; this test wants the child to share it.
+    unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_DOFORK) }.unwrap();
     let (rd, wr) = nix::unistd::pipe().unwrap();
     // The child shares the source page until it exits.
     let child = testing::spawn_child(move || {
@@ -295,6 +307,7 @@ fn move_within_the_registered_vma(#[case] mem: MemType) {
     require_features!(Features::MOVE);
     testing::register_support(mem, MISSING).unwrap();
     let a = try_area!(Area::new(mem, 4));
+    dontfork(&a);
     fill(&a, 0);
     let uffd = try_skip!(testing::open_uffd(Features::MOVE));
     uffd.register(a.addr(), a.len(), MISSING).unwrap();
@@ -311,6 +324,7 @@ fn move_overlapping_ranges(#[case] mem: MemType) {
     require_features!(Features::MOVE);
     testing::register_support(mem, MISSING).unwrap();
     let a = try_area!(Area::new(mem, 4));
+    dontfork(&a);
     fill(&a, 0);
     fill(&a, 1);
     let uffd = try_skip!(testing::open_uffd(Features::MOVE));
@@ -542,6 +556,8 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
     testing::register_support(MemType::AnonThp, MISSING).unwrap();
     let src = try_area!(Area::new(MemType::AnonThp, 1));
     let dst = try_area!(Area::new(MemType::AnonThp, 1));
+    dontfork(&src);
+    dontfork(&dst);
     let ps = dst.page_size();
     let pmd = dst.len();
     // A non-THP destination: a fault there allocates a PTE table before it
@@ -622,6 +638,7 @@ fn move_works_on_anon_dst_registered_wp_too() {
     require_mode!(MemType::Anon, MISSING | RegisterMode::WP);
     let dst = try_area!(Area::new(MemType::Anon, 1));
     let src = try_area!(Area::new(MemType::Anon, 1));
+    dontfork(&src);
     fill(&src, 0);
     let uffd = try_skip!(testing::open_uffd(Features::MOVE | Features::PAGEFAULT_FLAG_WP));
     uffd.register(dst.addr(), dst.len(), MISSING | RegisterMode::WP)
