@@ -20,7 +20,10 @@
 #
 # Environment: UFFDTEST (default: target/release/uffdtest, built if missing),
 # FILTERS (the cases run; default below), BISECT_FILTER (the case that
-# decides each bisect step), JOBS (make -j; default all cores).
+# decides each bisect step), JOBS (make -j; default all cores), VM_ARGS
+# (more `uffdtest vm` options; default `--timeout 30`: a tinyconfig kernel
+# without PCI cannot power off through ACPI, so the guest halts and the
+# harness ends it after that much silence).
 set -eu
 
 [ $# -ge 2 ] || { sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//; /^set -eu/d' >&2; exit 2; }
@@ -37,6 +40,7 @@ RES=$WORK/results
 mkdir -p "$RES"
 FILTERS=${FILTERS:--f unknown_mode -f misaligned -f zero_len}
 BISECT_FILTER=${BISECT_FILTER:-copy_unknown_mode_bits}
+VM_ARGS=${VM_ARGS:---timeout 30}
 UFFDTEST=${UFFDTEST:-${CARGO_TARGET_DIR:-$HERE/target}/release/uffdtest}
 [ -x "$UFFDTEST" ] || (cd "$HERE" && cargo build --release)
 BUILD="--tree $TREE --out $OUT --base tinyconfig --fragment $HERE/ci/tiny-qemu.config ${JOBS:+-j $JOBS}"
@@ -108,7 +112,7 @@ step_run() {
 	for k in base candidate; do
 		say "run: the selected cases on $k ($FILTERS)"
 		# shellcheck disable=SC2086
-		"$UFFDTEST" vm --kernel "$RES/bzImage.$k" $FILTERS -o "$RES/$k.ktap" --json "$RES/$k.json" \
+		"$UFFDTEST" vm --kernel "$RES/bzImage.$k" $FILTERS $VM_ARGS -o "$RES/$k.ktap" --json "$RES/$k.json" \
 			--junit "$RES/$k.junit.xml" --console-log "$RES/$k.console.log" >/dev/null || true
 		tail -n 2 "$RES/$k.ktap"
 	done
@@ -128,7 +132,7 @@ step_bisect() {
 	git_demo bisect start demo base
 	# shellcheck disable=SC2086
 	(cd "$TREE" && git bisect run "$UFFDTEST" bisect --tree . --out "$OUT" --base tinyconfig \
-		--fragment "$HERE/ci/tiny-qemu.config" ${JOBS:+-j $JOBS} --results "$RES/bisect" -f "$BISECT_FILTER")
+		--fragment "$HERE/ci/tiny-qemu.config" ${JOBS:+-j $JOBS} --results "$RES/bisect" -f "$BISECT_FILTER" -- $VM_ARGS)
 	git_demo bisect log | tee "$RES/bisect.log"
 	git_demo bisect reset -q
 }

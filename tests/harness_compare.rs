@@ -64,7 +64,11 @@ fn pass_to_fail_is_a_regression_on_exactly_the_failed_cases() {
             Change::Regression
         )
     );
-    assert_eq!(c.changes[0].reason.as_deref(), Some("exit=101"));
+    // The runner's reason, with the assertion that says what the kernel did.
+    assert_eq!(
+        c.changes[0].reason.as_deref(),
+        Some("exit=101: assertion `left == right` failed: mode 0x8; left: Ok(()); right: Err(EINVAL)")
+    );
     assert_eq!(c.exit_code(), 1);
     // The other way round the same cases are fixes, and a fix never fails the gate.
     let back = cmp("host-run1.edited-register-fails.ktap", "host-run1.ktap");

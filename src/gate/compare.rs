@@ -211,11 +211,27 @@ fn judge(base: &[Status], cand: &[Status]) -> Option<Change> {
 }
 
 fn reason(runs: &[&TestResult]) -> Option<String> {
-    runs.iter()
-        .rev()
-        .find(|t| t.status != Status::Pass)
-        .or(runs.last())
-        .and_then(|t| t.reason.clone())
+    let t = runs.iter().rev().find(|t| t.status != Status::Pass).or(runs.last())?;
+    // `exit=101` alone says nothing: add the assertion under the panic line, which says what the kernel did.
+    let panic = t
+        .diagnostics
+        .iter()
+        .position(|d| d.starts_with("thread '") && d.contains(" panicked at "));
+    let detail: Vec<&str> = panic
+        .map(|i| {
+            t.diagnostics[i + 1..]
+                .iter()
+                .map(|d| d.trim())
+                .take_while(|d| !d.is_empty())
+                .take(3)
+                .collect()
+        })
+        .unwrap_or_default();
+    match (&t.reason, detail.is_empty()) {
+        (Some(r), false) => Some(format!("{r}: {}", detail.join("; "))),
+        (None, false) => Some(detail.join("; ")),
+        (r, true) => r.clone(),
+    }
 }
 
 /// The variant the runner recorded (the memory type), for rename pairing.
@@ -484,9 +500,10 @@ pub fn render_text(c: &Comparison) -> String {
 }
 
 fn one_line(r: &str) -> String {
+    const MAX: usize = 160;
     let l = r.lines().next().unwrap_or("");
-    if l.chars().count() > 100 {
-        format!("{}…", l.chars().take(100).collect::<String>())
+    if l.chars().count() > MAX {
+        format!("{}…", l.chars().take(MAX).collect::<String>())
     } else {
         l.to_string()
     }
