@@ -528,9 +528,8 @@ fn copy_to_unregistered_dst_fails_enoent(#[case] mem: MemType) {
 fn copy_to_unmapped_dst_fails_enoent(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
-    let gone = try_area!(Area::new(mem, 1));
-    let (addr, ps) = (gone.addr(), gone.page_size());
-    drop(gone);
+    let ps = area.page_size();
+    let addr = testing::holes::far_range();
     let src = source(ps, 1);
     assert_eq!(uffd.copy(addr, src.addr(), ps, NONE), failed(Errno::ENOENT));
     drop(area);
@@ -564,7 +563,8 @@ fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(missing_area(mem, 4, Features::empty()));
     let ps = area.page_size();
     let bp = mem::base_page_size();
-    let src = try_area!(Area::new(MemType::Anon, 4 * ps / bp));
+    let mut src = try_area!(Area::new(MemType::Anon, 4 * ps / bp));
+    testing::holes::relocate(&mut src);
     for i in 0..src.npages() {
         src.fill_page(i, ((i * bp / ps) as u8).wrapping_add(0x10));
     }

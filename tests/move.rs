@@ -367,9 +367,7 @@ fn move_with_unmapped_dst_or_src_fails_enoent(#[case] mem: MemType) {
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
-    let gone = try_area!(Area::new(mem, 1));
-    let hole = gone.addr();
-    drop(gone);
+    let hole = testing::holes::far_range();
     assert_eq!(p.uffd.r#move(hole, p.src.page(0), ps, NONE), failed(Errno::ENOENT));
     assert_eq!(p.uffd.r#move(p.dst.page(0), hole, ps, NONE), failed(Errno::ENOENT));
     assert_eq!(p.uffd.r#move(p.dst.page(0), hole, ps, HOLES), failed(Errno::ENOENT));

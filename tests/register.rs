@@ -229,18 +229,18 @@ fn register_beyond_task_size_fails_einval() {
 #[apply(all_mem)]
 fn register_range_without_vma_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let (addr, len) = (area.addr(), area.len());
-    drop(area);
+    let ps = try_skip!(mem.page_size().ok_or("no huge page size"));
+    let addr = testing::holes::far_range();
     let uffd = try_skip!(uffd());
     // vma_find() finds nothing in [start, end).
-    assert_eq!(uffd.register(addr, len, MISSING), Err(Errno::EINVAL));
+    assert_eq!(uffd.register(addr, 2 * ps, MISSING), Err(Errno::EINVAL));
 }
 
 #[apply(all_mem)]
 fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 3));
+    let mut area = try_area!(Area::new(mem, 3));
+    testing::holes::relocate(&mut area);
     let ps = area.page_size();
     unmap(area.page(1), ps);
     let uffd = try_skip!(uffd());
@@ -258,7 +258,8 @@ fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn register_range_starting_in_hole_registers_what_follows(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 3));
+    let mut area = try_area!(Area::new(mem, 3));
+    testing::holes::relocate(&mut area);
     let ps = area.page_size();
     unmap(area.page(0), ps);
     let uffd = try_skip!(uffd());
