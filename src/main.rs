@@ -40,6 +40,8 @@ enum Cmd {
     Bisect(uffdtest::cli::gate::BisectArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
     Stress(uffdtest::stress::cli::StressArgs),
+    /// Fault round-trip latency and resolve rates per memory type (a table; --json).
+    Bench(uffdtest::stress::cli::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,5 +69,6 @@ fn main() -> ExitCode {
         Cmd::Merge(args) => uffdtest::cli::gate::merge(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Stress(args) => uffdtest::stress::cli::stress(&args),
+        Cmd::Bench(args) => uffdtest::stress::cli::bench(&args),
     }
 }

@@ -84,3 +84,41 @@ pub fn stress(a: &StressArgs) -> ExitCode {
         }
     }
 }
+
+/// `uffdtest bench`: fault round trips and resolve rates per memory type.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Memory types to measure (repeatable; default: the selftests' five and anon-thp).
+    #[arg(long)]
+    pub mem: Vec<MemType>,
+    /// Base pages per measurement (hugetlb uses 1/256 of it, at least 8).
+    #[arg(long, default_value_t = 8192)]
+    pub pages: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
+pub fn bench(a: &BenchArgs) -> ExitCode {
+    let mems = if a.mem.is_empty() {
+        vec![
+            MemType::Anon,
+            MemType::Shmem,
+            MemType::ShmemPrivate,
+            MemType::Hugetlb,
+            MemType::HugetlbPrivate,
+            MemType::AnonThp,
+        ]
+    } else {
+        a.mem.clone()
+    };
+    let rows: Vec<_> = mems.iter().map(|&m| super::bench::row(m, a.pages)).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        print!("{}", super::bench::table(&rows));
+    }
+    let failed = serde_json::to_string(&rows).unwrap_or_default().contains("\"error: ");
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}

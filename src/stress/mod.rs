@@ -2,6 +2,7 @@
 //! its soak with fork, mremap and MADV_DONTNEED events, and the benchmarks
 //! (`uffdtest bench`).
 
+pub mod bench;
 pub mod bounce;
 pub mod cli;
 pub mod soak;
