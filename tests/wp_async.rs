@@ -68,7 +68,7 @@ fn write_pages(area: &Area, pages: &[usize], byte: u8) {
     }
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn writes_resolve_without_messages_and_clear_the_bit(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, uffd) = try_skip!(async_area(mem, 4, true));
@@ -85,7 +85,7 @@ fn writes_resolve_without_messages_and_clear_the_bit(#[case] mem: MemType) {
     }
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn scan_reports_exactly_the_written_pages(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, _uffd) = try_skip!(async_area(mem, 6, true));
@@ -100,7 +100,7 @@ fn scan_reports_exactly_the_written_pages(#[case] mem: MemType) {
     assert_eq!(written(start, end).len(), 2);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn unpopulated_pages_count_as_protected(#[case] mem: MemType) {
     // WP_ASYNC brings WP_UNPOPULATED: markers on empty pages, so a first
     // write is seen as a write, not a fresh unprotected page.
@@ -122,7 +122,7 @@ fn unpopulated_pages_count_as_protected(#[case] mem: MemType) {
     );
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn wp_matching_reprotects_what_it_reports(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, uffd) = try_skip!(async_area(mem, 5, true));
@@ -152,7 +152,7 @@ fn wp_matching_reprotects_what_it_reports(#[case] mem: MemType) {
     }
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn max_pages_stops_the_walk(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, _uffd) = try_skip!(async_area(mem, 4, true));
@@ -172,7 +172,7 @@ fn max_pages_stops_the_walk(#[case] mem: MemType) {
     assert_eq!(out.walk_end, area.page(2));
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn full_region_vector_stops_the_walk(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, _uffd) = try_skip!(async_area(mem, 5, true));
@@ -191,7 +191,7 @@ fn full_region_vector_stops_the_walk(#[case] mem: MemType) {
     assert_eq!(out.walk_end, area.page(4));
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn wpallowed_marks_only_async_wp_vmas(#[case] mem: MemType) {
     require_features!(async_features(mem));
     let (area, _uffd) = try_skip!(async_area(mem, 2, true));
@@ -216,7 +216,7 @@ fn wpallowed_marks_only_async_wp_vmas(#[case] mem: MemType) {
     assert_eq!(scan(other.addr(), other.len()), []);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn check_wpasync_on_plain_vma_fails_eperm(#[case] mem: MemType) {
     let area = try_area!(Area::new(mem, 1));
     area.populate(1);
@@ -238,7 +238,7 @@ fn check_wpasync_on_plain_vma_fails_eperm(#[case] mem: MemType) {
     assert!(!pagemap::is_uffd_wp(area.page(0)));
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 fn wp_matching_skips_vmas_without_async_wp(#[case] mem: MemType) {
     // A synchronous WP registration is not WPALLOWED: WP_MATCHING passes
     // over it silently and protects nothing.

@@ -188,14 +188,14 @@ fn fork_keeps_or_drops(mem: MemType, event: bool) {
     faulter::assert_no_event(&uffd);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn fork_without_event_drops_wp_in_child(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     fork_keeps_or_drops(mem, false);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn fork_with_event_keeps_wp_in_child(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
@@ -245,14 +245,14 @@ fn pinned_parent_fork(mem: MemType, event: bool) {
     faulter::assert_no_event(&uffd);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     pinned_parent_fork(mem, false);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
@@ -260,7 +260,7 @@ fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
     pinned_parent_fork(mem, true);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
     // The child's pin unshares (or, for a write pin, CoWs) the page it
@@ -279,7 +279,7 @@ fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
     faulter::assert_no_event(&uffd);
 }
 
-#[apply(selftest_mem)]
+#[apply(all_mem)]
 #[serial(fork)]
 fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
     // The unshare a read-only pin forces must carry the WP bit over.
