@@ -73,6 +73,10 @@ pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
         ),
         ("random.trust_cpu=on".into(), "no wait for entropy at boot"),
         (
+            "no_timer_check".into(),
+            "a slow TCG guest can fail the IO-APIC timer check and panic before init",
+        ),
+        (
             "8250.nr_uarts=2".into(),
             "only ttyS0 (console) and ttyS1 (KTAP) exist; skip probing the others",
         ),

@@ -3,8 +3,13 @@
 //!
 //! vng needs more of the host than our own initramfs does; each missing
 //! piece is named before the boot (see `shared/reference/vng.md`): `vng` and
-//! `virtme-run` on PATH, `depmod` (Debian's kmod), and a way to share the
-//! root: the Rust `virtiofsd`, or a kernel with 9p built in (`--force-9p`).
+//! `virtme-run` on PATH, `busybox` (for vng's initramfs), `depmod` (Debian's
+//! kmod), and a way to share the root: the Rust `virtiofsd`, or a kernel
+//! with 9p built in (`--force-9p`).
+//!
+//! vng's exit code is not the guest command's: without udev in the guest it
+//! falls back to the console for the script and exits 255 even when the
+//! command succeeded. So the KTAP decides; cases it lacks count as crashed.
 
 use super::boot::{self, Accel};
 use super::kconfig;
@@ -28,6 +33,9 @@ pub fn missing_pieces(kernel_config: Option<&Path>) -> Result<RootShare, Vec<Str
         missing.push("vng (virtme-ng) is not on PATH: pip install virtme-ng (in a venv, put its bin/ on PATH)".into());
     } else if boot::which("virtme-run").is_none() {
         missing.push("virtme-run is not on PATH: vng starts it through the shell; add the venv's bin/ to PATH".into());
+    }
+    if boot::which("busybox").is_none() {
+        missing.push("busybox is not on PATH: vng builds its initramfs with it; apt-get install busybox-static".into());
     }
     if boot::which("depmod").is_none() {
         missing.push(
@@ -86,6 +94,9 @@ pub fn vng_args(
     let mut v: Vec<String> = vec!["--run".into(), kernel.display().to_string()];
     if accel == Accel::Tcg {
         v.push("--disable-kvm".into());
+        // The same reason as in boot::kernel_params: a slow TCG guest can
+        // fail the IO-APIC timer check and panic before init.
+        v.extend(["--append".into(), "no_timer_check".into()]);
     }
     if *share == RootShare::NineP {
         v.push("--force-9p".into());
