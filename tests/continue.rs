@@ -660,3 +660,46 @@ fn minor_collapse_keeps_contents() {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(faults.lock().unwrap().len(), n, "no fault after the collapse");
 }
+
+#[apply(file_mem)]
+fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
+    // userfaultfd_continue checks mmap_changing first and reports -EAGAIN
+    // in `mapped` as well.
+    require_mode!(mem, RegisterMode::MINOR);
+    require_features!(Features::EVENT_REMOVE);
+    let area = match Area::with_alias(mem, 2) {
+        Ok(a) => a,
+        Err(mem::Unavailable::Skip(r)) => skip!("{r}"),
+        Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
+    };
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(minor_features(mem) | Features::EVENT_REMOVE));
+    uffd.register(area.addr(), area.len(), RegisterMode::MINOR).unwrap();
+    fill_alias(&area, 0, |_| 0x17);
+    let a = area.page(1);
+    let t = Faulter::call(move || {
+        // SAFETY: page 1 of our area.
+        let r = unsafe { libc::madvise(a as *mut libc::c_void, ps, libc::MADV_DONTNEED) };
+        u8::from(r != 0)
+    });
+    assert!(
+        uffd.poll(Some(std::time::Duration::from_secs(20))).unwrap(),
+        "no REMOVE message"
+    );
+    assert_eq!(t.settle(), State::Blocked);
+    assert_eq!(
+        uffd.r#continue(area.page(0), ps, ContinueMode::empty()),
+        Err(Partial {
+            errno: Errno::EAGAIN,
+            progress: neg(Errno::EAGAIN)
+        })
+    );
+    assert!(!pagemap::is_present(area.page(0)));
+    match uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() {
+        Some(Event::Remove { start, end }) => assert_eq!((start as usize, end as usize), (a, a + ps)),
+        other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
+    }
+    assert_eq!(t.join(), 0, "MADV_DONTNEED failed");
+    assert_eq!(uffd.r#continue(area.page(0), ps, ContinueMode::empty()), Ok(ps as i64));
+    assert_eq!(area.read_page(0), vec![0x17; ps]);
+}

@@ -667,3 +667,42 @@ fn kernel_write_to_protected_page_waits_on_full_uffd(#[case] mem: MemType) {
     want[8..24].fill(0);
     assert_eq!(area.read_page(0), want);
 }
+
+/// MADV_DONTNEED of `[addr, addr+len)` on a thread: with EVENT_REMOVE it
+/// parks in userfaultfd_remove, mmap_changing raised, until the REMOVE
+/// message is read. Returns 0 on success, 1 on failure.
+fn dontneed_on_thread(addr: usize, len: usize) -> Faulter {
+    Faulter::call(move || {
+        // SAFETY: the range lies in the caller's area.
+        let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        u8::from(r != 0)
+    })
+}
+
+#[apply(selftest_mem)]
+fn writeprotect_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EVENT_REMOVE);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::EVENT_REMOVE));
+    let ps = area.page_size();
+    let t = dontneed_on_thread(area.page(1), ps);
+    // The REMOVE message is queued after mmap_changing went up.
+    assert!(
+        uffd.poll(Some(std::time::Duration::from_secs(20))).unwrap(),
+        "no REMOVE message"
+    );
+    assert_eq!(t.settle(), State::Blocked);
+    assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::EAGAIN));
+    assert_eq!(uffd.writeprotect(area.page(0), ps, UNPROTECT), Err(Errno::EAGAIN));
+    assert!(!wp_bit(area.page(0)), "a refused call protected the page");
+    match uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() {
+        Some(Event::Remove { start, end }) => {
+            assert_eq!((start as usize, end as usize), (area.page(1), area.page(1) + ps))
+        }
+        other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
+    }
+    assert_eq!(t.join(), 0, "MADV_DONTNEED failed");
+    // Once the monitor has seen the change the ioctl works again.
+    uffd.writeprotect(area.page(0), ps, WP).unwrap();
+    assert!(wp_bit(area.page(0)));
+}
