@@ -262,3 +262,53 @@ fn shard_reports_merge_back_into_the_unsharded_run() {
     assert_eq!(results(a), results(b));
     assert_eq!(compare(&whole, &merged).changes, vec![]);
 }
+
+/// The demo's two guests (ci/README.md): Debian's 6.12 source, base and with UFFDIO_COPY accepting mode bit 5.
+const COPY_SIX: &[&str] = &[
+    "anon",
+    "shmem",
+    "shmem-private",
+    "hugetlb",
+    "hugetlb-private",
+    "anon-thp",
+];
+
+#[test]
+fn a_real_guest_regression_is_flagged_on_exactly_the_affected_cases() {
+    for (base, cand) in [
+        ("guest-6.12-base.json", "guest-6.12-copy-mode-bit5.json"),
+        ("guest-6.12-base.ktap", "guest-6.12-copy-mode-bit5.ktap"),
+    ] {
+        let c = cmp(base, cand);
+        assert_eq!(
+            moved(&c),
+            cases(
+                "copy",
+                "copy_unknown_mode_bits_fail_einval",
+                COPY_SIX,
+                Change::Regression
+            ),
+            "{base}"
+        );
+        assert_eq!(c.unchanged, 50);
+        assert!(c.new_splats.is_empty());
+        assert_eq!(c.exit_code(), 1);
+    }
+}
+
+#[test]
+fn bisect_judges_recorded_guest_runs() {
+    use uffdtest::gate::bisect::{Verdict, judge};
+    assert_eq!(
+        judge(&report("guest-6.12-base.json")),
+        Verdict::Good { passed: 49, skipped: 7 }
+    );
+    match judge(&report("guest-6.12-copy-mode-bit5.json")) {
+        Verdict::Bad { failed } => assert_eq!(failed.len(), 6, "{failed:?}"),
+        v => panic!("{v}"),
+    }
+    // The guest's /init was not the runner (a harness bug of the day): the kernel panicked before any case ran.
+    // That says nothing about the commit.
+    let v = judge(&report("guest-6.12-panic-before-init.json"));
+    assert_eq!(v.exit_code(), 125, "{v}");
+}

@@ -7,7 +7,7 @@
 //! tree, no compiler) are the exception: they exit 255 so the bisection stops at once instead of skipping every
 //! commit.
 
-use crate::runner::result::{Report, Status};
+use crate::runner::result::{Report, Status, TestResult};
 use std::fmt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,41 +50,66 @@ impl fmt::Display for Verdict {
 
 /// Judge the run of the selected cases on one commit.
 ///
-/// Cases that could not start (`error`) say nothing about the kernel; cases that all skipped mean the kernel lacks
-/// what they test at this commit (an older tree, a config change), which is "cannot test", not "good".
+/// Only the selected cases decide, the leaves inside a binary's group. Top-level leaves are the harness's own
+/// results (`uffdtest vm` adds a `kernel` one for a panic or splat outside any case): they only explain a run in
+/// which no case ran. Cases that could not start (`error`) or were never reached (`crashed` with a `not run`
+/// reason: the guest died before them) say nothing about the kernel; if no case ran at all, the kernel could not be
+/// tested (it did not boot to the suite). Cases that all skipped mean the kernel lacks what they test at this commit
+/// (an older tree, a config change): "cannot test", not "good".
 pub fn judge(report: &Report) -> Verdict {
     if report.interrupted {
         return Verdict::Untestable("the run was interrupted".into());
     }
-    let leaves = report.leaves();
-    if leaves.is_empty() {
-        return Verdict::Untestable("no case ran (does the filter match any case?)".into());
-    }
     let name = |path: &[&str]| path.join(" / ");
-    let failed: Vec<String> = leaves
+    let all = report.leaves();
+    let harness: Vec<String> = all
         .iter()
-        .filter(|(_, t)| t.status.is_failure() && t.status != Status::Error)
+        .filter(|(p, t)| p.len() == 1 && t.status.is_failure())
+        .map(|(p, t)| format!("{}: {}", name(p), t.reason.as_deref().unwrap_or(t.status.name())))
+        .collect();
+    let not_run = |t: &TestResult| {
+        t.status == Status::Error
+            || (t.status == Status::Crashed && t.reason.as_deref().is_some_and(|r| r.starts_with("not run")))
+    };
+    let (cases, unrun): (Vec<_>, Vec<_>) = all.iter().filter(|(p, _)| p.len() > 1).partition(|(_, t)| !not_run(t));
+    if cases.is_empty() {
+        let why = harness
+            .first()
+            .cloned()
+            .or_else(|| unrun.first().and_then(|(_, t)| t.reason.clone()));
+        return Verdict::Untestable(match why {
+            Some(w) => format!("no selected case ran ({w})"),
+            None => "no case ran (does the filter match any case?)".into(),
+        });
+    }
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|(_, t)| t.status.is_failure())
         .map(|(p, t)| format!("{} ({})", name(p), t.status.name()))
         .collect();
     if !failed.is_empty() {
         return Verdict::Bad { failed };
     }
-    let errors: Vec<String> = leaves
-        .iter()
-        .filter(|(_, t)| t.status == Status::Error)
-        .map(|(p, t)| format!("{}: {}", name(p), t.reason.as_deref().unwrap_or("could not run")))
-        .collect();
-    if !errors.is_empty() {
-        return Verdict::Untestable(format!("case(s) could not run: {}", errors.join("; ")));
+    if !unrun.is_empty() {
+        let (p, t) = &unrun[0];
+        return Verdict::Untestable(format!(
+            "{} selected case(s) did not run, e.g. {}: {}",
+            unrun.len(),
+            name(p),
+            t.reason.as_deref().unwrap_or("could not run")
+        ));
     }
-    let t = report.totals();
-    if t.skip == t.total() {
-        let why = leaves.iter().find_map(|(_, t)| t.reason.clone()).unwrap_or_default();
+    let passed = cases
+        .iter()
+        .filter(|(_, t)| matches!(t.status, Status::Pass | Status::Xfail))
+        .count();
+    if passed == 0 {
+        let why = cases.iter().find_map(|(_, t)| t.reason.clone()).unwrap_or_default();
         return Verdict::Untestable(format!("every selected case skipped ({why})"));
     }
     Verdict::Good {
-        passed: t.pass + t.xfail,
-        skipped: t.skip,
+        passed,
+        skipped: cases.len() - passed,
     }
 }
 
@@ -153,7 +178,6 @@ pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::result::TestResult;
     use rstest::rstest;
 
     fn report(statuses: &[Status]) -> Report {
@@ -183,5 +207,32 @@ mod tests {
     #[case(&[], 125)]
     fn exit_codes_for_git_bisect_run(#[case] statuses: &[Status], #[case] code: u8) {
         assert_eq!(judge(&report(statuses)).exit_code(), code);
+    }
+
+    fn not_run(n: usize) -> TestResult {
+        TestResult::new(format!("c{n}"), Status::Crashed)
+            .with_reason("not run: the kernel panicked before the guest init ran any case")
+    }
+
+    #[test]
+    fn a_guest_that_never_reached_the_suite_cannot_test_the_commit() {
+        let kernel = TestResult::new("kernel", Status::Fail).with_reason("kernel panic: Attempted to kill init!");
+        let r = Report {
+            tests: vec![TestResult::group("copy", vec![not_run(0), not_run(1)]), kernel],
+            ..Default::default()
+        };
+        let v = judge(&r);
+        assert_eq!(v.exit_code(), 125, "{v}");
+        assert!(v.to_string().contains("Attempted to kill init"), "{v}");
+    }
+
+    #[test]
+    fn a_panic_during_a_selected_case_is_bad() {
+        let during = TestResult::new("c0", Status::Crashed).with_reason("kernel panic during this case: BUG: ...");
+        let r = Report {
+            tests: vec![TestResult::group("copy", vec![during, not_run(1)])],
+            ..Default::default()
+        };
+        assert_eq!(judge(&r).exit_code(), 1);
     }
 }
