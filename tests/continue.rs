@@ -703,3 +703,24 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
     assert_eq!(uffd.r#continue(area.page(0), ps, ContinueMode::empty()), Ok(ps as i64));
     assert_eq!(area.read_page(0), vec![0x17; ps]);
 }
+
+#[apply(file_mem)]
+fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
+    // Truncating the file under the registered view leaves page 1 past EOF.
+    // shmem: shmem_get_folio(SGP_NOALLOC) refuses an index at or past
+    // i_size with -EINVAL; hugetlb finds no folio in the cache: -EFAULT.
+    require_mode!(mem, RegisterMode::MINOR);
+    let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
+    let ps = area.page_size();
+    fill_alias(&area, 1, |_| 0x3e);
+    nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).expect("ftruncate");
+    let errno = if mem.is_hugetlb() { Errno::EFAULT } else { Errno::EINVAL };
+    assert_eq!(
+        uffd.r#continue(area.page(1), ps, ContinueMode::empty()),
+        Err(Partial {
+            errno,
+            progress: neg(errno)
+        })
+    );
+    assert!(!pagemap::is_present(area.page(1)));
+}

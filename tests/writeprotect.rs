@@ -706,3 +706,22 @@ fn writeprotect_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
     uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert!(wp_bit(area.page(0)));
 }
+
+#[apply(all_mem)]
+fn wp_fault_reports_faulting_thread_with_thread_id(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::THREAD_ID);
+    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::THREAD_ID));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let w = Faulter::write(area.page(0), 0x13);
+    match uffd.read_event(Some(std::time::Duration::from_secs(20))).unwrap() {
+        Some(Event::Pagefault { flags, address, ptid }) => {
+            assert_eq!(flags, PagefaultFlags::WP | PagefaultFlags::WRITE);
+            assert_eq!(address as usize, area.page(0));
+            assert_eq!(ptid as i32, w.tid(), "ptid names the faulting thread");
+        }
+        other => panic!("expected a PAGEFAULT, got {other:?}"),
+    }
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x13);
+}
