@@ -397,3 +397,84 @@ mod args {
         assert_eq!(arg.walk_end, a.page(1) as u64);
     }
 }
+
+/// A 4-page ext4/xfs/... file (not shmem, not hugetlbfs) mapped `flags`,
+/// written through, in a temporary directory; the file is unlinked at once.
+fn regular_file_mapping(flags: i32) -> Result<(usize, usize), String> {
+    let ps = mem::base_page_size();
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("uffdtest-wp-async-{}-{flags}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    f.set_len(4 * ps as u64).map_err(|e| format!("ftruncate: {e}"))?;
+    // SAFETY: a fresh mapping of our own file at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4 * ps,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap of a file in {}: {}", dir.display(), Errno::last()));
+    }
+    // SAFETY: the mapping is writable and 4 pages long.
+    unsafe { std::ptr::write_bytes(p as *mut u8, 0x10, 4 * ps) };
+    Ok((p as usize, 4 * ps))
+}
+
+#[rstest]
+#[case::shared(libc::MAP_SHARED)]
+#[case::private(libc::MAP_PRIVATE)]
+fn wp_async_alone_registers_any_file_mapping(#[case] flags: i32) {
+    // vma_can_userfault: with WP_ASYNC and WP as the only mode, any memory
+    // type may register; otherwise a regular file is refused EINVAL.
+    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_ASYNC);
+    let (addr, len) = try_skip!(regular_file_mapping(flags));
+    let _unmap = scopeguard(addr, len);
+    let plain = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
+    assert_eq!(
+        plain.register(addr, len, RegisterMode::WP),
+        Err(Errno::EINVAL),
+        "sync WP on a regular file"
+    );
+    let uffd = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP | Features::WP_ASYNC));
+    assert_eq!(
+        uffd.register(addr, len, RegisterMode::MISSING | RegisterMode::WP),
+        Err(Errno::EINVAL),
+        "MISSING is still refused"
+    );
+    uffd.register(addr, len, RegisterMode::WP)
+        .expect("async WP on a regular file");
+    uffd.writeprotect(addr, len, WP).unwrap();
+    let ps = mem::base_page_size();
+    for i in 0..4 {
+        assert!(pagemap::is_uffd_wp(addr + i * ps), "page {i} protected");
+    }
+    let w = Faulter::write(addr + 2 * ps, 0x22);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x22);
+    assert_no_event(&uffd);
+    assert_eq!(written(addr, addr + len), [(addr + 2 * ps, addr + 3 * ps)]);
+}
+
+/// Unmaps `[addr, addr+len)` when dropped.
+fn scopeguard(addr: usize, len: usize) -> impl Drop {
+    struct Unmap(usize, usize);
+    impl Drop for Unmap {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping.
+            unsafe { libc::munmap(self.0 as *mut libc::c_void, self.1) };
+        }
+    }
+    Unmap(addr, len)
+}
