@@ -725,3 +725,62 @@ fn wp_fault_reports_faulting_thread_with_thread_id(#[case] mem: MemType) {
     uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x13);
 }
+
+#[apply(all_mem)]
+fn mprotect_round_trip_keeps_protection(#[case] mem: MemType) {
+    // change_protection must carry the uffd-wp bit through a plain
+    // mprotect: dropping it would let a write past the monitor.
+    require_mode!(mem, RegisterMode::WP);
+    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
+        // SAFETY: our own area.
+        let r = unsafe { libc::mprotect(area.addr() as *mut libc::c_void, area.len(), prot) };
+        assert_eq!(r, 0, "mprotect({prot:#x}): {}", Errno::last());
+        assert!(
+            wp_bit(area.page(0)) && wp_bit(area.page(1)),
+            "after mprotect({prot:#x})"
+        );
+    }
+    let w = Faulter::write(area.page(1), 0x71);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(area.page(1), area.page_size(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x71);
+    assert!(wp_bit(area.page(0)));
+}
+
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::hugetlb(MemType::Hugetlb)]
+fn write_through_unregistered_view_bypasses_protection(#[case] mem: MemType) {
+    // Protection lives in the registered view's page tables, not in the
+    // page: another shared view writes freely and the protected view sees it.
+    require_mode!(mem, RegisterMode::WP);
+    let area = match Area::with_alias(mem, 1) {
+        Ok(a) => a,
+        Err(mem::Unavailable::Skip(r)) => skip!("{r}"),
+        Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
+    };
+    area.populate(0x11);
+    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let w = Faulter::write(area.alias_page(0) + 5, 0x72);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x72);
+    assert_no_event(&uffd);
+    assert_eq!(testing::read_byte(area.page(0) + 5), 0x72);
+    assert!(wp_bit(area.page(0)), "the registered view stays protected");
+    assert!(!wp_bit(area.alias_page(0)));
+    let w = Faulter::write(area.page(0), 0x73);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
+    );
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x73);
+}
