@@ -478,3 +478,41 @@ fn scopeguard(addr: usize, len: usize) -> impl Drop {
     }
     Unmap(addr, len)
 }
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn wp_matching_on_part_of_a_hugetlb_page_backs_out(#[case] mem: MemType) {
+    // A huge page cannot be re-protected in part: pagemap_scan_hugetlb_entry
+    // withdraws the partial run, ends the walk at the huge page's start and
+    // leaves it writable. A plain scan of the same part reports it.
+    require_features!(async_features(mem));
+    let (area, _uffd) = try_skip!(async_area(mem, 1, true));
+    write_pages(&area, &[0], 0x71);
+    let part = area.addr() + mem::base_page_size();
+    assert_eq!(written(area.addr(), part), [(area.addr(), part)]);
+    let s = Scan {
+        flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+        start: area.addr(),
+        end: part,
+        category_mask: PAGE_IS_WRITTEN,
+        return_mask: PAGE_IS_WRITTEN,
+        ..Default::default()
+    };
+    let out = pm().scan(&s, 8).unwrap();
+    assert_eq!(out.regions, []);
+    assert_eq!(out.walk_end, area.addr());
+    assert!(
+        !pagemap::is_uffd_wp(area.addr()),
+        "part of a huge page was re-protected"
+    );
+    // The whole huge page is fine.
+    let s = Scan {
+        end: area.addr() + area.page_size(),
+        ..s
+    };
+    let out = pm().scan(&s, 8).unwrap();
+    let runs: Vec<_> = out.regions.iter().map(|r| (r.start as usize, r.end as usize)).collect();
+    assert_eq!(runs, [(area.addr(), area.addr() + area.page_size())]);
+    assert!(pagemap::is_uffd_wp(area.addr()));
+}
