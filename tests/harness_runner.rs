@@ -242,6 +242,9 @@ fn every_outcome_is_reported_once_with_its_cause() {
             .any(|d| d.contains("fixture failure message"))
     );
     assert_eq!(st("fixture::hangs"), (Status::Timeout, "3 seconds".into()));
+    // Where the hung case waited is quoted before it was killed, its forked child included.
+    let hang = &case(&r, "fixture::hangs").diagnostics;
+    assert!(hang.iter().any(|d| d.contains("(sleep) S wchan ")), "{hang:?}");
     assert_eq!(
         st("fixture::dies_of_sigsegv"),
         (Status::Fail, "killed by signal SIGSEGV".into())

@@ -440,6 +440,8 @@ struct Running {
     kmsg: Option<KmsgWatch>,
     start_error: Option<String>,
     interrupted: bool,
+    /// Where the case's threads were blocked at its deadline.
+    hang_report: Vec<String>,
 }
 
 impl Running {
@@ -467,6 +469,7 @@ impl Running {
             kmsg,
             start_error: None,
             interrupted: false,
+            hang_report: Vec::new(),
         };
         match spawn(opts, case) {
             Ok((child, rx)) => {
@@ -510,6 +513,8 @@ impl Running {
         let Some(status) = status else {
             match self.phase {
                 Phase::Running if now >= self.deadline => {
+                    // Where it hangs is the news for a kernel developer: say so before killing.
+                    self.hang_report = hang_report(self.pgid);
                     self.signal_group(Signal::SIGTERM);
                     self.phase = Phase::Terminating(now);
                 }
@@ -567,6 +572,7 @@ impl Running {
         if timed_out && !self.interrupted {
             res.diagnostics
                 .push(format!("timed out after {secs} s: process group killed"));
+            res.diagnostics.append(&mut self.hang_report);
         }
         let excerpt = kmsg::splat_excerpt(&kmsgs);
         if let Some(first) = excerpt.iter().find(|m| kmsg::is_splat(m)) {
@@ -649,6 +655,69 @@ impl Captured {
         let _ = self.eof.recv_timeout(Duration::from_secs(2));
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// Most kernel stack frames quoted per blocked thread.
+const STACK_FRAMES: usize = 8;
+
+/// Each thread of each process in group `pgid`: its state, where it waits in
+/// the kernel (`wchan`), and its kernel stack (readable by root only), e.g.
+/// `pid 812 tid 813 (copy-1f2e) S wchan handle_userfault` then `  handle_userfault+0x1a5/0x5e0`.
+fn hang_report(pgid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<i32> = procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort();
+    for pid in pids {
+        if proc_stat(&format!("/proc/{pid}/stat")).map(|(_, _, pg)| pg) != Some(pgid) {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        let mut tids: Vec<i32> = tasks
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort();
+        for tid in tids {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let Some((comm, state, _)) = proc_stat(&format!("{dir}/stat")) else {
+                continue;
+            };
+            let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
+            let wchan = if wchan.is_empty() || wchan == "0" {
+                "-".to_string()
+            } else {
+                wchan
+            };
+            out.push(format!("pid {pid} tid {tid} ({comm}) {state} wchan {wchan}"));
+            if let Ok(stack) = std::fs::read_to_string(format!("{dir}/stack")) {
+                out.extend(
+                    stack
+                        .lines()
+                        .take(STACK_FRAMES)
+                        .map(|l| format!("  {}", l.split_once("] ").map_or(l, |(_, f)| f))),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// (comm, state, pgrp) from a `/proc/.../stat` line: `pid (comm) S ppid pgrp ...`.
+fn proc_stat(path: &str) -> Option<(String, char, i32)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let (head, rest) = s.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let _ppid = f.next()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((comm, state, pgrp))
 }
 
 fn signal_name(sig: i32) -> String {
