@@ -21,11 +21,12 @@ pub struct Upstream {
     pub program: &'static str,
     /// The memory types upstream runs it on.
     pub mem: &'static [MemType],
-    /// Ours, as `binary::test_fn` (every case of that function counts).
+    /// Ours, as `binary::test_fn` (every case of that function counts);
+    /// `binary::test_fn@mem` for a test that runs on one type by construction.
     pub ours: &'static [&'static str],
 }
 
-use MemType::{Anon, Hugetlb, HugetlbPrivate, Shmem, ShmemPrivate};
+use MemType::{Anon, AnonThp, Hugetlb, HugetlbPrivate, Shmem, ShmemPrivate};
 const FIVE: &[MemType] = &[Anon, Shmem, ShmemPrivate, Hugetlb, HugetlbPrivate];
 
 /// The upstream cases, in the order `uffd-unit-tests` runs them, then the
@@ -62,6 +63,41 @@ pub const UPSTREAM: &[Upstream] = &[
             "register::register_grants_documented_ioctls",
             "register::register_minor_on_anon_fails_einval",
             "register::register_mode_zero_fails_einval",
+        ],
+    },
+    Upstream {
+        name: "zeropage",
+        program: "uffd-unit-tests",
+        mem: FIVE,
+        ours: &[
+            "zeropage::zeropage_resolves_read_fault_with_zeros",
+            "zeropage::zeropage_is_granted_except_on_hugetlb",
+            "zeropage::zeropage_retried_through_alias",
+            "zeropage::zeropage_over_populated_page_fails_eexist",
+        ],
+    },
+    Upstream {
+        name: "move",
+        program: "uffd-unit-tests",
+        mem: &[Anon],
+        ours: &[
+            "move::move_resolves_every_fault_byte_for_byte",
+            "move::move_allow_src_holes_counts_holes_as_moved",
+        ],
+    },
+    Upstream {
+        name: "move-pmd",
+        program: "uffd-unit-tests",
+        mem: &[AnonThp],
+        ours: &["move::move_pmd_moves_the_huge_page_whole@anon-thp"],
+    },
+    Upstream {
+        name: "move-pmd-split",
+        program: "uffd-unit-tests",
+        mem: &[AnonThp],
+        ours: &[
+            "move::move_pmd_into_a_dst_with_page_table_splits_it@anon-thp",
+            "move::move_part_of_a_thp_splits_the_source@anon-thp",
         ],
     },
     Upstream {
@@ -125,7 +161,22 @@ pub const UPSTREAM: &[Upstream] = &[
         name: "minor-collapse",
         program: "uffd-unit-tests",
         mem: &[Shmem],
-        ours: &["continue::minor_collapse_keeps_contents"],
+        ours: &["continue::minor_collapse_keeps_contents@shmem"],
+    },
+    Upstream {
+        name: "sigbus",
+        program: "uffd-unit-tests",
+        mem: FIVE,
+        ours: &[
+            "sigbus::sigbus_handler_copy_resolves_each_missing_page_once",
+            "sigbus::forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor",
+        ],
+    },
+    Upstream {
+        name: "sigbus-wp",
+        program: "uffd-unit-tests",
+        mem: FIVE,
+        ours: &["sigbus::sigbus_wp_handler_copy_then_unprotect_resolves_each_page"],
     },
     Upstream {
         name: "events",
@@ -139,6 +190,41 @@ pub const UPSTREAM: &[Upstream] = &[
         mem: FIVE,
         ours: &["events::events_wp_fork_remap_remove_follow_a_child"],
     },
+    Upstream {
+        name: "poison",
+        program: "uffd-unit-tests",
+        mem: FIVE,
+        ours: &[
+            "poison::poison_even_pages_sigbus_and_odd_pages_read_zero",
+            "poison::poison_reports_the_whole_length_as_updated",
+        ],
+    },
+    Upstream {
+        name: "mmap-changing",
+        program: "uffd-unit-tests",
+        mem: &[Shmem],
+        ours: &["mmap_changing::resolving_ioctls_fail_eagain_while_remove_is_pending"],
+    },
+    Upstream {
+        name: "test_one_folio (base pages, THP/mTHP sizes, hugetlb; private and shared; swap-out)",
+        program: "uffd-wp-mremap",
+        mem: &[],
+        ours: &[
+            "wp_mremap::mremap_clears_wp_on_base_pages",
+            "wp_mremap::mremap_clears_wp_on_swapped_out_base_pages",
+            "wp_mremap::mremap_clears_wp_on_private_thp",
+            "wp_mremap::mremap_clears_wp_on_shared_thp",
+            "wp_mremap::mremap_clears_wp_on_swapped_out_private_thp",
+            "wp_mremap::mremap_clears_wp_on_swapped_out_shared_thp",
+            "wp_mremap::mremap_clears_wp_on_hugetlb",
+        ],
+    },
+    Upstream {
+        name: "bounce (uffd-stress <type> <MiB> <bounces>)",
+        program: "uffd-stress",
+        mem: FIVE,
+        ours: &["stress::bounce_keeps_every_counter_and_byte"],
+    },
 ];
 
 /// Cases of the whole suite (harness self-tests left out), by binary.
@@ -151,12 +237,9 @@ pub fn suite_cases(manifest_path: &Path) -> Result<Vec<Case>, String> {
     Ok(out)
 }
 
-/// The test function of a case: its libtest name without the case segment.
+/// The test function of a case: its KTAP name without variant and values.
 fn function(c: &Case) -> String {
-    let f = match c.test.rsplit_once("::") {
-        Some((head, last)) if last.starts_with("case_") => head,
-        _ => c.test.as_str(),
-    };
+    let f = c.name.split(' ').next().unwrap_or(&c.name);
     format!("{}::{f}", c.binary)
 }
 
@@ -230,11 +313,16 @@ pub fn render(cases: &[Case]) -> Result<String, String> {
     for u in UPSTREAM {
         let mut ours = Vec::new();
         let mut covered: Vec<MemType> = Vec::new();
-        for f in u.ours {
-            match by_fn.get(*f) {
+        for entry in u.ours {
+            let (f, fixed) = match entry.split_once('@') {
+                Some((f, m)) => (f, MemType::from_name(m)),
+                None => (*entry, None),
+            };
+            match by_fn.get(f) {
                 Some(cs) => {
                     ours.push(format!("`{f}`"));
                     covered.extend(cs.iter().filter_map(|c| mem_of(c)));
+                    covered.extend(fixed);
                 }
                 None => errors.push(format!("{}: no test {f} in the suite", u.name)),
             }

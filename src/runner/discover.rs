@@ -225,19 +225,41 @@ pub struct Case {
 ///
 /// `copy_fills_missing_page::case_2_shmem_private` →
 /// (`copy_fills_missing_page on shmem-private`, `shmem-private`);
+/// rstest `#[values]` segments after the case become `name=value`:
+/// `f::case_1_anon::mode_4_MISSING_union_WP_` → (`f mode=MISSING+WP on anon`, `anon`);
 /// `api_is_sane` → (`api_is_sane`, none).
 pub fn ktap_name(test: &str) -> (String, Option<String>) {
-    if let Some((head, last)) = test.rsplit_once("::")
-        && let Some(rest) = last.strip_prefix("case_")
-        && let Some((num, desc)) = rest.split_once('_')
-        && !num.is_empty()
-        && num.bytes().all(|b| b.is_ascii_digit())
-        && !desc.is_empty()
-    {
-        let variant = desc.replace('_', "-");
-        return (format!("{head} on {variant}"), Some(variant));
+    let segs: Vec<&str> = test.split("::").collect();
+    let Some(at) = segs.iter().rposition(|s| case_variant(s).is_some()).filter(|&i| i > 0) else {
+        return (test.to_string(), None);
+    };
+    let variant = case_variant(segs[at]).expect("found above");
+    let mut name = segs[..at].join("::");
+    for v in &segs[at + 1..] {
+        name.push(' ');
+        name.push_str(&values_segment(v));
     }
-    (test.to_string(), None)
+    (format!("{name} on {variant}"), Some(variant))
+}
+
+/// `case_<N>_<desc>` → `desc` with `_` read as `-`.
+fn case_variant(seg: &str) -> Option<String> {
+    let rest = seg.strip_prefix("case_")?;
+    let (num, desc) = rest.split_once('_')?;
+    (!num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) && !desc.is_empty()).then(|| desc.replace('_', "-"))
+}
+
+/// An rstest `#[values]` segment `<arg>_<N>_<value>` → `arg=value`, with
+/// rstest's spelling of `A | B` (`A_union_B_`) read back as `A+B`.
+fn values_segment(seg: &str) -> String {
+    let parts: Vec<&str> = seg.splitn(3, '_').collect();
+    match parts.as_slice() {
+        [arg, n, value] if n.bytes().all(|b| b.is_ascii_digit()) => {
+            let value = value.replace("_union_", "+");
+            format!("{arg}={}", value.trim_matches('_'))
+        }
+        _ => seg.to_string(),
+    }
 }
 
 /// Whether a libtest name is serial by the naming convention or the
@@ -307,6 +329,11 @@ mod tests {
     )]
     #[case::underscore_variant("a::case_3_shmem_private", "a on shmem-private", Some("shmem-private"))]
     #[case::nested_module("serial::b::case_10_hugetlb", "serial::b on hugetlb", Some("hugetlb"))]
+    #[case::values_after_case(
+        "f::case_1_anon::mode_4_MISSING_union_WP_",
+        "f mode=MISSING+WP on anon",
+        Some("anon")
+    )]
     #[case::plain("api_is_sane", "api_is_sane", None)]
     #[case::not_a_case_segment("m::cases_1_x", "m::cases_1_x", None)]
     #[case::no_number("m::case_x", "m::case_x", None)]
