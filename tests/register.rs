@@ -11,13 +11,18 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mprotect, munmap};
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::ptr::NonNull;
 use testing::smaps;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const WP: RegisterMode = RegisterMode::WP;
 const MINOR: RegisterMode = RegisterMode::MINOR;
+// Named combinations, so cases list as `mode_4_MISSING_WP`.
+const MISSING_WP: RegisterMode = MISSING.union(WP);
+const MISSING_MINOR: RegisterMode = MISSING.union(MINOR);
+const WP_MINOR: RegisterMode = WP.union(MINOR);
+const MISSING_WP_MINOR: RegisterMode = MISSING_WP.union(MINOR);
 
 /// The mask `userfaultfd_register` hands back: UFFD_API_RANGE_IOCTLS, or
 /// UFFD_API_RANGE_IOCTLS_BASIC when a hugetlb VMA is in the range, minus
@@ -80,27 +85,6 @@ fn map_fd(fd: impl AsFd, len: usize, prot: ProtFlags, flags: MapFlags, at: Optio
     }
 }
 
-/// An unlinked regular file of `len` bytes on the root filesystem (not
-/// tmpfs), which no uffd mode supports.
-fn regular_file(len: usize) -> Result<OwnedFd, String> {
-    let dir = env!("CARGO_TARGET_TMPDIR");
-    let path = format!("{dir}/uffdtest-register-{}-{}", std::process::id(), testing::gettid());
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| format!("cannot create {path}: {e}"))?;
-    let _ = std::fs::remove_file(&path);
-    f.set_len(len as u64).map_err(|e| format!("ftruncate {path}: {e}"))?;
-    // A tmpfs file would be shmem and registrable: say so rather than test it.
-    let st = nix::sys::statfs::fstatfs(&f).map_err(|e| e.to_string())?;
-    if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
-        return Err(format!("{dir} is tmpfs; need a non-shmem filesystem"));
-    }
-    Ok(f.into())
-}
-
 fn uffd() -> Result<Uffd, String> {
     testing::open_uffd(Features::empty())
 }
@@ -108,8 +92,7 @@ fn uffd() -> Result<Uffd, String> {
 #[apply(all_mem)]
 fn register_grants_documented_ioctls(
     #[case] mem: MemType,
-    #[values(MISSING, WP, MINOR, MISSING.union(WP), MISSING.union(MINOR), WP.union(MINOR), MISSING.union(WP).union(MINOR))]
-    mode: RegisterMode,
+    #[values(MISSING, WP, MINOR, MISSING_WP, MISSING_MINOR, WP_MINOR, MISSING_WP_MINOR)] mode: RegisterMode,
 ) {
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 2));
@@ -124,7 +107,7 @@ fn register_grants_documented_ioctls(
 #[apply(anon_mem)]
 fn register_minor_on_anon_fails_einval(
     #[case] mem: MemType,
-    #[values(MINOR, MISSING.union(MINOR), WP.union(MINOR), MISSING.union(WP).union(MINOR))] mode: RegisterMode,
+    #[values(MINOR, MISSING_MINOR, WP_MINOR, MISSING_WP_MINOR)] mode: RegisterMode,
 ) {
     // vma_can_userfault: VM_UFFD_MINOR only on hugetlb and shmem VMAs.
     let area = try_area!(Area::new(mem, 1));
@@ -413,7 +396,7 @@ fn register_regular_file_mapping_fails_einval(
     #[values(MISSING, WP, MINOR)] mode: RegisterMode,
 ) {
     let ps = mem::base_page_size();
-    let f = try_skip!(regular_file(2 * ps));
+    let f = try_skip!(testing::files::non_shmem_file(2 * ps));
     let m = map_fd(&f, 2 * ps, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None);
     let uffd = try_skip!(uffd());
     // vma_can_userfault: only anonymous, shmem and hugetlb VMAs.
@@ -425,7 +408,7 @@ fn register_span_with_an_unsupported_vma_fails_einval_atomically(#[case] mem: Me
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 2));
     let ps = area.page_size();
-    let f = try_skip!(regular_file(ps));
+    let f = try_skip!(testing::files::non_shmem_file(ps));
     // Replace page 1 with a regular file mapping.
     let m = map_fd(
         &f,
@@ -591,7 +574,7 @@ fn register_vdso_fails_einval() {
 fn register_wp_only_with_wp_async_takes_any_file(#[case] flags: MapFlags) {
     require_features!(Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP);
     let ps = mem::base_page_size();
-    let f = try_skip!(regular_file(2 * ps));
+    let f = try_skip!(testing::files::non_shmem_file(2 * ps));
     let m = map_fd(&f, 2 * ps, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, None);
     let uffd = try_skip!(testing::open_uffd(Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP));
     // vma_can_userfault: with WP_ASYNC and WP as the only mode, any VMA

@@ -14,7 +14,6 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
-use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use testing::smaps;
 
@@ -33,29 +32,6 @@ fn registered(mem: MemType, npages: usize, mode: RegisterMode, features: Feature
     let uffd = testing::open_uffd(features)?;
     uffd.register(area.addr(), area.len(), mode).expect("UFFDIO_REGISTER");
     Ok((area, uffd))
-}
-
-/// An unlinked regular file on the target dir's filesystem (not shmem).
-fn regular_file(len: usize) -> Result<OwnedFd, String> {
-    let path = format!(
-        "{}/uffdtest-unregister-{}-{}",
-        env!("CARGO_TARGET_TMPDIR"),
-        std::process::id(),
-        testing::gettid()
-    );
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| format!("cannot create {path}: {e}"))?;
-    let _ = std::fs::remove_file(&path);
-    f.set_len(len as u64).map_err(|e| e.to_string())?;
-    let st = nix::sys::statfs::fstatfs(&f).map_err(|e| e.to_string())?;
-    if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
-        return Err("target dir is on tmpfs; need a non-shmem filesystem".into());
-    }
-    Ok(f.into())
 }
 
 #[apply(all_mem)]
@@ -205,7 +181,7 @@ fn unregister_span_with_an_unsupported_vma_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));
     let ps = area.page_size();
-    let f = try_skip!(regular_file(ps));
+    let f = try_skip!(testing::files::non_shmem_file(ps));
     // SAFETY: replacing page 1 of our own area; the area's drop unmaps it.
     unsafe {
         mmap(
