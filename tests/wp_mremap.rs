@@ -427,3 +427,40 @@ fn mremap_with_event_remap_keeps_wp_on_private_thp(#[case] kb: usize) {
     let _knob = try_skip!(thp_only(kb, Share::Private));
     remap_event_case(try_skip!(one_folio(kb * 1024, Share::Private, false)));
 }
+
+#[rstest]
+#[case::private(Share::Private)]
+#[case::shared(Share::Shared)]
+#[serial(thp)]
+fn mremap_of_part_clears_wp_only_on_the_moved_part(#[case] share: Share) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    require_mode!(MemType::Shmem, RegisterMode::WP);
+    let ps = mem::base_page_size();
+    let pages = try_skip!(mapping(4 * ps, share, false));
+    // SAFETY: our fresh writable mapping.
+    unsafe { std::ptr::write_bytes(pages.addr as *mut u8, 1, 4 * ps) };
+    let a = pages.addr;
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(a, 4 * ps, RegisterMode::WP).unwrap();
+    uffd.writeprotect(a, 4 * ps, WriteprotectMode::WP).unwrap();
+    let target = reserve(2 * ps, ps);
+    let to = mremap_to(a + ps, 2 * ps, target.addr);
+    assert_eq!(wp_mismatches(to, 2 * ps, false), 0, "the moved pages lost the bit");
+    assert_eq!(testing::smaps::uffd_modes(to), RegisterMode::empty());
+    for stay in [a, a + 3 * ps] {
+        assert_eq!(wp_mismatches(stay, ps, true), 0, "page at {stay:#x} stayed protected");
+        assert_eq!(
+            testing::smaps::uffd_modes(stay),
+            RegisterMode::WP,
+            "page at {stay:#x} stayed registered"
+        );
+    }
+    faulter::assert_no_event(&uffd);
+    // Unmap the pieces left, not the hole another thread may have reused.
+    std::mem::forget(pages);
+    drop(Range { addr: a, len: ps });
+    drop(Range {
+        addr: a + 3 * ps,
+        len: ps,
+    });
+}
