@@ -314,6 +314,8 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
         ..Report::default()
     };
     let jobs = opts.jobs.max(1);
+    // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
+    let is_init = std::process::id() == 1;
     loop {
         let stop = interrupted();
         if stop {
@@ -392,6 +394,9 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
         }
         if next >= queue.len() && running.is_empty() && eb >= plan.binaries.len() {
             break;
+        }
+        if is_init {
+            reap_orphans(&running);
         }
         if !any {
             std::thread::sleep(Duration::from_millis(5));
@@ -654,6 +659,26 @@ impl Captured {
     fn finish(self) -> Vec<u8> {
         let _ = self.eof.recv_timeout(Duration::from_secs(2));
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Reaps exited processes that are not a running case's leader (orphans
+/// re-parented to PID 1). A leader's status is left for its `try_wait`.
+fn reap_orphans(running: &[Running]) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
+    loop {
+        // Peek without reaping: which child has exited?
+        let Ok(st) = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) else {
+            return;
+        };
+        let Some(pid) = st.pid() else { return };
+        if running.iter().any(|r| r.pgid == pid.as_raw()) {
+            return;
+        }
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
     }
 }
 
