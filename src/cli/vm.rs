@@ -143,6 +143,7 @@ fn guest_config(a: &VmArgs) -> GuestConfig {
         jobs: a.jobs,
         case_timeout_secs: a.case_timeout,
         hugepages: a.hugepages,
+        heartbeat_secs: (a.timeout / 4).max(1),
         fault: a.inject,
     }
 }

@@ -178,6 +178,9 @@ impl Console {
         if raw.contains("Linux version") {
             self.kernel_seen = true;
         }
+        if raw.contains(super::init::HEARTBEAT) {
+            return;
+        }
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// never interleaves with it.
 pub const KTAP_PORT: &str = "/dev/ttyS1";
 
+/// The console line that says the guest is alive while a case is quiet.
+pub const HEARTBEAT: &str = "uffdtest: heartbeat";
+
 /// Diagnostic prefix of a guest-side error the host shows as is.
 pub const GUEST_ERROR: &str = "uffdtest-guest: error: ";
 
@@ -38,6 +41,10 @@ pub struct GuestConfig {
     pub jobs: usize,
     pub case_timeout_secs: u64,
     pub hugepages: u64,
+    /// How often the init writes [`HEARTBEAT`] to the console, so a long
+    /// quiet case (stress) does not read as a hung guest. 0: never.
+    #[serde(default)]
+    pub heartbeat_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
 }
@@ -95,6 +102,15 @@ fn run() -> Result<(), String> {
         writeln!(port, "KTAP version 1\n1..0 # SKIP {e}").ok();
         writeln!(port, "# {GUEST_ERROR}{e}").ok();
         return Err(e);
+    }
+    if cfg.heartbeat_secs > 0 {
+        let every = Duration::from_secs(cfg.heartbeat_secs);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                kmsg(HEARTBEAT);
+            }
+        });
     }
     let opts = cfg.run_options(dir.join(super::initramfs::TESTS_DIR).join(runner::MANIFEST_NAME));
     let mut ktap = runner::report::Ktap::new(&mut port);
@@ -177,6 +193,9 @@ fn check_userfaultfd() -> Result<(), String> {
 /// Writes to the kernel log, so the line lands on the console in order with
 /// any splat.
 fn kmsg(msg: &str) {
+    if HUSH.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         // One write is one record; writeln! would add an empty one.
         let _ = f.write_all(format!("{msg}\n").as_bytes());
@@ -200,6 +219,9 @@ fn power_off() -> ! {
     }
 }
 
+/// Set by [`Fault::Hang`]: the heartbeat stops too, as in a dead guest.
+static HUSH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Injects [`Fault`] when the second case starts.
 struct FaultInjector {
     fault: Option<Fault>,
@@ -221,6 +243,7 @@ impl Reporter for FaultInjector {
             }
             (Some(Fault::Hang), 2) => {
                 kmsg("uffdtest: injecting a hang");
+                HUSH.store(true, std::sync::atomic::Ordering::SeqCst);
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }
