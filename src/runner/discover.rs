@@ -290,6 +290,9 @@ pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, String> {
         .collect())
 }
 
+/// How long a binary may take to list its cases.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `BIN --list --format terse [--ignored]`: lines `name: test`.
 fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
     let mut cmd = Command::new(path);
@@ -297,10 +300,32 @@ fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
     if ignored {
         cmd.arg("--ignored");
     }
-    let out = cmd
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run {} --list: {e}", path.display()))?;
+    // Listing runs no test, but a broken binary must not stall the run: give it a deadline.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(LIST_TIMEOUT) {
+        Ok(r) => r.map_err(|e| format!("cannot run {} --list: {e}", path.display()))?,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(format!(
+                "{} --list did not finish in {} s",
+                path.display(),
+                LIST_TIMEOUT.as_secs()
+            ));
+        }
+    };
     if !out.status.success() {
         return Err(format!(
             "{} --list failed ({}): {}",
