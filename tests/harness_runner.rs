@@ -470,3 +470,29 @@ fn list_selects_by_memory_type_glob_and_shard() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 cases in 0 binaries"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
+    let dir = scratch("exit");
+    let run = |filter: &str| {
+        uffdtest()
+            .arg("run")
+            .arg("--manifest")
+            .arg(manifest(&dir))
+            .args(["--run-ignored", "--hugepages", "0", "-f", filter])
+            .output()
+            .unwrap()
+    };
+    let out = run("fixture::skips");
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{ktap}");
+    assert!(
+        ktap.contains("\nok 1 harness_runner # SKIP all cases skipped\n"),
+        "{ktap}"
+    );
+    assert!(ktap.ends_with("0 passed, 0 failed, 1 skipped\n"), "{ktap}");
+    let out = run("no_such_case");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no case matched"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
