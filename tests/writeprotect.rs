@@ -817,3 +817,46 @@ fn writeprotect_acts_on_a_range_registered_by_another_uffd_of_the_mm(#[case] mem
     owner.wake(area.addr(), area.len()).unwrap();
     assert_eq!(w.join(), 0x74);
 }
+
+#[apply(all_mem)]
+fn copy_fills_a_page_holding_only_a_wp_marker(#[case] mem: MemType) {
+    // With MISSING|WP a protected but unpopulated page holds a PTE marker;
+    // an access to it is still a MISSING fault, and COPY may overwrite the
+    // marker (pte_none_mostly): the protection goes unless MODE_WP says so.
+    let mode = RegisterMode::MISSING | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let mut features = wp_features(mem);
+    if mem.is_anon() {
+        require_features!(Features::WP_UNPOPULATED);
+        features |= Features::WP_UNPOPULATED;
+    }
+    let area = try_area!(Area::new(mem, 2));
+    let ps = area.page_size();
+    let uffd = try_skip!(testing::open_uffd(features));
+    uffd.register(area.addr(), area.len(), mode).unwrap();
+    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
+    for i in 0..2 {
+        let e = pagemap::entry(area.page(i)).unwrap();
+        assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP, "page {i} marker: {e:#x}");
+    }
+    let r = Faulter::read(area.page(0) + 3);
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::empty(), area.page(0)));
+    let src = testing::Buf::filled(ps, 0x5e);
+    assert_eq!(
+        uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(r.join(), 0x5e);
+    assert!(
+        !wp_bit(area.page(0)),
+        "COPY without MODE_WP drops the marker's protection"
+    );
+    let w = Faulter::write(area.page(0), 0x5f);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x5f);
+    // MODE_WP keeps the page protected.
+    assert_eq!(uffd.copy(area.page(1), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
+    let e = pagemap::entry(area.page(1)).unwrap();
+    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    assert_no_event(&uffd);
+}
