@@ -496,3 +496,34 @@ fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no case matched"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn announce_kmsg_names_each_case_in_the_kernel_log() {
+    if !root() {
+        println!("SKIP: needs root to write /dev/kmsg");
+        return;
+    }
+    let dir = scratch("announce");
+    let watch = uffdtest::runner::kmsg::KmsgWatch::open();
+    let out = uffdtest()
+        .arg("run")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .args([
+            "--run-ignored",
+            "--hugepages",
+            "0",
+            "--announce-kmsg",
+            "-f",
+            "fixture::on_mem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = watch.unwrap().read_new();
+    for name in ["fixture::on_mem on anon", "fixture::on_mem on shmem-private"] {
+        let line = format!("uffdtest: start harness_runner: {name}");
+        assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{line} in {log:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
