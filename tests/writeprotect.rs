@@ -860,3 +860,29 @@ fn copy_fills_a_page_holding_only_a_wp_marker(#[case] mem: MemType) {
     assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
     assert_no_event(&uffd);
 }
+
+#[apply(all_mem)]
+fn wp_marker_pagemap_encoding(#[case] mem: MemType) {
+    // How /proc/pid/pagemap shows a WP marker on an unpopulated page:
+    // a PTE marker is a swap-format entry, so pte_to_pagemap_entry adds
+    // PM_SWAP; pagemap_hugetlb_range reports only PM_UFFD_WP. No page
+    // behind either, so never PM_PRESENT or PM_FILE.
+    require_mode!(mem, RegisterMode::WP);
+    let mut features = wp_features(mem);
+    if mem.is_anon() {
+        require_features!(Features::WP_UNPOPULATED);
+        features |= Features::WP_UNPOPULATED;
+    }
+    let area = try_area!(Area::new(mem, 1));
+    let uffd = try_skip!(testing::open_uffd(features));
+    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let mask = PM_UFFD_WP | pagemap::PM_SWAP | PM_PRESENT | pagemap::PM_FILE;
+    let want = if mem.is_hugetlb() {
+        PM_UFFD_WP
+    } else {
+        PM_UFFD_WP | pagemap::PM_SWAP
+    };
+    let e = pagemap::entry(area.page(0)).unwrap();
+    assert_eq!(e & mask, want, "entry {e:#x}");
+}
