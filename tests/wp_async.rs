@@ -516,3 +516,34 @@ fn wp_matching_on_part_of_a_hugetlb_page_backs_out(#[case] mem: MemType) {
     assert_eq!(runs, [(area.addr(), area.addr() + area.page_size())]);
     assert!(pagemap::is_uffd_wp(area.addr()));
 }
+
+#[apply(all_mem)]
+fn inverted_category_reports_the_clean_pages(#[case] mem: MemType) {
+    // category_inverted flips the test: with WRITTEN in both masks the scan
+    // returns the pages not written since the last protection.
+    require_features!(async_features(mem));
+    let (area, _uffd) = try_skip!(async_area(mem, 4, true));
+    write_pages(&area, &[1, 2], 0x81);
+    let s = Scan {
+        start: area.addr(),
+        end: area.page(3) + area.page_size(),
+        category_inverted: PAGE_IS_WRITTEN,
+        category_mask: PAGE_IS_WRITTEN,
+        return_mask: PAGE_IS_WRITTEN,
+        ..Default::default()
+    };
+    let out = pm().scan(&s, 8).unwrap();
+    let got: Vec<_> = out
+        .regions
+        .iter()
+        .map(|r| (r.start as usize, r.end as usize, r.categories))
+        .collect();
+    // The returned categories are the real ones: not written.
+    assert_eq!(
+        got,
+        [
+            (area.page(0), area.page(1), 0),
+            (area.page(3), area.page(3) + area.page_size(), 0)
+        ]
+    );
+}
