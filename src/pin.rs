@@ -90,6 +90,7 @@ impl Drop for Pin {
 /// A read-only long-term pin through gup_test. Err: why it is unavailable
 /// (no CONFIG_GUP_TEST, debugfs not mounted) or the pin's errno.
 pub fn gup_read(addr: usize, len: usize) -> Result<Pin, String> {
+    mount_debugfs();
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -148,4 +149,22 @@ pub fn longterm(addr: usize, len: usize) -> Result<Pin, String> {
         Ok(p) => Ok(p),
         Err(g) => io_uring_write(addr, len).map_err(|u| format!("no long-term pin: {g}; {u}")),
     }
+}
+
+/// gup_test lives in debugfs, which a minimal guest may not have mounted:
+/// mount it (root only, left mounted) if it is absent.
+fn mount_debugfs() {
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("debugfs")))
+        .unwrap_or(true);
+    if mounted || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let _ = nix::mount::mount(
+        Some("debugfs"),
+        "/sys/kernel/debug",
+        Some("debugfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
 }
