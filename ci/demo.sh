@@ -134,7 +134,7 @@ step_bisect() {
 	(cd "$TREE" && git bisect run "$UFFDTEST" bisect --tree . --out "$OUT" --base tinyconfig \
 		--fragment "$HERE/ci/tiny-qemu.config" ${JOBS:+-j $JOBS} --results "$RES/bisect" -f "$BISECT_FILTER" -- $VM_ARGS)
 	git_demo bisect log | tee "$RES/bisect.log"
-	git_demo bisect reset -q
+	git_demo bisect reset >/dev/null
 }
 
 for s in $STEPS; do
