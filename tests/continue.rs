@@ -724,3 +724,77 @@ fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
     );
     assert!(!pagemap::is_present(area.page(1)));
 }
+
+/// Sets the shmem THP policy of internal mounts (memfd) for one case and
+/// puts the old one back on drop.
+struct ShmemThp {
+    old: String,
+}
+
+const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+impl ShmemThp {
+    fn set(value: &str) -> Result<ShmemThp, String> {
+        let old = caps::sysfs_choice(SHMEM_ENABLED).ok_or("kernel has no shmem THP (no shmem_enabled)")?;
+        std::fs::write(SHMEM_ENABLED, value).map_err(|e| format!("cannot set {SHMEM_ENABLED} to {value}: {e}"))?;
+        Ok(ShmemThp { old })
+    }
+}
+
+impl Drop for ShmemThp {
+    fn drop(&mut self) {
+        let _ = std::fs::write(SHMEM_ENABLED, &self.old);
+    }
+}
+
+#[test]
+#[serial_test::serial(thp)]
+fn minor_faults_on_a_huge_cache_folio_are_per_page() {
+    // The page cache holds one PMD-sized folio; the registered view still
+    // faults and is continued one base page at a time.
+    require_mode!(MemType::Shmem, RegisterMode::MINOR);
+    require_root!("sets the shmem THP policy");
+    let Some(pmd) = mem::pmd_size() else {
+        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
+    };
+    let _policy = try_skip!(ShmemThp::set("always"));
+    let ps = mem::base_page_size();
+    let views = PmdViews::new(pmd);
+    for i in 0..pmd / ps {
+        // SAFETY: inside the alias view.
+        unsafe { std::ptr::write_bytes((views.alias + i * ps) as *mut u8, (i % 251) as u8, ps) };
+    }
+    require!(
+        smaps_field(views.alias, "ShmemPmdMapped") == Some(pmd),
+        "shmem did not allocate a PMD folio for the memfd (memory fragmented?)"
+    );
+    let uffd = try_skip!(testing::open_uffd(Features::MINOR_SHMEM));
+    uffd.register(views.main, pmd, RegisterMode::MINOR).unwrap();
+    for i in [5, 6, 300] {
+        let r = Faulter::read(views.main + i * ps + 1);
+        assert_eq!(
+            next_pagefault(&uffd),
+            (PagefaultFlags::MINOR, views.main + i * ps),
+            "page {i}"
+        );
+        assert_eq!(
+            uffd.r#continue(views.main + i * ps, ps, ContinueMode::empty()),
+            Ok(ps as i64)
+        );
+        assert_eq!(r.join(), (i % 251) as u8);
+    }
+    let present: Vec<usize> = (0..pmd / ps)
+        .filter(|i| pagemap::is_present(views.main + i * ps))
+        .collect();
+    assert_eq!(present, [5, 6, 300], "CONTINUE mapped exactly the pages asked for");
+    assert_eq!(smaps_field(views.main, "ShmemPmdMapped"), Some(0));
+    // The rest in one call: it stops at the first mapped page, after 5.
+    assert_eq!(
+        uffd.r#continue(views.main, pmd, ContinueMode::empty()),
+        Err(Partial {
+            errno: Errno::EAGAIN,
+            progress: 5 * ps as i64
+        })
+    );
+    assert_no_event(&uffd);
+}
