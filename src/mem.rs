@@ -257,7 +257,11 @@ impl Area {
     /// bytes (munmap, shrinking mremap); drop leaves that range alone.
     /// Not for areas with an alias, whose view keeps the old length.
     pub fn truncated_to(&mut self, len: usize) {
-        assert!(len <= self.len && self.alias.is_none(), "truncate {} to {len}", self.len);
+        assert!(
+            len <= self.len && self.alias.is_none(),
+            "truncate {} to {len}",
+            self.len
+        );
         self.len = len;
     }
 

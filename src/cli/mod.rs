@@ -2,6 +2,6 @@
 
 pub mod caps;
 pub mod coverage;
+pub mod gate;
 pub mod run;
 pub mod vm;
-pub mod gate;
