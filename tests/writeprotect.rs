@@ -886,3 +886,103 @@ fn wp_marker_pagemap_encoding(#[case] mem: MemType) {
     let e = pagemap::entry(area.page(0)).unwrap();
     assert_eq!(e & mask, want, "entry {e:#x}");
 }
+
+/// Bytes of `/proc/self/smaps` field `key` for the VMA holding `addr`.
+fn smaps_field(addr: usize, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((s, e)) = first.split_once('-')
+            && let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
+        {
+            inside = s <= addr && addr < e;
+            continue;
+        }
+        if inside && let Some(rest) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+            return rest
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+                .map(|kb| kb * 1024);
+        }
+    }
+    None
+}
+
+#[test]
+#[serial_test::serial(thp)]
+fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
+    // A file PMD cannot carry uffd-wp: protecting part of it splits the
+    // mapping, and only the protected page keeps (a marker with) the bit.
+    require_mode!(MemType::Shmem, RegisterMode::WP);
+    require_root!("sets the anon shmem THP policy");
+    let Some(pmd) = mem::pmd_size() else {
+        skip!("kernel has no THP")
+    };
+    let knob = format!(
+        "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/shmem_enabled",
+        pmd / 1024
+    );
+    let Some(old) = caps::sysfs_choice(&knob) else {
+        skip!("no {knob}")
+    };
+    struct Restore(String, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, &self.1);
+        }
+    }
+    std::fs::write(&knob, "always").expect("set shmem_enabled");
+    let _restore = Restore(knob, old);
+    let ps = mem::base_page_size();
+    let holes = testing::holes::far_range();
+    // SAFETY: a shared anonymous (shmem) mapping at a far, PMD-aligned address.
+    let p = unsafe {
+        libc::mmap(
+            holes as *mut libc::c_void,
+            pmd,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap: {}", Errno::last());
+    struct Unmap(usize, usize);
+    impl Drop for Unmap {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping.
+            unsafe { libc::munmap(self.0 as *mut libc::c_void, self.1) };
+        }
+    }
+    let a = p as usize;
+    let _unmap = Unmap(a, pmd);
+    // SAFETY: our writable mapping.
+    unsafe { std::ptr::write_bytes(a as *mut u8, 0x11, pmd) };
+    require!(
+        smaps_field(a, "ShmemPmdMapped") == Some(pmd),
+        "shmem did not map a PMD folio (memory fragmented?)"
+    );
+    let uffd = try_skip!(testing::open_uffd(wp_features(MemType::Shmem)));
+    uffd.register(a, pmd, RegisterMode::WP).unwrap();
+    uffd.writeprotect(a + 7 * ps, ps, WP).unwrap();
+    assert_eq!(smaps_field(a, "ShmemPmdMapped"), Some(0), "the PMD mapping was split");
+    let wp: Vec<usize> = (0..pmd / ps).filter(|i| wp_bit(a + i * ps)).collect();
+    assert_eq!(wp, [7]);
+    let w = Faulter::write(a + 8 * ps, 0x22);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x22);
+    let w = Faulter::write(a + 7 * ps + 1, 0x23);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, a + 7 * ps)
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(a + 7 * ps, ps, UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x23);
+    assert_eq!(testing::read_byte(a + 7 * ps), 0x11, "the cache page kept its data");
+    assert_eq!(testing::read_byte(a + 7 * ps + 1), 0x23);
+    assert_no_event(&uffd);
+}
