@@ -27,7 +27,12 @@ fn text(o: &Output) -> (String, String) {
 
 /// The kernel to boot, or the SKIP reason.
 fn kernel() -> Result<PathBuf, String> {
-    let k = std::env::var_os("UFFDTEST_KERNEL").ok_or("UFFDTEST_KERNEL is not set (a bzImage to boot)")?;
+    kernel_from("UFFDTEST_KERNEL")
+}
+
+/// The bzImage named by `var`, if it is set and QEMU is installed.
+fn kernel_from(var: &str) -> Result<PathBuf, String> {
+    let k = std::env::var_os(var).ok_or(format!("{var} is not set (a bzImage to boot)"))?;
     let has_qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|d| d.join("qemu-system-x86_64").is_file());
     if !has_qemu {
@@ -233,4 +238,25 @@ fn kernel_that_panics_before_init_is_reported_with_its_console() {
         err.contains("the kernel panicked before the guest init ran any case"),
         "{err}"
     );
+}
+
+#[test]
+#[serial(vm)]
+fn kernel_without_userfaultfd_is_reported_from_the_guest() {
+    // A kernel built without CONFIG_USERFAULTFD (CI has none: SKIP there).
+    let k = match kernel_from("UFFDTEST_KERNEL_NO_UFFD") {
+        Ok(k) => k,
+        Err(why) => {
+            println!("SKIP: {why}");
+            return;
+        }
+    };
+    let o = vm(&k, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.contains("the guest reported: this kernel has no userfaultfd"),
+        "{err}"
+    );
+    assert!(err.contains("CONFIG_USERFAULTFD=y"), "{err}");
 }

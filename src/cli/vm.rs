@@ -218,11 +218,11 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
     if !run.guest_errors.is_empty() && !ran_any {
         return ExitCode::from(EXIT_INFRA);
     }
-    if let GuestEnd::QemuExited(why) = &run.end
-        && !run.console.kernel_seen
-    {
+    if !run.console.kernel_seen {
         eprintln!(
-            "uffdtest: the kernel never started ({why}); is {} a bootable x86_64 kernel?",
+            "uffdtest: the kernel printed nothing on ttyS0 ({}); is {} a bootable x86_64 kernel with \
+             CONFIG_SERIAL_8250_CONSOLE=y?",
+            run.end,
             a.kernel.display()
         );
         return ExitCode::from(EXIT_INFRA);
