@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
     /// Timeout for cases whose binary or name contains `stress`.
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub stress_timeout: u64,
     /// Raise vm.nr_hugepages to at least N for the run (restored after; never lowered).
     #[arg(long, default_value_t = 64, value_name = "N")]

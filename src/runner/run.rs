@@ -87,7 +87,7 @@ impl Default for RunOptions {
             shard: None,
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             timeout: Duration::from_secs(60),
-            stress_timeout: Duration::from_secs(600),
+            stress_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(3),
             run_ignored: false,
             watch_kmsg: true,
