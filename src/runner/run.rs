@@ -21,7 +21,8 @@
 //!
 //! Serial cases (see [`super::discover`]: a `serial`/`serial_*` name segment,
 //! or a serial_test attribute the manifest recorded) never run beside
-//! another case, whatever `--jobs` says.
+//! another case, whatever `--jobs` says; with `--jobs` > 1 they run after
+//! all the others.
 //!
 //! Results reach the reporters in plan order, whatever order parallel cases
 //! end in; `CaseStarted` comes as it happens (for the progress line).
@@ -298,12 +299,18 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
         notes: &notes,
     });
 
-    let queue: Vec<(usize, usize)> = plan
+    let jobs = opts.jobs.max(1);
+    let mut queue: Vec<(usize, usize)> = plan
         .binaries
         .iter()
         .enumerate()
         .flat_map(|(b, pb)| (0..pb.cases.len()).map(move |c| (b, c)))
         .collect();
+    // Serial cases go last, so they never hold the parallel ones back while
+    // the slots drain for them (results still come out in plan order).
+    if jobs > 1 {
+        queue.sort_by_key(|&(b, c)| plan.binaries[b].cases[c].serial);
+    }
     let mut results: Vec<Vec<Option<TestResult>>> = plan.binaries.iter().map(|b| vec![None; b.cases.len()]).collect();
     let mut running: Vec<Running> = Vec::new();
     let mut next = 0;
@@ -313,7 +320,6 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
         diagnostics: notes.clone(),
         ..Report::default()
     };
-    let jobs = opts.jobs.max(1);
     // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
     let is_init = std::process::id() == 1;
     loop {
