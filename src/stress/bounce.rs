@@ -413,24 +413,31 @@ impl Bounce {
     }
 
     /// Minor bounces: whoever claims page `p` first fills it through the
-    /// alias; anyone who needs it mapped waits until it is filled, then
-    /// CONTINUEs (EEXIST: someone else mapped it first; wake).
+    /// alias; anyone who needs it mapped, once it is filled, CONTINUEs
+    /// (EEXIST: someone else mapped it first; wake).
     fn resolve_minor(&self, p: usize) -> Res {
         let st = &self.ledger.state[p];
-        if st.compare_exchange(EMPTY, CLAIMED, Acquire, Relaxed).is_ok() {
-            // SAFETY: the source and the alias are unregistered mappings of
-            // this bounce; only the claimer writes this alias page.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (self.src() + p * self.ps) as *const u8,
-                    (self.dst_alias() + p * self.ps) as *mut u8,
-                    self.ps,
-                )
-            };
-            st.store(FILLED, Release);
-        }
-        while st.load(Acquire) != FILLED {
-            std::thread::yield_now();
+        match st.compare_exchange(EMPTY, CLAIMED, Acquire, Acquire) {
+            Ok(_) => {
+                // The alias is registered MISSING: COPY puts the page in the
+                // page cache whole, so no one can map it half written.
+                let (alias, src) = (self.dst_alias() + p * self.ps, self.src() + p * self.ps);
+                match self.uffd.copy(alias, src, self.ps, CopyMode::empty()) {
+                    Ok(_) => {}
+                    Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => {
+                        st.store(EMPTY, Release);
+                        return Res::Again;
+                    }
+                    Err(e) => self.fail(format!("page {p}: UFFDIO_COPY into the alias: {e}")),
+                }
+                st.store(FILLED, Release);
+            }
+            // Someone is filling it; they CONTINUE it too, which wakes the
+            // faulter (a filler meeting EAGAIN puts it back, and the
+            // background thread takes it). Never wait here: the filler may
+            // need a handler to read an event first.
+            Err(CLAIMED) => return Res::Done,
+            Err(_) => {}
         }
         let mode = if self.wp {
             ContinueMode::WP
@@ -574,8 +581,14 @@ impl Bounce {
     /// claim-fill-CONTINUE in minor bounces.
     fn fill(&self, r: std::ops::Range<usize>, check_eexist: &mut bool) {
         if self.is_minor() {
+            // Until every page is filled: the source is released when the
+            // background threads are done, so no fill may still read it.
             for p in r {
-                while let Res::Again = self.resolve_minor(p) {
+                loop {
+                    let again = matches!(self.resolve_minor(p), Res::Again);
+                    if !again && self.ledger.state[p].load(Acquire) == FILLED {
+                        break;
+                    }
                     std::thread::yield_now();
                 }
             }
@@ -674,7 +687,10 @@ impl Bounce {
                 // Workers are done, so nothing waits on a pending fault.
                 break;
             }
-            if poll_mode || !pending.is_empty() {
+            // Only in poll mode: poll(2) on a blocking uffd is POLLERR. A
+            // pending fault (EAGAIN) needs an event, and events only come
+            // in poll-mode bounces.
+            if poll_mode {
                 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
                 let mut fds = [
                     PollFd::new(self.uffd.as_fd(), PollFlags::POLLIN),
@@ -852,6 +868,11 @@ impl Bounce {
         self.uffd
             .register(dst, self.len(), self.register_mode())
             .map_err(|e| format!("UFFDIO_REGISTER {:?}: {e}", self.register_mode()))?;
+        if minor {
+            self.uffd
+                .register(self.dst_alias(), self.len(), RegisterMode::MISSING)
+                .map_err(|e| format!("UFFDIO_REGISTER MISSING of the alias: {e}"))?;
+        }
         self.ledger.reset(0..self.npages);
         for h in &self.hstats {
             h.missing.store(0, Relaxed);
@@ -890,6 +911,11 @@ impl Bounce {
         self.uffd
             .unregister(dst, self.len())
             .map_err(|e| format!("UFFDIO_UNREGISTER: {e}"))?;
+        if minor {
+            self.uffd
+                .unregister(self.dst_alias(), self.len())
+                .map_err(|e| format!("UFFDIO_UNREGISTER of the alias: {e}"))?;
+        }
         self.work_left.set(self.workers);
         self.round(PHASE_VERIFY);
         self.work_left.wait();
@@ -1018,10 +1044,19 @@ fn setup(cfg: &Config, extra: Option<MakeExtra>) -> Result<(Bounce, Option<Featu
     let a = area(mem, npages, minor_ok)?;
     let b = area(mem, npages, minor_ok)?;
     let uffd = crate::testing::open_uffd(features).map_err(Failure::Skip)?;
-    for p in 0..npages {
-        // SAFETY: b (the first source) is ours, mapped and unregistered.
-        unsafe { verify::init_page(b.page(p), ps, p) };
-    }
+    // Filling the first source is most of the setup (it faults in and
+    // zeroes every page): share it out like the bounces' work.
+    std::thread::scope(|s| {
+        let b = &b;
+        for t in 0..nslices {
+            s.spawn(move || {
+                for p in (t * per)..((t + 1) * per) {
+                    // SAFETY: b (the first source) is ours, mapped and unregistered.
+                    unsafe { verify::init_page(b.page(p), ps, p) };
+                }
+            });
+        }
+    });
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
         .map_err(|e| Failure::Setup(format!("pipe: {e}")))?;
     let workers = cfg.threads.max(1) * nslices;
