@@ -31,7 +31,7 @@ pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
     std::fs::write(sysctl_path(name), value).map_err(|e| format!("cannot set {name}={value}: {e}"))
 }
 
-/// The snapshot of the watched values, restored on drop.
+/// The snapshot of the watched values; what the run wrote is restored on drop.
 pub struct Env {
     saved: Vec<(String, String)>,
 }
@@ -49,9 +49,17 @@ impl Env {
             .iter()
             .filter_map(|n| read_sysctl(n).map(|v| (n.clone(), v)))
             .collect();
-        *SAVED.lock().unwrap_or_else(|e| e.into_inner()) =
-            saved.iter().map(|(n, v)| (sysctl_path(n), v.clone())).collect();
-        let env = Env { saved };
+        // Only what this run writes is put back at its end: another runner on
+        // the same machine may have changed a value meanwhile, and it is theirs.
+        SAVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let remember = |name: &str| {
+            if let Some((_, v)) = saved.iter().find(|(n, _)| n == name) {
+                let mut s = SAVED.lock().unwrap_or_else(|e| e.into_inner());
+                if !s.iter().any(|(p, _)| *p == sysctl_path(name)) {
+                    s.push((sysctl_path(name), v.clone()));
+                }
+            }
+        };
         let root = nix::unistd::geteuid().is_root();
         if let Some(want) = hugepages {
             let have: u64 = read_sysctl("vm.nr_hugepages").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -63,6 +71,7 @@ impl Env {
                 } else if let Err(e) = write_sysctl("vm.nr_hugepages", &want.to_string()) {
                     notes.push(e);
                 } else {
+                    remember("vm.nr_hugepages");
                     let got = read_sysctl("vm.nr_hugepages").unwrap_or_default();
                     notes.push(format!(
                         "vm.nr_hugepages raised from {have} to {got} for the run (wanted {want})"
@@ -71,12 +80,13 @@ impl Env {
             }
         }
         for (k, v) in set {
+            remember(k);
             match write_sysctl(k, v) {
                 Ok(()) => notes.push(format!("{k}={v} for the run")),
                 Err(e) => notes.push(e),
             }
         }
-        (env, notes)
+        (Env { saved }, notes)
     }
 
     /// After a case: any watched value the case left changed is put back.
@@ -102,7 +112,7 @@ impl Env {
         notes
     }
 
-    /// Puts every snapshotted value back.
+    /// Puts back what this run wrote (raised huge pages, `--sysctl` values).
     pub fn restore(&self) {
         restore_saved();
     }
