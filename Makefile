@@ -16,10 +16,12 @@ RESULTS    ?= results
 ARGS       ?=
 BUILD_ARGS ?=
 REPORTS     = -o $(RESULTS)/check.ktap --json $(RESULTS)/check.json --junit $(RESULTS)/check.junit.xml
+# Build uffdtest only when it is ours; UFFDTEST=path (command line or environment) uses that binary as is.
+BUILD_UFFDTEST = $(if $(filter file,$(origin UFFDTEST)),uffdtest)
 
 .PHONY: check uffdtest help
 
-check: uffdtest
+check: $(BUILD_UFFDTEST)
 	@mkdir -p $(RESULTS)
 ifneq ($(strip $(TREE)),)
 	kernel=$$($(UFFDTEST) build --tree $(TREE) $(BUILD_ARGS)) && \
