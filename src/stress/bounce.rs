@@ -254,6 +254,9 @@ pub struct Bounce {
     hstats: Vec<HandlerStats>,
     increments: AtomicU64,
     verified: AtomicU64,
+    verified_bytes: AtomicU64,
+    /// This bounce's audit reads every byte (else headers only).
+    full: AtomicBool,
     wake_rd: OwnedFd,
     wake_wr: OwnedFd,
     tids: Mutex<Vec<libc::pthread_t>>,
@@ -750,11 +753,14 @@ impl Bounce {
 
     fn audit_stripe(&self, wid: usize) {
         let chunk = self.npages.div_ceil(self.workers);
+        let body = self.full.load(Relaxed);
         let r = Rules {
             wp: self.wp,
             minor: self.is_minor(),
             workers: self.workers,
+            body,
         };
+        let bytes = if body { self.ps } else { verify::BODY } as u64;
         let dst = self.dst();
         for p in (wid * chunk)..((wid + 1) * chunk).min(self.npages) {
             // SAFETY: the destination is unregistered, fully populated and no
@@ -763,6 +769,7 @@ impl Bounce {
                 self.fail(e);
             }
             self.verified.fetch_add(1, Relaxed);
+            self.verified_bytes.fetch_add(bytes, Relaxed);
         }
     }
 
@@ -852,8 +859,9 @@ impl Bounce {
     }
 
     /// One bounce; returns the stats line.
-    fn bounce(&self, n: u64, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, String> {
+    fn bounce(&self, n: u64, full: bool, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, String> {
         let mode = Mode(n);
+        self.full.store(full, Relaxed);
         let minor = self.minor_ok && mode.minor();
         self.mode.store(n, Relaxed);
         self.minor.store(minor, Relaxed);
@@ -945,9 +953,10 @@ impl Bounce {
             line += &format!(" {k} minor ({ks})");
         }
         line += &format!(
-            ", {} updates, {} pages verified",
+            ", {} updates, {} pages verified{}",
             self.increments.load(Relaxed) - before,
-            self.npages
+            self.npages,
+            if full { " (every byte)" } else { " (headers)" }
         );
         let errs = self.nerrors.load(Relaxed) - errs_before;
         if errs > 0 {
@@ -1090,6 +1099,8 @@ fn setup(cfg: &Config, extra: Option<MakeExtra>) -> Result<(Bounce, Option<Featu
             hstats: (0..nslices).map(|_| HandlerStats::default()).collect(),
             increments: AtomicU64::new(0),
             verified: AtomicU64::new(0),
+            verified_bytes: AtomicU64::new(0),
+            full: AtomicBool::new(true),
             wake_rd: rd,
             wake_wr: wr,
             tids: Mutex::new(Vec::new()),
@@ -1140,7 +1151,11 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
         while n > 0 && cfg.duration.is_none_or(|d| start.elapsed() < d) {
             n -= 1;
             let minor = b.minor_ok && Mode(n).minor();
-            match b.bounce(n, disrupt.as_ref().map(|d| d as &(dyn Fn(u64) + Sync))) {
+            // Bodies never change, and each bounce copies them on: checking
+            // every byte on ver bounces and the last still catches a wrong
+            // byte from any bounce (the soak checks them every bounce).
+            let full = Mode(n).ver() || n == 0 || cfg.duration.is_some();
+            match b.bounce(n, full, disrupt.as_ref().map(|d| d as &(dyn Fn(u64) + Sync))) {
                 Ok(line) => {
                     if !cfg.quiet && !cfg.soak {
                         let _ = writeln!(out, "{line}");
@@ -1187,7 +1202,7 @@ impl Bounce {
         let mut t = t.clone();
         t.increments = self.increments.load(Relaxed);
         t.pages_verified = self.verified.load(Relaxed);
-        t.bytes_verified = t.pages_verified * self.ps as u64;
+        t.bytes_verified = self.verified_bytes.load(Relaxed);
         t.errors = self.nerrors.load(Relaxed);
         t.seconds = start.elapsed().as_secs_f64();
         if let Some(x) = &self.extra {

@@ -52,6 +52,16 @@ pub unsafe fn init_page(addr: usize, ps: usize, p: usize) {
 /// # Safety
 /// `addr..addr+ps` must be readable memory that no one writes meanwhile.
 pub unsafe fn check_page(addr: usize, ps: usize, p: usize, count: u64) -> Result<(), String> {
+    // SAFETY: forwarded.
+    unsafe { check_page_with(addr, ps, p, count, true) }
+}
+
+/// [`check_page`], the body only if `body`: the header alone is the lock,
+/// the counter and the tag.
+///
+/// # Safety
+/// As for [`check_page`].
+pub unsafe fn check_page_with(addr: usize, ps: usize, p: usize, count: u64, body: bool) -> Result<(), String> {
     let w = addr as *const u64;
     // SAFETY: the caller guarantees the page is mapped and quiet.
     let (lock, got, t) = unsafe {
@@ -79,6 +89,9 @@ pub unsafe fn check_page(addr: usize, ps: usize, p: usize, count: u64) -> Result
     }
     if lock as u32 != 0 {
         return Err(format!("page {p}: lock word {lock:#x} left held"));
+    }
+    if !body {
+        return Ok(());
     }
     // SAFETY: as above.
     let body = unsafe { std::slice::from_raw_parts(w.add(BODY / 8), (ps - BODY) / 8) };
@@ -157,6 +170,8 @@ pub struct Rules {
     /// Threads that touch pages: at most this many faults of one kind can
     /// be outstanding on a page at once.
     pub workers: usize,
+    /// Check every body byte, not just the header.
+    pub body: bool,
 }
 
 impl Ledger {
@@ -211,7 +226,7 @@ impl Ledger {
             ));
         }
         // SAFETY: forwarded from the caller.
-        if let Err(e) = unsafe { check_page(addr, ps, p, expect) } {
+        if let Err(e) = unsafe { check_page_with(addr, ps, p, expect, r.body) } {
             errs.push(e);
         }
         let written = expect - self.start[p].load(Relaxed);
@@ -314,6 +329,7 @@ mod tests {
             wp: true,
             minor: false,
             workers: 2,
+            body: true,
         };
         // SAFETY: v is a whole page of our own memory.
         let errs = unsafe { l.audit(0, v.as_ptr() as usize, 4096, r) };
