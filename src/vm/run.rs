@@ -244,6 +244,8 @@ fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), String> {
 /// `cargo test --no-run` for the static gnu target: the test binaries and
 /// the `uffdtest` binary itself (cargo builds it for the integration tests).
 /// Debug info is left out: it would triple the initramfs the guest unpacks.
+/// Optimised (debug assertions stay on): under TCG unoptimised code made the
+/// stress cases run for many minutes each.
 ///
 /// The build goes to its own target directory, `<target>/uffdtest-vm`, so a
 /// `uffdtest vm` started from `cargo test` never waits on the outer cargo's
@@ -273,6 +275,7 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), String> {
         .arg(&target_dir)
         .env("RUSTFLAGS", rustflags.trim())
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_PROFILE_DEV_OPT_LEVEL", "2")
         .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
