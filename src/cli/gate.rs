@@ -112,18 +112,35 @@ pub struct CompareArgs {
     /// Also write the judgement to this file (the format above); stdout still gets it.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// More runs of the base (repeatable): a case whose outcome differs between the base runs is flaky there and
+    /// is reported apart, never as a regression.
+    #[arg(long = "base-repeat", value_name = "FILE")]
+    pub base_repeats: Vec<PathBuf>,
 }
 
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
 pub fn compare(args: &CompareArgs) -> ExitCode {
     use crate::gate::compare;
-    let (base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
+    let (mut base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
         (Ok(b), Ok(c)) => (b, c),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("uffdtest compare: {e}");
             return ExitCode::from(2);
         }
     };
+    // Repeated runs side by side in one report: compare keeps every outcome of a case.
+    for p in &args.base_repeats {
+        match compare::load(p) {
+            Ok(r) => {
+                base.tests.extend(r.tests);
+                base.parse_errors.extend(r.parse_errors);
+            }
+            Err(e) => {
+                eprintln!("uffdtest compare: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let c = compare::compare(&base, &cand);
     let text = match args.format {
         Format::Text => compare::render_text(&c),
