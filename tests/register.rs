@@ -94,6 +94,14 @@ fn register_grants_documented_ioctls(
     #[case] mem: MemType,
     #[values(MISSING, WP, MINOR, MISSING_WP, MISSING_MINOR, WP_MINOR, MISSING_WP_MINOR)] mode: RegisterMode,
 ) {
+    if mode.contains(MINOR) && mem.is_anon() {
+        // Documented refusal, not a missing feature: vma_can_userfault
+        // allows VM_UFFD_MINOR on shmem and hugetlb VMAs only.
+        let area = try_area!(Area::new(mem, 1));
+        let uffd = try_skip!(uffd());
+        assert_eq!(uffd.register(area.addr(), area.len(), mode), Err(Errno::EINVAL));
+        return;
+    }
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 2));
     let uffd = try_skip!(uffd());
