@@ -696,3 +696,22 @@ fn copy_into_minor_only_range_fills_the_hole(#[case] mem: MemType) {
         assert_eq!(alias, vec![0; ps], "a private copy leaves the file a hole");
     }
 }
+
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::hugetlb(MemType::Hugetlb)]
+fn copy_into_shared_memory_lands_in_the_page_cache(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let area = try_area!(Area::with_alias(mem, 2));
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    let ps = area.page_size();
+    let src = source(ps, 2);
+    assert_eq!(uffd.copy(area.page(1), src.addr() + ps, ps, NONE), Ok(ps as i64));
+    // The other view of the same file sees the copied bytes.
+    assert_eq!(area.read(area.alias_page(1), ps), expected(ps, 1));
+    // And a write through it shows in the registered view.
+    testing::write_byte(area.alias_page(1) + 3, 0xc3);
+    assert_eq!(testing::read_byte(area.page(1) + 3), 0xc3);
+    assert!(!present(area.page(0)));
+}

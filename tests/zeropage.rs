@@ -348,3 +348,24 @@ fn zeropage_over_wp_marker(#[case] mem: MemType) {
         assert!(!present(area.page(0)));
     }
 }
+
+#[apply(all_mem)]
+fn zeropage_maps_the_shared_zero_page_on_private_memory(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
+    require_root!("pagemap shows PFNs to CAP_SYS_ADMIN only");
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
+    let ps = area.page_size();
+    assert_eq!(uffd.zeropage(area.addr(), 2 * ps, NONE), Ok(2 * ps as i64));
+    const PFN: u64 = (1 << 55) - 1;
+    let pfn = |i| pagemap::entry(area.page(i)).unwrap() & PFN;
+    let (a, b) = (pfn(0), pfn(1));
+    assert_ne!(a, 0, "PFN hidden?");
+    if mem.is_shared() {
+        // shmem_mfill_atomic_pte allocates a zeroed page per offset.
+        assert_ne!(a, b, "two page-cache pages");
+    } else {
+        // mfill_atomic_pte_zeropage maps my_zero_pfn: nothing allocated.
+        assert_eq!(a, b, "both map the zero page");
+    }
+}
