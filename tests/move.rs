@@ -647,3 +647,23 @@ fn move_works_on_anon_dst_registered_wp_too() {
     assert_eq!(pagemap::entry(dst.page(0)).unwrap() & pagemap::PM_UFFD_WP, 0);
     assert_eq!(dst.read_page(0), expected(ps, 0));
 }
+
+#[rstest]
+#[case::anon(MemType::Anon)]
+fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
+    require_features!(Features::MOVE);
+    testing::register_support(mem, MISSING).unwrap();
+    let a = try_area!(Area::new(mem, 4));
+    dontfork(&a);
+    fill(&a, 1);
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let ps = a.page_size();
+    // [2,4) <- [1,3) with only page 1 present: move_pages has no overlap
+    // check and walks forward, so the page moves 1 -> 2, then is found
+    // again as the source of the second step and moves 2 -> 3.
+    assert_eq!(uffd.r#move(a.page(2), a.page(1), 2 * ps, NONE), Ok(2 * ps as i64));
+    assert!(!present(a.page(1)));
+    assert!(!present(a.page(2)));
+    assert_eq!(a.read_page(3), expected(ps, 1));
+}
