@@ -216,3 +216,26 @@ fn one_wake_releases_every_fault_in_range(#[case] mem: MemType) {
     }
     assert_no_event(&uffd);
 }
+
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_private(MemType::HugetlbPrivate)]
+fn wake_matches_the_huge_page_start_without_exact_address(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
+    let bp = mem::base_page_size();
+    let ps = area.page_size();
+    // The access is in the second base page; the message says the huge
+    // page's start, and the wake range is matched against that.
+    let r = Faulter::read(area.addr() + bp + 5);
+    assert_eq!(next_pagefault(&uffd).1, area.addr());
+    resolve(&uffd, &area, 0, 0x67);
+    assert_eq!(r.settle(), State::Blocked);
+    uffd.wake(area.addr() + bp, ps - bp).unwrap();
+    assert!(
+        r.is_blocked() && !r.is_done(),
+        "a wake past the huge page start released it"
+    );
+    uffd.wake(area.addr(), bp).unwrap();
+    assert_eq!(r.join(), 0x67);
+}
