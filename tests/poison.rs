@@ -60,6 +60,18 @@ fn poison_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String>
     prepared_area(mem, npages, |_| {})
 }
 
+/// In a child: a fresh uffd (UFFD_FEATURE_POISON) registered MISSING over
+/// `area`, which the parent mapped. Nothing here takes a lock another
+/// parent thread may have held at fork time (the area was made before).
+fn child_uffd(area: &Area) -> Result<Arc<Uffd>, i32> {
+    let uffd = testing::open_uffd(Features::POISON).map_err(|_| code::SETUP)?;
+    let ioctls = uffd
+        .register(area.addr(), area.len(), MISSING)
+        .map_err(|_| code::SETUP)?;
+    ensure(ioctls.contains(Ioctls::POISON | Ioctls::COPY), code::SETUP)?;
+    Ok(Arc::new(uffd))
+}
+
 /// Child exit codes name the check that broke.
 mod code {
     pub const SETUP: i32 = 20;
@@ -112,8 +124,9 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let n = 4;
     // The odd pages alone: resolved with zeros, no signal, one fault each.
+    let area = try_area!(Area::new(mem, n));
     let st = in_child(|| {
-        let (area, uffd) = poison_area(mem, n).map_err(|_| code::SETUP)?;
+        let uffd = child_uffd(&area)?;
         let h = even_poison_odd_zero(&area, &uffd);
         for i in (1..n).step_by(2) {
             ensure(area.read_page(i) == vec![0; area.page_size()], code::WRONG_DATA)?;
@@ -125,8 +138,10 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
     // Then each even page, read or written: the poisoned fault is SIGBUS.
     for target in (0..n).step_by(2) {
         for write in [false, true] {
+            // A fresh area each time: a shared one keeps the children's copies.
+            let area = try_area!(Area::new(mem, n));
             let st = in_child(|| {
-                let (area, uffd) = poison_area(mem, n).map_err(|_| code::SETUP)?;
+                let uffd = child_uffd(&area)?;
                 let _h = even_poison_odd_zero(&area, &uffd);
                 ensure(area.read_page(1) == vec![0; area.page_size()], code::WRONG_DATA)?;
                 if write {
@@ -162,8 +177,9 @@ fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
 fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
     require_features!(Features::POISON);
     require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
     let st = in_child(|| {
-        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        let uffd = child_uffd(&area)?;
         ensure(
             uffd.poison(area.addr(), area.page_size(), NONE) == Ok(area.page_size() as i64),
             code::SETUP,
@@ -239,8 +255,9 @@ fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
 fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
     require_features!(Features::POISON);
     require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
     let st = in_child(|| {
-        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        let uffd = child_uffd(&area)?;
         let ps = area.page_size();
         ensure(uffd.poison(area.addr(), ps, NONE) == Ok(ps as i64), code::SETUP)?;
         // Zapping with no zap_details drops poison markers on every VMA type.
@@ -259,8 +276,9 @@ fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
 fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
     require_features!(Features::POISON);
     require_mode!(mem, MISSING);
+    let area = try_area!(Area::new(mem, 1));
     let st = in_child(|| {
-        let (area, uffd) = poison_area(mem, 1).map_err(|_| code::SETUP)?;
+        let uffd = child_uffd(&area)?;
         let ps = area.page_size();
         let r = Faulter::read(area.addr() + 2);
         ensure(
