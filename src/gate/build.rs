@@ -7,6 +7,7 @@ use crate::vm::kconfig;
 use std::fmt;
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -276,6 +277,15 @@ fn make(tree: &Path, out: &Path, jobs: usize, args: &[&str], log: &Path, verbose
         .map_err(io(format!("open {}", log.display())))?;
     let _ = writeln!(logf, "### {step}");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // If we die (git bisect run interrupted, a CI job cancelled), make gets SIGTERM and passes it to its
+    // children, instead of building on unattended.
+    // SAFETY: the closure runs between fork and exec and only makes the prctl(2) syscall, which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
     let mut child = cmd.spawn().map_err(io(format!("run {step}")))?;
     // Merge stdout and stderr into the log in arrival order, echoing when asked.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
