@@ -312,3 +312,39 @@ fn bisect_judges_recorded_guest_runs() {
     let v = judge(&report("guest-6.12-panic-before-init.json"));
     assert_eq!(v.exit_code(), 125, "{v}");
 }
+
+#[test]
+fn a_real_kernel_warning_is_a_new_splat_pinned_on_its_case() {
+    // The same bad kernel with a WARN_ON_ONCE on the bit, run by a later suite that had grown zeropage, poison,
+    // move, unregister and wake cases: those are new, not regressions.
+    for cand in [
+        "guest-6.12-copy-mode-bit5-warn.json",
+        "guest-6.12-copy-mode-bit5-warn.ktap",
+    ] {
+        let c = cmp("guest-6.12-base.json", cand);
+        let regressions: Vec<_> = moved(&c)
+            .into_iter()
+            .filter(|(_, ch)| *ch == Change::Regression)
+            .collect();
+        assert_eq!(
+            regressions,
+            cases(
+                "copy",
+                "copy_unknown_mode_bits_fail_einval",
+                COPY_SIX,
+                Change::Regression
+            )
+        );
+        assert_eq!(c.count(Change::New), 48, "{cand}");
+        assert_eq!(c.count(Change::Removed), 0, "{cand}");
+        assert_eq!(c.new_splats.len(), 1, "{cand}: {:?}", c.new_splats);
+        // No KALLSYMS in this kernel: the raw address goes, file and headline stay.
+        assert_eq!(c.new_splats[0].signature, "WARNING: at fs/userfaultfd.c", "{cand}");
+        assert_eq!(
+            c.new_splats[0].cases,
+            ["copy / copy_unknown_mode_bits_fail_einval on anon"],
+            "{cand}"
+        );
+        assert_eq!(c.exit_code(), 1);
+    }
+}
