@@ -585,6 +585,7 @@ impl Running {
                 .push(format!("timed out after {secs} s: process group killed"));
             res.diagnostics.append(&mut self.hang_report);
         }
+        let kmsgs: Vec<String> = kmsgs.into_iter().filter(|m| !kmsg::is_foreign_fixture(m)).collect();
         let excerpt = kmsg::splat_excerpt(&kmsgs);
         if let Some(first) = excerpt.iter().find(|m| kmsg::is_splat(m)) {
             if matches!(res.status, Status::Pass | Status::Skip) {
