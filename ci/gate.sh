@@ -16,16 +16,16 @@
 #   --uffdtest BIN  the uffdtest binary (default: build it with cargo)
 # Filters after `--` go to `uffdtest vm` (e.g. `-- -f zeropage --mem shmem`).
 #
-# Writes to $WORK/results/: base.{ktap,json,junit.xml},
-# candidate.{ktap,json,junit.xml}, report.md (for a CI comment), report.txt,
-# report.json. Exit: 0 no regression, 1 regression or new splat, 2 usage,
+# Writes to $WORK/results/: base.{ktap,json,junit.xml,console.log,vm.log},
+# the same for candidate, bzImage.{base,candidate}, report.md (for a CI
+# comment), report.txt, report.json. Exit: 0 no regression, 1 regression or new splat, 2 usage,
 # 3 the base could not be built or run (nothing to compare against).
 set -eu
 
 usage() { sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//; /^set -eu/d' >&2; exit 2; }
 die() { echo "gate: $*" >&2; exit "${2:-2}"; }
 
-TREE= BASE= PATCHED= SERIES= WORK=.uffdtest-gate UFFDTEST= BUILD_ARGS=
+TREE= BASE= PATCHED= SERIES= WORK=.uffdtest-gate UFFDTEST= BUILD_ARGS= BUILD_DIR= IN_PLACE=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--tree) TREE=$2; shift 2 ;;
@@ -33,6 +33,8 @@ while [ $# -gt 0 ]; do
 	--patched) PATCHED=$2; shift 2 ;;
 	--series) SERIES=$2; shift 2 ;;
 	--work) WORK=$2; shift 2 ;;
+	--build-dir) BUILD_DIR=$2; shift 2 ;;
+	--in-place) IN_PLACE=1; shift ;;
 	--base-config) BUILD_ARGS="$BUILD_ARGS --base $2"; shift 2 ;;
 	--config) BUILD_ARGS="$BUILD_ARGS --config $(realpath "$2")"; shift 2 ;;
 	--fragment) BUILD_ARGS="$BUILD_ARGS --fragment $(realpath "$2")"; shift 2 ;;
@@ -63,34 +65,43 @@ fi
 mkdir -p "$WORK/results"
 WORK=$(realpath "$WORK")
 RES=$WORK/results
-SRC=$WORK/src
+BUILD_DIR=$(realpath -m "${BUILD_DIR:-$WORK/build}")
 
-# One worktree of the kernel repository for both builds: a checkout only
-# touches the files the series changes, so each O= dir rebuilds just those.
-if [ ! -d "$SRC" ]; then
-	git -C "$TREE" worktree add --detach "$SRC" "$BASE_SHA" >/dev/null
+if [ -n "$IN_PLACE" ]; then
+	SRC=$(realpath "$TREE")
+	[ -z "$(git -C "$SRC" status --porcelain --untracked-files=no)" ] ||
+		die "--in-place needs a clean checkout: $SRC has local changes"
+	ORIG=$(git -C "$SRC" symbolic-ref -q --short HEAD || git -C "$SRC" rev-parse HEAD)
+	trap 'git -C "$SRC" am --abort >/dev/null 2>&1; git -C "$SRC" checkout --quiet "$ORIG"' EXIT
+else
+	# One worktree of the kernel repository for both kernels: a checkout only
+	# touches the files the series changes, so the O= dir rebuilds just those.
+	SRC=$WORK/src
+	[ -d "$SRC" ] || git -C "$TREE" worktree add --quiet --detach "$SRC" "$BASE_SHA"
 fi
 checkout() {
 	git -C "$SRC" am --abort >/dev/null 2>&1 || true
 	git -C "$SRC" checkout --quiet --detach "$1"
 }
 
-build_and_run() { # name: builds $SRC into $WORK/build-<name>, runs, writes $RES/<name>.*
+build_and_run() { # name: builds $SRC into $BUILD_DIR, runs, writes $RES/<name>.*
 	name=$1; shift
 	echo "gate: building $name ($(git -C "$SRC" log -1 --format='%h %s'))" >&2
 	start=$(date +%s)
 	# shellcheck disable=SC2086
-	image=$("$UFFDTEST" build --tree "$SRC" --out "$WORK/build-$name" $BUILD_ARGS) || return 3
-	echo "gate: $name built in $(( $(date +%s) - start ))s: $image" >&2
+	image=$("$UFFDTEST" build --tree "$SRC" --out "$BUILD_DIR" $BUILD_ARGS) || return 3
+	cp "$image" "$RES/bzImage.$name"
+	echo "gate: $name built in $(( $(date +%s) - start ))s" >&2
 	rc=0
-	"$UFFDTEST" vm --kernel "$image" -o "$RES/$name.ktap" --json "$RES/$name.json" \
-		--junit "$RES/$name.junit.xml" "$@" >"$RES/$name.console.log" 2>&1 || rc=$?
+	"$UFFDTEST" vm --kernel "$RES/bzImage.$name" -o "$RES/$name.ktap" --json "$RES/$name.json" \
+		--junit "$RES/$name.junit.xml" --console-log "$RES/$name.console.log" "$@" \
+		>"$RES/$name.vm.log" 2>&1 || rc=$?
 	echo "gate: $name ran (uffdtest vm exit $rc): $(tail -n 1 "$RES/$name.ktap" 2>/dev/null)" >&2
 	[ -s "$RES/$name.json" ] || [ -s "$RES/$name.ktap" ] || return 3
 }
 
 checkout "$BASE_SHA"
-build_and_run base "$@" || die "the base ($BASE) could not be built or run; see $RES/base.console.log" 3
+build_and_run base "$@" || die "the base ($BASE) could not be built or run; see $RES/base.vm.log and $BUILD_DIR/uffdtest-build.log" 3
 
 checkout "$BASE_SHA"
 if [ -n "$SERIES" ]; then
@@ -104,7 +115,7 @@ build_and_run candidate "$@" || cand_rc=$?
 
 pick() { if [ -s "$RES/$1.json" ]; then echo "$RES/$1.json"; else echo "$RES/$1.ktap"; fi; }
 if [ "$cand_rc" -ne 0 ]; then
-	msg="the candidate could not be built or booted; see $RES/candidate.console.log and the build log"
+	msg="the candidate could not be built or booted; see $RES/candidate.vm.log and $BUILD_DIR/uffdtest-build.log"
 	printf '### ❌ uffdtest: %s\n' "$msg" >"$RES/report.md"
 	echo "gate: $msg" >&2
 	exit 1
