@@ -222,8 +222,6 @@ struct HandlerStats {
 const PHASE_QUIT: u8 = 0;
 const PHASE_BOUNCE: u8 = 1;
 const PHASE_VERIFY: u8 = 2;
-/// Workers' nice value (see `thread`).
-const WORKER_NICE: i32 = 10;
 /// Findings kept verbatim; the rest are only counted.
 const MAX_KEPT: usize = 40;
 
@@ -580,6 +578,11 @@ impl Bounce {
             self.ledger.expect[p].store(count + 1, Relaxed);
             unlock(a);
             done += 1;
+            if done.is_multiple_of(32) {
+                // Leave the CPU to the resolvers now and then: on a busy box
+                // spinning workers otherwise starve the COPYs they wait on.
+                std::thread::yield_now();
+            }
         }
         self.increments.fetch_add(done, Relaxed);
     }
@@ -588,15 +591,29 @@ impl Bounce {
     /// claim-fill-CONTINUE in minor bounces.
     fn fill(&self, r: std::ops::Range<usize>, check_eexist: &mut bool) {
         if self.is_minor() {
-            // Until every page is filled: the source is released when the
-            // background threads are done, so no fill may still read it.
+            // Fill what no handler is filling; then wait for the rest to be
+            // filled (the source is released when the background threads
+            // are done, so no fill may still read it) and map them.
+            let mut busy = Vec::new();
             for p in r {
+                while let Res::Again = self.resolve_minor(p) {
+                    std::thread::yield_now();
+                }
+                if self.ledger.state[p].load(Acquire) != FILLED {
+                    busy.push(p);
+                }
+            }
+            for p in busy {
                 loop {
-                    let again = matches!(self.resolve_minor(p), Res::Again);
-                    if !again && self.ledger.state[p].load(Acquire) == FILLED {
+                    if self.ledger.state[p].load(Acquire) == FILLED && matches!(self.resolve_minor(p), Res::Done) {
                         break;
                     }
-                    std::thread::yield_now();
+                    if self.ledger.state[p].load(Acquire) == EMPTY {
+                        // Its filler met EAGAIN and gave it back.
+                        let _ = self.resolve_minor(p);
+                        continue;
+                    }
+                    std::thread::sleep(Duration::from_micros(20));
                 }
             }
             return;
@@ -755,8 +772,10 @@ impl Bounce {
         }
     }
 
-    fn audit_stripe(&self, wid: usize) {
-        let chunk = self.npages.div_ceil(self.workers);
+    /// Audits stripe `i` of `2 * nslices`.
+    fn audit_stripe(&self, i: usize) {
+        let wid = i;
+        let chunk = self.npages.div_ceil(2 * self.nslices);
         let words = verify::audit_words(self.ps, self.mode.load(Relaxed), self.every.load(Relaxed));
         let bytes = (verify::BODY + words.len() * 8) as u64;
         let r = Rules {
@@ -779,12 +798,6 @@ impl Bounce {
 
     fn thread(&self, role: Role) {
         let mut rng = Rng(seed() ^ ((role.index() as u64) << 40));
-        if let Role::Worker(_) = role {
-            // Workers are the load: they get the CPU the resolvers leave
-            // (a busy 2-CPU box otherwise starves the COPYs they wait on).
-            // SAFETY: setpriority on our own thread id; raising nice needs no privilege.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, nix::unistd::gettid().as_raw() as u32, WORKER_NICE) };
-        }
         if let Role::Handler(_) = role {
             // SAFETY: pthread_self has no preconditions.
             self.tids.lock().unwrap().push(unsafe { libc::pthread_self() });
@@ -807,8 +820,14 @@ impl Bounce {
                     self.background(s);
                     self.bg_left.done();
                 }
-                (PHASE_VERIFY, Role::Worker(w)) => {
-                    self.audit_stripe(w);
+                // The resolvers audit: they are idle now, while the workers
+                // would have to win the CPU back from whatever else runs.
+                (PHASE_VERIFY, Role::Handler(h)) => {
+                    self.audit_stripe(h);
+                    self.work_left.done();
+                }
+                (PHASE_VERIFY, Role::Background(s)) => {
+                    self.audit_stripe(self.nslices + s);
                     self.work_left.done();
                 }
                 _ => {}
@@ -935,7 +954,7 @@ impl Bounce {
                 .unregister(self.dst_alias(), self.len())
                 .map_err(|e| format!("UFFDIO_UNREGISTER of the alias: {e}"))?;
         }
-        self.work_left.set(self.workers);
+        self.work_left.set(2 * self.nslices);
         self.round(PHASE_VERIFY);
         self.work_left.wait();
         let sum = |f: fn(&HandlerStats) -> u64| -> (u64, String) {
@@ -1154,7 +1173,7 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
         }
         // Wait until every handler has recorded its thread id.
         while b.tids.lock().unwrap().len() < b.nslices {
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(50));
         }
         let disrupt = b.extra.as_ref().map(|x| {
             move |n: u64| {
