@@ -46,13 +46,16 @@ fn assert_audited(t: &Totals, bounces: u64) {
         t.pages as u64 * bounces,
         "every page audited every bounce"
     );
-    // Every byte on ver bounces (bit 2) and the last, headers otherwise.
-    let full = (0..bounces).filter(|n| n & 4 != 0 || *n == 0).count() as u64;
+    // Headers every bounce; body words as audit_words chose them.
+    let words: usize = (0..bounces)
+        .map(|n| uffdtest::stress::verify::audit_words(t.page_size, n, false).len())
+        .sum();
     let header = uffdtest::stress::verify::BODY as u64;
-    let pages = t.pages as u64;
+    assert_eq!(t.bytes_verified, t.pages as u64 * (bounces * header + 8 * words as u64));
+    // The last audit reads every byte.
     assert_eq!(
-        t.bytes_verified,
-        pages * (full * t.page_size as u64 + (bounces - full) * header)
+        uffdtest::stress::verify::audit_words(t.page_size, 0, false).len() * 8,
+        t.page_size - header as usize
     );
     assert!(t.increments > 0, "workers made no update in {bounces} bounces: {t:?}");
 }
