@@ -72,7 +72,8 @@ if [ -n "$IN_PLACE" ]; then
 	[ -z "$(git -C "$SRC" status --porcelain --untracked-files=no)" ] ||
 		die "--in-place needs a clean checkout: $SRC has local changes"
 	ORIG=$(git -C "$SRC" symbolic-ref -q --short HEAD || git -C "$SRC" rev-parse HEAD)
-	trap 'git -C "$SRC" am --abort >/dev/null 2>&1; git -C "$SRC" checkout --quiet "$ORIG"' EXIT
+	# (set -e holds in the trap too: am --abort fails when no am is in progress.)
+	trap 'git -C "$SRC" am --abort >/dev/null 2>&1 || true; git -C "$SRC" checkout --quiet "$ORIG"' EXIT
 else
 	# One worktree of the kernel repository for both kernels: a checkout only
 	# touches the files the series changes, so the O= dir rebuilds just those.
