@@ -196,6 +196,47 @@ pub fn area(mem: MemType, npages: usize) -> Result<Area, String> {
     })
 }
 
+/// An area of `npages` of `mem`, `prep`ared while still unregistered (a
+/// registered missing page would block the test's own accesses), then
+/// registered in `mode` on a fresh uffd with `features`. Err is a SKIP reason.
+pub fn registered_area(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    mode: crate::uffd::RegisterMode,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>), String> {
+    register_support(mem, mode)?;
+    let area = area(mem, npages)?;
+    prep(&area);
+    let uffd = open_uffd(features)?;
+    uffd.register(area.addr(), area.len(), mode)
+        .unwrap_or_else(|e| panic!("UFFDIO_REGISTER({mode:?}) on {mem}: {e}"));
+    Ok((area, Arc::new(uffd)))
+}
+
+/// Expected answers of the resolving ioctls, for `assert_eq!` against a
+/// [`crate::uffd::Progress`].
+pub mod progress {
+    use crate::uffd::{Partial, Progress};
+    use nix::errno::Errno;
+
+    /// Failed with `errno` after `progress` bytes (or with `progress` = `-errno`).
+    pub fn err(errno: Errno, progress: i64) -> Progress {
+        Err(Partial { errno, progress })
+    }
+
+    /// The kernel's fill loop ran and wrote `-errno` into the progress field.
+    pub fn failed(errno: Errno) -> Progress {
+        err(errno, Partial::neg(errno))
+    }
+
+    /// Refused before the fill loop ran: the progress field keeps what we sent (0).
+    pub fn rejected(errno: Errno) -> Progress {
+        err(errno, 0)
+    }
+}
+
 /// A page-sized buffer filled with `byte`, page-aligned, for COPY sources.
 pub struct Buf {
     area: Area,

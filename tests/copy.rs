@@ -16,6 +16,7 @@ use pagemap::PM_UFFD_WP;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
+use testing::progress::{err, failed, rejected};
 use testing::{Access, Buf, ChildExit, FaultHandler};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
@@ -38,38 +39,7 @@ fn expected(ps: usize, page: usize) -> Vec<u8> {
 
 /// An unpopulated area of `npages` registered MISSING on a fresh uffd.
 fn missing_area(mem: MemType, npages: usize, features: Features) -> Result<(Area, Arc<Uffd>), String> {
-    prepared_area(mem, npages, features, |_| {})
-}
-
-/// [`missing_area`], with `prep` run before registering (a registered
-/// missing page would block the test's own accesses).
-fn prepared_area(
-    mem: MemType,
-    npages: usize,
-    features: Features,
-    prep: impl FnOnce(&Area),
-) -> Result<(Area, Arc<Uffd>), String> {
-    testing::register_support(mem, MISSING)?;
-    let area = testing::area(mem, npages)?;
-    prep(&area);
-    let uffd = testing::open_uffd(features)?;
-    uffd.register(area.addr(), area.len(), MISSING)
-        .expect("UFFDIO_REGISTER(MISSING)");
-    Ok((area, Arc::new(uffd)))
-}
-
-fn err(errno: Errno, progress: i64) -> Progress {
-    Err(Partial { errno, progress })
-}
-
-/// The kernel wrote `-errno` into `copy`.
-fn failed(errno: Errno) -> Progress {
-    err(errno, Partial::neg(errno))
-}
-
-/// The ioctl failed before mfill_atomic: `copy` keeps what we sent (0).
-fn rejected(errno: Errno) -> Progress {
-    err(errno, 0)
+    testing::registered_area(mem, npages, features, MISSING, |_| {})
 }
 
 fn ptr(addr: usize) -> NonNull<c_void> {
@@ -203,7 +173,8 @@ fn fault_without_thread_id_feature_reports_ptid_zero(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn copy_over_populated_page_fails_eexist(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(prepared_area(mem, 1, Features::empty(), |a| a.fill_page(0, 0x33)));
+    let (area, uffd) =
+        try_skip!(testing::registered_area(mem, 1, Features::empty(), MISSING, |a| a.fill_page(0, 0x33)));
     let ps = area.page_size();
     let src = source(ps, 1);
     assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), failed(Errno::EEXIST));
@@ -249,7 +220,8 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(prepared_area(mem, 4, Features::empty(), |a| a.fill_page(2, 0x55)));
+    let (area, uffd) =
+        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x55)));
     let ps = area.page_size();
     let src = source(ps, 4);
     if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {

@@ -17,6 +17,7 @@ use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use testing::progress::{err, failed, rejected};
 use testing::{ChildExit, FaultHandler, smaps};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
@@ -47,20 +48,6 @@ fn fill(area: &Area, page: usize) {
 
 fn present(addr: usize) -> bool {
     pagemap::is_present(addr)
-}
-
-fn err(errno: Errno, progress: i64) -> Progress {
-    Err(Partial { errno, progress })
-}
-
-/// move_pages ran and wrote `-errno` into `move`.
-fn failed(errno: Errno) -> Progress {
-    err(errno, Partial::neg(errno))
-}
-
-/// Refused in userfaultfd_move before move_pages: `move` stays 0.
-fn rejected(errno: Errno) -> Progress {
-    err(errno, 0)
 }
 
 /// A MISSING-registered destination and an unregistered source of the same

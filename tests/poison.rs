@@ -18,25 +18,12 @@ use nix::sys::signal::Signal;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use testing::progress::{err, failed, rejected};
 use testing::{Buf, ChildExit, FaultHandler};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: PoisonMode = PoisonMode::empty();
 const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
-
-fn err(errno: Errno, progress: i64) -> Progress {
-    Err(Partial { errno, progress })
-}
-
-/// mfill_atomic ran and wrote `-errno` into `updated`.
-fn failed(errno: Errno) -> Progress {
-    err(errno, Partial::neg(errno))
-}
-
-/// Refused in userfaultfd_poison before mfill_atomic: `updated` stays 0.
-fn rejected(errno: Errno) -> Progress {
-    err(errno, 0)
-}
 
 fn present(addr: usize) -> bool {
     pagemap::is_present(addr)

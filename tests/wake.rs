@@ -15,12 +15,7 @@ use std::sync::Arc;
 const MISSING: RegisterMode = RegisterMode::MISSING;
 
 fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
-    testing::register_support(mem, MISSING)?;
-    let area = testing::area(mem, npages)?;
-    let uffd = testing::open_uffd(Features::empty())?;
-    uffd.register(area.addr(), area.len(), MISSING)
-        .expect("UFFDIO_REGISTER(MISSING)");
-    Ok((area, Arc::new(uffd)))
+    testing::registered_area(mem, npages, Features::empty(), MISSING, |_| {})
 }
 
 fn resolve(uffd: &Uffd, area: &Area, page: usize, byte: u8) {

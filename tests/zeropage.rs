@@ -13,42 +13,13 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use std::sync::Arc;
+use testing::progress::{err, failed, rejected};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: ZeropageMode = ZeropageMode::empty();
 
-/// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd.
-fn prepared_area(
-    mem: MemType,
-    npages: usize,
-    features: Features,
-    prep: impl FnOnce(&Area),
-) -> Result<(Area, Arc<Uffd>), String> {
-    testing::register_support(mem, MISSING)?;
-    let area = testing::area(mem, npages)?;
-    prep(&area);
-    let uffd = testing::open_uffd(features)?;
-    uffd.register(area.addr(), area.len(), MISSING)
-        .expect("UFFDIO_REGISTER(MISSING)");
-    Ok((area, Arc::new(uffd)))
-}
-
 fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
-    prepared_area(mem, npages, Features::empty(), |_| {})
-}
-
-fn err(errno: Errno, progress: i64) -> Progress {
-    Err(Partial { errno, progress })
-}
-
-/// The kernel wrote `-errno` into `zeropage`.
-fn failed(errno: Errno) -> Progress {
-    err(errno, Partial::neg(errno))
-}
-
-/// Refused before mfill_atomic ran: `zeropage` keeps what we sent (0).
-fn rejected(errno: Errno) -> Progress {
-    err(errno, 0)
+    testing::registered_area(mem, npages, Features::empty(), MISSING, |_| {})
 }
 
 fn present(addr: usize) -> bool {
@@ -131,7 +102,8 @@ fn write_after_zeropage_needs_no_resolution(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn zeropage_over_populated_page_fails_eexist(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(prepared_area(mem, 1, Features::empty(), |a| a.fill_page(0, 0x3c)));
+    let (area, uffd) =
+        try_skip!(testing::registered_area(mem, 1, Features::empty(), MISSING, |a| a.fill_page(0, 0x3c)));
     let ps = area.page_size();
     let want = if mem.is_hugetlb() {
         failed(Errno::EINVAL)
@@ -173,7 +145,8 @@ fn zeropage_retried_through_alias(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(prepared_area(mem, 4, Features::empty(), |a| a.fill_page(2, 0x21)));
+    let (area, uffd) =
+        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x21)));
     let ps = area.page_size();
     if mem.is_hugetlb() {
         assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
