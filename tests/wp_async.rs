@@ -398,21 +398,12 @@ mod args {
     }
 }
 
-/// A 4-page ext4/xfs/... file (not shmem, not hugetlbfs) mapped `flags`,
-/// written through, in a temporary directory; the file is unlinked at once.
+/// A 4-page regular file on a non-tmpfs filesystem (not shmem, not
+/// hugetlbfs) mapped `flags` and written through. Err is a SKIP reason (a
+/// guest whose only filesystem is tmpfs has no such file).
 fn regular_file_mapping(flags: i32) -> Result<(usize, usize), String> {
     let ps = mem::base_page_size();
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("uffdtest-wp-async-{}-{flags}", std::process::id()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let _ = std::fs::remove_file(&path);
-    f.set_len(4 * ps as u64).map_err(|e| format!("ftruncate: {e}"))?;
+    let f = testing::files::non_shmem_file(4 * ps)?;
     // SAFETY: a fresh mapping of our own file at a kernel-chosen address.
     let p = unsafe {
         libc::mmap(
@@ -425,7 +416,7 @@ fn regular_file_mapping(flags: i32) -> Result<(usize, usize), String> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap of a file in {}: {}", dir.display(), Errno::last()));
+        return Err(format!("mmap of a regular file: {}", Errno::last()));
     }
     // SAFETY: the mapping is writable and 4 pages long.
     unsafe { std::ptr::write_bytes(p as *mut u8, 0x10, 4 * ps) };
