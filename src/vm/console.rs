@@ -164,6 +164,9 @@ pub struct Console {
     pub started: Vec<(String, String)>,
     /// Whether the kernel has printed anything yet (boot progress).
     pub kernel_seen: bool,
+    /// The kernel halted without powering off (no ACPI): QEMU stays up, so
+    /// the host must stop it.
+    pub halted: bool,
     tail: std::collections::VecDeque<String>,
     /// Lines still to add to the last splat.
     context_left: usize,
@@ -177,6 +180,9 @@ impl Console {
         let line = strip_prefix(raw).to_string();
         if raw.contains("Linux version") {
             self.kernel_seen = true;
+        }
+        if raw.contains("reboot: System halted") || raw.contains("System halted instead") {
+            self.halted = true;
         }
         if raw.contains(super::init::HEARTBEAT) {
             return;

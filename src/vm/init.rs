@@ -99,8 +99,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot read the guest config: {e}"))?;
     let cfg: GuestConfig = serde_json::from_str(&text).map_err(|e| format!("bad guest config: {e}"))?;
     if let Err(e) = check_userfaultfd() {
+        // report_error() adds the `# uffdtest-guest: error:` line.
         writeln!(port, "KTAP version 1\n1..0 # SKIP {e}").ok();
-        writeln!(port, "# {GUEST_ERROR}{e}").ok();
         return Err(e);
     }
     if cfg.heartbeat_secs > 0 {
@@ -118,10 +118,7 @@ fn run() -> Result<(), String> {
         fault: cfg.fault,
         started: 0,
     };
-    runner::run(&opts, &mut [&mut ktap, &mut fault]).map_err(|e| {
-        writeln!(port, "# {GUEST_ERROR}{e}").ok();
-        e
-    })?;
+    runner::run(&opts, &mut [&mut ktap, &mut fault])?;
     port.flush().ok();
     kmsg("uffdtest: guest run done");
     Ok(())

@@ -397,6 +397,10 @@ fn boot_once(
         if let Ok(Some(status)) = guard.0.try_wait() {
             break Some(status);
         }
+        if sink.console.halted {
+            let _ = guard.0.kill();
+            break guard.0.wait().ok();
+        }
         if last.elapsed() > o.timeout {
             let _ = guard.0.kill();
             let _ = guard.0.wait();
@@ -422,6 +426,8 @@ fn boot_once(
             )));
         }
         Some(_) if sink.console.panicked() => GuestEnd::Panicked,
+        // Halted instead of powered off: stopped by us, as good as a power-off.
+        Some(_) if sink.console.halted => GuestEnd::PoweredOff,
         Some(st) if !st.success() || !sink.console.kernel_seen => {
             let tail: Vec<&str> = sink.stderr.iter().rev().take(5).rev().map(String::as_str).collect();
             GuestEnd::QemuExited(format!("{st}; {}", tail.join(" | ")))
