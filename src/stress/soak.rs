@@ -295,19 +295,25 @@ impl Soak {
         let private = !b.mem.is_shared();
         // Shared types: only pages already in the page cache, so a child
         // fault can never fill the parent's destination behind its back.
+        // Wait (bounded) for the bounce to resolve one, so the child always
+        // checks CHILD_PAGES pages however slow the machine is.
+        let resolved = || -> Vec<usize> { (0..n).filter(|&p| b.ledger.resolved[p].load(Acquire) > 0).collect() };
+        let mut candidates: Vec<usize> = if private { (0..n).collect() } else { resolved() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while candidates.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            candidates = resolved();
+        }
+        if candidates.is_empty() {
+            return Err("fork: no destination page resolved within 10 s".into());
+        }
         let mut rng = seed | 1;
         let mut pages = Vec::with_capacity(CHILD_PAGES);
-        for _ in 0..CHILD_PAGES * 4 {
+        for _ in 0..CHILD_PAGES {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let p = (rng % n as u64) as usize;
-            if private || b.ledger.resolved[p].load(Acquire) > 0 {
-                pages.push(p);
-            }
-            if pages.len() == CHILD_PAGES {
-                break;
-            }
+            pages.push(candidates[(rng % candidates.len() as u64) as usize]);
         }
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         // A raw fork: glibc's fork() holds malloc's locks across the
