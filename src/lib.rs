@@ -1,8 +1,14 @@
 //! uffdtest: a test suite for Linux userfaultfd, and the harness that runs it.
 //!
-//! The library wing, in pipeline order: [`sys`] (raw UAPI) → [`uffd`] (the
-//! handle) and [`event`] (decoded messages) → [`mem`] (memory types) →
-//! [`caps`] (what this kernel can do) → [`testing`] (what the tests share).
+//! Two wings meet only in the CLI ([`cli`], `main.rs`):
+//! - the userfaultfd library, in pipeline order: [`sys`] (raw UAPI) →
+//!   [`uffd`] (the handle) and [`event`] (decoded messages) → [`mem`] (memory
+//!   types; [`kvm`] for guest_memfd) → [`caps`] (what this kernel can do) →
+//!   [`testing`], [`faulter`], [`pagemap`], [`pagemap_scan`], [`pin`] (what
+//!   the tests share) and [`stress`] (the bounce test and benchmarks);
+//! - the harness, which runs any libtest binary and knows nothing of
+//!   userfaultfd: [`runner`] (one process per case → KTAP), [`vm`] (the
+//!   kernel under test in QEMU) and [`gate`] (build, compare, bisect).
 
 pub mod caps;
 pub mod cli;
