@@ -34,6 +34,17 @@ fn documented_ioctls(mem: MemType, mode: RegisterMode) -> Ioctls {
         sys::UFFD_API_RANGE_IOCTLS
     };
     let mut m = Ioctls::from_bits_retain(base);
+    // An ioctl that came with a feature bit is in the kernel's mask exactly
+    // when UFFDIO_API offers that bit (both are unconditional since they
+    // arrived): POISON with UFFD_FEATURE_POISON (6.6), MOVE with
+    // UFFD_FEATURE_MOVE (6.8). Older kernels (Debian 12's 6.1) lack both.
+    let caps = caps::caps();
+    if !caps.has(Features::POISON) {
+        m.remove(Ioctls::POISON);
+    }
+    if !caps.has(Features::MOVE) {
+        m.remove(Ioctls::MOVE);
+    }
     if !mode.contains(WP) {
         m.remove(Ioctls::WRITEPROTECT);
     }
