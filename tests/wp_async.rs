@@ -41,6 +41,19 @@ fn pm() -> Pagemap {
     Pagemap::open_self().expect("open /proc/self/pagemap")
 }
 
+/// PAGEMAP_SCAN came in 6.7 (with UFFD_FEATURE_WP_ASYNC); older kernels
+/// answer ENOTTY. Err is the SKIP reason.
+fn scan_support() -> Result<(), String> {
+    let mut arg = pm_scan_arg {
+        size: std::mem::size_of::<pm_scan_arg>() as u64,
+        ..Default::default()
+    };
+    match pm().scan_raw(&mut arg) {
+        Err(Errno::ENOTTY) => Err("kernel has no PAGEMAP_SCAN ioctl on /proc/PID/pagemap (6.7)".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Written pages of `[start, end)` as `(start, end)` runs.
 fn written(start: usize, end: usize) -> Vec<(usize, usize)> {
     let s = Scan {
@@ -218,6 +231,7 @@ fn wpallowed_marks_only_async_wp_vmas(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn check_wpasync_on_plain_vma_fails_eperm(#[case] mem: MemType) {
+    try_skip!(scan_support());
     let area = try_area!(Area::new(mem, 1));
     area.populate(1);
     for flags in [PM_SCAN_CHECK_WPASYNC, PM_SCAN_CHECK_WPASYNC | PM_SCAN_WP_MATCHING] {
@@ -299,6 +313,7 @@ mod args {
 
     #[test]
     fn valid_arguments_succeed() {
+        try_skip!(scan_support());
         let a = area();
         let mut v = [page_region::default(); 4];
         let mut arg = base(&a);
@@ -315,6 +330,7 @@ mod args {
 
     #[test]
     fn wrong_size_fails_einval() {
+        try_skip!(scan_support());
         let a = area();
         for size in [0, 88, 104] {
             let mut arg = base(&a);
@@ -325,6 +341,7 @@ mod args {
 
     #[test]
     fn unknown_flag_fails_einval() {
+        try_skip!(scan_support());
         let a = area();
         for bit in [2, 31, 63] {
             let mut arg = base(&a);
@@ -335,6 +352,7 @@ mod args {
 
     #[test]
     fn unknown_category_fails_einval() {
+        try_skip!(scan_support());
         let a = area();
         let bad = 1u64 << 63;
         for which in 0..4 {
@@ -351,6 +369,7 @@ mod args {
 
     #[test]
     fn misaligned_start_fails_einval() {
+        try_skip!(scan_support());
         let a = area();
         let mut arg = base(&a);
         arg.start += 1;
@@ -359,6 +378,7 @@ mod args {
 
     #[test]
     fn null_vector_with_length_fails_einval() {
+        try_skip!(scan_support());
         let a = area();
         let mut arg = base(&a);
         arg.vec = 0;
@@ -368,6 +388,7 @@ mod args {
 
     #[test]
     fn range_beyond_user_space_fails_efault() {
+        try_skip!(scan_support());
         let a = area();
         let mut arg = base(&a);
         arg.start = 1 << 47;
@@ -377,6 +398,7 @@ mod args {
 
     #[test]
     fn vector_beyond_user_space_fails_efault() {
+        try_skip!(scan_support());
         let a = area();
         let mut arg = base(&a);
         arg.vec = 1 << 47;
@@ -386,6 +408,7 @@ mod args {
 
     #[test]
     fn unaligned_end_is_rounded_up() {
+        try_skip!(scan_support());
         let a = area();
         let mut v = [page_region::default(); 4];
         let mut arg = base(&a);
