@@ -335,7 +335,9 @@ fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
     let nr = read("nr_hugepages");
     let knob = Knob::set(format!("{dir}/nr_hugepages"), &(nr + 1).to_string())?;
     if read("free_hugepages") == 0 {
-        return Err(format!("could not allocate a {kb}kB huge page (not enough free contiguous memory)"));
+        return Err(format!(
+            "could not allocate a {kb}kB huge page (not enough free contiguous memory)"
+        ));
     }
     Ok(Some(knob))
 }
