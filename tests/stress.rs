@@ -60,7 +60,12 @@ fn assert_audited(t: &Totals, bounces: u64) {
     assert!(t.increments > 0, "workers made no update in {bounces} bounces: {t:?}");
 }
 
+/// Never beside a soak in the same process: the soak's forks make a
+/// read-first page of a MAP_PRIVATE shmem mapping come back as a MISSING
+/// fault with WRITE set (reproduced in C on 6.18; under investigation), which
+/// the audit rightly reports, but it is the soak's doing, not the bounce's.
 #[apply(all_mem)]
+#[serial_test::parallel(uffd_event_fork)]
 fn bounce_keeps_every_counter_and_byte(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let Some(t) = run(&short(mem), false) else { return };

@@ -173,7 +173,12 @@ pub fn serial_items(src: &str) -> Vec<String> {
         if t.starts_with("//") {
             continue;
         }
-        if t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::") {
+        // `parallel` only keeps a case away from `serial` ones in the same
+        // process; one process per case already does that.
+        let parallel = t.starts_with("#[parallel") || t.starts_with("#[serial_test::parallel");
+        if !parallel
+            && (t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::"))
+        {
             pending = true;
         }
         if pending && let Some(name) = item_name(t) {
