@@ -317,7 +317,17 @@ fn writeprotect_skips_unmapped_holes(#[case] mem: MemType) {
     uffd.register(area.page(0), ps, RegisterMode::WP).unwrap();
     uffd.register(area.page(2), ps, RegisterMode::WP).unwrap();
     // for_each_vma_range only visits mapped VMAs: the hole is no error.
-    uffd.writeprotect(area.addr(), 3 * ps, WP).unwrap();
+    // No feature bit tells the ABIs apart: before multi-VMA writeprotect
+    // (6.4; Debian 12's 6.1) the range must lie in one VMA, so the call
+    // fails ENOENT having protected nothing; pinned, then skipped.
+    match uffd.writeprotect(area.addr(), 3 * ps, WP) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => {
+            assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(2)));
+            skip!("kernel writeprotects one VMA per call: a range over a hole fails ENOENT (multi-VMA is 6.4)");
+        }
+        Err(e) => panic!("UFFDIO_WRITEPROTECT over a hole: {e}"),
+    }
     assert!(wp_bit(area.page(0)) && wp_bit(area.page(2)));
     uffd.writeprotect(area.addr(), 3 * ps, UNPROTECT).unwrap();
     assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(2)));
