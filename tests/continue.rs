@@ -615,7 +615,11 @@ impl Drop for PmdViews {
     }
 }
 
+/// Serial with the cases that change the shmem THP policy: under
+/// `shmem_enabled=always` set by a concurrent case the contents checks failed
+/// (page 0 read 0 for 255) and the binary later died of SIGSEGV.
 #[test]
+#[serial_test::serial(thp)]
 fn minor_collapse_keeps_contents() {
     require_mode!(MemType::Shmem, RegisterMode::MINOR);
     let Some(pmd) = mem::pmd_size() else {
