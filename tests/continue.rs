@@ -9,6 +9,7 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
+use testing::smaps::field as smaps_field;
 
 fn minor_features(mem: MemType) -> Features {
     if mem.is_hugetlb() {
@@ -521,30 +522,6 @@ fn hugetlb_subpage_continue_fails_einval(#[case] mem: MemType) {
     );
     assert_eq!(uffd.r#continue(area.addr(), base, ContinueMode::empty()), einval);
     assert!(!pagemap::is_present(area.page(0)));
-}
-
-/// Bytes of `/proc/self/smaps` field `key` for the VMA holding `addr`.
-fn smaps_field(addr: usize, key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let mut inside = false;
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((s, e)) = first.split_once('-')
-            && let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
-        {
-            inside = s <= addr && addr < e;
-            continue;
-        }
-        if inside && let Some(rest) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
-            return rest
-                .split_whitespace()
-                .next()?
-                .parse::<usize>()
-                .ok()
-                .map(|kb| kb * 1024);
-        }
-    }
-    None
 }
 
 /// A memfd of one PMD mapped twice at PMD-aligned addresses, so the

@@ -9,6 +9,7 @@ use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use std::sync::Arc;
+use testing::smaps::field as smaps_field;
 
 const WP: WriteprotectMode = WriteprotectMode::WP;
 const UNPROTECT: WriteprotectMode = WriteprotectMode::empty();
@@ -895,30 +896,6 @@ fn wp_marker_pagemap_encoding(#[case] mem: MemType) {
     };
     let e = pagemap::entry(area.page(0)).unwrap();
     assert_eq!(e & mask, want, "entry {e:#x}");
-}
-
-/// Bytes of `/proc/self/smaps` field `key` for the VMA holding `addr`.
-fn smaps_field(addr: usize, key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let mut inside = false;
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((s, e)) = first.split_once('-')
-            && let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
-        {
-            inside = s <= addr && addr < e;
-            continue;
-        }
-        if inside && let Some(rest) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
-            return rest
-                .split_whitespace()
-                .next()?
-                .parse::<usize>()
-                .ok()
-                .map(|kb| kb * 1024);
-        }
-    }
-    None
 }
 
 #[test]

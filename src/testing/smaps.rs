@@ -16,6 +16,8 @@ pub struct Vma {
     pub flags: Vec<String>,
     /// `AnonHugePages`, in bytes.
     pub anon_huge: usize,
+    /// Every `Name: N kB` line, in bytes (`ShmemPmdMapped`, `Rss`...).
+    pub sizes: Vec<(String, usize)>,
 }
 
 impl Vma {
@@ -58,12 +60,24 @@ pub fn vma(addr: usize) -> Option<Vma> {
         let Some(v) = cur.as_mut() else { continue };
         if let Some(rest) = line.strip_prefix("VmFlags:") {
             v.flags = rest.split_whitespace().map(str::to_string).collect();
-        } else if let Some(rest) = line.strip_prefix("AnonHugePages:") {
-            let kb: usize = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            v.anon_huge = kb * 1024;
+        } else if let Some((name, rest)) = line.split_once(':')
+            && let Some(kb) = rest
+                .trim()
+                .strip_suffix(" kB")
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        {
+            if name == "AnonHugePages" {
+                v.anon_huge = kb * 1024;
+            }
+            v.sizes.push((name.to_string(), kb * 1024));
         }
     }
     cur.filter(|v| v.start <= addr && addr < v.end)
+}
+
+/// Bytes of size field `key` (`ShmemPmdMapped`) of the VMA holding `addr`.
+pub fn field(addr: usize, key: &str) -> Option<usize> {
+    vma(addr)?.sizes.into_iter().find(|(k, _)| k == key).map(|(_, b)| b)
 }
 
 /// The uffd modes of the VMA holding `addr` (empty if unmapped or none).
