@@ -83,6 +83,13 @@ pub struct Caps {
     pub gup_test: bool,
     /// An active swap device (for swap-out cases).
     pub swap: bool,
+}
+
+/// What KVM offers for guest_memfd, kept apart from [`Caps`] because it
+/// costs a VM: creating and tearing one down took 7 of the 13 ms a case
+/// needs on this machine, paid by every case that never touches KVM.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestMemfdCaps {
     /// `/dev/kvm` opened and a VM created: Ok or why not.
     pub kvm: Result<(), String>,
     /// KVM_CAP_GUEST_MEMFD_FLAGS of a default VM; None without one.
@@ -91,6 +98,17 @@ pub struct Caps {
     pub guest_memfd: Result<(), String>,
     /// A guest_memfd page was mapped shared, written and read back.
     pub guest_memfd_mmap: Result<(), String>,
+}
+
+/// The guest_memfd probe ([`mem::guest_memfd::probe`]), run on first use.
+pub fn guest_memfd_caps() -> GuestMemfdCaps {
+    let gmem = mem::guest_memfd::probe();
+    GuestMemfdCaps {
+        kvm: gmem.kvm.clone(),
+        guest_memfd_flags: gmem.flags.map(|f| f.bits()),
+        guest_memfd: gmem.usable.clone().map(drop),
+        guest_memfd_mmap: gmem.mmap.clone(),
+    }
 }
 
 impl Caps {
@@ -150,7 +168,6 @@ fn probe() -> Caps {
         .map(drop)
         .map_err(|e| format!("/dev/userfaultfd: {e}"));
     let (features, api_ioctls) = umo.clone().unwrap_or_default();
-    let gmem = mem::guest_memfd::probe();
     let event_fork_allowed = Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::EVENT_FORK))
         .is_ok();
@@ -173,10 +190,6 @@ fn probe() -> Caps {
         thp_sizes: thp_sizes(),
         gup_test: std::path::Path::new("/sys/kernel/debug/gup_test").exists(),
         swap: read_trim("/proc/swaps").is_some_and(|s| s.lines().count() > 1),
-        kvm: gmem.kvm.clone(),
-        guest_memfd_flags: gmem.flags.map(|f| f.bits()),
-        guest_memfd: gmem.usable.clone().map(drop),
-        guest_memfd_mmap: gmem.mmap.clone(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `uffdtest caps`: the capability probe as a table or JSON.
 
 use crate::caps::{
-    Registration, caps, feature_names, guest_memfd_registration, ioctl_names, mode_name, registration_matrix,
+    Registration, caps, feature_names, guest_memfd_caps, guest_memfd_registration, ioctl_names, mode_name,
+    registration_matrix,
 };
 use crate::uffd::Features;
 use std::fmt::Write;
@@ -80,15 +81,16 @@ pub fn table() -> String {
             yes(c.features.contains(bit))
         );
     }
+    let g = guest_memfd_caps();
     let _ = writeln!(s, "\nguest_memfd (KVM):");
-    let _ = writeln!(s, "  {:<26} {}", "KVM (/dev/kvm, a VM)", res(&c.kvm));
+    let _ = writeln!(s, "  {:<26} {}", "KVM (/dev/kvm, a VM)", res(&g.kvm));
     let _ = writeln!(
         s,
         "  {:<26} {}",
         "KVM_CAP_GUEST_MEMFD_FLAGS",
-        c.guest_memfd_flags.map_or("-".into(), gmem_flags)
+        g.guest_memfd_flags.map_or("-".into(), gmem_flags)
     );
-    let _ = writeln!(s, "  {:<26} {}", "host mmap", res(&c.guest_memfd_mmap));
+    let _ = writeln!(s, "  {:<26} {}", "host mmap", res(&g.guest_memfd_mmap));
     for (mode, r) in guest_memfd_registration() {
         let _ = writeln!(
             s,
@@ -131,6 +133,12 @@ pub fn json() -> String {
         .map(|(m, mode, r)| serde_json::json!({"mem": m, "mode": mode_name(mode), "result": r}))
         .collect();
     let mut v = serde_json::to_value(c).expect("caps serialise");
+    if let (Some(v), serde_json::Value::Object(g)) = (
+        v.as_object_mut(),
+        serde_json::to_value(guest_memfd_caps()).expect("caps serialise"),
+    ) {
+        v.extend(g);
+    }
     v["registration"] = serde_json::Value::Array(matrix);
     v["guest_memfd_registration"] = guest_memfd_registration()
         .into_iter()
