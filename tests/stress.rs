@@ -60,16 +60,27 @@ fn assert_audited(t: &Totals, bounces: u64) {
     assert!(t.increments > 0, "workers made no update in {bounces} bounces: {t:?}");
 }
 
-/// Never beside a soak in the same process: the soak's forks make a
-/// read-first page of a MAP_PRIVATE shmem mapping come back as a MISSING
-/// fault with WRITE set (reproduced in C on 6.18; under investigation), which
-/// the audit rightly reports, but it is the soak's doing, not the bounce's.
+/// Free to run beside a soak: the soak's forks make COW faults on the
+/// bounce's pages, and on MAP_PRIVATE shmem a write racing another thread's
+/// COW can come as a spurious MISSING|WRITE fault on a mapped page
+/// (docs/findings), which the engine counts apart; only there.
 #[apply(all_mem)]
-#[serial_test::parallel(uffd_event_fork)]
 fn bounce_keeps_every_counter_and_byte(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let Some(t) = run(&short(mem), false) else { return };
     assert_audited(&t, BOUNCES);
+    if t.spurious_faults > 0 {
+        println!(
+            "{} spurious MISSING|WRITE fault(s), each on a mapped page",
+            t.spurious_faults
+        );
+    }
+    if mem != MemType::ShmemPrivate {
+        assert_eq!(
+            t.spurious_faults, 0,
+            "only shmem's fault path reports a mapped page missing"
+        );
+    }
     if mem.is_shared() && testing::register_support(mem, RegisterMode::MINOR).is_ok() {
         // Half the mode combinations are minor bounces on shared types.
         assert_eq!(t.minor_bounces, BOUNCES / 2);

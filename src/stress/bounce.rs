@@ -76,6 +76,9 @@ pub struct Totals {
     pub missing_faults: u64,
     pub wp_faults: u64,
     pub minor_faults: u64,
+    /// MISSING|WRITE faults on MAP_PRIVATE shmem whose page was mapped all
+    /// along (COPY: EEXIST); see `Bounce::resolve_missing_write`.
+    pub spurious_faults: u64,
     pub increments: u64,
     pub pages_verified: u64,
     pub bytes_verified: u64,
@@ -93,7 +96,7 @@ impl Totals {
     /// One line of running totals.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "{:.0}s {}: {} bounces ({} minor), faults {} missing {} wp {} minor, {} updates, {} pages ({} MiB) verified",
+            "{:.0}s {}: {} bounces ({} minor), faults {} missing {} wp {} minor {} spurious, {} updates, {} pages ({} MiB) verified",
             self.seconds,
             self.mem,
             self.bounces,
@@ -101,6 +104,7 @@ impl Totals {
             self.missing_faults,
             self.wp_faults,
             self.minor_faults,
+            self.spurious_faults,
             self.increments,
             self.pages_verified,
             self.bytes_verified >> 20
@@ -217,6 +221,7 @@ struct HandlerStats {
     missing: AtomicU64,
     wp: AtomicU64,
     minor: AtomicU64,
+    spurious: AtomicU64,
 }
 
 const PHASE_QUIT: u8 = 0;
@@ -411,6 +416,55 @@ impl Bounce {
         Res::Done
     }
 
+    /// A MISSING fault with WRITE set, which no first touch makes (the
+    /// lock's load comes first). On MAP_PRIVATE shmem the kernel reports one
+    /// for a mapped page: a write that races another thread's COW of the
+    /// page (after a fork) or a WRITEPROTECT of it reads the PTE locklessly
+    /// in the instant it is cleared (`ptep_clear_flush` in `wp_page_copy`,
+    /// `ptep_modify_prot_start` in `change_pte_range`), and shmem_fault
+    /// reports the hole without the recheck under the PT lock that anonymous
+    /// memory and hugetlb make (docs/findings). Such a fault is counted as
+    /// spurious when its COPY finds the page mapped (EEXIST); a COPY that
+    /// fills the page means it was missing at a write: an error, as on
+    /// every other memory type.
+    fn resolve_missing_write(&self, h: usize, p: usize, retry: bool) -> Res {
+        let msg = format!("page {p}: MISSING fault with WRITE set: a first touch always reads");
+        if self.is_minor() || !self.mem.is_shmem() || self.mem.is_shared() {
+            if !retry {
+                self.fail(msg);
+                self.hstats[h].missing.fetch_add(1, Relaxed);
+                self.ledger.missing[p].fetch_add(1, Relaxed);
+            }
+            return self.resolve(p);
+        }
+        let (dst, src) = (self.dst() + p * self.ps, self.src() + p * self.ps);
+        match self.uffd.copy(dst, src, self.ps, self.copy_mode()) {
+            Ok(n) => {
+                self.fail(format!("{msg} (the page was missing: COPY filled it)"));
+                self.hstats[h].missing.fetch_add(1, Relaxed);
+                self.ledger.missing[p].fetch_add(1, Relaxed);
+                if n as usize == self.ps {
+                    self.ledger.resolved[p].fetch_add(1, Relaxed);
+                }
+            }
+            Err(e) if e.errno == Errno::EEXIST => {
+                self.hstats[h].spurious.fetch_add(1, Relaxed);
+                self.wake(p);
+            }
+            Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => return Res::Again,
+            Err(e) => self.fail(format!("page {p}: UFFDIO_COPY in a handler: {e}")),
+        }
+        Res::Done
+    }
+
+    fn resolve(&self, p: usize) -> Res {
+        if self.is_minor() {
+            self.resolve_minor(p)
+        } else {
+            self.resolve_copy(p)
+        }
+    }
+
     fn wake(&self, p: usize) {
         if let Err(e) = self.uffd.wake(self.dst() + p * self.ps, self.ps) {
             self.fail(format!("page {p}: UFFDIO_WAKE: {e}"));
@@ -515,21 +569,14 @@ impl Bounce {
                 self.fail(format!("page {p}: MINOR fault, but MINOR is not registered"));
                 Res::Done
             }
+        } else if flags.contains(PagefaultFlags::WRITE) {
+            self.resolve_missing_write(h, p, retry)
         } else {
             if !retry {
-                if flags.contains(PagefaultFlags::WRITE) {
-                    self.fail(format!(
-                        "page {p}: MISSING fault with WRITE set: a first touch always reads"
-                    ));
-                }
                 hs.missing.fetch_add(1, Relaxed);
                 self.ledger.missing[p].fetch_add(1, Relaxed);
             }
-            if self.is_minor() {
-                self.resolve_minor(p)
-            } else {
-                self.resolve_copy(p)
-            }
+            self.resolve(p)
         }
     }
 
@@ -916,6 +963,7 @@ impl Bounce {
             h.missing.store(0, Relaxed);
             h.wp.store(0, Relaxed);
             h.minor.store(0, Relaxed);
+            h.spurious.store(0, Relaxed);
         }
         self.finished.store(false, Relaxed);
         self.hstop.store(false, Relaxed);
@@ -965,6 +1013,7 @@ impl Bounce {
         let (m, ms) = sum(|h| h.missing.load(Relaxed));
         let (w, ws) = sum(|h| h.wp.load(Relaxed));
         let (k, ks) = sum(|h| h.minor.load(Relaxed));
+        let spurious: u64 = self.hstats.iter().map(|h| h.spurious.load(Relaxed)).sum();
         let mut line = format!("bounces: {n}, mode:");
         for (on, name) in [(mode.rnd(), " rnd"), (mode.racing(), " racing"), (mode.ver(), " ver")] {
             if on {
@@ -981,6 +1030,9 @@ impl Bounce {
         }
         if minor {
             line += &format!(" {k} minor ({ks})");
+        }
+        if spurious > 0 {
+            line += &format!(" {spurious} spurious");
         }
         line += &format!(
             ", {} updates, {} pages verified{}",
@@ -1205,6 +1257,7 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
             totals.missing_faults += b.hstats.iter().map(|h| h.missing.load(Relaxed)).sum::<u64>();
             totals.wp_faults += b.hstats.iter().map(|h| h.wp.load(Relaxed)).sum::<u64>();
             totals.minor_faults += b.hstats.iter().map(|h| h.minor.load(Relaxed)).sum::<u64>();
+            totals.spurious_faults += b.hstats.iter().map(|h| h.spurious.load(Relaxed)).sum::<u64>();
             if let Some(every) = cfg.progress
                 && last.elapsed() >= every
             {
