@@ -240,6 +240,8 @@ pub struct Bounce {
     pub workers: usize,
     wp: bool,
     minor_ok: bool,
+    /// UFFDIO_CONTINUE_MODE_WP (6.4) works: minor fills come protected.
+    continue_wp: bool,
     pub uffd: Uffd,
     areas: [Area; 2],
     cur: AtomicUsize,
@@ -498,7 +500,7 @@ impl Bounce {
             Err(CLAIMED) => return Res::Done,
             Err(_) => {}
         }
-        let mode = if self.wp {
+        let mode = if self.wp && self.continue_wp {
             ContinueMode::WP
         } else {
             ContinueMode::empty()
@@ -1141,6 +1143,15 @@ fn setup(cfg: &Config, extra: Option<MakeExtra>) -> Result<(Bounce, Option<Featu
     let a = area(mem, npages, minor_ok)?;
     let b = area(mem, npages, minor_ok)?;
     let uffd = crate::testing::open_uffd(features).map_err(Failure::Skip)?;
+    // CONTINUE_MODE_WP has no feature bit. Before 6.4 the mode is refused
+    // (EINVAL) before any VMA lookup; since, the unregistered page fails
+    // ENOENT. Without it a minor fill maps the page writable.
+    let continue_wp = wp
+        && minor_ok
+        && !matches!(
+            uffd.r#continue(b.page(0), ps, ContinueMode::WP),
+            Err(e) if e.errno == Errno::EINVAL
+        );
     // Filling the first source is most of the setup (it faults in and
     // zeroes every page): share it out like the bounces' work.
     std::thread::scope(|s| {
@@ -1168,6 +1179,7 @@ fn setup(cfg: &Config, extra: Option<MakeExtra>) -> Result<(Bounce, Option<Featu
             workers,
             wp,
             minor_ok,
+            continue_wp,
             uffd,
             areas: [a, b],
             cur: AtomicUsize::new(0),
