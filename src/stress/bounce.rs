@@ -385,6 +385,12 @@ impl Bounce {
     pub fn is_minor(&self) -> bool {
         self.minor.load(Relaxed)
     }
+    /// Whether this bounce registers and protects WP: a minor bounce only
+    /// where CONTINUE can map a page protected (a plain CONTINUE over a WP
+    /// marker would leave it writable, unseen by the audit).
+    fn wp_now(&self) -> bool {
+        self.wp && (!self.is_minor() || self.continue_wp)
+    }
     /// Whether workers still run in this bounce.
     pub fn running(&self) -> bool {
         !self.finished.load(Relaxed)
@@ -500,7 +506,7 @@ impl Bounce {
             Err(CLAIMED) => return Res::Done,
             Err(_) => {}
         }
-        let mode = if self.wp && self.continue_wp {
+        let mode = if self.wp_now() {
             ContinueMode::WP
         } else {
             ContinueMode::empty()
@@ -731,7 +737,7 @@ impl Bounce {
         let mid = (start + end) / 2;
         let mut check = true;
         self.fill(start..mid, &mut check);
-        if self.wp {
+        if self.wp_now() {
             // Protect the slice with half of it filled: later fills come
             // protected, so every page is protected from its first write.
             loop {
@@ -828,7 +834,7 @@ impl Bounce {
         let words = verify::audit_words(self.ps, self.mode.load(Relaxed), self.every.load(Relaxed));
         let bytes = (verify::BODY + words.len() * 8) as u64;
         let r = Rules {
-            wp: self.wp,
+            wp: self.wp_now(),
             minor: self.is_minor(),
             workers: self.workers,
             words,
@@ -927,7 +933,7 @@ impl Bounce {
 
     fn register_mode(&self) -> RegisterMode {
         let mut m = RegisterMode::MISSING;
-        if self.wp {
+        if self.wp_now() {
             m |= RegisterMode::WP;
         }
         if self.is_minor() {
@@ -988,7 +994,7 @@ impl Bounce {
         self.finished.store(true, Relaxed);
         self.work_left.wait();
         self.stop_handlers(mode.poll());
-        if self.wp {
+        if self.wp_now() {
             loop {
                 match self.uffd.writeprotect(dst, self.len(), WriteprotectMode::empty()) {
                     Err(Errno::EAGAIN) => std::thread::yield_now(),
@@ -1027,7 +1033,7 @@ impl Bounce {
             line += " minor";
         }
         line += &format!(", userfaults: {m} missing ({ms})");
-        if self.wp {
+        if self.wp_now() {
             line += &format!(" {w} wp ({ws})");
         }
         if minor {
