@@ -257,6 +257,7 @@ fn wp_matching_skips_vmas_without_async_wp(#[case] mem: MemType) {
     // A synchronous WP registration is not WPALLOWED: WP_MATCHING passes
     // over it silently and protects nothing.
     require_mode!(mem, RegisterMode::WP);
+    try_skip!(scan_support());
     let area = try_area!(Area::new(mem, 1));
     area.populate(1);
     let mut f = Features::PAGEFAULT_FLAG_WP;
