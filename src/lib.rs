@@ -12,6 +12,7 @@
 
 pub mod caps;
 pub mod cli;
+pub mod elf;
 pub mod event;
 pub mod faulter;
 pub mod gate;

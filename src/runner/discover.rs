@@ -44,6 +44,22 @@ pub struct Binary {
     /// Functions and modules carrying a serial_test attribute.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serial: Vec<String>,
+    /// The cases as listed when the manifest was written. A run trusts it
+    /// while the binary's build ID matches, so it starts without spawning
+    /// every binary twice to list it (seconds in a TCG guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
+}
+
+/// A binary's libtest listing, tied to the build it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    /// GNU build ID of the binary listed.
+    pub build_id: String,
+    /// Every case, `#[ignore]`d ones included, in libtest's order.
+    pub tests: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 impl Manifest {
@@ -70,6 +86,19 @@ impl Manifest {
         }
         let text = serde_json::to_string_pretty(&m).expect("manifest serialises");
         std::fs::write(path, text + "\n").map_err(|e| format!("cannot write the manifest {}: {e}", path.display()))
+    }
+
+    /// Lists every binary whose recorded listing is missing or stale into
+    /// the manifest (see [`Binary::listing`]); `manifest` is where the
+    /// manifest is or will be saved.
+    pub fn record_listings(&mut self, manifest: &Path) -> Result<(), String> {
+        for b in &mut self.binaries {
+            let path = Manifest::resolve(manifest, b);
+            if current_listing(b, &path).is_none() {
+                b.listing = listing(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// The absolute path of a binary listed in the manifest at `manifest`.
@@ -117,10 +146,12 @@ pub fn build(extra: &[String]) -> Result<Manifest, String> {
             "`{cargo} test --no-run` failed ({status}); fix the build first"
         ));
     }
-    let manifest = manifest?;
+    let mut manifest = manifest?;
     if manifest.binaries.is_empty() {
         return Err("cargo built no integration test binaries".into());
     }
+    // Cargo's paths are absolute: where the manifest will live does not matter.
+    manifest.record_listings(Path::new("."))?;
     Ok(manifest)
 }
 
@@ -153,6 +184,7 @@ pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, String> {
             name: name.into(),
             path: exe.into(),
             serial,
+            listing: None,
         });
     }
     m.binaries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -274,10 +306,32 @@ pub fn is_serial(test: &str, serial_items: &[String]) -> bool {
         .any(|seg| seg == "serial" || seg.starts_with("serial_") || serial_items.iter().any(|s| s == seg))
 }
 
-/// Lists a binary's cases, ignored ones included (marked).
+/// Lists a binary: its cases and which are ignored, with its build ID.
+/// None for a binary without a build ID, which is listed at every run.
+pub fn listing(path: &Path) -> Result<Option<Listing>, String> {
+    let Some(build_id) = crate::elf::build_id(path)? else {
+        return Ok(None);
+    };
+    Ok(Some(Listing {
+        build_id,
+        tests: list_names(path, false)?,
+        ignored: list_names(path, true)?,
+    }))
+}
+
+/// The binary's recorded listing, if it was made from the binary at `path`.
+fn current_listing<'a>(binary: &'a Binary, path: &Path) -> Option<&'a Listing> {
+    let l = binary.listing.as_ref()?;
+    (crate::elf::build_id(path).ok().flatten()? == l.build_id).then_some(l)
+}
+
+/// A binary's cases, ignored ones included (marked): from the manifest's
+/// listing while it matches the binary's build ID, else by running it.
 pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, String> {
-    let all = list_names(path, false)?;
-    let ignored = list_names(path, true)?;
+    let (all, ignored) = match current_listing(binary, path) {
+        Some(l) => (l.tests.clone(), l.ignored.clone()),
+        None => (list_names(path, false)?, list_names(path, true)?),
+    };
     Ok(all
         .into_iter()
         .map(|test| {
@@ -413,6 +467,30 @@ fn commented() {}
     }
 
     #[test]
+    fn recorded_listing_is_used_only_for_the_build_it_came_from() {
+        let exe = std::env::current_exe().unwrap();
+        let id = crate::elf::build_id(&exe).unwrap().expect("a build ID");
+        let recorded = |build_id: String| Binary {
+            name: "lib".into(),
+            path: exe.clone(),
+            serial: vec![],
+            listing: Some(Listing {
+                build_id,
+                tests: vec!["recorded::case_1_anon".into(), "slow".into()],
+                ignored: vec!["slow".into()],
+            }),
+        };
+        let cases = list_cases(&recorded(id.clone()), &exe).unwrap();
+        let got: Vec<_> = cases.iter().map(|c| (c.test.as_str(), c.ignored)).collect();
+        assert_eq!(got, [("recorded::case_1_anon", false), ("slow", true)]);
+        // Another build: the binary is listed again, for real.
+        let cases = list_cases(&recorded(format!("{id}00")), &exe).unwrap();
+        assert!(cases.iter().all(|c| c.test != "slow"));
+        let me = "runner::discover::tests::recorded_listing_is_used_only_for_the_build_it_came_from";
+        assert!(cases.iter().any(|c| c.test == me));
+    }
+
+    #[test]
     fn manifest_paths_are_relative_to_the_manifest() {
         let dir = std::env::temp_dir().join(format!("uffdtest-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -422,6 +500,7 @@ fn commented() {}
                 name: "api".into(),
                 path: dir.join("deps/api-1"),
                 serial: vec![],
+                listing: None,
             }],
         };
         m.save(&file).unwrap();

@@ -80,6 +80,11 @@ pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
             "8250.nr_uarts=2".into(),
             "only ttyS0 (console) and ttyS1 (KTAP) exist; skip probing the others",
         ),
+        (
+            "init_on_alloc=0".into(),
+            "pages reach user space zeroed anyway; zeroing every allocation as well (a distro \
+             default) made reserving the huge pages take 0.6 s of the guest's start under TCG",
+        ),
     ];
     p.extend(b.extra_cmdline.iter().map(|s| (s.clone(), "from --append")));
     p
