@@ -109,6 +109,24 @@ mod fixture {
             .expect("write /dev/kmsg");
     }
 
+    /// Passes, then fails, then passes...: counts its runs in the file
+    /// named by UFFDTEST_FIXTURE_COUNTER, as a flaky case would behave.
+    #[test]
+    #[ignore]
+    fn fails_every_other_run() {
+        armed!();
+        let Some(p) = std::env::var_os("UFFDTEST_FIXTURE_COUNTER") else {
+            println!("SKIP: UFFDTEST_FIXTURE_COUNTER not set");
+            return;
+        };
+        let runs: u32 = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        std::fs::write(&p, (runs + 1).to_string()).expect("write the counter");
+        assert!(runs.is_multiple_of(2), "fixture: run {} fails", runs + 1);
+    }
+
     #[test]
     #[ignore]
     fn skips() {
@@ -167,6 +185,7 @@ fn manifest(dir: &Path) -> PathBuf {
             name: "harness_runner".into(),
             path: std::env::current_exe().unwrap(),
             serial: vec![],
+            listing: None,
         }],
     };
     let p = dir.join("manifest.json");
@@ -193,6 +212,46 @@ fn read_sysctl(name: &str) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+#[test]
+#[serial(harness_runner)]
+fn repeat_reports_every_pass_and_names_the_flaky_case() {
+    let dir = scratch("repeat");
+    let json = dir.join("report.json");
+    let out = uffdtest()
+        .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
+        .arg("run")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .args(["--run-ignored", "--hugepages", "0", "--repeat", "3", "--json"])
+        .arg(&json)
+        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
+        .output()
+        .unwrap();
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "the failing pass fails the run\n{ktap}");
+    assert!(ktap.contains("\n1..3\n"), "one top-level block per pass\n{ktap}");
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = |test: &str| -> Vec<Status> {
+        r.leaves()
+            .into_iter()
+            .filter(|(_, t)| t.test.as_deref() == Some(test))
+            .map(|(_, t)| t.status)
+            .collect()
+    };
+    assert_eq!(runs("fixture::passes"), [Status::Pass; 3]);
+    assert_eq!(
+        runs("fixture::fails_every_other_run"),
+        [Status::Pass, Status::Fail, Status::Pass]
+    );
+    assert!(stderr.contains("1 flaky case(s) over 3 passes"), "{stderr}");
+    assert!(
+        stderr.contains("harness_runner/fixture::fails_every_other_run: pass, fail, pass"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -452,7 +511,7 @@ fn list_selects_by_memory_type_glob_and_shard() {
         ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
     );
     let all = list(&["-f", "fixture::"]);
-    assert_eq!(all.len(), 11);
+    assert_eq!(all.len(), 12);
     let (a, b) = (
         list(&["-f", "fixture::", "--shard", "1/2"]),
         list(&["-f", "fixture::", "--shard", "2/2"]),

@@ -1,7 +1,7 @@
 //! `uffdtest run`, `list` and `build-tests`: the runner's command line.
 
 use crate::runner::report::{self, Ktap, Progress};
-use crate::runner::{Reporter, RunOptions, discover, plan, run};
+use crate::runner::{Report, Reporter, RunOptions, discover, plan, run};
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -35,6 +35,70 @@ pub struct Selection {
     /// Also run cases marked #[ignore].
     #[arg(long)]
     pub run_ignored: bool,
+    /// Run the selection N times over (each pass in plan order); a case
+    /// whose outcome differs between passes is reported as flaky, and
+    /// `compare` judges such a base case apart.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+}
+
+/// Where results go besides stdout: shared by `run` and `vm`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Outputs {
+    /// Also write the KTAP to FILE.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write JSON (per case: status, duration, reason, kernel log excerpt, output) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Writes the finished report to the files asked for; the KTAP file too
+    /// when `ktap` (`run` streams it there as the cases end instead).
+    pub fn write(&self, r: &Report, ktap: bool) {
+        let mut text = Vec::new();
+        if ktap {
+            let _ = crate::runner::write_ktap(&mut text, r);
+            let _ = writeln!(text, "{}", r.totals().summary_line());
+        }
+        let writes = [
+            (
+                self.output.as_ref().filter(|_| ktap),
+                String::from_utf8_lossy(&text).into_owned(),
+            ),
+            (self.junit.as_ref(), report::junit(r)),
+            (self.json.as_ref(), report::json(r)),
+        ];
+        for (path, text) in writes {
+            if let Some(p) = path
+                && let Err(e) = std::fs::write(p, text)
+            {
+                eprintln!("uffdtest: cannot write {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Cases whose outcome differed between the passes of `--repeat`, one line
+/// each (`copy/case on anon: pass, fail`), for the end of a run.
+pub fn flaky_lines(r: &Report) -> Vec<String> {
+    let mut seen: Vec<(String, Vec<&'static str>)> = Vec::new();
+    for (path, leaf) in r.leaves() {
+        let key = path.join("/");
+        let status = leaf.status.name();
+        match seen.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(status),
+            None => seen.push((key, vec![status])),
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, v)| v.iter().any(|s| *s != v[0]))
+        .map(|(k, v)| format!("{k}: {}", v.join(", ")))
+        .collect()
 }
 
 #[derive(Args, Debug)]
@@ -62,15 +126,8 @@ pub struct RunArgs {
     /// Write `uffdtest: start <binary>: <case>` to /dev/kmsg before each case.
     #[arg(long)]
     pub announce_kmsg: bool,
-    /// Also write the KTAP to FILE.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Write JUnit XML to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Write JSON (per case: status, duration, reason, kernel log excerpt, output) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: Outputs,
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +186,7 @@ fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
         ioctl: sel.ioctl.clone(),
         shard: sel.shard,
         run_ignored: sel.run_ignored,
+        repeat: sel.repeat as usize,
         ..RunOptions::default()
     }
 }
@@ -197,7 +255,7 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     opts.announce_kmsg = a.announce_kmsg;
     opts.handle_signals = true;
 
-    let file = match &a.output {
+    let file = match &a.out.output {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Some(f),
             Err(e) => return fail(&format!("cannot create {}: {e}", p.display())),
@@ -223,12 +281,12 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     };
     drop(reporters);
     drop(to_file);
-    let writes = [(&a.junit, report::junit(&report)), (&a.json, report::json(&report))];
-    for (path, text) in writes {
-        if let Some(p) = path
-            && let Err(e) = std::fs::write(p, text)
-        {
-            eprintln!("uffdtest: cannot write {}: {e}", p.display());
+    a.out.write(&report, false);
+    if a.sel.repeat > 1 {
+        let flaky = flaky_lines(&report);
+        eprintln!("uffdtest: {} flaky case(s) over {} passes", flaky.len(), a.sel.repeat);
+        for l in flaky {
+            eprintln!("  {l}");
         }
     }
     ExitCode::from(report.exit_code() as u8)

@@ -1,8 +1,7 @@
 //! `uffdtest vm` and `uffdtest kconfig`: the VM harness's command line.
 
-use crate::cli::run::Selection;
+use crate::cli::run::{Outputs, Selection};
 use crate::runner::discover;
-use crate::runner::report;
 use crate::vm::boot::AccelChoice;
 use crate::vm::boot::{self, Accel};
 use crate::vm::init::{Fault, GuestConfig};
@@ -74,13 +73,9 @@ pub struct VmArgs {
     /// Echo the kernel console to stderr as it comes.
     #[arg(long)]
     pub show_console: bool,
-    /// Also write the final KTAP (splats and cases not run included) to FILE.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    /// `-o` gets the final KTAP: splats and cases not run included.
+    #[command(flatten)]
+    pub out: Outputs,
     /// Make the guest init crash the kernel or hang mid-run (tests of the harness itself).
     #[arg(long, value_enum, hide = true)]
     pub inject: Option<Fault>,
@@ -140,6 +135,7 @@ fn guest_config(a: &VmArgs) -> GuestConfig {
         ioctl: a.sel.ioctl.clone(),
         shard: a.sel.shard,
         run_ignored: a.sel.run_ignored,
+        repeat: a.sel.repeat as usize,
         jobs: a.jobs,
         case_timeout_secs: a.case_timeout,
         hugepages: a.hugepages,
@@ -210,7 +206,7 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
     let _ = writeln!(out, "# {}", t.ktap_line());
     let _ = writeln!(out, "{}", t.summary_line());
     let _ = out.flush();
-    write_reports(a, r);
+    a.out.write(r, true);
     let ran_any = r
         .leaves()
         .iter()
@@ -228,24 +224,6 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
         return ExitCode::from(EXIT_INFRA);
     }
     ExitCode::from(r.exit_code() as u8)
-}
-
-fn write_reports(a: &VmArgs, r: &crate::runner::Report) {
-    let mut ktap = Vec::new();
-    let _ = crate::runner::write_ktap(&mut ktap, r);
-    let _ = writeln!(ktap, "{}", r.totals().summary_line());
-    let writes = [
-        (&a.output, String::from_utf8_lossy(&ktap).into_owned()),
-        (&a.junit, report::junit(r)),
-        (&a.json, report::json(r)),
-    ];
-    for (path, text) in writes {
-        if let Some(p) = path
-            && let Err(e) = std::fs::write(p, text)
-        {
-            eprintln!("uffdtest: cannot write {}: {e}", p.display());
-        }
-    }
 }
 
 /// The `uffdtest run` command the guest executes.
@@ -276,6 +254,9 @@ fn guest_command(a: &VmArgs, exe: &Path, manifest: &Path) -> String {
     }
     if a.sel.run_ignored {
         w.push("--run-ignored".into());
+    }
+    if a.sel.repeat > 1 {
+        w.extend(["--repeat".into(), a.sel.repeat.to_string()]);
     }
     w.iter().map(|s| vng::quote(s)).collect::<Vec<_>>().join(" ")
 }
@@ -360,19 +341,7 @@ pub fn vng_cmd(a: &VmArgs) -> ExitCode {
             ));
         }
     };
-    let mut k = Vec::new();
-    let _ = crate::runner::write_ktap(&mut k, &report);
-    for (p, text) in [
-        (&a.output, String::from_utf8_lossy(&k).into_owned()),
-        (&a.junit, crate::runner::report::junit(&report)),
-        (&a.json, crate::runner::report::json(&report)),
-    ] {
-        if let Some(p) = p
-            && let Err(e) = std::fs::write(p, text)
-        {
-            eprintln!("uffdtest: cannot write {}: {e}", p.display());
-        }
-    }
+    a.out.write(&report, true);
     if status != 0 {
         eprintln!("uffdtest: vng exited {status}; the verdict comes from the KTAP (cases it lacks count as crashed)");
     }

@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub ioctl: Vec<String>,
     /// Run only shard K of N (1-based), cases dealt round-robin in plan order.
     pub shard: Option<(usize, usize)>,
+    /// Passes over the selection: the plan holds each binary this many
+    /// times, so every report keeps each pass's outcome of a case.
+    pub repeat: usize,
     /// Cases run at once (serial cases still run alone).
     pub jobs: usize,
     pub timeout: Duration,
@@ -86,6 +89,7 @@ impl Default for RunOptions {
             mem: Vec::new(),
             ioctl: Vec::new(),
             shard: None,
+            repeat: 1,
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             timeout: Duration::from_secs(60),
             stress_timeout: Duration::from_secs(300),
@@ -200,6 +204,10 @@ pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
                 error: None,
             });
         }
+    }
+    if opts.repeat > 1 {
+        let once = std::mem::take(&mut plan.binaries);
+        plan.binaries = (0..opts.repeat).flat_map(|_| once.iter().cloned()).collect();
     }
     Ok(plan)
 }

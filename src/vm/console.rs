@@ -140,6 +140,9 @@ pub struct Splat {
     /// `(binary, case)` running when it began; None before the first case
     /// (at boot, or in the guest init itself).
     pub case: Option<(String, String)>,
+    /// Which pass of `--repeat` that case was in (1-based): how many times
+    /// it had started by then.
+    pub pass: usize,
     /// The opening line and what followed it, prefixes stripped.
     pub lines: Vec<String>,
 }
@@ -202,9 +205,14 @@ impl Console {
             // the same event; keep it in that splat rather than counting two.
             let same_event = matches!(kind, SplatKind::Panic | SplatKind::Oops) && self.context_left > 0;
             if !same_event {
+                let pass = self
+                    .current
+                    .as_ref()
+                    .map_or(0, |c| self.started.iter().filter(|s| *s == c).count());
                 self.splats.push(Splat {
                     kind,
                     case: self.current.clone(),
+                    pass,
                     lines: vec![line],
                 });
                 self.context_left = SPLAT_CONTEXT;

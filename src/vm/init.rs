@@ -38,6 +38,9 @@ pub struct GuestConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<(usize, usize)>,
     pub run_ignored: bool,
+    /// Passes over the selection (`--repeat`); 0 from an older host reads as 1.
+    #[serde(default)]
+    pub repeat: usize,
     pub jobs: usize,
     pub case_timeout_secs: u64,
     pub hugepages: u64,
@@ -59,6 +62,7 @@ impl GuestConfig {
             ioctl: self.ioctl.clone(),
             shard: self.shard,
             run_ignored: self.run_ignored,
+            repeat: self.repeat.max(1),
             jobs: self.jobs.max(1),
             timeout: Duration::from_secs(self.case_timeout_secs.max(1)),
             announce_kmsg: true,
@@ -118,7 +122,7 @@ fn run() -> Result<(), String> {
         fault: cfg.fault,
         started: 0,
     };
-    runner::run(&opts, &mut [&mut ktap, &mut fault])?;
+    runner::run(&opts, &mut [&mut ktap, &mut fault, &mut Milestones])?;
     port.flush().ok();
     kmsg("uffdtest: guest run done");
     Ok(())
@@ -223,6 +227,20 @@ static HUSH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 struct FaultInjector {
     fault: Option<Fault>,
     started: usize,
+}
+
+/// Marks the end of planning in the kernel log, so the console tells where
+/// a slow start went: the kernel (up to `guest init up`), init and planning
+/// (up to `plan ready`), or the first case.
+struct Milestones;
+
+impl Reporter for Milestones {
+    fn event(&mut self, e: &Event) -> std::io::Result<()> {
+        if let Event::Started { plan, .. } = e {
+            kmsg(&format!("uffdtest: plan ready, {} cases", plan.case_count()));
+        }
+        Ok(())
+    }
 }
 
 impl Reporter for FaultInjector {
