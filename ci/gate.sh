@@ -14,6 +14,8 @@
 #   --config FILE   a complete .config to start from instead
 #   --fragment FILE extra config fragment after qemu/uffd.config (repeatable)
 #   --uffdtest BIN  the uffdtest binary (default: build it with cargo)
+#   --base-repeat N run the base N times over (`uffdtest vm --repeat N`): a
+#                   case with mixed outcomes there is flaky and not judged
 # Filters after `--` go to `uffdtest vm` (e.g. `-- -f zeropage --mem shmem`).
 #
 # Writes to $WORK/results/: base.{ktap,json,junit.xml,console.log,vm.log},
@@ -25,7 +27,7 @@ set -eu
 usage() { sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//; /^set -eu/d' >&2; exit 2; }
 die() { echo "gate: $*" >&2; exit "${2:-2}"; }
 
-TREE= BASE= PATCHED= SERIES= WORK=.uffdtest-gate UFFDTEST= BUILD_ARGS= BUILD_DIR= IN_PLACE=
+TREE= BASE= PATCHED= SERIES= WORK=.uffdtest-gate UFFDTEST= BUILD_ARGS= BUILD_DIR= IN_PLACE= BASE_REPEAT=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--tree) TREE=$2; shift 2 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
 	--config) BUILD_ARGS="$BUILD_ARGS --config $(realpath "$2")"; shift 2 ;;
 	--fragment) BUILD_ARGS="$BUILD_ARGS --fragment $(realpath "$2")"; shift 2 ;;
 	--uffdtest) UFFDTEST=$2; shift 2 ;;
+	--base-repeat) BASE_REPEAT=$2; shift 2 ;;
 	-h|--help) usage ;;
 	--) shift; break ;;
 	*) die "unknown argument $1 (see --help)" ;;
@@ -102,7 +105,7 @@ build_and_run() { # name: builds $SRC into $BUILD_DIR, runs, writes $RES/<name>.
 }
 
 checkout "$BASE_SHA"
-build_and_run base "$@" || die "the base ($BASE) could not be built or run; see $RES/base.vm.log and $BUILD_DIR/uffdtest-build.log" 3
+build_and_run base --repeat "$BASE_REPEAT" "$@" || die "the base ($BASE) could not be built or run; see $RES/base.vm.log and $BUILD_DIR/uffdtest-build.log" 3
 
 checkout "$BASE_SHA"
 if [ -n "$SERIES" ]; then
