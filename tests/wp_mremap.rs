@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use serial_test::serial;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
+use uffdtest::testing::mm::Reservation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Share {
@@ -77,48 +78,9 @@ fn require_dir(dir: &str, kb: usize) -> Result<(), String> {
     }
 }
 
-/// An address range we unmap on drop.
-struct Range {
-    addr: usize,
-    len: usize,
-}
-
-impl Drop for Range {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping (or reservation), unused past drop.
-        unsafe { libc::munmap(self.addr as *mut _, self.len) };
-    }
-}
-
-/// A PROT_NONE reservation of `len` bytes aligned to `align`.
-fn reserve(len: usize, align: usize) -> Range {
-    // SAFETY: a fresh private reservation, trimmed to its aligned part.
-    unsafe {
-        let big = libc::mmap(
-            std::ptr::null_mut(),
-            len + align,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        assert_ne!(big, libc::MAP_FAILED, "reserve {len} bytes: {}", Errno::last());
-        let start = big as usize;
-        let aligned = start.next_multiple_of(align);
-        if aligned > start {
-            libc::munmap(big, aligned - start);
-        }
-        let tail = aligned + len;
-        if start + len + align > tail {
-            libc::munmap(tail as *mut _, start + len + align - tail);
-        }
-        Range { addr: aligned, len }
-    }
-}
-
 /// Maps one folio of `size` bytes at a `size`-aligned address and fills it;
 /// `hugetlb` adds MAP_HUGETLB with that page size.
-fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Range, String> {
+fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, String> {
     let r = mapping(size, share, hugetlb)?;
     // One write faults in the whole folio; every page must then be there.
     testing::write_byte(r.addr, 0);
@@ -136,8 +98,8 @@ fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Range, String> 
 }
 
 /// `size` bytes at a `size`-aligned address, not populated.
-fn mapping(size: usize, share: Share, hugetlb: bool) -> Result<Range, String> {
-    let r = reserve(size, size);
+fn mapping(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, String> {
+    let r = Reservation::new(size, size);
     let mut flags = map_flags(share) | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
     if hugetlb {
         flags |= libc::MAP_HUGETLB | ((size.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT);
@@ -200,7 +162,7 @@ fn swap_out(addr: usize, len: usize) -> Result<(), String> {
 
 /// The flow every case shares: protect one folio, optionally swap it out,
 /// see the bit on every PTE, move it, and see the bit gone everywhere.
-fn protect_move_check(folio: Range, swapout: bool) {
+fn protect_move_check(folio: Reservation, swapout: bool) {
     let (a, len) = (folio.addr, folio.len);
     let uffd = try_skip!(testing::open_uffd(Features::empty()));
     uffd.register(a, len, RegisterMode::WP).expect("UFFDIO_REGISTER(WP)");
@@ -210,7 +172,7 @@ fn protect_move_check(folio: Range, swapout: bool) {
         try_skip!(swap_out(a, len));
     }
     assert_eq!(wp_mismatches(a, len, true), 0, "pages without the WP bit before mremap");
-    let target = reserve(len, len);
+    let target = Reservation::new(len, len);
     let to = mremap_to(a, len, target.addr);
     std::mem::forget(folio);
     assert_eq!(to, target.addr);
@@ -357,14 +319,14 @@ fn mremap_clears_wp_on_hugetlb(#[case] kb: usize, #[case] share: Share) {
 
 /// With EVENT_REMAP the registration follows the VMA: the bits stay, and
 /// mremap waits until the monitor has read the REMAP message.
-fn remap_event_case(folio: Range) {
+fn remap_event_case(folio: Reservation) {
     let (a, len) = (folio.addr, folio.len);
     let uffd = std::sync::Arc::new(try_skip!(testing::open_uffd(Features::EVENT_REMAP)));
     uffd.register(a, len, RegisterMode::WP).expect("UFFDIO_REGISTER(WP)");
     uffd.writeprotect(a, len, WriteprotectMode::WP).unwrap();
     let u = uffd.clone();
     let reader = std::thread::spawn(move || u.read_event(Some(Duration::from_secs(20))));
-    let target = reserve(len, len);
+    let target = Reservation::new(len, len);
     let to = mremap_to(a, len, target.addr);
     std::mem::forget(folio);
     match reader.join().expect("reader thread").expect("read(uffd)") {
@@ -445,7 +407,7 @@ fn mremap_of_part_clears_wp_only_on_the_moved_part(#[case] share: Share) {
     let uffd = try_skip!(testing::open_uffd(Features::empty()));
     uffd.register(a, 4 * ps, RegisterMode::WP).unwrap();
     uffd.writeprotect(a, 4 * ps, WriteprotectMode::WP).unwrap();
-    let target = reserve(2 * ps, ps);
+    let target = Reservation::new(2 * ps, ps);
     let to = mremap_to(a + ps, 2 * ps, target.addr);
     assert_eq!(wp_mismatches(to, 2 * ps, false), 0, "the moved pages lost the bit");
     assert_eq!(testing::smaps::uffd_modes(to), RegisterMode::empty());
@@ -460,8 +422,8 @@ fn mremap_of_part_clears_wp_only_on_the_moved_part(#[case] share: Share) {
     faulter::assert_no_event(&uffd);
     // Unmap the pieces left, not the hole another thread may have reused.
     std::mem::forget(pages);
-    drop(Range { addr: a, len: ps });
-    drop(Range {
+    drop(Reservation { addr: a, len: ps });
+    drop(Reservation {
         addr: a + 3 * ps,
         len: ps,
     });
