@@ -15,7 +15,8 @@
 //! `--jobs`) when any `::` segment of its libtest name is `serial` or starts
 //! with `serial_`, or names a function or module that carries a serial_test
 //! attribute (`#[serial]`, `#[serial(key)]`, `#[file_serial]`) in the
-//! target's source, which the manifest records at build time.
+//! target's source, which the manifest records at build time. Keys that
+//! only matter inside one test process ([`PROCESS_LOCAL_KEYS`]) do not count.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader};
@@ -208,9 +209,8 @@ pub fn serial_items(src: &str) -> Vec<String> {
         // `parallel` only keeps a case away from `serial` ones in the same
         // process; one process per case already does that.
         let parallel = t.starts_with("#[parallel") || t.starts_with("#[serial_test::parallel");
-        if !parallel
-            && (t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::"))
-        {
+        let serial = t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::");
+        if !parallel && serial && !process_local(t) {
             pending = true;
         }
         if pending && let Some(name) = item_name(t) {
@@ -221,6 +221,27 @@ pub fn serial_items(src: &str) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// serial_test keys that only order cases sharing one test process: a
+/// fork there would queue FORK events on every uffd of the process, another
+/// case's included. With one process per case they order nothing.
+pub const PROCESS_LOCAL_KEYS: &[&str] = &["fork", "uffd_event_fork"];
+
+/// A `#[serial(k, ...)]` whose keys are all process-local (see
+/// [`PROCESS_LOCAL_KEYS`]); `#[serial]` without keys and `#[file_serial]`
+/// (a lock across processes) never are.
+fn process_local(attr: &str) -> bool {
+    let Some(rest) = attr
+        .strip_prefix("#[serial(")
+        .or_else(|| attr.strip_prefix("#[serial_test::serial("))
+    else {
+        return false;
+    };
+    let Some((keys, _)) = rest.split_once(')') else {
+        return false;
+    };
+    keys.split(',').all(|k| PROCESS_LOCAL_KEYS.contains(&k.trim()))
 }
 
 fn item_name(line: &str) -> Option<String> {
@@ -441,8 +462,23 @@ pub fn plain_serial() {}
 // #[serial]
 fn commented() {}
 #[file_serial(sysctl)] mod sysctl_cases {}
+
+#[serial(fork)]
+fn forks_in_its_own_process() {}
+#[serial_test::serial(uffd_event_fork)]
+fn also_forks() {}
+#[serial(sysctl, fork)]
+fn forks_and_sets_a_sysctl() {}
 ";
-        assert_eq!(serial_items(src), vec!["plain_serial", "shrinks_pool", "sysctl_cases"]);
+        assert_eq!(
+            serial_items(src),
+            vec![
+                "forks_and_sets_a_sysctl",
+                "plain_serial",
+                "shrinks_pool",
+                "sysctl_cases"
+            ]
+        );
     }
 
     #[test]
