@@ -87,13 +87,14 @@ impl Outputs {
 /// each (`copy/case on anon: pass, fail`), for the end of a run.
 pub fn flaky_lines(r: &Report) -> Vec<String> {
     let mut seen: Vec<(String, Vec<&'static str>)> = Vec::new();
+    let mut at = std::collections::HashMap::new();
     for (path, leaf) in r.leaves() {
         let key = path.join("/");
-        let status = leaf.status.name();
-        match seen.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(status),
-            None => seen.push((key, vec![status])),
-        }
+        let i = *at.entry(key.clone()).or_insert_with(|| {
+            seen.push((key, Vec::new()));
+            seen.len() - 1
+        });
+        seen[i].1.push(leaf.status.name());
     }
     seen.into_iter()
         .filter(|(_, v)| v.iter().any(|s| *s != v[0]))
