@@ -76,6 +76,12 @@ pub fn strip_prefix(line: &str) -> &str {
     s
 }
 
+/// The printk time of a console line (`[   12.345678] ...`), in seconds.
+pub fn timestamp(line: &str) -> Option<f64> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    rest.split_once(']')?.0.trim().parse().ok()
+}
+
 /// The kind of splat a console line opens, if any.
 ///
 /// Accepted forms (after [`strip_prefix`]): `Kernel panic - not syncing: …`,
@@ -165,6 +171,10 @@ pub struct Console {
     pub current: Option<(String, String)>,
     /// Cases announced, in order.
     pub started: Vec<(String, String)>,
+    /// The printk time of each announcement in `started`.
+    pub started_at: Vec<Option<f64>>,
+    /// The printk time of the guest init's `guest run done`.
+    pub run_done_at: Option<f64>,
     /// Whether the kernel has printed anything yet (boot progress).
     pub kernel_seen: bool,
     /// The kernel halted without powering off (no ACPI): QEMU stays up, so
@@ -194,8 +204,12 @@ impl Console {
             self.tail.pop_front();
         }
         self.tail.push_back(line.clone());
+        if raw.contains(super::init::RUN_DONE) {
+            self.run_done_at = timestamp(raw);
+        }
         if let Some(c) = case_start(raw) {
             self.started.push(c.clone());
+            self.started_at.push(timestamp(raw));
             self.current = Some(c);
             self.context_left = 0;
             return;
@@ -225,6 +239,19 @@ impl Console {
                 s.lines.push(line);
             }
         }
+    }
+
+    /// Each announced case's run time by the guest's clock: from its
+    /// announcement to the next one (or to `guest run done`). Meaningful
+    /// only when the guest ran one case at a time.
+    pub fn case_durations(&self) -> Vec<Option<f64>> {
+        let ends = self.started_at.iter().skip(1).copied().chain([self.run_done_at]);
+        self.started_at
+            .iter()
+            .zip(ends)
+            // printk times are whole microseconds: keep the difference so.
+            .map(|(start, end)| Some(((end? - (*start)?) * 1e6).round() / 1e6).filter(|d| *d >= 0.0))
+            .collect()
     }
 
     /// The last console lines, for a guest that died or went quiet.

@@ -15,6 +15,9 @@ pub const KTAP_PORT: &str = "/dev/ttyS1";
 pub const HEARTBEAT: &str = "uffdtest: heartbeat";
 
 /// Diagnostic prefix of a guest-side error the host shows as is.
+/// What the init writes to the kernel log once the last case is over.
+pub const RUN_DONE: &str = "uffdtest: guest run done";
+
 pub const GUEST_ERROR: &str = "uffdtest-guest: error: ";
 
 /// A fault the init injects on purpose, so the harness's own tests can check
@@ -124,7 +127,7 @@ fn run() -> Result<(), String> {
     };
     runner::run(&opts, &mut [&mut ktap, &mut fault, &mut Milestones])?;
     port.flush().ok();
-    kmsg("uffdtest: guest run done");
+    kmsg(RUN_DONE);
     Ok(())
 }
 

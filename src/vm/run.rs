@@ -140,7 +140,10 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, String> {
                 accel = Accel::Tcg;
             }
             Session::Done(s) => {
-                let report = verdict(&plan, s.ktap.as_deref(), &s.console, &s.end, &s.guest_errors);
+                let mut report = verdict(&plan, s.ktap.as_deref(), &s.console, &s.end, &s.guest_errors);
+                if o.guest.jobs <= 1 {
+                    add_durations(&mut report, &s.console);
+                }
                 return Ok(VmRun {
                     report,
                     accel,
@@ -558,6 +561,28 @@ fn follow(path: PathBuf, tx: mpsc::Sender<Msg>, stop: Arc<AtomicBool>) -> std::t
     })
 }
 
+/// Gives each case the time between its announcement and the next in the
+/// kernel log (KTAP carries no durations), where the report has none.
+pub fn add_durations(report: &mut Report, console: &Console) {
+    for (i, (d, (bin, name))) in console.case_durations().into_iter().zip(&console.started).enumerate() {
+        let pass = console.started[..i]
+            .iter()
+            .filter(|c| c.0 == *bin && c.1 == *name)
+            .count();
+        let leaf = report
+            .tests
+            .iter_mut()
+            .filter(|g| g.name == *bin)
+            .nth(pass)
+            .and_then(|g| g.subtests.iter_mut().find(|t| t.name == *name));
+        if let Some(t) = leaf
+            && t.duration_secs.is_none()
+        {
+            t.duration_secs = d;
+        }
+    }
+}
+
 /// The run's verdict: the planned cases in plan order, each with the
 /// guest's result if it reported one, else not run (crashed, with how the
 /// guest ended); then every console splat fails the case it happened in,
@@ -743,6 +768,20 @@ mod tests {
                 ("api/a2".into(), Status::Fail)
             ]
         );
+    }
+
+    #[test]
+    fn durations_come_from_the_case_announcements() {
+        let c = console(&[
+            "[    1.500000] uffdtest: start api: a1",
+            "[    1.750000] uffdtest: start api: a2",
+            "[    2.000000] uffdtest: start copy: c1",
+            "[    2.125000] uffdtest: guest run done",
+        ]);
+        let mut r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[]);
+        add_durations(&mut r, &c);
+        let d: Vec<_> = r.leaves().iter().map(|(_, t)| t.duration_secs).collect();
+        assert_eq!(d, [Some(0.25), Some(0.25), Some(0.125)]);
     }
 
     #[test]
