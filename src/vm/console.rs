@@ -160,6 +160,18 @@ impl Splat {
     }
 }
 
+/// One case announcement in the console.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// `(binary, case)`.
+    pub case: (String, String),
+    /// Which pass of `--repeat` this is (1-based): how many times the case
+    /// has been announced, this time included.
+    pub pass: usize,
+    /// The announcement's printk time.
+    pub at: Option<f64>,
+}
+
 /// How many lines after the opening one a splat keeps.
 const SPLAT_CONTEXT: usize = 40;
 
@@ -170,9 +182,7 @@ pub struct Console {
     pub splats: Vec<Splat>,
     pub current: Option<(String, String)>,
     /// Cases announced, in order.
-    pub started: Vec<(String, String)>,
-    /// The printk time of each announcement in `started`.
-    pub started_at: Vec<Option<f64>>,
+    pub started: Vec<Started>,
     /// The printk time of the guest init's `guest run done`.
     pub run_done_at: Option<f64>,
     /// Whether the kernel has printed anything yet (boot progress).
@@ -208,8 +218,12 @@ impl Console {
             self.run_done_at = timestamp(raw);
         }
         if let Some(c) = case_start(raw) {
-            self.started.push(c.clone());
-            self.started_at.push(timestamp(raw));
+            let pass = self.started.iter().filter(|s| s.case == c).count() + 1;
+            self.started.push(Started {
+                case: c.clone(),
+                pass,
+                at: timestamp(raw),
+            });
             self.current = Some(c);
             self.context_left = 0;
             return;
@@ -219,10 +233,8 @@ impl Console {
             // the same event; keep it in that splat rather than counting two.
             let same_event = matches!(kind, SplatKind::Panic | SplatKind::Oops) && self.context_left > 0;
             if !same_event {
-                let pass = self
-                    .current
-                    .as_ref()
-                    .map_or(0, |c| self.started.iter().filter(|s| *s == c).count());
+                // The running case is the last one announced.
+                let pass = self.current.as_ref().and(self.started.last()).map_or(0, |s| s.pass);
                 self.splats.push(Splat {
                     kind,
                     case: self.current.clone(),
@@ -245,12 +257,12 @@ impl Console {
     /// announcement to the next one (or to `guest run done`). Meaningful
     /// only when the guest ran one case at a time.
     pub fn case_durations(&self) -> Vec<Option<f64>> {
-        let ends = self.started_at.iter().skip(1).copied().chain([self.run_done_at]);
-        self.started_at
+        let ends = self.started.iter().skip(1).map(|s| s.at).chain([self.run_done_at]);
+        self.started
             .iter()
             .zip(ends)
             // printk times are whole microseconds: keep the difference so.
-            .map(|(start, end)| Some(((end? - (*start)?) * 1e6).round() / 1e6).filter(|d| *d >= 0.0))
+            .map(|(s, end)| Some(((end? - s.at?) * 1e6).round() / 1e6).filter(|d| *d >= 0.0))
             .collect()
     }
 

@@ -564,23 +564,26 @@ fn follow(path: PathBuf, tx: mpsc::Sender<Msg>, stop: Arc<AtomicBool>) -> std::t
 /// Gives each case the time between its announcement and the next in the
 /// kernel log (KTAP carries no durations), where the report has none.
 pub fn add_durations(report: &mut Report, console: &Console) {
-    for (i, (d, (bin, name))) in console.case_durations().into_iter().zip(&console.started).enumerate() {
-        let pass = console.started[..i]
-            .iter()
-            .filter(|c| c.0 == *bin && c.1 == *name)
-            .count();
-        let leaf = report
-            .tests
-            .iter_mut()
-            .filter(|g| g.name == *bin)
-            .nth(pass)
-            .and_then(|g| g.subtests.iter_mut().find(|t| t.name == *name));
-        if let Some(t) = leaf
+    for (d, s) in console.case_durations().into_iter().zip(&console.started) {
+        if let Some(t) = case_in_pass(report, &s.case, s.pass)
             && t.duration_secs.is_none()
         {
             t.duration_secs = d;
         }
     }
+}
+
+/// The result of `(binary, case)` in pass `pass` (1-based) of a report
+/// whose binaries come once per pass of `--repeat`.
+fn case_in_pass<'a>(report: &'a mut Report, (bin, name): &(String, String), pass: usize) -> Option<&'a mut TestResult> {
+    report
+        .tests
+        .iter_mut()
+        .filter(|g| g.name == *bin)
+        .nth(pass.checked_sub(1)?)?
+        .subtests
+        .iter_mut()
+        .find(|t| t.name == *name)
 }
 
 /// The run's verdict: the planned cases in plan order, each with the
@@ -629,16 +632,7 @@ pub fn verdict(plan: &Plan, ktap: Option<&str>, console: &Console, end: &GuestEn
     }
     let mut stray = Vec::new();
     for s in &console.splats {
-        let leaf = s.case.as_ref().and_then(|(bin, name)| {
-            report
-                .tests
-                .iter_mut()
-                .filter(|g| &g.name == bin)
-                .nth(s.pass.saturating_sub(1))?
-                .subtests
-                .iter_mut()
-                .find(|t| &t.name == name)
-        });
+        let leaf = s.case.as_ref().and_then(|c| case_in_pass(&mut report, c, s.pass));
         match leaf {
             Some(t) => {
                 if !t.status.is_failure() || t.status == Status::Crashed {
