@@ -200,6 +200,35 @@ pub fn caps() -> &'static Caps {
     &CAPS
 }
 
+/// The `UFFD_FEATURE_*` bits a registration of `mem` in `mode` depends on:
+/// the kernel documents each mode per memory type by one of these bits, so
+/// this is the one place that knows which. MINOR on anonymous memory has no
+/// bit (it is refused by design) and asks for none here.
+pub fn features_for(mem: MemType, mode: RegisterMode) -> Features {
+    let mut need = Features::empty();
+    if mode.contains(RegisterMode::MISSING) {
+        if mem.is_shmem() {
+            need |= Features::MISSING_SHMEM;
+        } else if mem.is_hugetlb() {
+            need |= Features::MISSING_HUGETLBFS;
+        }
+    }
+    if mode.contains(RegisterMode::WP) {
+        need |= Features::PAGEFAULT_FLAG_WP;
+        if !mem.is_anon() {
+            need |= Features::WP_HUGETLBFS_SHMEM;
+        }
+    }
+    if mode.contains(RegisterMode::MINOR) && !mem.is_anon() {
+        need |= if mem.is_hugetlb() {
+            Features::MINOR_HUGETLBFS
+        } else {
+            Features::MINOR_SHMEM
+        };
+    }
+    need
+}
+
 /// Every non-empty combination of MISSING, WP and MINOR.
 pub fn register_modes() -> Vec<RegisterMode> {
     (1..8u64).map(RegisterMode::from_bits_retain).collect()

@@ -12,15 +12,10 @@
 
 pub mod caps;
 pub mod cli;
-pub mod elf;
 pub mod event;
-pub mod faulter;
 pub mod gate;
 pub mod kvm;
 pub mod mem;
-pub mod pagemap;
-pub mod pagemap_scan;
-pub mod pin;
 pub mod runner;
 pub mod stress;
 pub mod sys;

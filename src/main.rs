@@ -39,16 +39,16 @@ enum Cmd {
     /// One `git bisect run` step: build, boot, run the cases; 0 good, 1 bad, 125 cannot test.
     Bisect(uffdtest::cli::gate::BisectArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
-    Stress(uffdtest::stress::cli::StressArgs),
+    Stress(uffdtest::cli::stress::StressArgs),
     /// Fault round-trip latency and resolve rates per memory type (a table; --json).
-    Bench(uffdtest::stress::cli::BenchArgs),
+    Bench(uffdtest::cli::stress::BenchArgs),
 }
 
 fn main() -> ExitCode {
     if uffdtest::vm::init::is_guest_init() {
         uffdtest::vm::init::main();
     }
-    let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::gate::parse_error(e));
+    let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::parse_error(e));
     match cli.cmd {
         Cmd::Run(args) => uffdtest::cli::run::run_cmd(&args),
         Cmd::List(sel) => uffdtest::cli::run::list(&sel),
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Cmd::Compare(args) => uffdtest::cli::gate::compare(&args),
         Cmd::Merge(args) => uffdtest::cli::gate::merge(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
-        Cmd::Stress(args) => uffdtest::stress::cli::stress(&args),
-        Cmd::Bench(args) => uffdtest::stress::cli::bench(&args),
+        Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
+        Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
     }
 }

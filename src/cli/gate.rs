@@ -264,14 +264,3 @@ pub fn bisect(args: &BisectArgs) -> ExitCode {
     eprintln!("uffdtest bisect: {head}: {verdict}");
     ExitCode::from(verdict.exit_code())
 }
-
-/// Command-line mistakes exit 2, which `git bisect run` would take for "bad" at every commit: for `bisect` they
-/// exit 255 instead, which stops the bisection.
-pub fn parse_error(e: clap::Error) -> ! {
-    if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("bisect") {
-        let _ = e.print();
-        eprintln!("uffdtest bisect: exiting 255 so that `git bisect run` stops instead of marking commits bad");
-        std::process::exit(255);
-    }
-    e.exit()
-}

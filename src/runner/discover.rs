@@ -330,7 +330,7 @@ pub fn is_serial(test: &str, serial_items: &[String]) -> bool {
 /// Lists a binary: its cases and which are ignored, with its build ID.
 /// None for a binary without a build ID, which is listed at every run.
 pub fn listing(path: &Path) -> Result<Option<Listing>, String> {
-    let Some(build_id) = crate::elf::build_id(path)? else {
+    let Some(build_id) = crate::runner::elf::build_id(path)? else {
         return Ok(None);
     };
     Ok(Some(Listing {
@@ -343,7 +343,7 @@ pub fn listing(path: &Path) -> Result<Option<Listing>, String> {
 /// The binary's recorded listing, if it was made from the binary at `path`.
 fn current_listing<'a>(binary: &'a Binary, path: &Path) -> Option<&'a Listing> {
     let l = binary.listing.as_ref()?;
-    (crate::elf::build_id(path).ok().flatten()? == l.build_id).then_some(l)
+    (crate::runner::elf::build_id(path).ok().flatten()? == l.build_id).then_some(l)
 }
 
 /// A binary's cases, ignored ones included (marked): from the manifest's
@@ -505,7 +505,7 @@ fn forks_and_sets_a_sysctl() {}
     #[test]
     fn recorded_listing_is_used_only_for_the_build_it_came_from() {
         let exe = std::env::current_exe().unwrap();
-        let id = crate::elf::build_id(&exe).unwrap().expect("a build ID");
+        let id = crate::runner::elf::build_id(&exe).unwrap().expect("a build ID");
         let recorded = |build_id: String| Binary {
             name: "lib".into(),
             path: exe.clone(),

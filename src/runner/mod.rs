@@ -12,6 +12,7 @@
 //! ```
 
 pub mod discover;
+pub mod elf;
 pub mod env;
 pub mod kmsg;
 pub mod ktap;

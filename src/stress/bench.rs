@@ -4,6 +4,7 @@
 //! WP+un-protect, as p50/p99 latency and resolved faults per second; MOVE
 //! throughput; ZEROPAGE rate. Speed is judged here, never in tests.
 
+use crate::caps::features_for;
 use crate::event::Event;
 use crate::mem::{Area, MemType, Unavailable};
 use crate::sys;
@@ -64,31 +65,6 @@ fn area(mem: MemType, n: usize, alias: bool) -> Result<Area, String> {
         Unavailable::Skip(s) => s,
         Unavailable::Error(e) => format!("error: {e}"),
     })
-}
-
-fn features_for(mem: MemType, mode: RegisterMode) -> Features {
-    let mut f = Features::empty();
-    if mode.contains(RegisterMode::MISSING) {
-        if mem.is_shmem() {
-            f |= Features::MISSING_SHMEM;
-        } else if mem.is_hugetlb() {
-            f |= Features::MISSING_HUGETLBFS;
-        }
-    }
-    if mode.contains(RegisterMode::WP) {
-        f |= Features::PAGEFAULT_FLAG_WP;
-        if !mem.is_anon() {
-            f |= Features::WP_HUGETLBFS_SHMEM;
-        }
-    }
-    if mode.contains(RegisterMode::MINOR) {
-        f |= if mem.is_hugetlb() {
-            Features::MINOR_HUGETLBFS
-        } else {
-            Features::MINOR_SHMEM
-        };
-    }
-    f
 }
 
 /// A handler thread resolving every fault with `resolve(uffd, page)` until

@@ -4,7 +4,6 @@
 
 pub mod bench;
 pub mod bounce;
-pub mod cli;
 pub mod soak;
 pub mod verify;
 

@@ -229,13 +229,13 @@ fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), String> {
     };
     let this = std::env::current_exe()
         .ok()
-        .filter(|e| crate::elf::is_static(e).unwrap_or(false));
+        .filter(|e| crate::runner::elf::is_static(e).unwrap_or(false));
     let init = o.init.clone().or(built_init).or(this).ok_or(
         "no static uffdtest for the guest's /init: pass --init, or build without --manifest \
          (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --target x86_64-unknown-linux-gnu)",
     )?;
     for p in std::iter::once(&init).chain(manifest.binaries.iter().map(|b| &b.path)) {
-        if !crate::elf::is_static(p)? {
+        if !crate::runner::elf::is_static(p)? {
             return Err(format!(
                 "{} is dynamically linked and cannot run in the guest; build with \
                  RUSTFLAGS=\"-C target-feature=+crt-static\" --target {STATIC_TARGET}",

@@ -7,6 +7,7 @@
 
 pub use rstest::rstest;
 pub use rstest_reuse::{self, apply, template};
+pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
 /// Every memory type (guest-memfd skips where the kernel cannot serve it).

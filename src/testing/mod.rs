@@ -4,11 +4,15 @@
 //! line `SKIP: <reason>` to stdout and returns. libtest counts that as a pass;
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
+pub mod faulter;
 pub mod fdpass;
 pub mod files;
 pub mod holes;
 pub mod mm;
+pub mod pagemap;
+pub mod pagemap_scan;
 pub mod parked;
+pub mod pin;
 pub mod smaps;
 
 use crate::caps::caps;
@@ -117,27 +121,7 @@ pub fn register_support(mem: MemType, mode: crate::uffd::RegisterMode) -> Result
     if mode.contains(M::MINOR) && mem.is_anon() {
         return Err(format!("MINOR mode is not defined for {mem}"));
     }
-    let mut need = Features::empty();
-    if mode.contains(M::MISSING) {
-        if mem.is_shmem() {
-            need |= Features::MISSING_SHMEM;
-        } else if mem.is_hugetlb() {
-            need |= Features::MISSING_HUGETLBFS;
-        }
-    }
-    if mode.contains(M::WP) {
-        need |= Features::PAGEFAULT_FLAG_WP;
-        if !mem.is_anon() {
-            need |= Features::WP_HUGETLBFS_SHMEM;
-        }
-    }
-    if mode.contains(M::MINOR) {
-        need |= if mem.is_hugetlb() {
-            Features::MINOR_HUGETLBFS
-        } else {
-            Features::MINOR_SHMEM
-        };
-    }
+    let need = crate::caps::features_for(mem, mode);
     let missing = caps().missing(need);
     if missing.is_empty() {
         Ok(())

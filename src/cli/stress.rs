@@ -1,7 +1,7 @@
 //! `uffdtest stress` and `uffdtest bench`: arguments and presentation.
 
-use super::bounce::{Config, Failure, parse_duration, parse_size};
 use crate::mem::MemType;
+use crate::stress::bounce::{Config, Failure, parse_duration, parse_size};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,9 +48,9 @@ pub fn stress(a: &StressArgs) -> ExitCode {
     };
     let mut out = std::io::stdout();
     let r = if soak {
-        super::soak::run(&cfg, &mut out)
+        crate::stress::soak::run(&cfg, &mut out)
     } else {
-        super::bounce::run(&cfg, &mut out)
+        crate::stress::bounce::run(&cfg, &mut out)
     };
     match r {
         Ok(t) => {
@@ -113,11 +113,11 @@ pub fn bench(a: &BenchArgs) -> ExitCode {
     } else {
         a.mem.clone()
     };
-    let rows: Vec<_> = mems.iter().map(|&m| super::bench::row(m, a.pages)).collect();
+    let rows: Vec<_> = mems.iter().map(|&m| crate::stress::bench::row(m, a.pages)).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
     } else {
-        print!("{}", super::bench::table(&rows));
+        print!("{}", crate::stress::bench::table(&rows));
     }
     let failed = serde_json::to_string(&rows).unwrap_or_default().contains("\"error: ");
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
