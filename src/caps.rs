@@ -6,8 +6,8 @@
 use crate::mem::{self, Area, MemType};
 use crate::uffd::{Features, Ioctls, OpenFlags, RegisterMode, Uffd};
 use nix::errno::Errno;
-use once_cell::sync::Lazy;
 use serde::Serialize;
+use std::sync::LazyLock;
 
 /// The outcome of registering one page of a memory type in one mode.
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +193,7 @@ fn probe() -> Caps {
     }
 }
 
-static CAPS: Lazy<Caps> = Lazy::new(probe);
+static CAPS: LazyLock<Caps> = LazyLock::new(probe);
 
 /// The running kernel's capabilities, probed on first use.
 pub fn caps() -> &'static Caps {

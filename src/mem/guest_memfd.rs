@@ -9,8 +9,8 @@
 use super::Unavailable;
 use crate::kvm::{self, GuestMemfdFlags, Kvm, Vm};
 use nix::errno::Errno;
-use once_cell::sync::Lazy;
 use std::os::fd::OwnedFd;
+use std::sync::LazyLock;
 
 /// What the one-time probe found.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub struct Probe {
     kvm_fd: Option<Kvm>,
 }
 
-static PROBE: Lazy<Probe> = Lazy::new(run_probe);
+static PROBE: LazyLock<Probe> = LazyLock::new(run_probe);
 
 /// The probe, run on first use.
 pub fn probe() -> &'static Probe {
