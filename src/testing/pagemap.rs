@@ -6,8 +6,6 @@ use std::os::unix::fs::FileExt;
 
 /// The PTE is write-protected by userfaultfd (a PTE, a swap entry or a marker).
 pub const PM_UFFD_WP: u64 = 1 << 57;
-/// The page is exclusively mapped (anon, not shared with a fork).
-pub const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
 pub const PM_FILE: u64 = 1 << 61;
 pub const PM_SWAP: u64 = 1 << 62;
 pub const PM_PRESENT: u64 = 1 << 63;
@@ -36,13 +34,4 @@ pub fn is_uffd_wp(addr: usize) -> bool {
 
 pub fn is_present(addr: usize) -> bool {
     bit(addr, PM_PRESENT)
-}
-
-pub fn is_swapped(addr: usize) -> bool {
-    bit(addr, PM_SWAP)
-}
-
-/// True when any of present, swapped or uffd-wp is set (not a hole).
-pub fn is_populated(addr: usize) -> bool {
-    bit(addr, PM_PRESENT | PM_SWAP)
 }

@@ -89,15 +89,6 @@ pub fn wait_readable(uffd: &Uffd, limit: Duration) -> bool {
     uffd.poll(Some(limit)).expect("poll on the uffd")
 }
 
-/// [`park`], shared: for operations whose thread needs the uffd too.
-pub fn park_with<U: Send + Sync + 'static, T: Send + 'static>(
-    shared: &Arc<U>,
-    f: impl FnOnce(&U) -> T + Send + 'static,
-) -> Parked<T> {
-    let s = shared.clone();
-    park(move || f(&s))
-}
-
 /// Forks a child that runs `f` and `_exit`s with its value, calling the
 /// kernel directly. glibc's fork() holds malloc's locks across the syscall,
 /// and a fork parked in the UFFD_EVENT_FORK wait would then stall every
