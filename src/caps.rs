@@ -4,7 +4,7 @@
 //! huge pages, privilege), never on a kernel version: distro kernels backport.
 
 use crate::mem::{self, Area, MemType};
-use crate::uffd::{Features, Ioctls, OpenFlags, RegisterMode, Uffd};
+use crate::uffd::{Features, Ioctls, OpenError, OpenFlags, RegisterMode, Uffd};
 use nix::errno::Errno;
 use serde::Serialize;
 use std::sync::LazyLock;
@@ -123,9 +123,8 @@ impl Caps {
     }
 }
 
-fn open_api(flags: OpenFlags) -> Result<(Features, Ioctls), String> {
-    let u = Uffd::open(flags | OpenFlags::O_CLOEXEC).map_err(|e| format!("userfaultfd(2): {e}"))?;
-    let api = u.api(Features::empty()).map_err(|e| format!("UFFDIO_API: {e}"))?;
+fn open_api(flags: OpenFlags) -> Result<(Features, Ioctls), OpenError> {
+    let (_, api) = Uffd::open_api(flags | OpenFlags::O_CLOEXEC, Features::empty())?;
     Ok((api.features, api.ioctls))
 }
 
@@ -167,14 +166,14 @@ fn probe() -> Caps {
         .and_then(|u| u.api(Features::empty()))
         .map(drop)
         .map_err(|e| format!("/dev/userfaultfd: {e}"));
-    let (features, api_ioctls) = umo.clone().unwrap_or_default();
+    let (features, api_ioctls) = umo.unwrap_or_default();
     let event_fork_allowed = Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::EVENT_FORK))
         .is_ok();
     Caps {
         release,
         root: nix::unistd::geteuid().is_root(),
-        syscall: umo.map(drop),
+        syscall: umo.map(drop).map_err(|e| e.to_string()),
         dev_userfaultfd: dev,
         features,
         features_full: full.map(|f| f.0),
@@ -229,6 +228,125 @@ pub fn features_for(mem: MemType, mode: RegisterMode) -> Features {
     need
 }
 
+/// Why this kernel or process cannot do what a caller asked: a test's SKIP
+/// reason, a dash in the benchmark table. Display is the reason as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsupported {
+    /// UFFDIO_API lacks these bits (needed to register `mem`, if given).
+    MissingFeatures { missing: Features, mem: Option<MemType> },
+    /// MINOR mode is defined for shmem and hugetlb only.
+    MinorOnAnon(MemType),
+    /// guest_memfd has no feature bit; REGISTER in `mode` was refused.
+    GuestMemfd { mode: RegisterMode, errno: Errno },
+    /// The registration probe could not run; its reason.
+    Unprobed(String),
+    /// userfaultfd(2) refused this process (EPERM, ENOSYS).
+    NoUserfaultfd(Errno),
+    /// UFFDIO_API refused UFFD_FEATURE_EVENT_FORK: no CAP_SYS_PTRACE.
+    EventForkNeedsPtrace,
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsupported::MissingFeatures { missing, mem } => {
+                write!(f, "kernel lacks {}", feature_names(*missing).join(", "))?;
+                match mem {
+                    Some(m) => write!(f, " for {m}"),
+                    None => Ok(()),
+                }
+            }
+            Unsupported::MinorOnAnon(m) => write!(f, "MINOR mode is not defined for {m}"),
+            Unsupported::GuestMemfd { mode, errno } => write!(
+                f,
+                "kernel has no userfaultfd support for guest_memfd (REGISTER {} → {errno:?})",
+                mode_name(*mode).to_uppercase()
+            ),
+            Unsupported::Unprobed(why) => f.write_str(why),
+            Unsupported::NoUserfaultfd(e) => write!(f, "cannot open a userfaultfd: {e}"),
+            Unsupported::EventForkNeedsPtrace => f.write_str("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE"),
+        }
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Ok when UFFDIO_API offers every bit of `f`.
+pub fn require_features(f: Features) -> Result<(), Unsupported> {
+    let missing = f - caps().features;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Unsupported::MissingFeatures { missing, mem: None })
+    }
+}
+
+/// Whether this kernel can register `mem` in `mode`, decided from the
+/// feature bits that document it (a refusal despite them is a failure to
+/// find, not a reason to skip). guest_memfd has no feature bit: its support
+/// is probed, and a refusal is the reason.
+pub fn registration_support(mem: MemType, mode: RegisterMode) -> Result<(), Unsupported> {
+    if mode.is_empty() {
+        return Ok(());
+    }
+    if mem == MemType::GuestMemfd {
+        return match probe_registration(mem, mode) {
+            Registration::Granted(_) => Ok(()),
+            Registration::Refused(errno) => Err(Unsupported::GuestMemfd { mode, errno }),
+            Registration::Unprobed(why) => Err(Unsupported::Unprobed(why)),
+        };
+    }
+    if mode.contains(RegisterMode::MINOR) && mem.is_anon() {
+        return Err(Unsupported::MinorOnAnon(mem));
+    }
+    require_features(features_for(mem, mode)).map_err(|e| match e {
+        Unsupported::MissingFeatures { missing, .. } => Unsupported::MissingFeatures {
+            missing,
+            mem: Some(mem),
+        },
+        e => e,
+    })
+}
+
+/// Why no uffd could be had: this kernel or process cannot give one, or a
+/// call failed that should not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFailure {
+    Unsupported(Unsupported),
+    Failed(OpenError),
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenFailure::Unsupported(u) => u.fmt(f),
+            OpenFailure::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenFailure {}
+
+impl From<Unsupported> for OpenFailure {
+    fn from(u: Unsupported) -> OpenFailure {
+        OpenFailure::Unsupported(u)
+    }
+}
+
+/// [`Uffd::open_api`], telling the refusals a kernel or an unprivileged
+/// process may give (EPERM or ENOSYS from userfaultfd(2), EPERM for
+/// EVENT_FORK) from failures.
+pub fn open_uffd(flags: OpenFlags, features: Features) -> Result<Uffd, OpenFailure> {
+    match Uffd::open_api(flags, features) {
+        Ok((u, _)) => Ok(u),
+        Err(OpenError::Open(e @ (Errno::EPERM | Errno::ENOSYS))) => Err(Unsupported::NoUserfaultfd(e).into()),
+        Err(OpenError::Api(Errno::EPERM)) if features.contains(Features::EVENT_FORK) => {
+            Err(Unsupported::EventForkNeedsPtrace.into())
+        }
+        Err(e) => Err(OpenFailure::Failed(e)),
+    }
+}
+
 /// Every non-empty combination of MISSING, WP and MINOR.
 pub fn register_modes() -> Vec<RegisterMode> {
     (1..8u64).map(RegisterMode::from_bits_retain).collect()
@@ -241,15 +359,12 @@ pub fn probe_registration(mem: MemType, mode: RegisterMode) -> Registration {
         Ok(a) => a,
         Err(e) => return Registration::Unprobed(e.to_string()),
     };
-    let uffd = match Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC) {
-        Ok(u) => u,
-        Err(e) => return Registration::Unprobed(format!("userfaultfd(2): {e}")),
-    };
     // Ask for everything but the features that change fault delivery.
     let want = caps().features - Features::EVENT_FORK - Features::SIGBUS - Features::WP_ASYNC;
-    if let Err(e) = uffd.api(want) {
-        return Registration::Unprobed(format!("UFFDIO_API: {e}"));
-    }
+    let uffd = match Uffd::open_api(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC, want) {
+        Ok((u, _)) => u,
+        Err(e) => return Registration::Unprobed(e.to_string()),
+    };
     match uffd.register(area.addr(), area.len(), mode) {
         Ok(i) => Registration::Granted(i),
         Err(e) => Registration::Refused(e),

@@ -24,6 +24,13 @@ bitflags! {
     }
 }
 
+impl OpenFlags {
+    /// The flags the suite opens uffds with, as the kernel selftests do.
+    pub const DEFAULT: OpenFlags = OpenFlags::O_CLOEXEC
+        .union(OpenFlags::O_NONBLOCK)
+        .union(OpenFlags::UFFD_USER_MODE_ONLY);
+}
+
 bitflags! {
     /// `uffdio_api.features`. Unknown bits are kept so tests can send them.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -157,6 +164,26 @@ impl std::error::Error for Partial {}
 /// A resolving ioctl's answer: bytes done, or the errno with partial progress.
 pub type Progress = Result<i64, Partial>;
 
+/// Which step of getting a working uffd failed, with the kernel's errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// userfaultfd(2) itself.
+    Open(Errno),
+    /// The UFFDIO_API handshake on the new fd.
+    Api(Errno),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Open(e) => write!(f, "userfaultfd(2): {e}"),
+            OpenError::Api(e) => write!(f, "UFFDIO_API: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
 /// An owned userfaultfd.
 #[derive(Debug)]
 pub struct Uffd {
@@ -187,6 +214,14 @@ impl Uffd {
         Ok(Uffd {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// userfaultfd(2) and UFFDIO_API with `features`: the fd every user
+    /// but the API tests wants, and what the handshake granted.
+    pub fn open_api(flags: OpenFlags, features: Features) -> Result<(Uffd, Api), OpenError> {
+        let u = Uffd::open(flags).map_err(OpenError::Open)?;
+        let api = u.api(features).map_err(OpenError::Api)?;
+        Ok((u, api))
     }
 
     /// `/dev/userfaultfd` with USERFAULTFD_IOC_NEW (6.1): access follows the

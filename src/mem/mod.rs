@@ -13,7 +13,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
+mod buf;
 pub mod guest_memfd;
+
+pub use buf::Buf;
 
 /// One kind of memory a uffd can be registered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -236,6 +239,15 @@ impl Area {
             unsafe { mmap(None, nz, rw(), MapFlags::MAP_SHARED, fd.as_fd(), 0) }.map_err(|e| err("mmap alias", e))?;
         a.alias = Some(p);
         Ok(a)
+    }
+
+    /// [`Area::with_alias`] if `alias`, else [`Area::new`].
+    pub fn new_with(mem: MemType, npages: usize, alias: bool) -> Result<Area, Unavailable> {
+        if alias {
+            Area::with_alias(mem, npages)
+        } else {
+            Area::new(mem, npages)
+        }
     }
 
     pub fn mem(&self) -> MemType {

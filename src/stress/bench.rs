@@ -4,11 +4,10 @@
 //! WP+un-protect, as p50/p99 latency and resolved faults per second; MOVE
 //! throughput; ZEROPAGE rate. Speed is judged here, never in tests.
 
-use crate::caps::features_for;
+use crate::caps::{OpenFailure, Unsupported, features_for, registration_support, require_features};
 use crate::event::Event;
-use crate::mem::{Area, MemType, Unavailable};
+use crate::mem::{Area, Buf, MemType, Unavailable};
 use crate::sys;
-use crate::testing::{Buf, open_uffd, register_support};
 use crate::uffd::{ContinueMode, CopyMode, Features, MoveMode, RegisterMode, Uffd, WriteprotectMode, ZeropageMode};
 use nix::errno::Errno;
 use serde::Serialize;
@@ -35,10 +34,66 @@ pub enum Figure<T> {
 }
 
 impl<T> Figure<T> {
-    fn from(r: Result<T, String>) -> Figure<T> {
+    fn from(r: Result<T, Unmeasured>) -> Figure<T> {
         match r {
             Ok(v) => Figure::Measured(v),
-            Err(skip) => Figure::Skipped { skip },
+            Err(e) => Figure::Skipped { skip: e.to_string() },
+        }
+    }
+}
+
+/// Why a figure was not measured. Display is the note under the table;
+/// the CLI fails the run on the ones that start with `error: `.
+#[derive(Debug)]
+pub enum Unmeasured {
+    /// This kernel cannot (a test's SKIP reason).
+    Unsupported(Unsupported),
+    /// UFFDIO_MOVE is defined for anonymous memory only.
+    MoveNeedsAnon(MemType),
+    /// hugetlb has no zero page to map.
+    NoZeropageOnHugetlb,
+    /// The machine cannot give the memory (no huge pages, no THP...).
+    NoMemory(String),
+    /// A call failed that should not have: what, and the kernel's answer.
+    Error(String),
+    /// The handler thread stopped on this.
+    Handler(String),
+}
+
+impl std::fmt::Display for Unmeasured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unmeasured::Unsupported(u) => u.fmt(f),
+            Unmeasured::MoveNeedsAnon(mem) => write!(f, "UFFDIO_MOVE is for anonymous memory, not {mem}"),
+            Unmeasured::NoZeropageOnHugetlb => f.write_str("UFFDIO_ZEROPAGE is not offered on hugetlb"),
+            Unmeasured::NoMemory(why) | Unmeasured::Handler(why) => f.write_str(why),
+            Unmeasured::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Unmeasured {}
+
+impl From<Unsupported> for Unmeasured {
+    fn from(u: Unsupported) -> Unmeasured {
+        Unmeasured::Unsupported(u)
+    }
+}
+
+impl From<Unavailable> for Unmeasured {
+    fn from(e: Unavailable) -> Unmeasured {
+        match e {
+            Unavailable::Skip(s) => Unmeasured::NoMemory(s),
+            Unavailable::Error(e) => Unmeasured::Error(e),
+        }
+    }
+}
+
+impl From<OpenFailure> for Unmeasured {
+    fn from(e: OpenFailure) -> Unmeasured {
+        match e {
+            OpenFailure::Unsupported(u) => Unmeasured::Unsupported(u),
+            OpenFailure::Failed(e) => Unmeasured::Error(e.to_string()),
         }
     }
 }
@@ -55,16 +110,15 @@ pub struct Row {
     pub zeropage_pages_per_sec: Figure<f64>,
 }
 
-fn area(mem: MemType, n: usize, alias: bool) -> Result<Area, String> {
-    let r = if alias {
-        Area::with_alias(mem, n)
-    } else {
-        Area::new(mem, n)
-    };
-    r.map_err(|e| match e {
-        Unavailable::Skip(s) => s,
-        Unavailable::Error(e) => format!("error: {e}"),
-    })
+/// A uffd with the features registering `mem` in `mode` needs (and
+/// `extra`), with `a` registered in `mode`.
+fn registered(a: &Area, mode: RegisterMode, extra: Features) -> Result<Uffd, Unmeasured> {
+    let features = features_for(a.mem(), mode) | extra;
+    require_features(features)?;
+    let uffd = crate::caps::open_uffd(crate::uffd::OpenFlags::DEFAULT, features)?;
+    uffd.register(a.addr(), a.len(), mode)
+        .map_err(|e| Unmeasured::Error(format!("register: {e}")))?;
+    Ok(uffd)
 }
 
 /// A handler thread resolving every fault with `resolve(uffd, page)` until
@@ -72,14 +126,14 @@ fn area(mem: MemType, n: usize, alias: bool) -> Result<Area, String> {
 struct Handler {
     stop: Arc<AtomicBool>,
     wr: std::os::fd::OwnedFd,
-    t: Option<std::thread::JoinHandle<Result<(), String>>>,
+    t: Option<std::thread::JoinHandle<Result<(), Unmeasured>>>,
 }
 
 impl Handler {
     fn spawn(
         uffd: Arc<Uffd>,
         ps: usize,
-        resolve: impl Fn(&Uffd, usize) -> Result<(), String> + Send + 'static,
+        resolve: impl Fn(&Uffd, usize) -> Result<(), Unmeasured> + Send + 'static,
     ) -> Handler {
         let stop = Arc::new(AtomicBool::new(false));
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
@@ -94,17 +148,17 @@ impl Handler {
                 ];
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
-                    Err(e) => return Err(format!("poll: {e}")),
+                    Err(e) => return Err(Unmeasured::Handler(format!("poll: {e}"))),
                 }
                 let n = match uffd.read_raw(&mut buf) {
                     Ok(n) => n,
                     Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("read: {e}")),
+                    Err(e) => return Err(Unmeasured::Handler(format!("read: {e}"))),
                 };
                 for m in &buf[..n] {
                     match Event::decode(m) {
                         Event::Pagefault { address, .. } => resolve(&uffd, address as usize & !(ps - 1))?,
-                        ev => return Err(format!("unexpected {ev:?}")),
+                        ev => return Err(Unmeasured::Handler(format!("unexpected {ev:?}"))),
                     }
                 }
             }
@@ -113,22 +167,22 @@ impl Handler {
         Handler { stop, wr, t: Some(t) }
     }
 
-    fn stop(mut self) -> Result<(), String> {
+    fn stop(mut self) -> Result<(), Unmeasured> {
         self.stop.store(true, Ordering::Release);
         let _ = nix::unistd::write(&self.wr, &[1]);
         self.t
             .take()
             .expect("running")
             .join()
-            .unwrap_or_else(|_| Err("handler panicked".into()))
+            .unwrap_or_else(|_| Err(Unmeasured::Handler("handler panicked".into())))
     }
 }
 
-fn ok_or_eexist(r: crate::uffd::Progress, what: &str) -> Result<(), String> {
+fn ok_or_eexist(r: crate::uffd::Progress, what: &str) -> Result<(), Unmeasured> {
     match r {
         Ok(_) => Ok(()),
         Err(e) if e.errno == Errno::EEXIST => Ok(()),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => Err(Unmeasured::Handler(format!("{what}: {e}"))),
     }
 }
 
@@ -163,75 +217,89 @@ fn summarize(mut lat: Vec<Duration>, total: Duration) -> RoundTrips {
     }
 }
 
-fn missing_copy(mem: MemType, n: usize) -> Result<RoundTrips, String> {
-    register_support(mem, RegisterMode::MISSING)?;
-    let a = area(mem, n, false)?;
+/// Round trips of `mode` faults on `n` pages of `mem`: `prep` readies the
+/// area, `arm` the registered uffd (both on this thread); then every page is
+/// touched (written if `write`) while a handler resolves with `resolve`.
+fn round_trips(
+    mem: MemType,
+    n: usize,
+    mode: RegisterMode,
+    write: bool,
+    prep: impl FnOnce(&Area),
+    arm: impl FnOnce(&Area, &Uffd) -> Result<(), Unmeasured>,
+    resolve: impl Fn(&Uffd, usize, usize) -> Result<(), Unmeasured> + Send + 'static,
+) -> Result<RoundTrips, Unmeasured> {
+    registration_support(mem, mode)?;
+    let a = Area::new_with(mem, n, mode == RegisterMode::MINOR)?;
     let ps = a.page_size();
-    let uffd = Arc::new(open_uffd(features_for(mem, RegisterMode::MISSING))?);
-    uffd.register(a.addr(), a.len(), RegisterMode::MISSING)
-        .map_err(|e| format!("error: register: {e}"))?;
-    let src = Buf::filled(ps, 0x5a);
-    let sa = src.addr();
-    let h = Handler::spawn(uffd.clone(), ps, move |u, page| {
-        ok_or_eexist(u.copy(page, sa, ps, CopyMode::empty()), "COPY")
-    });
-    let (lat, total) = touch_all(&a, false);
+    prep(&a);
+    let uffd = Arc::new(registered(&a, mode, Features::empty())?);
+    arm(&a, &uffd)?;
+    let h = Handler::spawn(uffd.clone(), ps, move |u, page| resolve(u, page, ps));
+    let (lat, total) = touch_all(&a, write);
     h.stop()?;
     Ok(summarize(lat, total))
 }
 
-fn minor_continue(mem: MemType, n: usize) -> Result<RoundTrips, String> {
-    register_support(mem, RegisterMode::MINOR)?;
-    let a = area(mem, n, true)?;
-    let ps = a.page_size();
-    for i in 0..n {
-        // SAFETY: the alias view of our own area; fills the page cache.
-        unsafe { std::ptr::write_bytes(a.alias_page(i) as *mut u8, 0x5a, ps) };
-    }
-    let uffd = Arc::new(open_uffd(features_for(mem, RegisterMode::MINOR))?);
-    uffd.register(a.addr(), a.len(), RegisterMode::MINOR)
-        .map_err(|e| format!("error: register: {e}"))?;
-    let h = Handler::spawn(uffd.clone(), ps, move |u, page| {
-        ok_or_eexist(u.r#continue(page, ps, ContinueMode::empty()), "CONTINUE")
-    });
-    let (lat, total) = touch_all(&a, false);
-    h.stop()?;
-    Ok(summarize(lat, total))
+fn missing_copy(mem: MemType, n: usize) -> Result<RoundTrips, Unmeasured> {
+    let ps = mem.page_size().unwrap_or(0);
+    let src = Buf::try_filled(ps, 0x5a)?;
+    round_trips(
+        mem,
+        n,
+        RegisterMode::MISSING,
+        false,
+        |_| {},
+        |_, _| Ok(()),
+        move |u, page, ps| ok_or_eexist(u.copy(page, src.addr(), ps, CopyMode::empty()), "COPY"),
+    )
 }
 
-fn wp_unprotect(mem: MemType, n: usize) -> Result<RoundTrips, String> {
-    register_support(mem, RegisterMode::WP)?;
-    let a = area(mem, n, false)?;
-    let ps = a.page_size();
-    a.populate(1);
-    let uffd = Arc::new(open_uffd(features_for(mem, RegisterMode::WP))?);
-    uffd.register(a.addr(), a.len(), RegisterMode::WP)
-        .map_err(|e| format!("error: register: {e}"))?;
-    uffd.writeprotect(a.addr(), a.len(), WriteprotectMode::WP)
-        .map_err(|e| format!("error: WRITEPROTECT: {e}"))?;
-    let h = Handler::spawn(uffd.clone(), ps, move |u, page| {
-        u.writeprotect(page, ps, WriteprotectMode::empty())
-            .map_err(|e| format!("un-protect: {e}"))
-    });
-    let (lat, total) = touch_all(&a, true);
-    h.stop()?;
-    Ok(summarize(lat, total))
+fn minor_continue(mem: MemType, n: usize) -> Result<RoundTrips, Unmeasured> {
+    let fill = |a: &Area| {
+        for i in 0..a.npages() {
+            // SAFETY: the alias view of our own area; fills the page cache.
+            unsafe { std::ptr::write_bytes(a.alias_page(i) as *mut u8, 0x5a, a.page_size()) };
+        }
+    };
+    round_trips(
+        mem,
+        n,
+        RegisterMode::MINOR,
+        false,
+        fill,
+        |_, _| Ok(()),
+        |u, page, ps| ok_or_eexist(u.r#continue(page, ps, ContinueMode::empty()), "CONTINUE"),
+    )
+}
+
+fn wp_unprotect(mem: MemType, n: usize) -> Result<RoundTrips, Unmeasured> {
+    round_trips(
+        mem,
+        n,
+        RegisterMode::WP,
+        true,
+        |a| a.populate(1),
+        |a, u| {
+            u.writeprotect(a.addr(), a.len(), WriteprotectMode::WP)
+                .map_err(|e| Unmeasured::Error(format!("WRITEPROTECT: {e}")))
+        },
+        |u, page, ps| {
+            u.writeprotect(page, ps, WriteprotectMode::empty())
+                .map_err(|e| Unmeasured::Handler(format!("un-protect: {e}")))
+        },
+    )
 }
 
 /// MOVE of a populated area into a registered one, `chunk` bytes per call.
-fn move_rate(mem: MemType, n: usize) -> Result<f64, String> {
+fn move_rate(mem: MemType, n: usize) -> Result<f64, Unmeasured> {
     if !mem.is_anon() {
-        return Err(format!("UFFDIO_MOVE is for anonymous memory, not {mem}"));
+        return Err(Unmeasured::MoveNeedsAnon(mem));
     }
-    let missing = crate::caps::caps().missing(Features::MOVE);
-    if !missing.is_empty() {
-        return Err(format!("kernel lacks {}", missing.join(", ")));
-    }
-    let src = area(mem, n, false)?;
-    let dst = area(mem, n, false)?;
-    let uffd = open_uffd(Features::MOVE)?;
-    uffd.register(dst.addr(), dst.len(), RegisterMode::MISSING)
-        .map_err(|e| format!("error: register: {e}"))?;
+    require_features(Features::MOVE)?;
+    let src = Area::new(mem, n)?;
+    let dst = Area::new(mem, n)?;
+    let uffd = registered(&dst, RegisterMode::MISSING, Features::MOVE)?;
     let mut best = 0f64;
     // Move there and back a few times; report the best pass.
     for pass in 0..4 {
@@ -246,34 +314,32 @@ fn move_rate(mem: MemType, n: usize) -> Result<f64, String> {
             let len = chunk.min(from.len() - off);
             match uffd.r#move(to.addr() + off, from.addr() + off, len, MoveMode::empty()) {
                 Ok(b) if b as usize == len => off += len,
-                Ok(b) => return Err(format!("error: MOVE moved {b} of {len}")),
-                Err(e) => return Err(format!("error: MOVE at +{off:#x}: {e}")),
+                Ok(b) => return Err(Unmeasured::Error(format!("MOVE moved {b} of {len}"))),
+                Err(e) => return Err(Unmeasured::Error(format!("MOVE at +{off:#x}: {e}"))),
             }
         }
         best = best.max(from.len() as f64 / t.elapsed().as_secs_f64() / (1u64 << 30) as f64);
         if pass == 0 {
             // The way back goes into the emptied source: register it too.
             uffd.register(src.addr(), src.len(), RegisterMode::MISSING)
-                .map_err(|e| format!("error: register: {e}"))?;
+                .map_err(|e| Unmeasured::Error(format!("register: {e}")))?;
         }
     }
     Ok(best)
 }
 
-fn zeropage_rate(mem: MemType, n: usize) -> Result<f64, String> {
+fn zeropage_rate(mem: MemType, n: usize) -> Result<f64, Unmeasured> {
     if mem.is_hugetlb() {
-        return Err("UFFDIO_ZEROPAGE is not offered on hugetlb".into());
+        return Err(Unmeasured::NoZeropageOnHugetlb);
     }
-    register_support(mem, RegisterMode::MISSING)?;
-    let a = area(mem, n, false)?;
+    registration_support(mem, RegisterMode::MISSING)?;
+    let a = Area::new(mem, n)?;
     let ps = a.page_size();
-    let uffd = open_uffd(features_for(mem, RegisterMode::MISSING))?;
-    uffd.register(a.addr(), a.len(), RegisterMode::MISSING)
-        .map_err(|e| format!("error: register: {e}"))?;
+    let uffd = registered(&a, RegisterMode::MISSING, Features::empty())?;
     let t = Instant::now();
     for i in 0..a.npages() {
         uffd.zeropage(a.addr() + i * ps, ps, ZeropageMode::empty())
-            .map_err(|e| format!("error: ZEROPAGE: {e}"))?;
+            .map_err(|e| Unmeasured::Error(format!("ZEROPAGE: {e}")))?;
     }
     Ok(a.npages() as f64 / t.elapsed().as_secs_f64())
 }

@@ -19,7 +19,7 @@
 use super::bounce::{Bounce, Config, Extra, Failure, Totals};
 use super::verify;
 use crate::event::{Event, PagefaultFlags};
-use crate::mem::MemType;
+use crate::mem::{Buf, MemType};
 use crate::uffd::{CopyMode, Features, RegisterMode, Uffd};
 use nix::errno::Errno;
 use std::io::Write;
@@ -49,7 +49,7 @@ struct Soak {
     /// Where the scratch area is now.
     cur: AtomicUsize,
     /// Content the scratch pages are filled from.
-    sbuf: crate::testing::Buf,
+    sbuf: Buf,
     registered: AtomicBool,
     /// A scratch page whose faults the handlers must leave pending.
     hold: AtomicUsize,
@@ -95,7 +95,7 @@ impl Soak {
         if r != 0 {
             return Err(Failure::Setup(format!("mprotect scratch: {}", Errno::last())));
         }
-        let sbuf = crate::testing::Buf::filled(NS * ps, 0);
+        let sbuf = Buf::try_filled(NS * ps, 0)?;
         for k in 0..NS {
             // SAFETY: page k of our buffer.
             unsafe { verify::init_page(sbuf.addr() + k * ps, ps, SBASE + k) };
@@ -555,10 +555,7 @@ impl Extra for Soak {
 pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<Totals, Failure> {
     let mk = |_: &MemType| -> Result<(Arc<dyn Extra>, Features), Failure> {
         let f = Features::EVENT_FORK | Features::EVENT_REMAP | Features::EVENT_REMOVE;
-        let missing = crate::caps::caps().missing(f);
-        if !missing.is_empty() {
-            return Err(Failure::Skip(format!("kernel lacks {}", missing.join(", "))));
-        }
+        crate::caps::require_features(f)?;
         Ok((Arc::new(Soak::new()?), f))
     };
     let t = super::bounce::run_with(cfg, out, Some(&mk))?;

@@ -15,10 +15,10 @@ pub mod parked;
 pub mod pin;
 pub mod smaps;
 
-use crate::caps::caps;
+use crate::caps::OpenFailure;
 use crate::event::Event;
 use crate::mem::{Area, MemType, Unavailable};
-use crate::uffd::{Features, OpenFlags, Uffd};
+use crate::uffd::{Features, OpenError, OpenFlags, Uffd};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -99,35 +99,10 @@ macro_rules! try_skip {
     };
 }
 
-/// Whether this kernel can register `mem` in `mode`, decided from the
-/// feature bits that document it (a refusal despite them is a failure for the
-/// test to find, not a skip). guest_memfd has no feature bit: its support is
-/// probed, and a refusal is the skip reason. Err is the SKIP reason.
+/// [`crate::caps::registration_support`] with the reason as text. Err is
+/// the SKIP reason.
 pub fn register_support(mem: MemType, mode: crate::uffd::RegisterMode) -> Result<(), String> {
-    use crate::uffd::RegisterMode as M;
-    if mode.is_empty() {
-        return Ok(());
-    }
-    if mem == MemType::GuestMemfd {
-        return match crate::caps::probe_registration(mem, mode) {
-            crate::caps::Registration::Granted(_) => Ok(()),
-            crate::caps::Registration::Refused(e) => Err(format!(
-                "kernel has no userfaultfd support for guest_memfd (REGISTER {} → {e:?})",
-                crate::caps::mode_name(mode).to_uppercase()
-            )),
-            crate::caps::Registration::Unprobed(why) => Err(why),
-        };
-    }
-    if mode.contains(M::MINOR) && mem.is_anon() {
-        return Err(format!("MINOR mode is not defined for {mem}"));
-    }
-    let need = crate::caps::features_for(mem, mode);
-    let missing = caps().missing(need);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("kernel lacks {} for {mem}", missing.join(", ")))
-    }
+    crate::caps::registration_support(mem, mode).map_err(|u| u.to_string())
 }
 
 /// The one place the skip marker is written.
@@ -141,34 +116,24 @@ pub fn print_skip(reason: &str) {
 
 /// The flags the suite opens uffds with, as the selftests do.
 pub fn default_flags() -> OpenFlags {
-    OpenFlags::O_CLOEXEC | OpenFlags::O_NONBLOCK | OpenFlags::UFFD_USER_MODE_ONLY
+    OpenFlags::DEFAULT
 }
 
 /// Opens a user-mode-only uffd and completes UFFDIO_API with `features`.
 /// Err is a SKIP reason: the kernel lacks a feature, or privilege is missing.
 pub fn open_uffd(features: Features) -> Result<Uffd, String> {
-    let missing = caps().missing(features);
-    if !missing.is_empty() {
-        return Err(format!("kernel lacks {}", missing.join(", ")));
-    }
+    crate::caps::require_features(features).map_err(|u| u.to_string())?;
     open_uffd_flags(default_flags(), features)
 }
 
-/// [`open_uffd`] with explicit open flags.
+/// [`open_uffd`] with explicit open flags; panics on a failure that is no
+/// reason to skip.
 pub fn open_uffd_flags(flags: OpenFlags, features: Features) -> Result<Uffd, String> {
-    let uffd = match Uffd::open(flags) {
-        Ok(u) => u,
-        Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
-            return Err(format!("cannot open a userfaultfd: {e}"));
-        }
-        Err(e) => panic!("userfaultfd({flags:?}) failed: {e}"),
-    };
-    match uffd.api(features) {
-        Ok(_) => Ok(uffd),
-        Err(Errno::EPERM) if features.contains(Features::EVENT_FORK) => {
-            Err("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE".into())
-        }
-        Err(e) => panic!("UFFDIO_API({features:?}) failed: {e}"),
+    match crate::caps::open_uffd(flags, features) {
+        Ok(u) => Ok(u),
+        Err(OpenFailure::Unsupported(u)) => Err(u.to_string()),
+        Err(OpenFailure::Failed(OpenError::Open(e))) => panic!("userfaultfd({flags:?}) failed: {e}"),
+        Err(OpenFailure::Failed(OpenError::Api(e))) => panic!("UFFDIO_API({features:?}) failed: {e}"),
     }
 }
 
@@ -221,39 +186,7 @@ pub mod progress {
     }
 }
 
-/// A page-sized buffer filled with `byte`, page-aligned, for COPY sources.
-pub struct Buf {
-    area: Area,
-}
-
-impl Buf {
-    /// `len` bytes of private anonymous memory filled with `byte`.
-    pub fn filled(len: usize, byte: u8) -> Buf {
-        let pages = len.div_ceil(crate::mem::base_page_size()).max(1);
-        let area = Area::new(MemType::Anon, pages).expect("anonymous memory");
-        // SAFETY: the area is ours and at least `len` long.
-        unsafe { std::ptr::write_bytes(area.addr() as *mut u8, byte, len) };
-        Buf { area }
-    }
-
-    /// Filled with a per-byte pattern: `f(offset)`.
-    pub fn pattern(len: usize, f: impl Fn(usize) -> u8) -> Buf {
-        let b = Buf::filled(len, 0);
-        for i in 0..len {
-            // SAFETY: inside the buffer.
-            unsafe { *((b.addr() + i) as *mut u8) = f(i) };
-        }
-        b
-    }
-
-    pub fn addr(&self) -> usize {
-        self.area.addr()
-    }
-
-    pub fn bytes(&self, len: usize) -> Vec<u8> {
-        self.area.read(self.addr(), len)
-    }
-}
+pub use crate::mem::Buf;
 
 /// How a forked child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,42 @@
+//! Page-aligned buffers of known bytes: the sources COPY reads from.
+
+use super::{Area, MemType, Unavailable};
+
+/// A buffer of private anonymous memory, page-aligned, unmapped on drop.
+pub struct Buf {
+    area: Area,
+}
+
+impl Buf {
+    /// `len` bytes filled with `byte`, or why the memory could not be had.
+    pub fn try_filled(len: usize, byte: u8) -> Result<Buf, Unavailable> {
+        let pages = len.div_ceil(super::base_page_size()).max(1);
+        let area = Area::new(MemType::Anon, pages)?;
+        // SAFETY: the area is ours and at least `len` long.
+        unsafe { std::ptr::write_bytes(area.addr() as *mut u8, byte, len) };
+        Ok(Buf { area })
+    }
+
+    /// [`Buf::try_filled`], for callers to whom no memory is a bug.
+    pub fn filled(len: usize, byte: u8) -> Buf {
+        Buf::try_filled(len, byte).expect("anonymous memory")
+    }
+
+    /// Filled with a per-byte pattern: `f(offset)`.
+    pub fn pattern(len: usize, f: impl Fn(usize) -> u8) -> Buf {
+        let b = Buf::filled(len, 0);
+        for i in 0..len {
+            // SAFETY: inside the buffer.
+            unsafe { *((b.addr() + i) as *mut u8) = f(i) };
+        }
+        b
+    }
+
+    pub fn addr(&self) -> usize {
+        self.area.addr()
+    }
+
+    pub fn bytes(&self, len: usize) -> Vec<u8> {
+        self.area.read(self.addr(), len)
+    }
+}
