@@ -36,10 +36,14 @@ const NS: usize = 64;
 const SBASE: usize = 1 << 24;
 /// Pages a fork child reads.
 const CHILD_PAGES: usize = 64;
-/// What a fork child found wrong with a page.
-const CHILD_OK: u64 = 0;
-const CHILD_TAG: u64 = 1;
-const CHILD_BODY: u64 = 3;
+/// What a fork child found wrong with a page: its record's second word.
+#[repr(u64)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Ok = 0,
+    Tag = 1,
+    Body = 3,
+}
 
 /// The soak's additions to a run.
 struct Soak {
@@ -339,16 +343,16 @@ impl Soak {
                 };
                 let what = if t != verify::tag(p) {
                     bad += 1;
-                    CHILD_TAG
+                    Seen::Tag
                 // SAFETY: as above.
                 } else if !unsafe { verify::body_ok(a, ps, p) } {
                     bad += 1;
-                    CHILD_BODY
+                    Seen::Body
                 } else {
-                    CHILD_OK
+                    Seen::Ok
                 };
                 // The parent judges the counter: only it knows the bounds.
-                let rec = [p as u64, what, if what == CHILD_TAG { t } else { c }];
+                let rec = [p as u64, what as u64, if what == Seen::Tag { t } else { c }];
                 // SAFETY: writing our own array to our pipe.
                 unsafe { libc::write(wr.as_raw_fd(), rec.as_ptr().cast(), 24) };
             }
@@ -394,11 +398,13 @@ impl Soak {
             let (p, what, v) = (w(0) as usize, w(1), w(2));
             seen += 1;
             match what {
-                CHILD_TAG => errs.push(format!(
+                w if w == Seen::Tag as u64 => errs.push(format!(
                     "fork child: page {p}: tag {v:#x}, expected {:#x}",
                     verify::tag(p)
                 )),
-                CHILD_BODY => errs.push(format!("fork child: page {p}: body differs from its pattern")),
+                w if w == Seen::Body as u64 => {
+                    errs.push(format!("fork child: page {p}: body differs from its pattern"))
+                }
                 _ => {
                     // The child saw the page as it was at some moment between
                     // the bounce's start and now (a private page as of the

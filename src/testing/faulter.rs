@@ -3,11 +3,10 @@
 //! A test needs to know whether an access is parked in the kernel waiting
 //! for the monitor, not guess from elapsed time: [`Faulter::settle`] watches
 //! the thread's `/proc/self/task/<tid>/{stat,wchan}` until it either finished
-//! or sleeps in `handle_userfault`.
+//! or sleeps in `handle_userfault`. It is a [`Parked`] access with a
+//! deadline on every wait.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::thread::JoinHandle;
+use super::parked::{Parked, park};
 use std::time::{Duration, Instant};
 
 /// Where an access stands once it stopped running.
@@ -21,9 +20,7 @@ pub enum State {
 
 /// One access on its own thread; see the module doc.
 pub struct Faulter {
-    tid: Arc<AtomicI32>,
-    done: Arc<AtomicBool>,
-    handle: Option<JoinHandle<u8>>,
+    access: Option<Parked<u8>>,
 }
 
 /// How long [`Faulter::settle`] and [`Faulter::join`] wait before deciding
@@ -32,24 +29,11 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 impl Faulter {
     fn spawn(f: impl FnOnce() -> u8 + Send + 'static) -> Faulter {
-        let tid = Arc::new(AtomicI32::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let (t, d) = (tid.clone(), done.clone());
-        let handle = std::thread::spawn(move || {
-            t.store(nix::unistd::gettid().as_raw(), Ordering::Release);
-            let v = f();
-            d.store(true, Ordering::Release);
-            v
-        });
-        let f = Faulter {
-            tid,
-            done,
-            handle: Some(handle),
-        };
-        while f.tid.load(Ordering::Acquire) == 0 {
-            std::thread::yield_now();
-        }
-        f
+        Faulter { access: Some(park(f)) }
+    }
+
+    fn access(&self) -> &Parked<u8> {
+        self.access.as_ref().expect("joined once")
     }
 
     /// Writes `byte` at `addr`; [`Faulter::join`] returns `byte`.
@@ -72,21 +56,16 @@ impl Faulter {
     }
 
     pub fn tid(&self) -> i32 {
-        self.tid.load(Ordering::Acquire)
+        self.access().tid() as i32
     }
 
     pub fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        self.access().is_done()
     }
 
     /// Whether the thread now sleeps in handle_userfault.
     pub fn is_blocked(&self) -> bool {
-        let base = format!("/proc/self/task/{}", self.tid());
-        let stat = std::fs::read_to_string(format!("{base}/stat")).unwrap_or_default();
-        // The state follows the parenthesised comm, which may hold spaces.
-        let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
-        let wchan = std::fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
-        matches!(state, Some("S") | Some("D")) && wchan.contains("userfault")
+        self.access().in_userfault()
     }
 
     /// Waits until the access completed or parked on a userfault.
@@ -122,8 +101,8 @@ impl Faulter {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let h = self.handle.take().expect("joined once");
-        h.join().expect("access thread panicked")
+        let a = self.access.take().expect("joined once");
+        a.try_join().expect("access thread panicked")
     }
 }
 
@@ -131,10 +110,10 @@ impl Drop for Faulter {
     fn drop(&mut self) {
         // A still-blocked thread is left detached: joining would hang the
         // failing test instead of reporting it.
-        if let Some(h) = self.handle.take()
-            && self.is_done()
+        if let Some(a) = self.access.take()
+            && a.is_done()
         {
-            let _ = h.join();
+            let _ = a.try_join();
         }
     }
 }

@@ -52,6 +52,11 @@ impl<T> Parked<T> {
         task_state(self.tid)
     }
 
+    /// Whether the thread now sleeps in handle_userfault.
+    pub fn in_userfault(&self) -> bool {
+        matches!(self.state(), Some('S' | 'D')) && self.wchan().is_some_and(|w| w.contains("userfault"))
+    }
+
     /// Waits (up to `limit`, a hang guard, not a measurement) until the
     /// thread sleeps in state `want`; returns the last state seen.
     pub fn wait_state(&self, want: char, limit: Duration) -> Option<char> {
@@ -72,7 +77,12 @@ impl<T> Parked<T> {
 
     /// Waits for the thread and returns what the operation returned.
     pub fn join(self) -> T {
-        self.handle.join().expect("parked thread panicked")
+        self.try_join().expect("parked thread panicked")
+    }
+
+    /// [`Parked::join`], with the thread's panic as a value.
+    pub fn try_join(self) -> std::thread::Result<T> {
+        self.handle.join()
     }
 }
 

@@ -6,7 +6,7 @@ use super::Bounce;
 use crate::event::{Event, PagefaultFlags};
 use crate::stress::verify::{CLAIMED, EMPTY, FILLED};
 use crate::sys;
-use crate::uffd::{ContinueMode, CopyMode, WriteprotectMode};
+use crate::uffd::{ContinueMode, CopyMode, Progress, WriteprotectMode};
 use nix::errno::Errno;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -23,14 +23,21 @@ impl Bounce {
     /// COPY of page `p` from the source by a handler.
     fn resolve_copy(&self, p: usize) -> Res {
         let (dst, src) = (self.dst() + p * self.ps, self.src() + p * self.ps);
-        match self.uffd.copy(dst, src, self.ps, self.copy_mode()) {
+        let r = self.uffd.copy(dst, src, self.ps, self.copy_mode());
+        self.settle(p, r, "UFFDIO_COPY", "UFFDIO_COPY in a handler")
+    }
+
+    /// Accounts for a one-page resolving ioctl on page `p`: `name` in the
+    /// message of a short answer, `what` in that of a failure.
+    fn settle(&self, p: usize, r: Progress, name: &str, what: &str) -> Res {
+        match r {
             Ok(n) if n as usize == self.ps => {
                 self.ledger.resolved[p].fetch_add(1, Relaxed);
             }
-            Ok(n) => self.fail(format!("page {p}: UFFDIO_COPY of one page reported {n} bytes")),
+            Ok(n) => self.fail(format!("page {p}: {name} of one page reported {n} bytes")),
             Err(e) if e.errno == Errno::EEXIST => self.wake(p),
             Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => return Res::Again,
-            Err(e) => self.fail(format!("page {p}: UFFDIO_COPY in a handler: {e}")),
+            Err(e) => self.fail(format!("page {p}: {what}: {e}")),
         }
         Res::Done
     }
@@ -122,16 +129,8 @@ impl Bounce {
         } else {
             ContinueMode::empty()
         };
-        match self.uffd.r#continue(self.dst() + p * self.ps, self.ps, mode) {
-            Ok(n) if n as usize == self.ps => {
-                self.ledger.resolved[p].fetch_add(1, Relaxed);
-            }
-            Ok(n) => self.fail(format!("page {p}: UFFDIO_CONTINUE of one page reported {n} bytes")),
-            Err(e) if e.errno == Errno::EEXIST => self.wake(p),
-            Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => return Res::Again,
-            Err(e) => self.fail(format!("page {p}: UFFDIO_CONTINUE: {e}")),
-        }
-        Res::Done
+        let r = self.uffd.r#continue(self.dst() + p * self.ps, self.ps, mode);
+        self.settle(p, r, "UFFDIO_CONTINUE", "UFFDIO_CONTINUE")
     }
 
     fn unprotect(&self, p: usize) -> Res {
