@@ -104,10 +104,10 @@ pub struct GuestMemfdCaps {
 pub fn guest_memfd_caps() -> GuestMemfdCaps {
     let gmem = mem::guest_memfd::probe();
     GuestMemfdCaps {
-        kvm: gmem.kvm.clone(),
+        kvm: gmem.kvm.clone().map_err(|e| e.to_string()),
         guest_memfd_flags: gmem.flags.map(|f| f.bits()),
-        guest_memfd: gmem.usable.clone().map(drop),
-        guest_memfd_mmap: gmem.mmap.clone(),
+        guest_memfd: gmem.usable.clone().map(drop).map_err(|e| e.to_string()),
+        guest_memfd_mmap: gmem.mmap.clone().map_err(|e| e.to_string()),
     }
 }
 

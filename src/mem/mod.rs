@@ -108,13 +108,23 @@ impl std::fmt::Display for MemType {
     }
 }
 
+/// A name that is no memory type's; Display lists the known ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMemType(pub String);
+
+impl std::fmt::Display for UnknownMemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = MemType::ALL.iter().map(|m| m.name()).collect();
+        write!(f, "unknown memory type '{}' (known: {})", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownMemType {}
+
 impl std::str::FromStr for MemType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        MemType::from_name(s).ok_or_else(|| {
-            let names: Vec<_> = MemType::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown memory type '{s}' (known: {})", names.join(", "))
-        })
+    type Err = UnknownMemType;
+    fn from_str(s: &str) -> Result<Self, UnknownMemType> {
+        MemType::from_name(s).ok_or_else(|| UnknownMemType(s.to_string()))
     }
 }
 
@@ -202,7 +212,7 @@ impl Area {
             }
             MemType::Shmem | MemType::ShmemPrivate | MemType::Hugetlb | MemType::HugetlbPrivate => {
                 if mem.is_hugetlb() {
-                    hugetlb::ensure_free(npages).map_err(Unavailable::Skip)?;
+                    hugetlb::ensure_free(npages).map_err(|e| Unavailable::Skip(e.to_string()))?;
                 }
                 let fd = memfd(mem, len)?;
                 let flags = if mem.is_shared() {
@@ -493,22 +503,46 @@ pub mod hugetlb {
     /// one process do not each raise the pool.
     const SLACK: usize = 64;
 
+    /// Why `pages` huge pages could not be made free; Display is the
+    /// SKIP reason.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Shortage {
+        NoSysctl,
+        NotRoot { pages: usize, free: usize },
+        Fragmented { pages: usize, now: usize, want: usize },
+    }
+
+    impl std::fmt::Display for Shortage {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Shortage::NoSysctl => f.write_str("no /proc/sys/vm/nr_hugepages: kernel has no hugetlb"),
+                Shortage::NotRoot { pages, free } => write!(
+                    f,
+                    "need {pages} free huge pages, {free} free; run as root or raise vm.nr_hugepages"
+                ),
+                Shortage::Fragmented { pages, now, want } => write!(
+                    f,
+                    "need {pages} free huge pages, only {now} after raising vm.nr_hugepages to {want} (memory fragmented?)"
+                ),
+            }
+        }
+    }
+
+    impl std::error::Error for Shortage {}
+
     /// Makes sure `pages` huge pages are free. As root the pool is raised
-    /// (and put back when the process exits); otherwise the Err is a SKIP
-    /// reason.
-    pub fn ensure_free(pages: usize) -> Result<(), String> {
+    /// (and put back when the process exits); otherwise Err says why not.
+    pub fn ensure_free(pages: usize) -> Result<(), Shortage> {
         let mut g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let free = free();
         if free >= pages {
             return Ok(());
         }
         let Some(nr) = nr_hugepages() else {
-            return Err("no /proc/sys/vm/nr_hugepages: kernel has no hugetlb".into());
+            return Err(Shortage::NoSysctl);
         };
         if !nix::unistd::geteuid().is_root() {
-            return Err(format!(
-                "need {pages} free huge pages, {free} free; run as root or raise vm.nr_hugepages"
-            ));
+            return Err(Shortage::NotRoot { pages, free });
         }
         let want = nr + (pages - free) + SLACK;
         if g.is_none() {
@@ -521,9 +555,7 @@ pub mod hugetlb {
         if now >= pages {
             Ok(())
         } else {
-            Err(format!(
-                "need {pages} free huge pages, only {now} after raising vm.nr_hugepages to {want} (memory fragmented?)"
-            ))
+            Err(Shortage::Fragmented { pages, now, want })
         }
     }
 }

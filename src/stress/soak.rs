@@ -17,7 +17,7 @@
 //! EAGAIN meanwhile and must retry.
 
 use super::bounce::{Bounce, Config, Extra, Failure, Totals};
-use super::verify;
+use super::verify::{self, Finding};
 use crate::event::{Event, PagefaultFlags};
 use crate::mem::{Buf, MemType};
 use crate::uffd::{CopyMode, Features, RegisterMode, Uffd};
@@ -162,23 +162,23 @@ impl Soak {
 
     /// Empties the scratch area with MADV_DONTNEED `[from, to)` pages and
     /// checks the one EVENT_REMOVE it must raise.
-    fn dontneed(&self, from: usize, to: usize) -> Result<(), String> {
+    fn dontneed(&self, from: usize, to: usize) -> Result<(), Finding> {
         let s = self.cur.load(Relaxed);
         let (a, b) = (s + from * self.ps, s + to * self.ps);
         // SAFETY: inside our scratch mapping.
         if unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) } != 0 {
-            return Err(format!("scratch MADV_DONTNEED: {}", Errno::last()));
+            return Err(Finding(format!("scratch MADV_DONTNEED: {}", Errno::last())));
         }
         match &self.raised()[..] {
             [Event::Remove { start, end }] if (*start as usize, *end as usize) == (a, b) => Ok(()),
-            evs => Err(format!(
+            evs => Err(Finding(format!(
                 "MADV_DONTNEED of scratch {a:#x}..{b:#x}: events {evs:?}, expected one UFFD_EVENT_REMOVE of that range"
-            )),
+            ))),
         }
     }
 
     /// COPYs scratch pages `[from, to)` in from the buffer.
-    fn fill(&self, uffd: &Uffd, from: usize, to: usize) -> Result<(), String> {
+    fn fill(&self, uffd: &Uffd, from: usize, to: usize) -> Result<(), Finding> {
         let s = self.cur.load(Relaxed);
         loop {
             match uffd.copy(
@@ -189,20 +189,20 @@ impl Soak {
             ) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => std::thread::yield_now(),
-                Err(e) => return Err(format!("scratch COPY of pages {from}..{to}: {e}")),
+                Err(e) => return Err(Finding(format!("scratch COPY of pages {from}..{to}: {e}"))),
             }
         }
     }
 
     /// Starts a thread that reads scratch page `k` at `at` and checks it.
-    fn reader(at: usize, ps: usize, k: usize) -> std::thread::JoinHandle<Result<(), String>> {
+    fn reader(at: usize, ps: usize, k: usize) -> std::thread::JoinHandle<Result<(), Finding>> {
         std::thread::spawn(move || {
             // SAFETY: a scratch page; the read blocks until it is resolved.
-            unsafe { verify::check_page(at, ps, SBASE + k, 1) }.map_err(|e| format!("scratch at {at:#x}: {e}"))
+            unsafe { verify::check_page(at, ps, SBASE + k, 1) }.map_err(|e| Finding(format!("scratch at {at:#x}: {e}")))
         })
     }
 
-    fn wait_held(&self, before: u64) -> Result<(), String> {
+    fn wait_held(&self, before: u64) -> Result<(), Finding> {
         let t = Instant::now();
         while self.held_faults.load(Acquire) == before {
             if t.elapsed() > Duration::from_secs(10) {
@@ -213,13 +213,13 @@ impl Soak {
         Ok(())
     }
 
-    fn join(h: std::thread::JoinHandle<Result<(), String>>) -> Result<(), String> {
+    fn join(h: std::thread::JoinHandle<Result<(), Finding>>) -> Result<(), Finding> {
         h.join().unwrap_or_else(|_| Err("scratch reader panicked".into()))
     }
 
     /// Fills half the scratch, holds a fault on the other half, and runs
     /// `op` with the fault in flight; then lets it resolve and checks it.
-    fn with_held_fault(&self, uffd: &Uffd, op: impl FnOnce(usize) -> Result<(), String>) -> Result<(), String> {
+    fn with_held_fault(&self, uffd: &Uffd, op: impl FnOnce(usize) -> Result<(), Finding>) -> Result<(), Finding> {
         let half = NS / 2;
         self.dontneed(0, NS)?;
         self.fill(uffd, 0, half)?;
@@ -234,7 +234,7 @@ impl Soak {
         r.and(r1)
     }
 
-    fn remap(&self, uffd: &Uffd) -> Result<(), String> {
+    fn remap(&self, uffd: &Uffd) -> Result<(), Finding> {
         let (ps, len) = (self.ps, self.len());
         self.with_held_fault(uffd, |j| {
             let (from, to) = (self.cur.load(Relaxed), self.other());
@@ -249,16 +249,16 @@ impl Soak {
                 )
             };
             if p == libc::MAP_FAILED {
-                return Err(format!("mremap(DONTUNMAP) of the scratch: {}", Errno::last()));
+                return Err(Finding(format!("mremap(DONTUNMAP) of the scratch: {}", Errno::last())));
             }
             self.cur.store(to, Relaxed);
             match &self.raised()[..] {
                 [Event::Remap { from: f, to: t, len: l }]
                     if (*f as usize, *t as usize, *l as usize) == (from, to, len) => {}
                 evs => {
-                    return Err(format!(
+                    return Err(Finding(format!(
                         "mremap {from:#x} -> {to:#x} ({len} bytes): events {evs:?}, expected one UFFD_EVENT_REMAP"
-                    ));
+                    )));
                 }
             }
             // The filled half moved with its bytes; the registration moved
@@ -266,7 +266,7 @@ impl Soak {
             for k in 0..NS / 2 {
                 // SAFETY: a page of the moved scratch, present.
                 unsafe { verify::check_page(to + k * ps, ps, SBASE + k, 1) }
-                    .map_err(|e| format!("scratch after mremap: {e}"))?;
+                    .map_err(|e| Finding(format!("scratch after mremap: {e}")))?;
             }
             let k2 = NS - 1 - (j - NS / 2);
             let k2 = if k2 == j { NS - 1 } else { k2 };
@@ -277,7 +277,7 @@ impl Soak {
         })
     }
 
-    fn remove(&self, uffd: &Uffd) -> Result<(), String> {
+    fn remove(&self, uffd: &Uffd) -> Result<(), Finding> {
         let ps = self.ps;
         self.with_held_fault(uffd, |_| {
             self.dontneed(0, NS / 2)?;
@@ -287,14 +287,16 @@ impl Soak {
             let k = self.turn.load(Relaxed) as usize % (NS / 2);
             Soak::join(Soak::reader(s + k * ps, ps, k))?;
             if self.scratch_faults.load(Relaxed) == before {
-                return Err(format!("scratch page {k} read after MADV_DONTNEED without a fault"));
+                return Err(Finding(format!(
+                    "scratch page {k} read after MADV_DONTNEED without a fault"
+                )));
             }
             Ok(())
         })
     }
 
     /// Forks while the bounce runs; the child reads destination pages.
-    fn fork(&self, b: &Bounce, seed: u64) -> Result<(), String> {
+    fn fork(&self, b: &Bounce, seed: u64) -> Result<(), Finding> {
         let (ps, n, dst, src) = (b.ps, b.npages, b.dst(), b.src());
         let private = !b.mem.is_shared();
         // Shared types: only pages already in the page cache, so a child
@@ -319,7 +321,7 @@ impl Soak {
             rng ^= rng << 17;
             pages.push(candidates[(rng % candidates.len() as u64) as usize]);
         }
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Finding(format!("pipe: {e}")))?;
         // A raw fork: glibc's fork() holds malloc's locks across the
         // syscall, which waits for a handler to read UFFD_EVENT_FORK, and a
         // handler may be allocating. So the child must not allocate either:
@@ -327,7 +329,7 @@ impl Soak {
         // SAFETY: clone(SIGCHLD) is fork without glibc's atfork handlers.
         let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) } as libc::pid_t;
         if pid < 0 {
-            return Err(format!("fork: {}", Errno::last()));
+            return Err(Finding(format!("fork: {}", Errno::last())));
         }
         if pid == 0 {
             let mut bad = 0;
@@ -381,7 +383,7 @@ impl Soak {
             if let Some(cu) = &cu
                 && let Err(e) = self.serve_child(cu, dst, src, ps, n)
             {
-                errs.push(e);
+                errs.push(e.0);
             }
             let mut st = 0;
             // SAFETY: waiting for our own child.
@@ -426,31 +428,35 @@ impl Soak {
         } else {
             self.child_pages.fetch_add(pages.len() as u64, Relaxed);
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Finding(errs.join("; ")))
+        }
     }
 
     /// Resolves what the child's uffd has pending, waiting up to 5 ms.
-    fn serve_child(&self, cu: &Uffd, dst: usize, src: usize, ps: usize, n: usize) -> Result<(), String> {
+    fn serve_child(&self, cu: &Uffd, dst: usize, src: usize, ps: usize, n: usize) -> Result<(), Finding> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let mut fds = [PollFd::new(cu.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(5u8));
         let evs = match cu.read_events(16, Some(Duration::ZERO)) {
             Ok(v) => v,
             Err(Errno::EAGAIN) => return Ok(()),
-            Err(e) => return Err(format!("read on the child's uffd: {e}")),
+            Err(e) => return Err(Finding(format!("read on the child's uffd: {e}"))),
         };
         for ev in evs {
             let Event::Pagefault { flags, address, .. } = ev else {
-                return Err(format!("child's uffd: unexpected {ev:?}"));
+                return Err(Finding(format!("child's uffd: unexpected {ev:?}")));
             };
             let a = address as usize;
             if a < dst || a >= dst + n * ps {
-                return Err(format!("child fault at {a:#x} outside the destination"));
+                return Err(Finding(format!("child fault at {a:#x} outside the destination")));
             }
             let p = (a - dst) / ps;
             let page = dst + p * ps;
             let r = if flags.contains(PagefaultFlags::WP) {
-                return Err(format!("page {p}: WP fault in a child that only reads"));
+                return Err(Finding(format!("page {p}: WP fault in a child that only reads")));
             } else if flags.contains(PagefaultFlags::MINOR) {
                 cu.r#continue(page, ps, Default::default())
             } else {
@@ -461,7 +467,7 @@ impl Soak {
                 Err(e) if e.errno == Errno::EEXIST => {
                     let _ = cu.wake(page, ps);
                 }
-                Err(e) => return Err(format!("page {p}: resolving a child fault ({flags:?}): {e}")),
+                Err(e) => return Err(Finding(format!("page {p}: resolving a child fault ({flags:?}): {e}"))),
             }
         }
         Ok(())
@@ -480,7 +486,7 @@ impl Extra for Soak {
         self.page_of(addr as usize).is_some()
     }
 
-    fn fault(&self, uffd: &Uffd, addr: u64, flags: PagefaultFlags) -> Result<bool, String> {
+    fn fault(&self, uffd: &Uffd, addr: u64, flags: PagefaultFlags) -> Result<bool, Finding> {
         let k = self.page_of(addr as usize).expect("owned");
         let page = addr as usize & !(self.ps - 1);
         if page == self.hold.load(Acquire) {
@@ -488,7 +494,7 @@ impl Extra for Soak {
             return Ok(false);
         }
         if flags.intersects(PagefaultFlags::WP | PagefaultFlags::MINOR | PagefaultFlags::WRITE) {
-            return Err(format!("scratch page {k}: unexpected fault flags {flags:?}"));
+            return Err(Finding(format!("scratch page {k}: unexpected fault flags {flags:?}")));
         }
         self.scratch_faults.fetch_add(1, Relaxed);
         match uffd.copy(page, self.sbuf.addr() + k * self.ps, self.ps, CopyMode::empty()) {
@@ -498,11 +504,11 @@ impl Extra for Soak {
                 Ok(true)
             }
             Err(e) if e.errno == Errno::EAGAIN && e.progress <= 0 => Ok(false),
-            Err(e) => Err(format!("scratch page {k} at {page:#x}: COPY: {e}")),
+            Err(e) => Err(Finding(format!("scratch page {k} at {page:#x}: COPY: {e}"))),
         }
     }
 
-    fn event(&self, ev: Event) -> Result<(), String> {
+    fn event(&self, ev: Event) -> Result<(), Finding> {
         match ev {
             Event::Fork { uffd } => {
                 self.fork_events.fetch_add(1, Relaxed);
@@ -524,15 +530,15 @@ impl Extra for Soak {
                 self.events.lock().unwrap().push(ev);
                 Ok(())
             }
-            ev => Err(format!("unexpected {} event: {ev:?}", ev.name())),
+            ev => Err(Finding(format!("unexpected {} event: {ev:?}", ev.name()))),
         }
     }
 
-    fn disrupt(&self, b: &Bounce, seed: u64) -> Result<(), String> {
+    fn disrupt(&self, b: &Bounce, seed: u64) -> Result<(), Finding> {
         if !self.registered.swap(true, Relaxed) {
             b.uffd
                 .register(self.base, self.len(), RegisterMode::MISSING)
-                .map_err(|e| format!("registering the scratch: {e}"))?;
+                .map_err(|e| Finding(format!("registering the scratch: {e}")))?;
         }
         let turn = self.turn.fetch_add(1, Relaxed);
         let r = match turn % 3 {
@@ -542,7 +548,7 @@ impl Extra for Soak {
         };
         let stray = self.take_events();
         if !stray.is_empty() {
-            return Err(format!("events nobody caused: {stray:?}"));
+            return Err(Finding(format!("events nobody caused: {stray:?}")));
         }
         r
     }

@@ -10,6 +10,49 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
+/// One thing a run found wrong, or could not do, as its report says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding(pub String);
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Finding {}
+
+impl From<Finding> for String {
+    fn from(f: Finding) -> String {
+        f.0
+    }
+}
+
+impl From<&str> for Finding {
+    fn from(s: &str) -> Finding {
+        Finding(s.to_string())
+    }
+}
+
+impl std::ops::Deref for Finding {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<String> for Finding {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Finding {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 pub const LOCK: usize = 0;
 pub const COUNT: usize = 8;
 pub const TAG: usize = 16;
@@ -51,7 +94,7 @@ pub unsafe fn init_page(addr: usize, ps: usize, p: usize) {
 ///
 /// # Safety
 /// `addr..addr+ps` must be readable memory that no one writes meanwhile.
-pub unsafe fn check_page(addr: usize, ps: usize, p: usize, count: u64) -> Result<(), String> {
+pub unsafe fn check_page(addr: usize, ps: usize, p: usize, count: u64) -> Result<(), Finding> {
     // SAFETY: forwarded.
     unsafe { check_page_with(addr, ps, p, count, BODY / 8..ps / 8) }
 }
@@ -68,7 +111,7 @@ pub unsafe fn check_page_with(
     p: usize,
     count: u64,
     words: std::ops::Range<usize>,
-) -> Result<(), String> {
+) -> Result<(), Finding> {
     let w = addr as *const u64;
     // SAFETY: the caller guarantees the page is mapped and quiet.
     let (lock, got, t) = unsafe {
@@ -85,17 +128,17 @@ pub unsafe fn check_page_with(
         } else {
             format!("tag {t:#x}")
         };
-        return Err(format!("page {p}: {why} (counter {got}, expected {count})"));
+        return Err(Finding(format!("page {p}: {why} (counter {got}, expected {count})")));
     }
     if got != count {
         let how = if got < count { "lost" } else { "extra" };
-        return Err(format!(
+        return Err(Finding(format!(
             "page {p}: counter {got}, expected {count} ({} {how} update(s))",
             got.abs_diff(count)
-        ));
+        )));
     }
     if lock as u32 != 0 {
-        return Err(format!("page {p}: lock word {lock:#x} left held"));
+        return Err(Finding(format!("page {p}: lock word {lock:#x} left held")));
     }
     if words.is_empty() {
         return Ok(());
@@ -122,10 +165,10 @@ pub unsafe fn check_page_with(
             .enumerate()
             .filter(|&(i, &v)| v != pattern(p, i + first))
             .count();
-        return Err(format!(
+        return Err(Finding(format!(
             "page {p}: byte {off:#x} holds {v:#018x}, expected {:#018x} ({nbad} wrong word(s))",
             pattern(p, off / 8)
-        ));
+        )));
     }
     Ok(())
 }
@@ -254,7 +297,7 @@ impl Ledger {
         }
         // SAFETY: forwarded from the caller.
         if let Err(e) = unsafe { check_page_with(addr, ps, p, expect, r.words.clone()) } {
-            errs.push(e);
+            errs.push(e.0);
         }
         let written = expect - self.start[p].load(Relaxed);
         if miss as usize > r.workers {
@@ -298,7 +341,7 @@ mod tests {
         v
     }
 
-    fn check(v: &[u64], p: usize, count: u64) -> Result<(), String> {
+    fn check(v: &[u64], p: usize, count: u64) -> Result<(), Finding> {
         // SAFETY: v is a whole page of our own memory.
         unsafe { check_page(v.as_ptr() as usize, v.len() * 8, p, count) }
     }

@@ -87,22 +87,49 @@ impl Drop for Pin {
     }
 }
 
+/// Why a long-term pin could not be taken: the mechanism is missing, or the
+/// kernel refused the pin.
+#[derive(Debug)]
+pub enum PinError {
+    /// gup_test could not be opened (CONFIG_GUP_TEST off, no debugfs).
+    NoGupTest(std::io::Error),
+    /// PIN_LONGTERM_TEST_START failed.
+    GupPin(Errno),
+    /// io_uring_setup failed (io_uring disabled?).
+    NoIoUring(Errno),
+    /// IORING_REGISTER_BUFFERS failed.
+    RegisterBuffers(Errno),
+}
+
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinError::NoGupTest(e) => write!(f, "{GUP_TEST}: {e} (CONFIG_GUP_TEST off or debugfs not mounted)"),
+            PinError::GupPin(e) => write!(f, "PIN_LONGTERM_TEST_START: {e}"),
+            PinError::NoIoUring(e) => write!(f, "io_uring_setup: {e} (io_uring disabled?)"),
+            PinError::RegisterBuffers(e) => write!(f, "IORING_REGISTER_BUFFERS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PinError {}
+
 /// A read-only long-term pin through gup_test. Err: why it is unavailable
 /// (no CONFIG_GUP_TEST, debugfs not mounted) or the pin's errno.
-pub fn gup_read(addr: usize, len: usize) -> Result<Pin, String> {
+pub fn gup_read(addr: usize, len: usize) -> Result<Pin, PinError> {
     mount_debugfs();
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(GUP_TEST)
-        .map_err(|e| format!("{GUP_TEST}: {e} (CONFIG_GUP_TEST off or debugfs not mounted)"))?;
+        .map_err(PinError::NoGupTest)?;
     let arg = pin_longterm_test {
         addr: addr as u64,
         size: len as u64,
         flags: 0,
     };
     // SAFETY: arg is a valid pin_longterm_test the kernel only reads.
-    unsafe { pin_longterm_test_start(f.as_raw_fd(), &arg) }.map_err(|e| format!("PIN_LONGTERM_TEST_START: {e}"))?;
+    unsafe { pin_longterm_test_start(f.as_raw_fd(), &arg) }.map_err(PinError::GupPin)?;
     Ok(Pin {
         how: How::GupRead,
         fd: f.into(),
@@ -112,11 +139,11 @@ pub fn gup_read(addr: usize, len: usize) -> Result<Pin, String> {
 
 /// A write long-term pin: `[addr, addr+len)` registered as an io_uring
 /// fixed buffer. Err: why it is unavailable, or the errno.
-pub fn io_uring_write(addr: usize, len: usize) -> Result<Pin, String> {
+pub fn io_uring_write(addr: usize, len: usize) -> Result<Pin, PinError> {
     let mut params = [0u8; IO_URING_PARAMS_SIZE];
     // SAFETY: io_uring_setup reads and writes the params struct we pass.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    let fd = Errno::result(fd).map_err(|e| format!("io_uring_setup: {e} (io_uring disabled?)"))? as i32;
+    let fd = Errno::result(fd).map_err(PinError::NoIoUring)? as i32;
     // SAFETY: the kernel just returned this fd to us.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let iov = libc::iovec {
@@ -133,7 +160,7 @@ pub fn io_uring_write(addr: usize, len: usize) -> Result<Pin, String> {
             1u32,
         )
     };
-    Errno::result(r).map_err(|e| format!("IORING_REGISTER_BUFFERS: {e}"))?;
+    Errno::result(r).map_err(PinError::RegisterBuffers)?;
     Ok(Pin {
         how: How::IoUring,
         fd,

@@ -60,9 +60,29 @@ impl Mode {
     }
 }
 
+/// A `--size` or `--duration` the CLI cannot read; Display says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    SizeSuffix { arg: String, suffix: char },
+    Size(String),
+    Duration(String),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::SizeSuffix { arg, suffix } => write!(f, "size '{arg}': unknown suffix '{suffix}' (K, M or G)"),
+            ParseError::Size(s) => write!(f, "size '{s}' is not a number"),
+            ParseError::Duration(s) => write!(f, "duration '{s}' is not a number with s, m or h"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 /// Parses a size: a number with an optional K, M or G suffix (binary); a
 /// bare number is MiB, as upstream's `<MiB>` argument.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, ParseError> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -70,18 +90,23 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
                 'K' => 1 << 10,
                 'M' => 1 << 20,
                 'G' => 1 << 30,
-                _ => return Err(format!("size '{s}': unknown suffix '{c}' (K, M or G)")),
+                _ => {
+                    return Err(ParseError::SizeSuffix {
+                        arg: s.to_string(),
+                        suffix: c,
+                    });
+                }
             };
             (&s[..i], m)
         }
         _ => (s, 1 << 20),
     };
-    let n: usize = num.parse().map_err(|_| format!("size '{s}' is not a number"))?;
+    let n: usize = num.parse().map_err(|_| ParseError::Size(s.to_string()))?;
     Ok(n * mult)
 }
 
 /// Parses a duration: a number with s, m or h (bare: seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('s') => (&s[..s.len() - 1], 1),
@@ -89,9 +114,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some('h') => (&s[..s.len() - 1], 3600),
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration '{s}' is not a number with s, m or h"))?;
+    let n: u64 = num.parse().map_err(|_| ParseError::Duration(s.to_string()))?;
     Ok(Duration::from_secs(n * mult))
 }
 

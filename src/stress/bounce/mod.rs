@@ -24,9 +24,9 @@ mod work;
 use crate::caps::{OpenFailure, Unsupported};
 use crate::event::{Event, PagefaultFlags};
 use crate::mem::{Area, MemType, Unavailable};
-use crate::stress::verify::Ledger;
+use crate::stress::verify::{Finding, Ledger};
 use crate::uffd::{CopyMode, Uffd};
-pub use config::{Config, Mode, parse_duration, parse_size};
+pub use config::{Config, Mode, ParseError, parse_duration, parse_size};
 pub use run::{MakeExtra, run, run_with};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -146,11 +146,11 @@ pub trait Extra: Send + Sync {
     /// Whether a fault at `addr` is the extra's to resolve.
     fn owns(&self, addr: u64) -> bool;
     /// Resolves it; `Ok(false)` asks to be called again later (EAGAIN).
-    fn fault(&self, uffd: &Uffd, addr: u64, flags: PagefaultFlags) -> Result<bool, String>;
+    fn fault(&self, uffd: &Uffd, addr: u64, flags: PagefaultFlags) -> Result<bool, Finding>;
     /// A non-fault event read from the uffd.
-    fn event(&self, ev: Event) -> Result<(), String>;
+    fn event(&self, ev: Event) -> Result<(), Finding>;
     /// Runs during a poll-mode bounce, on its own thread; returns when done.
-    fn disrupt(&self, b: &Bounce, seed: u64) -> Result<(), String>;
+    fn disrupt(&self, b: &Bounce, seed: u64) -> Result<(), Finding>;
     /// Adds its counts to the totals.
     fn totals(&self, t: &mut Totals);
 }
@@ -236,7 +236,8 @@ impl Bounce {
     }
 
     /// Records a finding.
-    pub fn fail(&self, msg: String) {
+    pub fn fail(&self, msg: impl Into<String>) {
+        let msg = msg.into();
         self.nerrors.fetch_add(1, Relaxed);
         let mut g = self.errors.lock().unwrap();
         if g.len() < MAX_KEPT {

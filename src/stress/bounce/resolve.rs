@@ -319,7 +319,7 @@ impl Bounce {
                 }
                 let ready = fds[0].revents().unwrap_or(PollFlags::empty());
                 if ready.contains(PollFlags::POLLERR) {
-                    self.fail("poll on the uffd: POLLERR".into());
+                    self.fail("poll on the uffd: POLLERR");
                     break;
                 }
                 if !ready.contains(PollFlags::POLLIN) {

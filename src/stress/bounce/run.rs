@@ -7,7 +7,7 @@ use super::work::Role;
 use super::{Bounce, Extra, Failure, HandlerStats, Latch, Totals};
 use crate::caps::{features_for, registration_support, require_features};
 use crate::mem::{Area, MemType};
-use crate::stress::verify::{self, Ledger};
+use crate::stress::verify::{self, Finding, Ledger};
 use crate::uffd::{ContinueMode, Features, OpenFlags, RegisterMode, WriteprotectMode};
 use nix::errno::Errno;
 use std::io::Write;
@@ -49,12 +49,12 @@ impl Bounce {
         }
     }
 
-    fn set_nonblock(&self, on: bool) -> Result<(), String> {
+    fn set_nonblock(&self, on: bool) -> Result<(), Finding> {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        let fl = fcntl(&self.uffd, FcntlArg::F_GETFL).map_err(|e| format!("F_GETFL: {e}"))?;
+        let fl = fcntl(&self.uffd, FcntlArg::F_GETFL).map_err(|e| Finding(format!("F_GETFL: {e}")))?;
         let mut fl = OFlag::from_bits_retain(fl);
         fl.set(OFlag::O_NONBLOCK, on);
-        fcntl(&self.uffd, FcntlArg::F_SETFL(fl)).map_err(|e| format!("F_SETFL: {e}"))?;
+        fcntl(&self.uffd, FcntlArg::F_SETFL(fl)).map_err(|e| Finding(format!("F_SETFL: {e}")))?;
         Ok(())
     }
 
@@ -70,7 +70,7 @@ impl Bounce {
     }
 
     /// One bounce; returns the stats line.
-    fn bounce(&self, n: u64, every: bool, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, String> {
+    fn bounce(&self, n: u64, every: bool, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, Finding> {
         let mode = Mode(n);
         self.every.store(every, Relaxed);
         let words = verify::audit_words(self.ps, n, every);
@@ -83,15 +83,15 @@ impl Bounce {
         // with EVENT_REMOVE on, a release after would wait for a reader.
         self.areas[cur]
             .release_all()
-            .map_err(|e| format!("releasing the destination: {e}"))?;
+            .map_err(|e| Finding(format!("releasing the destination: {e}")))?;
         let dst = self.dst();
         self.uffd
             .register(dst, self.len(), self.register_mode())
-            .map_err(|e| format!("UFFDIO_REGISTER {:?}: {e}", self.register_mode()))?;
+            .map_err(|e| Finding(format!("UFFDIO_REGISTER {:?}: {e}", self.register_mode())))?;
         if minor {
             self.uffd
                 .register(self.dst_alias(), self.len(), RegisterMode::MISSING)
-                .map_err(|e| format!("UFFDIO_REGISTER MISSING of the alias: {e}"))?;
+                .map_err(|e| Finding(format!("UFFDIO_REGISTER MISSING of the alias: {e}")))?;
         }
         self.ledger.reset(0..self.npages);
         for h in &self.hstats {
@@ -117,7 +117,7 @@ impl Bounce {
         // Every page is in; faults still read may only end in EEXIST now.
         self.areas[1 - cur]
             .release_all()
-            .map_err(|e| format!("releasing the source: {e}"))?;
+            .map_err(|e| Finding(format!("releasing the source: {e}")))?;
         self.finished.store(true, Relaxed);
         self.work_left.wait();
         self.stop_handlers(mode.poll());
@@ -125,17 +125,17 @@ impl Bounce {
             loop {
                 match self.uffd.writeprotect(dst, self.len(), WriteprotectMode::empty()) {
                     Err(Errno::EAGAIN) => std::thread::yield_now(),
-                    r => break r.map_err(|e| format!("UFFDIO_WRITEPROTECT(0) of the destination: {e}"))?,
+                    r => break r.map_err(|e| Finding(format!("UFFDIO_WRITEPROTECT(0) of the destination: {e}")))?,
                 }
             }
         }
         self.uffd
             .unregister(dst, self.len())
-            .map_err(|e| format!("UFFDIO_UNREGISTER: {e}"))?;
+            .map_err(|e| Finding(format!("UFFDIO_UNREGISTER: {e}")))?;
         if minor {
             self.uffd
                 .unregister(self.dst_alias(), self.len())
-                .map_err(|e| format!("UFFDIO_UNREGISTER of the alias: {e}"))?;
+                .map_err(|e| Finding(format!("UFFDIO_UNREGISTER of the alias: {e}")))?;
         }
         self.work_left.set(2 * self.nslices);
         self.round(PHASE_VERIFY);
