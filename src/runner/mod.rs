@@ -14,6 +14,7 @@
 pub mod discover;
 pub mod elf;
 pub mod env;
+pub mod klog;
 pub mod kmsg;
 pub mod ktap;
 pub mod report;

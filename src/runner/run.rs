@@ -29,6 +29,7 @@
 
 use super::discover::{Case, Manifest, list_cases};
 use super::env::{Env, catch_signals, interrupted};
+use super::klog;
 use super::kmsg::{self, KmsgWatch};
 use super::result::{Report, Status, TestResult};
 use std::io::Read;
@@ -604,8 +605,8 @@ impl Running {
             res.diagnostics.append(&mut self.hang_report);
         }
         let kmsgs: Vec<String> = kmsgs.into_iter().filter(|m| !kmsg::is_foreign_fixture(m)).collect();
-        let excerpt = kmsg::splat_excerpt(&kmsgs);
-        if let Some(first) = excerpt.iter().find(|m| kmsg::is_splat(m)) {
+        let excerpt = klog::excerpt(&kmsgs);
+        if let Some(first) = excerpt.iter().find(|m| klog::is_splat(m)) {
             if matches!(res.status, Status::Pass | Status::Skip) {
                 res.status = Status::Fail;
                 res.reason = Some(format!("kernel log: {first}"));
