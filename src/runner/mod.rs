@@ -1,5 +1,7 @@
 //! The runner: runs any libtest binaries one case per process and reports
-//! KTAP. Stages: [`discover`] → [`run`] (with [`kmsg`] and [`env`]) →
+//! KTAP. Stages: [`discover`] → [`select`] → [`run`] (each case a
+//! [`process`] whose output [`libtest`] reads, the kernel log watched by
+//! [`kmsg`] with [`klog`]'s idea of a splat, the machine set by [`env`]) →
 //! [`ktap`] and [`report`]; [`result`] is the one model they share.
 //!
 //! From the guest's init or any other caller:
@@ -17,9 +19,12 @@ pub mod env;
 pub mod klog;
 pub mod kmsg;
 pub mod ktap;
+pub mod libtest;
+pub mod process;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod select;
 
 pub use discover::{Binary, Case, MANIFEST_NAME, Manifest};
 pub use ktap::{parse as parse_ktap, write_report as write_ktap};
