@@ -18,16 +18,118 @@
 //! target's source, which the manifest records at build time. Keys that
 //! only matter inside one test process ([`PROCESS_LOCAL_KEYS`]) do not count.
 
+use super::elf::ElfError;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader};
+use std::fmt;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 /// The manifest's file name, next to the `uffdtest` binary by default.
 pub const MANIFEST_NAME: &str = "uffdtest-tests.json";
 
 /// Targets with this prefix test the harness and are left out of the suite.
 pub const HARNESS_PREFIX: &str = "harness_";
+
+/// Why the suite's binaries or a binary's cases could not be found.
+#[derive(Debug)]
+pub enum DiscoverError {
+    ManifestRead {
+        path: PathBuf,
+        source: io::Error,
+    },
+    ManifestParse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    ManifestWrite {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Cargo could not be started.
+    CargoSpawn {
+        cargo: String,
+        source: io::Error,
+    },
+    /// Cargo's JSON messages could not be read.
+    CargoOutput(io::Error),
+    CargoFailed {
+        cargo: String,
+        status: ExitStatus,
+    },
+    NoTestBinaries,
+    Elf(ElfError),
+    ListSpawn {
+        path: PathBuf,
+        source: io::Error,
+    },
+    ListTimeout {
+        path: PathBuf,
+        secs: u64,
+    },
+    ListFailed {
+        path: PathBuf,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+impl fmt::Display for DiscoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use DiscoverError::*;
+        match self {
+            ManifestRead { path, source } => write!(
+                f,
+                "cannot read the test manifest {}: {source}; build it with `uffdtest build-tests` \
+                 (or `uffdtest run --build`), or pass --manifest",
+                path.display()
+            ),
+            ManifestParse { path, source } => write!(f, "{} is not a uffdtest manifest: {source}", path.display()),
+            ManifestWrite { path, source } => write!(f, "cannot write the manifest {}: {source}", path.display()),
+            CargoSpawn { cargo, source } => write!(
+                f,
+                "cannot run `{cargo} test --no-run`: {source}; is cargo installed (or pass --manifest)?"
+            ),
+            CargoOutput(e) => write!(f, "reading cargo's output: {e}"),
+            CargoFailed { cargo, status } => {
+                write!(f, "`{cargo} test --no-run` failed ({status}); fix the build first")
+            }
+            NoTestBinaries => f.write_str("cargo built no integration test binaries"),
+            Elf(e) => e.fmt(f),
+            ListSpawn { path, source } => write!(f, "cannot run {} --list: {source}", path.display()),
+            ListTimeout { path, secs } => write!(f, "{} --list did not finish in {secs} s", path.display()),
+            ListFailed { path, status, stderr } => write!(f, "{} --list failed ({status}): {stderr}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DiscoverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        use DiscoverError::*;
+        match self {
+            ManifestRead { source, .. }
+            | ManifestWrite { source, .. }
+            | CargoSpawn { source, .. }
+            | ListSpawn { source, .. } => Some(source),
+            CargoOutput(e) => Some(e),
+            ManifestParse { source, .. } => Some(source),
+            Elf(e) => Some(e),
+            CargoFailed { .. } | NoTestBinaries | ListTimeout { .. } | ListFailed { .. } => None,
+        }
+    }
+}
+
+impl From<ElfError> for DiscoverError {
+    fn from(e: ElfError) -> DiscoverError {
+        DiscoverError::Elf(e)
+    }
+}
+
+impl From<DiscoverError> for String {
+    fn from(e: DiscoverError) -> String {
+        e.to_string()
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -65,19 +167,25 @@ pub struct Listing {
 
 impl Manifest {
     /// Reads a manifest; binary paths stay relative (see [`Manifest::resolve`]).
-    pub fn load(path: &Path) -> Result<Manifest, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the test manifest {}: {e}; build it with `uffdtest build-tests` \
-                 (or `uffdtest run --build`), or pass --manifest",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Manifest, DiscoverError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DiscoverError::ManifestRead {
+            path: path.into(),
+            source,
         })?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a uffdtest manifest: {e}", path.display()))
+        serde_json::from_str(&text).map_err(|source| DiscoverError::ManifestParse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// [`Manifest::write`] with the error as its message, for callers that
+    /// only print it.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        Ok(self.write(path)?)
     }
 
     /// Writes the manifest; paths are stored relative to its directory where they can be.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn write(&self, path: &Path) -> Result<(), DiscoverError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut m = self.clone();
         for b in &mut m.binaries {
@@ -86,13 +194,16 @@ impl Manifest {
             }
         }
         let text = serde_json::to_string_pretty(&m).expect("manifest serialises");
-        std::fs::write(path, text + "\n").map_err(|e| format!("cannot write the manifest {}: {e}", path.display()))
+        std::fs::write(path, text + "\n").map_err(|source| DiscoverError::ManifestWrite {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Lists every binary whose recorded listing is missing or stale into
     /// the manifest (see [`Binary::listing`]); `manifest` is where the
     /// manifest is or will be saved.
-    pub fn record_listings(&mut self, manifest: &Path) -> Result<(), String> {
+    pub fn record_listings(&mut self, manifest: &Path) -> Result<(), DiscoverError> {
         for b in &mut self.binaries {
             let path = Manifest::resolve(manifest, b);
             if current_listing(b, &path).is_none() {
@@ -121,9 +232,15 @@ pub fn default_manifest() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(MANIFEST_NAME))
 }
 
+/// [`build_manifest`] with the error as its message, for callers that only
+/// print it.
+pub fn build(extra: &[String]) -> Result<Manifest, String> {
+    Ok(build_manifest(extra)?)
+}
+
 /// Builds the test binaries with cargo and returns the manifest of the suite.
 /// `extra` goes to `cargo test` (e.g. `--release`).
-pub fn build(extra: &[String]) -> Result<Manifest, String> {
+pub fn build_manifest(extra: &[String]) -> Result<Manifest, DiscoverError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.args([
@@ -136,54 +253,79 @@ pub fn build(extra: &[String]) -> Result<Manifest, String> {
     .args(extra)
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run `{cargo} test --no-run`: {e}; is cargo installed (or pass --manifest)?"))?;
+    let mut child = cmd.spawn().map_err(|source| DiscoverError::CargoSpawn {
+        cargo: cargo.clone(),
+        source,
+    })?;
     let stdout = child.stdout.take().expect("piped");
     let manifest = from_cargo_messages(BufReader::new(stdout));
-    let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
+    let status = child.wait().map_err(DiscoverError::CargoOutput)?;
     if !status.success() {
-        return Err(format!(
-            "`{cargo} test --no-run` failed ({status}); fix the build first"
-        ));
+        return Err(DiscoverError::CargoFailed { cargo, status });
     }
     let mut manifest = manifest?;
     if manifest.binaries.is_empty() {
-        return Err("cargo built no integration test binaries".into());
+        return Err(DiscoverError::NoTestBinaries);
     }
     // Cargo's paths are absolute: where the manifest will live does not matter.
     manifest.record_listings(Path::new("."))?;
     Ok(manifest)
 }
 
-/// Reads cargo's JSON build messages: one `compiler-artifact` line per
-/// target; the integration tests are `"kind":["test"]` with an `executable`.
-pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, String> {
+/// One executable a cargo build produced, from its `compiler-artifact` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executable {
+    /// The cargo target name (`api`, `uffdtest`).
+    pub name: String,
+    /// An integration test target (`[[test]]`, `tests/*.rs`).
+    pub is_test: bool,
+    /// A binary target (`[[bin]]`, `src/main.rs`).
+    pub is_bin: bool,
+    /// Built as a libtest harness: every integration test, and the unit
+    /// tests of a bin or lib that `cargo test` also builds.
+    pub harness: bool,
+    pub path: PathBuf,
+    /// The target's root source file.
+    pub src_path: PathBuf,
+}
+
+/// Every executable in cargo's JSON build messages
+/// (`cargo build|test --message-format=json…`), in the order cargo reported
+/// them. Lines that are not cargo messages are skipped.
+pub fn executables(r: impl BufRead) -> Result<Vec<Executable>, DiscoverError> {
+    use cargo_metadata::Message;
+    let mut out = Vec::new();
+    for m in Message::parse_stream(r) {
+        let Message::CompilerArtifact(a) = m.map_err(DiscoverError::CargoOutput)? else {
+            continue;
+        };
+        let Some(exe) = a.executable else { continue };
+        out.push(Executable {
+            is_test: a.target.is_test(),
+            is_bin: a.target.is_bin(),
+            harness: a.profile.test,
+            name: a.target.name,
+            path: exe.into(),
+            src_path: a.target.src_path.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The suite's manifest from cargo's JSON build messages: every
+/// integration test binary but the `harness_*` ones (see [`executables`]).
+pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, DiscoverError> {
     let mut m = Manifest::default();
-    for line in r.lines() {
-        let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["reason"] != "compiler-artifact" {
+    for e in executables(r)? {
+        if !e.is_test || e.name.starts_with(HARNESS_PREFIX) {
             continue;
         }
-        let target = &v["target"];
-        let is_test = target["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
-        let (Some(name), Some(exe)) = (target["name"].as_str(), v["executable"].as_str()) else {
-            continue;
-        };
-        if !is_test || name.starts_with(HARNESS_PREFIX) {
-            continue;
-        }
-        let serial = target["src_path"]
-            .as_str()
-            .and_then(|p| std::fs::read_to_string(p).ok())
+        let serial = std::fs::read_to_string(&e.src_path)
             .map(|src| serial_items(&src))
             .unwrap_or_default();
         m.binaries.push(Binary {
-            name: name.into(),
-            path: exe.into(),
+            name: e.name,
+            path: e.path,
             serial,
             listing: None,
         });
@@ -329,7 +471,7 @@ pub fn is_serial(test: &str, serial_items: &[String]) -> bool {
 
 /// Lists a binary: its cases and which are ignored, with its build ID.
 /// None for a binary without a build ID, which is listed at every run.
-pub fn listing(path: &Path) -> Result<Option<Listing>, String> {
+pub fn listing(path: &Path) -> Result<Option<Listing>, DiscoverError> {
     let Some(build_id) = crate::runner::elf::build_id(path)? else {
         return Ok(None);
     };
@@ -348,7 +490,7 @@ fn current_listing<'a>(binary: &'a Binary, path: &Path) -> Option<&'a Listing> {
 
 /// A binary's cases, ignored ones included (marked): from the manifest's
 /// listing while it matches the binary's build ID, else by running it.
-pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, String> {
+pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, DiscoverError> {
     let (all, ignored) = match current_listing(binary, path) {
         Some(l) => (l.tests.clone(), l.ignored.clone()),
         None => (list_names(path, false)?, list_names(path, true)?),
@@ -374,7 +516,7 @@ pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, String> {
 const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `BIN --list --format terse [--ignored]`: lines `name: test`.
-fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
+fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, DiscoverError> {
     let mut cmd = Command::new(path);
     cmd.args(["--list", "--format", "terse"]);
     if ignored {
@@ -385,7 +527,10 @@ fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {} --list: {e}", path.display()))?;
+        .map_err(|source| DiscoverError::ListSpawn {
+            path: path.into(),
+            source,
+        })?;
     // Listing runs no test, but a broken binary must not stall the run: give it a deadline.
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -393,26 +538,27 @@ fn list_names(path: &Path, ignored: bool) -> Result<Vec<String>, String> {
         let _ = tx.send(child.wait_with_output());
     });
     let out = match rx.recv_timeout(LIST_TIMEOUT) {
-        Ok(r) => r.map_err(|e| format!("cannot run {} --list: {e}", path.display()))?,
+        Ok(r) => r.map_err(|source| DiscoverError::ListSpawn {
+            path: path.into(),
+            source,
+        })?,
         Err(_) => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            return Err(format!(
-                "{} --list did not finish in {} s",
-                path.display(),
-                LIST_TIMEOUT.as_secs()
-            ));
+            return Err(DiscoverError::ListTimeout {
+                path: path.into(),
+                secs: LIST_TIMEOUT.as_secs(),
+            });
         }
     };
     if !out.status.success() {
-        return Err(format!(
-            "{} --list failed ({}): {}",
-            path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(DiscoverError::ListFailed {
+            path: path.into(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -489,17 +635,46 @@ fn forks_and_sets_a_sysctl() {}
         assert!(!is_serial("deserialises", &[]));
     }
 
+    /// `cargo test --no-run --message-format=json` output kept in `tests/data/cargo/`.
+    fn cargo_messages() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cargo/test-no-run.jsonl"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn executables_are_read_from_cargo_messages() {
+        let exes = executables(&cargo_messages()[..]).unwrap();
+        let got: Vec<_> = exes
+            .iter()
+            .map(|e| (e.name.as_str(), e.is_test, e.is_bin, e.harness))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("uffdtest", false, true, false),
+                ("uffdtest", false, true, true),
+                ("api", true, false, true),
+                ("harness_runner", true, false, true),
+            ]
+        );
+        assert_eq!(exes[0].path, PathBuf::from("/src/uffdtest/target/debug/uffdtest"));
+        assert_eq!(exes[2].src_path, PathBuf::from("/nonexistent/api.rs"));
+    }
+
     #[test]
     fn manifest_from_cargo_messages_keeps_suite_tests_only() {
-        let msgs = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"uffdtest","src_path":"/nonexistent"},"executable":null}
-{"reason":"compiler-artifact","target":{"kind":["test"],"name":"copy","src_path":"/nonexistent"},"executable":"/t/deps/copy-1"}
-{"reason":"compiler-artifact","target":{"kind":["test"],"name":"harness_runner","src_path":"/nonexistent"},"executable":"/t/deps/harness_runner-1"}
-{"reason":"compiler-artifact","target":{"kind":["test"],"name":"api","src_path":"/nonexistent"},"executable":"/t/deps/api-2"}
-{"reason":"build-finished","success":true}
-"#;
-        let m = from_cargo_messages(msgs.as_bytes()).unwrap();
+        let m = from_cargo_messages(&cargo_messages()[..]).unwrap();
         let names: Vec<_> = m.binaries.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, ["api", "copy"]);
+        assert_eq!(names, ["api"]);
+        assert!(
+            m.binaries[0]
+                .path
+                .to_string_lossy()
+                .starts_with("/src/uffdtest/target/debug/deps/api-")
+        );
     }
 
     #[test]

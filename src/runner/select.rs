@@ -41,7 +41,7 @@ pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
                 plan.binaries.push(PlannedBinary {
                     name: b.name.clone(),
                     cases: Vec::new(),
-                    error: Some(e),
+                    error: Some(e.to_string()),
                 });
                 continue;
             }
