@@ -9,18 +9,70 @@ use crate::runner::result::{Report, Status, TestResult};
 use crate::runner::{klog, ktap};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write;
-use std::path::Path;
+use std::fmt::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Why a result file could not be read.
+#[derive(Debug)]
+pub enum LoadError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// It starts like JSON but is not our report.
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// Not JSON, and no KTAP in it either.
+    Ktap {
+        path: PathBuf,
+        source: ktap::ParseError,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read { path, source } => write!(f, "read {}: {source}", path.display()),
+            LoadError::Json { path, source } => write!(f, "{}: not a uffdtest JSON report: {source}", path.display()),
+            LoadError::Ktap { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read { source, .. } => Some(source),
+            LoadError::Json { source, .. } => Some(source),
+            LoadError::Ktap { source, .. } => Some(source),
+        }
+    }
+}
+
+/// [`read_report`] with the error as its message, for callers that only print it.
+pub fn load(path: &Path) -> Result<Report, String> {
+    read_report(path).map_err(|e| e.to_string())
+}
 
 /// Read a result: our JSON report (`uffdtest run --json`) or any KTAP/kselftest log, by the runner's parsers.
-pub fn load(path: &Path) -> Result<Report, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+pub fn read_report(path: &Path) -> Result<Report, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.into(),
+        source,
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     if text.trim_start().starts_with('{') {
-        return serde_json::from_str::<Report>(&text)
-            .map_err(|e| format!("{}: not a uffdtest JSON report: {e}", path.display()));
+        return serde_json::from_str::<Report>(&text).map_err(|source| LoadError::Json {
+            path: path.into(),
+            source,
+        });
     }
-    ktap::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    ktap::parse(&text).map_err(|source| LoadError::Ktap {
+        path: path.into(),
+        source,
+    })
 }
 
 /// How a case moved between the two runs.

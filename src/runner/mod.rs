@@ -7,9 +7,9 @@
 //! From the guest's init or any other caller:
 //!
 //! ```no_run
-//! use uffdtest::runner::{RunOptions, run_ktap};
+//! use uffdtest::runner::{RunOptions, execute, report::Ktap};
 //! let opts = RunOptions { announce_kmsg: true, ..RunOptions::default() };
-//! let report = run_ktap(&opts, &mut std::io::stdout()).expect("plan the run");
+//! let report = execute(&opts, &mut [&mut Ktap::new(std::io::stdout())]).expect("plan the run");
 //! std::process::exit(report.exit_code());
 //! ```
 
@@ -26,8 +26,8 @@ pub mod result;
 pub mod run;
 pub mod select;
 
-pub use discover::{Binary, Case, MANIFEST_NAME, Manifest};
+pub use discover::{Binary, Case, DiscoverError, MANIFEST_NAME, Manifest};
 pub use ktap::{parse as parse_ktap, write_report as write_ktap};
-pub use report::run_ktap;
 pub use result::{Report, Status, TestResult, Totals};
-pub use run::{Event, Plan, Reporter, RunOptions, plan, run};
+pub use run::{Event, Plan, Reporter, RunOptions, execute, plan, run};
+pub use select::PlanError;

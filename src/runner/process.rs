@@ -12,10 +12,39 @@ use std::time::Duration;
 /// Most output kept per case; a runaway printer is cut here.
 const OUTPUT_CAP: usize = 1 << 20;
 
-pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured), String> {
+/// Why a case's process could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    Pipe(std::io::Error),
+    Dup(std::io::Error),
+    Start {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Pipe(e) => write!(f, "cannot make a pipe: {e}"),
+            SpawnError::Dup(e) => write!(f, "cannot dup a pipe: {e}"),
+            SpawnError::Start { path, source } => write!(f, "cannot start {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Pipe(e) | SpawnError::Dup(e) | SpawnError::Start { source: e, .. } => Some(e),
+        }
+    }
+}
+
+pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured), SpawnError> {
     use std::os::unix::process::CommandExt;
-    let (mut rd, wr) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
-    let wr2 = wr.try_clone().map_err(|e| format!("cannot dup a pipe: {e}"))?;
+    let (mut rd, wr) = std::io::pipe().map_err(SpawnError::Pipe)?;
+    let wr2 = wr.try_clone().map_err(SpawnError::Dup)?;
     let mut cmd = Command::new(&case.path);
     cmd.arg(&case.test).args(["--exact", "--nocapture", "--test-threads=1"]);
     if case.ignored {
@@ -26,9 +55,10 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", case.path.display()))?;
+    let child = cmd.spawn().map_err(|source| SpawnError::Start {
+        path: case.path.clone(),
+        source,
+    })?;
     // `cmd` holds the write ends: drop it so EOF comes when the case's group is gone.
     drop(cmd);
     let (tx, rx) = mpsc::channel();

@@ -3,7 +3,7 @@
 
 use super::ktap::KtapWriter;
 use super::result::{Report, Status, TestResult};
-use super::run::{Event, Reporter, RunOptions, run};
+use super::run::{Event, Reporter};
 use std::io::{self, Write};
 
 /// Streams KTAP as results arrive, then `# Totals:` and (if `summary`) the
@@ -63,13 +63,6 @@ impl<W: Write> Reporter for Ktap<W> {
             }
         }
     }
-}
-
-/// Runs with `opts` and streams KTAP (closing with the plain summary line)
-/// to `out`. Err only if nothing could be planned (no manifest, nothing selected).
-pub fn run_ktap(opts: &RunOptions, out: &mut dyn Write) -> Result<Report, String> {
-    let mut k = Ktap::new(out);
-    run(opts, &mut [&mut k])
 }
 
 /// A live `[done/total] N failed | running: name` line on a terminal

@@ -39,7 +39,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::discover::Case;
-pub use super::select::{Plan, PlannedBinary, matches_pattern, plan};
+pub use super::select::{Plan, PlanError, PlannedBinary, matches_pattern};
 
 /// What to run and how. `Default` gives the CLI's defaults.
 #[derive(Debug, Clone)]
@@ -147,22 +147,26 @@ pub trait Reporter {
     fn event(&mut self, e: &Event) -> std::io::Result<()>;
 }
 
+/// [`super::select::plan`] with the error as its message, for callers that
+/// only print it.
+pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
+    Ok(super::select::plan(opts)?)
+}
+
+/// [`execute`] with the error as its message, for callers that only print it.
+pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, String> {
+    Ok(execute(opts, reporters)?)
+}
+
 /// Plans and runs, feeding every reporter; returns the report. Err only for
 /// what stops the run before any case (no manifest, nothing selected).
-pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, String> {
+pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, PlanError> {
     if opts.handle_signals {
-        catch_signals()?;
+        catch_signals().map_err(PlanError::Signals)?;
     }
-    let plan = plan(opts)?;
+    let plan = super::select::plan(opts)?;
     if plan.binaries.is_empty() {
-        return Err(format!(
-            "no case matched the selection in {} (filters {:?}, mem {:?}, ioctl {:?}, shard {:?})",
-            opts.manifest.display(),
-            opts.filters,
-            opts.mem,
-            opts.ioctl,
-            opts.shard
-        ));
+        return Err(PlanError::nothing_selected(opts));
     }
     let (env, mut notes) = Env::setup(opts.hugepages, &opts.sysctls);
     let kmsg_ok = if opts.watch_kmsg {
@@ -382,7 +386,7 @@ impl Running {
                 r.child = Some(child);
                 r.output = Some(rx);
             }
-            Err(e) => r.start_error = Some(e),
+            Err(e) => r.start_error = Some(e.to_string()),
         }
         r
     }

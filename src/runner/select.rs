@@ -2,8 +2,77 @@
 //! selection (`--filter`, `--skip`, `--mem`, `--ioctl`, `--run-ignored`),
 //! `--shard` and `--repeat` applied, in manifest order.
 
-use super::discover::{Case, Manifest, list_cases};
+use super::discover::{Case, DiscoverError, Manifest, list_cases};
+use super::env::EnvError;
 use super::run::RunOptions;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a run stopped before its first case.
+#[derive(Debug)]
+pub enum PlanError {
+    /// The manifest could not be read.
+    Manifest(DiscoverError),
+    /// The selection left no case.
+    NothingSelected {
+        manifest: PathBuf,
+        filters: Vec<String>,
+        mem: Vec<String>,
+        ioctl: Vec<String>,
+        shard: Option<(usize, usize)>,
+    },
+    /// The signal handling a clean stop needs could not be set up.
+    Signals(EnvError),
+}
+
+impl PlanError {
+    /// The selection of `opts` matched nothing.
+    pub fn nothing_selected(opts: &RunOptions) -> PlanError {
+        PlanError::NothingSelected {
+            manifest: opts.manifest.clone(),
+            filters: opts.filters.clone(),
+            mem: opts.mem.clone(),
+            ioctl: opts.ioctl.clone(),
+            shard: opts.shard,
+        }
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::Manifest(e) => e.fmt(f),
+            PlanError::NothingSelected {
+                manifest,
+                filters,
+                mem,
+                ioctl,
+                shard,
+            } => write!(
+                f,
+                "no case matched the selection in {} (filters {filters:?}, mem {mem:?}, ioctl {ioctl:?}, shard {shard:?})",
+                manifest.display()
+            ),
+            PlanError::Signals(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PlanError::Manifest(e) => Some(e),
+            PlanError::Signals(e) => Some(e),
+            PlanError::NothingSelected { .. } => None,
+        }
+    }
+}
+
+impl From<PlanError> for String {
+    fn from(e: PlanError) -> String {
+        e.to_string()
+    }
+}
 
 /// The planned run: binaries in manifest order, each with its selected cases.
 #[derive(Debug, Clone, Default)]
@@ -26,8 +95,8 @@ impl Plan {
 }
 
 /// Lists every binary's cases and applies the selection.
-pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
-    let manifest = Manifest::load(&opts.manifest)?;
+pub fn plan(opts: &RunOptions) -> Result<Plan, PlanError> {
+    let manifest = Manifest::load(&opts.manifest).map_err(PlanError::Manifest)?;
     let mut plan = Plan::default();
     let mut dealt = 0usize;
     for b in &manifest.binaries {
