@@ -3,7 +3,7 @@
 //! A harness test (the `harness_` prefix keeps it out of the suite the runner runs): it reads files, not the kernel.
 
 use std::path::PathBuf;
-use uffdtest::gate::compare::{Change, Comparison, compare, load, render_markdown, render_text};
+use uffdtest::gate::compare::{Change, Comparison, compare, read_report, render_markdown, render_text};
 use uffdtest::runner::Report;
 
 fn data(name: &str) -> PathBuf {
@@ -13,7 +13,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn report(name: &str) -> Report {
-    load(&data(name)).unwrap_or_else(|e| panic!("{e}"))
+    read_report(&data(name)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn cmp(base: &str, cand: &str) -> Comparison {
@@ -84,6 +84,7 @@ fn pass_to_fail_is_a_regression_on_exactly_the_failed_cases() {
     assert_eq!(back.exit_code(), 0);
 }
 
+/// The memory types the recorded runs (host and the demo's 6.12 guests) ran every case on.
 const SIX: &[&str] = &[
     "anon",
     "shmem",
@@ -237,7 +238,7 @@ fn the_markdown_report_leads_with_the_verdict_and_lists_each_regression() {
 #[test]
 fn shard_reports_merge_back_into_the_unsharded_run() {
     let shards: Vec<Report> = (1..=3).map(|k| report(&format!("host-shard{k}-of3.ktap"))).collect();
-    let merged = uffdtest::gate::merge::merge(&shards).unwrap();
+    let merged = uffdtest::gate::merge::merge_shards(&shards).unwrap();
     let whole = report("host-unsharded.ktap");
     let order = |r: &Report| -> Vec<String> {
         r.leaves()
@@ -263,16 +264,6 @@ fn shard_reports_merge_back_into_the_unsharded_run() {
     assert_eq!(compare(&whole, &merged).changes, vec![]);
 }
 
-/// The demo's two guests (ci/README.md): Debian's 6.12 source, base and with UFFDIO_COPY accepting mode bit 5.
-const COPY_SIX: &[&str] = &[
-    "anon",
-    "shmem",
-    "shmem-private",
-    "hugetlb",
-    "hugetlb-private",
-    "anon-thp",
-];
-
 #[test]
 fn a_real_guest_regression_is_flagged_on_exactly_the_affected_cases() {
     for (base, cand) in [
@@ -282,12 +273,7 @@ fn a_real_guest_regression_is_flagged_on_exactly_the_affected_cases() {
         let c = cmp(base, cand);
         assert_eq!(
             moved(&c),
-            cases(
-                "copy",
-                "copy_unknown_mode_bits_fail_einval",
-                COPY_SIX,
-                Change::Regression
-            ),
+            cases("copy", "copy_unknown_mode_bits_fail_einval", SIX, Change::Regression),
             "{base}"
         );
         assert_eq!(c.unchanged, 50);
@@ -328,12 +314,7 @@ fn a_real_kernel_warning_is_a_new_splat_pinned_on_its_case() {
             .collect();
         assert_eq!(
             regressions,
-            cases(
-                "copy",
-                "copy_unknown_mode_bits_fail_einval",
-                COPY_SIX,
-                Change::Regression
-            )
+            cases("copy", "copy_unknown_mode_bits_fail_einval", SIX, Change::Regression)
         );
         assert_eq!(c.count(Change::New), 48, "{cand}");
         assert_eq!(c.count(Change::Removed), 0, "{cand}");

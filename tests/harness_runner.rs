@@ -193,6 +193,23 @@ fn manifest(dir: &Path) -> PathBuf {
     p
 }
 
+/// `uffdtest run --run-ignored` on the fixtures, through a manifest in `dir`.
+fn run_fixtures(dir: &Path) -> Command {
+    let mut c = uffdtest();
+    c.arg("run").arg("--manifest").arg(manifest(dir)).arg("--run-ignored");
+    c
+}
+
+/// The scratch directory of a test that needs root `to` do something, or
+/// None (the test skips, saying why) without root.
+fn root_scratch(name: &str, to: &str) -> Option<PathBuf> {
+    if !root() {
+        println!("SKIP: needs root to {to}");
+        return None;
+    }
+    Some(scratch(name))
+}
+
 fn root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -219,12 +236,9 @@ fn read_sysctl(name: &str) -> String {
 fn repeat_reports_every_pass_and_names_the_flaky_case() {
     let dir = scratch("repeat");
     let json = dir.join("report.json");
-    let out = uffdtest()
+    let out = run_fixtures(&dir)
         .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
-        .arg("run")
-        .arg("--manifest")
-        .arg(manifest(&dir))
-        .args(["--run-ignored", "--hugepages", "0", "--repeat", "3", "--json"])
+        .args(["--hugepages", "0", "--repeat", "3", "--json"])
         .arg(&json)
         .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
         .output()
@@ -260,22 +274,11 @@ fn every_outcome_is_reported_once_with_its_cause() {
     let dir = scratch("outcomes");
     let mark = dir.join("hang-mark");
     let (out, r) = {
-        let mut c = uffdtest();
+        let mut c = run_fixtures(&dir);
         c.env("UFFDTEST_FIXTURE_MARK", &mark);
         let json = dir.join("report.json");
         let out = c
-            .arg("run")
-            .arg("--manifest")
-            .arg(manifest(&dir))
-            .args([
-                "--run-ignored",
-                "-f",
-                "fixture::",
-                "--skip",
-                "sysctl",
-                "--hugepages",
-                "0",
-            ])
+            .args(["-f", "fixture::", "--skip", "sysctl", "--hugepages", "0"])
             .args(["--timeout", "3", "--jobs", "2", "--json"])
             .arg(&json)
             .output()
@@ -380,22 +383,16 @@ fn every_outcome_is_reported_once_with_its_cause() {
 #[test]
 #[serial(harness_runner)]
 fn ctrl_c_restores_sysctls_and_reports_the_rest_as_not_run() {
-    if !root() {
-        println!("SKIP: needs root to set sysctls");
+    let Some(dir) = root_scratch("ctrlc", "set sysctls") else {
         return;
-    }
-    let dir = scratch("ctrlc");
+    };
     let mark = dir.join("hang-mark");
     let stat0 = read_sysctl("vm.stat_interval");
     let huge0: u64 = read_sysctl("vm.nr_hugepages").parse().unwrap();
     let stat1 = (stat0.parse::<u64>().unwrap() + 1).to_string();
-    let child = uffdtest()
+    let child = run_fixtures(&dir)
         .env("UFFDTEST_FIXTURE_MARK", &mark)
-        .arg("run")
-        .arg("--manifest")
-        .arg(manifest(&dir))
         .args([
-            "--run-ignored",
             "-f",
             "fixture::hangs",
             "-f",
@@ -446,26 +443,15 @@ fn ctrl_c_restores_sysctls_and_reports_the_rest_as_not_run() {
 #[test]
 #[serial(harness_runner)]
 fn sysctl_a_case_left_changed_is_restored_after_it() {
-    if !root() {
-        println!("SKIP: needs root to set sysctls");
+    let Some(dir) = root_scratch("sysctl", "set sysctls") else {
         return;
-    }
-    let dir = scratch("sysctl");
+    };
     let stat0 = read_sysctl("vm.stat_interval");
-    let mut c = uffdtest();
+    let mut c = run_fixtures(&dir);
     let json = dir.join("report.json");
     let out = c
         .env("UFFDTEST_FIXTURE_SYSCTL", "vm.stat_interval")
-        .arg("run")
-        .arg("--manifest")
-        .arg(manifest(&dir))
-        .args([
-            "--run-ignored",
-            "-f",
-            "fixture::serial_leaves_sysctl_changed",
-            "--hugepages",
-            "0",
-        ])
+        .args(["-f", "fixture::serial_leaves_sysctl_changed", "--hugepages", "0"])
         .args(["--sysctl", &format!("vm.stat_interval={stat0}"), "--json"])
         .arg(&json)
         .output()
@@ -534,11 +520,8 @@ fn list_selects_by_memory_type_glob_and_shard() {
 fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
     let dir = scratch("exit");
     let run = |filter: &str| {
-        uffdtest()
-            .arg("run")
-            .arg("--manifest")
-            .arg(manifest(&dir))
-            .args(["--run-ignored", "--hugepages", "0", "-f", filter])
+        run_fixtures(&dir)
+            .args(["--hugepages", "0", "-f", filter])
             .output()
             .unwrap()
     };
@@ -558,24 +541,12 @@ fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
 
 #[test]
 fn announce_kmsg_names_each_case_in_the_kernel_log() {
-    if !root() {
-        println!("SKIP: needs root to write /dev/kmsg");
+    let Some(dir) = root_scratch("announce", "write /dev/kmsg") else {
         return;
-    }
-    let dir = scratch("announce");
+    };
     let watch = uffdtest::runner::kmsg::KmsgWatch::open();
-    let out = uffdtest()
-        .arg("run")
-        .arg("--manifest")
-        .arg(manifest(&dir))
-        .args([
-            "--run-ignored",
-            "--hugepages",
-            "0",
-            "--announce-kmsg",
-            "-f",
-            "fixture::on_mem",
-        ])
+    let out = run_fixtures(&dir)
+        .args(["--hugepages", "0", "--announce-kmsg", "-f", "fixture::on_mem"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -6,21 +6,73 @@
 //! status; one with mixed outcomes in the base is flaky there and is reported apart, never as a regression.
 
 use crate::runner::result::{Report, Status, TestResult};
-use crate::runner::{kmsg, ktap};
+use crate::runner::{klog, ktap};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write;
-use std::path::Path;
+use std::fmt::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Why a result file could not be read.
+#[derive(Debug)]
+pub enum LoadError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// It starts like JSON but is not our report.
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// Not JSON, and no KTAP in it either.
+    Ktap {
+        path: PathBuf,
+        source: ktap::ParseError,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read { path, source } => write!(f, "read {}: {source}", path.display()),
+            LoadError::Json { path, source } => write!(f, "{}: not a uffdtest JSON report: {source}", path.display()),
+            LoadError::Ktap { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read { source, .. } => Some(source),
+            LoadError::Json { source, .. } => Some(source),
+            LoadError::Ktap { source, .. } => Some(source),
+        }
+    }
+}
+
+/// [`read_report`] with the error as its message, for callers that only print it.
+pub fn load(path: &Path) -> Result<Report, String> {
+    read_report(path).map_err(|e| e.to_string())
+}
 
 /// Read a result: our JSON report (`uffdtest run --json`) or any KTAP/kselftest log, by the runner's parsers.
-pub fn load(path: &Path) -> Result<Report, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+pub fn read_report(path: &Path) -> Result<Report, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.into(),
+        source,
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     if text.trim_start().starts_with('{') {
-        return serde_json::from_str::<Report>(&text)
-            .map_err(|e| format!("{}: not a uffdtest JSON report: {e}", path.display()));
+        return serde_json::from_str::<Report>(&text).map_err(|source| LoadError::Json {
+            path: path.into(),
+            source,
+        });
     }
-    ktap::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    ktap::parse(&text).map_err(|source| LoadError::Ktap {
+        path: path.into(),
+        source,
+    })
 }
 
 /// How a case moved between the two runs.
@@ -80,9 +132,10 @@ pub struct CaseChange {
     pub renamed_from: Option<String>,
 }
 
-/// A kernel splat seen in the candidate whose signature the base never showed.
+/// A kernel splat seen in the candidate whose signature (see
+/// [`klog::signature`]) the base never showed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Splat {
+pub struct NewSplat {
     /// The headline with timestamps, CPU/PID, addresses and line numbers taken out.
     pub signature: String,
     /// The headline as logged.
@@ -97,7 +150,7 @@ pub struct Comparison {
     pub base_summary: String,
     pub candidate_summary: String,
     pub changes: Vec<CaseChange>,
-    pub new_splats: Vec<Splat>,
+    pub new_splats: Vec<NewSplat>,
     /// Cases the two runs share with the same outcome.
     pub unchanged: usize,
     /// Parse problems of either side, which make "not run" likelier than it looks.
@@ -350,59 +403,10 @@ fn pair_renames(changes: &mut [CaseChange], b: &Side, c: &Side) {
     }
 }
 
-/// The signature of a splat headline (as the runner's [`kmsg::is_splat`] sees one), or None for any other line.
-///
-/// Accepted format: a kernel log line as the runner quotes it, with or without a `kmsg: `/`kernel log: ` label, a
-/// `<4>` level or a `[   12.345678]` timestamp, such as
-/// `[   12.345678] WARNING: CPU: 1 PID: 77 at mm/userfaultfd.c:1234 mfill_atomic+0x1a/0x2b0`
-/// → `WARNING: at mm/userfaultfd.c mfill_atomic`.
-pub fn splat_signature(line: &str) -> Option<String> {
-    if !kmsg::is_splat(line) {
-        return None;
-    }
-    let mut rest = line.trim();
-    for label in ["kmsg:", "kernel log:"] {
-        rest = rest.strip_prefix(label).unwrap_or(rest).trim_start();
-    }
-    if rest.starts_with('<')
-        && let Some((_, r)) = rest.split_once('>')
-    {
-        rest = r.trim_start();
-    }
-    if rest.starts_with('[')
-        && let Some((_, r)) = rest.split_once(']')
-    {
-        rest = r.trim_start();
-    }
-    let mut words = Vec::new();
-    let mut skip_next = false;
-    for w in rest.split_whitespace() {
-        if skip_next {
-            skip_next = false;
-            continue;
-        }
-        if matches!(w, "CPU:" | "PID:" | "Comm:" | "Tainted:") {
-            skip_next = true;
-            continue;
-        }
-        // func+0x1a/0x2b0 → func; file.c:123 → file.c; 0xffff... and bare numbers go.
-        let w = w.split("+0x").next().unwrap_or(w);
-        let w = match w.rsplit_once(':') {
-            Some((f, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => f,
-            _ => w,
-        };
-        if w.starts_with("0x") || w.starts_with("ffff") || w.chars().all(|c| c.is_ascii_digit() || c == '#') {
-            continue;
-        }
-        words.push(w.to_string());
-    }
-    Some(words.join(" "))
-}
-
 fn splats(r: &Report) -> BTreeMap<String, (String, Vec<String>)> {
     let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut add = |line: &str, case: String| {
-        if let Some(sig) = splat_signature(line) {
+        if let Some(sig) = klog::signature(line) {
             let e = out.entry(sig).or_insert_with(|| (line.trim().to_string(), Vec::new()));
             if !case.is_empty() && !e.1.contains(&case) {
                 e.1.push(case);
@@ -428,12 +432,12 @@ fn splats(r: &Report) -> BTreeMap<String, (String, Vec<String>)> {
     out
 }
 
-fn new_splats(base: &Report, candidate: &Report) -> Vec<Splat> {
+fn new_splats(base: &Report, candidate: &Report) -> Vec<NewSplat> {
     let known = splats(base);
     splats(candidate)
         .into_iter()
         .filter(|(sig, _)| !known.contains_key(sig))
-        .map(|(signature, (line, cases))| Splat { signature, line, cases })
+        .map(|(signature, (line, cases))| NewSplat { signature, line, cases })
         .collect()
 }
 
@@ -572,20 +576,6 @@ pub fn render_markdown(c: &Comparison) -> String {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[rstest]
-    #[case(
-        "[   12.345678] WARNING: CPU: 1 PID: 77 at mm/userfaultfd.c:1234 mfill_atomic+0x1a/0x2b0",
-        Some("WARNING: at mm/userfaultfd.c mfill_atomic")
-    )]
-    #[case(
-        "kernel log: <1>[    1.0] BUG: unable to handle page fault for address: ffff888001234000",
-        Some("BUG: unable to handle page fault for address:")
-    )]
-    #[case("[    0.000000] Linux version 6.12.0", None)]
-    fn splat_signature_drops_what_varies(#[case] line: &str, #[case] want: Option<&str>) {
-        assert_eq!(splat_signature(line).as_deref(), want);
-    }
 
     #[rstest]
     #[case(&[Status::Pass], &[Status::Fail], Some(Change::Regression))]

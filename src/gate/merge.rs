@@ -5,13 +5,46 @@
 
 use crate::runner::result::{Report, TestResult};
 use std::collections::HashSet;
+use std::fmt;
+
+/// Why shard reports do not merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeError {
+    NoShards,
+    /// A case is in two shards (1-based `shard` is the second): these are not the shards of one run.
+    CaseInTwoShards {
+        binary: String,
+        case: String,
+        shard: usize,
+    },
+}
+
+impl fmt::Display for MergeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MergeError::NoShards => f.write_str("no shard reports to merge"),
+            MergeError::CaseInTwoShards { binary, case, shard } => write!(
+                f,
+                "case `{binary} / {case}` is in more than one shard report (shard {shard} again): these are not the \
+                 shards of one run"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MergeError {}
+
+/// [`merge_shards`] with the error as its message, for callers that only print it.
+pub fn merge(shards: &[Report]) -> Result<Report, String> {
+    merge_shards(shards).map_err(|e| e.to_string())
+}
 
 /// Merge shard reports given in shard order (1/N first).
 ///
 /// Err when a case appears in two shards (the reports are not shards of one run) or there is nothing to merge.
-pub fn merge(shards: &[Report]) -> Result<Report, String> {
+pub fn merge_shards(shards: &[Report]) -> Result<Report, MergeError> {
     if shards.is_empty() {
-        return Err("no shard reports to merge".into());
+        return Err(MergeError::NoShards);
     }
     // Each shard as its plan-ordered list of (binary, case), with the binary group's own fields kept.
     let lists: Vec<Vec<(&TestResult, &TestResult)>> = shards
@@ -30,13 +63,11 @@ pub fn merge(shards: &[Report]) -> Result<Report, String> {
         for (k, list) in lists.iter().enumerate() {
             if let Some(&(g, c)) = list.get(i) {
                 if !seen.insert((g.name.as_str(), c.name.as_str())) {
-                    return Err(format!(
-                        "case `{} / {}` is in more than one shard report (shard {} again): these are not the shards \
-                         of one run",
-                        g.name,
-                        c.name,
-                        k + 1
-                    ));
+                    return Err(MergeError::CaseInTwoShards {
+                        binary: g.name.clone(),
+                        case: c.name.clone(),
+                        shard: k + 1,
+                    });
                 }
                 order.push((g, c));
             }
@@ -122,7 +153,7 @@ mod tests {
             ("copy", "e", Status::Skip),
         ]);
         let s2 = shard(&[("api", "b", Status::Pass), ("copy", "d", Status::Pass)]);
-        let m = merge(&[s1, s2]).unwrap();
+        let m = merge_shards(&[s1, s2]).unwrap();
         let names: Vec<String> = m.leaves().iter().map(|(p, _)| p.join("/")).collect();
         assert_eq!(names, ["api/a", "api/b", "copy/c", "copy/d", "copy/e"]);
         assert_eq!(m.tests.len(), 2);
@@ -133,6 +164,14 @@ mod tests {
     #[test]
     fn the_same_case_in_two_shards_is_refused() {
         let s = shard(&[("api", "a", Status::Pass)]);
-        assert!(merge(&[s.clone(), s]).unwrap_err().contains("more than one shard"));
+        assert_eq!(
+            merge_shards(&[s.clone(), s]),
+            Err(MergeError::CaseInTwoShards {
+                binary: "api".into(),
+                case: "a".into(),
+                shard: 2
+            })
+        );
+        assert_eq!(merge_shards(&[]), Err(MergeError::NoShards));
     }
 }

@@ -2,90 +2,106 @@
 //! whether it is static (only static binaries run in the bare guest) and its
 //! GNU build ID (which says whether a case listing recorded at build time
 //! still belongs to the binary, wherever it was copied since).
+//!
+//! Only the file header, the program headers and the PT_NOTE segments are
+//! read (through a read cache), never the symbols or debug info of a large
+//! test binary.
 
+use object::Endianness;
+use object::elf::{ELF_NOTE_GNU, FileHeader64, NT_GNU_BUILD_ID, PT_INTERP, PT_NOTE};
+use object::read::ReadCache;
+use object::read::elf::{FileHeader, ProgramHeader};
+use std::fmt;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-const PT_INTERP: u32 = 3;
-const PT_NOTE: u32 = 4;
-const NT_GNU_BUILD_ID: u32 = 3;
-
-/// One program header: type, file offset, size in the file.
-struct Segment {
-    kind: u32,
-    offset: u64,
-    size: u64,
+/// Why a binary's ELF headers could not be read.
+#[derive(Debug)]
+pub enum ElfError {
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not a 64-bit ELF file, or one cut short.
+    Parse {
+        path: PathBuf,
+        source: object::Error,
+    },
 }
 
-/// The program headers of a 64-bit little-endian ELF file (the only kind
-/// x86_64 builds produce).
-fn segments(path: &Path, f: &mut File) -> Result<Vec<Segment>, String> {
-    let mut data = Vec::new();
-    f.take(1 << 16)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let not_elf = || format!("{} is not a 64-bit little-endian ELF executable", path.display());
-    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
-        return Err(not_elf());
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().expect("8 bytes"));
-    let phoff = u64_at(32) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    (0..phnum)
-        .map(|i| {
-            let o = phoff + i * phentsize;
-            if phentsize < 56 || o + 56 > data.len() {
-                return Err(not_elf());
+impl fmt::Display for ElfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElfError::Open { path, source } => write!(f, "{}: {source}", path.display()),
+            ElfError::Parse { path, source } => {
+                write!(f, "{} is not a 64-bit ELF executable: {source}", path.display())
             }
-            Ok(Segment {
-                kind: u32::from_le_bytes(data[o..o + 4].try_into().expect("4 bytes")),
-                offset: u64_at(o + 8),
-                size: u64_at(o + 32),
-            })
-        })
-        .collect()
+        }
+    }
+}
+
+impl std::error::Error for ElfError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ElfError::Open { source, .. } => Some(source),
+            ElfError::Parse { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<ElfError> for String {
+    fn from(e: ElfError) -> String {
+        e.to_string()
+    }
+}
+
+/// Runs `f` on the file header and program headers of the ELF file at `path`.
+fn with_program_headers<T>(
+    path: &Path,
+    f: impl for<'a> FnOnce(
+        Endianness,
+        &'a [<FileHeader64<Endianness> as FileHeader>::ProgramHeader],
+        &'a ReadCache<File>,
+    ) -> object::Result<T>,
+) -> Result<T, ElfError> {
+    let file = File::open(path).map_err(|source| ElfError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    let parse = |cache| -> object::Result<T> {
+        let header = FileHeader64::<Endianness>::parse(cache)?;
+        let endian = header.endian()?;
+        f(endian, header.program_headers(endian, cache)?, cache)
+    };
+    parse(&cache).map_err(|source| ElfError::Parse {
+        path: path.into(),
+        source,
+    })
 }
 
 /// True for a statically linked executable (no PT_INTERP), static-pie included.
-pub fn is_static(path: &Path) -> Result<bool, String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(!segments(path, &mut f)?.iter().any(|s| s.kind == PT_INTERP))
+pub fn is_static(path: &Path) -> Result<bool, ElfError> {
+    with_program_headers(path, |endian, phdrs, _| {
+        Ok(!phdrs.iter().any(|p| p.p_type(endian) == PT_INTERP))
+    })
 }
 
 /// The GNU build ID as hex, or None when the binary has none.
-pub fn build_id(path: &Path) -> Result<Option<String>, String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for s in segments(path, &mut f)?.into_iter().filter(|s| s.kind == PT_NOTE) {
-        let mut notes = vec![0u8; s.size.min(1 << 16) as usize];
-        f.seek(SeekFrom::Start(s.offset))
-            .and_then(|_| f.read_exact(&mut notes))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(id) = find_build_id(&notes) {
-            return Ok(Some(id.iter().map(|b| format!("{b:02x}")).collect()));
+pub fn build_id(path: &Path) -> Result<Option<String>, ElfError> {
+    with_program_headers(path, |endian, phdrs, data| {
+        for p in phdrs.iter().filter(|p| p.p_type(endian) == PT_NOTE) {
+            let Some(mut notes) = p.notes(endian, data)? else {
+                continue;
+            };
+            while let Some(note) = notes.next()? {
+                if note.name() == ELF_NOTE_GNU && note.n_type(endian) == NT_GNU_BUILD_ID {
+                    return Ok(Some(note.desc().iter().map(|b| format!("{b:02x}")).collect()));
+                }
+            }
         }
-    }
-    Ok(None)
-}
-
-/// Walks the notes of one PT_NOTE segment (4-byte aligned name and descriptor).
-fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
-    let u32_at = |d: &[u8], o: usize| u32::from_le_bytes(d[o..o + 4].try_into().expect("4 bytes")) as usize;
-    let align = |n: usize| n.div_ceil(4) * 4;
-    while notes.len() >= 12 {
-        let (namesz, descsz, kind) = (u32_at(notes, 0), u32_at(notes, 4), u32_at(notes, 8));
-        let desc_at = 12 + align(namesz);
-        let end = desc_at + align(descsz);
-        if desc_at + descsz > notes.len() {
-            return None;
-        }
-        if kind as u32 == NT_GNU_BUILD_ID && notes[12..12 + namesz] == *b"GNU\0" {
-            return Some(&notes[desc_at..desc_at + descsz]);
-        }
-        notes = notes.get(end..)?;
-    }
-    None
+        Ok(None)
+    })
 }
 
 #[cfg(test)]
@@ -97,21 +113,14 @@ mod tests {
         // The test binary itself: dynamic unless built with crt-static.
         let exe = std::env::current_exe().unwrap();
         assert_eq!(is_static(&exe).unwrap(), cfg!(target_feature = "crt-static"));
-        assert!(is_static(Path::new("/etc/hostname")).is_err());
-    }
-
-    #[test]
-    fn build_id_is_the_gnu_note() {
-        let mut notes = Vec::new();
-        // An unrelated note first, with a name that needs padding.
-        notes.extend([5u32, 4, 1].iter().flat_map(|v| v.to_le_bytes()));
-        notes.extend(b"Linux\0\0\0");
-        notes.extend([0u8; 4]);
-        notes.extend([4u32, 3, NT_GNU_BUILD_ID].iter().flat_map(|v| v.to_le_bytes()));
-        notes.extend(b"GNU\0");
-        notes.extend([0xab, 0xcd, 0xef, 0]);
-        assert_eq!(find_build_id(&notes), Some(&[0xab, 0xcd, 0xef][..]));
-        assert_eq!(find_build_id(&notes[..20]), None);
+        assert!(matches!(
+            is_static(Path::new("/etc/hostname")),
+            Err(ElfError::Parse { .. })
+        ));
+        assert!(matches!(
+            is_static(Path::new("/nonexistent")),
+            Err(ElfError::Open { .. })
+        ));
     }
 
     #[test]

@@ -27,8 +27,43 @@ pub fn read_sysctl(name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-pub fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
-    std::fs::write(sysctl_path(name), value).map_err(|e| format!("cannot set {name}={value}: {e}"))
+pub fn write_sysctl(name: &str, value: &str) -> Result<(), EnvError> {
+    std::fs::write(sysctl_path(name), value).map_err(|source| EnvError::SetSysctl {
+        name: name.into(),
+        value: value.into(),
+        source,
+    })
+}
+
+/// What could not be done to the machine.
+#[derive(Debug)]
+pub enum EnvError {
+    SetSysctl {
+        name: String,
+        value: String,
+        source: std::io::Error,
+    },
+    BlockSignals(nix::errno::Errno),
+    SignalThread(std::io::Error),
+}
+
+impl std::fmt::Display for EnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvError::SetSysctl { name, value, source } => write!(f, "cannot set {name}={value}: {source}"),
+            EnvError::BlockSignals(e) => write!(f, "cannot block signals: {e}"),
+            EnvError::SignalThread(e) => write!(f, "cannot start the signal thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EnvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EnvError::SetSysctl { source, .. } | EnvError::SignalThread(source) => Some(source),
+            EnvError::BlockSignals(e) => Some(e),
+        }
+    }
 }
 
 /// The snapshot of the watched values; what the run wrote is restored on drop.
@@ -69,7 +104,7 @@ impl Env {
                         "not root: vm.nr_hugepages stays {have} (wanted {want}); hugetlb cases may skip"
                     ));
                 } else if let Err(e) = write_sysctl("vm.nr_hugepages", &want.to_string()) {
-                    notes.push(e);
+                    notes.push(e.to_string());
                 } else {
                     remember("vm.nr_hugepages");
                     let got = read_sysctl("vm.nr_hugepages").unwrap_or_default();
@@ -83,7 +118,7 @@ impl Env {
             remember(k);
             match write_sysctl(k, v) {
                 Ok(()) => notes.push(format!("{k}={v} for the run")),
-                Err(e) => notes.push(e),
+                Err(e) => notes.push(e.to_string()),
             }
         }
         (Env { saved }, notes)
@@ -148,13 +183,13 @@ pub fn interrupted() -> bool {
 /// A second signal restores at once and exits 130. Call before starting any
 /// thread: the signals are blocked in the caller and waited for on a thread
 /// of their own (children get a clean mask from std's spawn).
-pub fn catch_signals() -> Result<(), String> {
+pub fn catch_signals() -> Result<(), EnvError> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(s);
     }
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| format!("cannot block signals: {e}"))?;
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(EnvError::BlockSignals)?;
     std::thread::Builder::new()
         .name("uffdtest-signals".into())
         .spawn(move || {
@@ -168,7 +203,7 @@ pub fn catch_signals() -> Result<(), String> {
                 eprintln!("uffdtest: {sig}: stopping the running cases and restoring sysctls");
             }
         })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        .map_err(EnvError::SignalThread)?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Watches the kernel log (`/dev/kmsg`) across a case for splats.
+//! Watches the kernel log (`/dev/kmsg`) across a case for splats (what a
+//! splat is, [`super::klog`] says).
 //!
 //! Each watch opens its own `/dev/kmsg` descriptor and seeks to the end at
 //! the case's start, so it reads exactly the records logged while the case
@@ -11,30 +12,6 @@ use std::os::unix::fs::OpenOptionsExt;
 
 pub const DEV_KMSG: &str = "/dev/kmsg";
 
-/// Substrings that mark a kernel splat: warnings, BUGs, oopses, sanitizers,
-/// lockdep, sleeping in atomic context, RCU stalls, lockups, hung tasks.
-pub const SPLAT_MARKERS: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "kernel BUG at",
-    "Oops",
-    "general protection fault",
-    "KASAN",
-    "UBSAN",
-    "KFENCE",
-    "possible circular locking",
-    "inconsistent lock state",
-    "possible recursive locking",
-    "sleeping function called from invalid context",
-    "rcu_sched self-detected stall",
-    "rcu_preempt self-detected stall",
-    "detected stall",
-    "soft lockup",
-    "hard LOCKUP",
-    "blocked for more than",
-    "Kernel panic",
-];
-
 /// The mark in the fake warning the runner's own tests inject
 /// (`tests/harness_runner.rs`).
 pub const FIXTURE_MARK: &str = "(injected by tests/harness_runner.rs";
@@ -44,30 +21,6 @@ pub const FIXTURE_MARK: &str = "(injected by tests/harness_runner.rs";
 /// on a shared machine, not the kernel's, and must fail nothing here.
 pub fn is_foreign_fixture(msg: &str) -> bool {
     msg.contains(FIXTURE_MARK) && std::env::var_os("UFFDTEST_FIXTURES").is_none()
-}
-
-/// Whether a kernel log message is (the first line of) a splat.
-pub fn is_splat(msg: &str) -> bool {
-    SPLAT_MARKERS.iter().any(|m| msg.contains(m))
-}
-
-/// How many lines after a splat's first line to quote (its trace).
-pub const SPLAT_CONTEXT: usize = 40;
-
-/// The excerpt to quote for a case: every splat with the lines after it, up
-/// to [`SPLAT_CONTEXT`] each. Empty if there was none.
-pub fn splat_excerpt(msgs: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut until = 0;
-    for (i, m) in msgs.iter().enumerate() {
-        if is_splat(m) {
-            until = i + 1 + SPLAT_CONTEXT;
-        }
-        if i < until {
-            out.push(m.clone());
-        }
-    }
-    out
 }
 
 /// A reader positioned at the end of the kernel log when it was opened.
@@ -132,33 +85,6 @@ pub fn announce(line: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case::warn("WARNING: CPU: 1 PID: 42 at mm/userfaultfd.c:1230 mfill_atomic+0x1/0x2")]
-    #[case::bug("BUG: unable to handle page fault for address: 0000000000001000")]
-    #[case::kernel_bug("kernel BUG at mm/huge_memory.c:2100!")]
-    #[case::oops("Oops: 0000 [#1] PREEMPT SMP NOPTI")]
-    #[case::gpf("general protection fault, probably for non-canonical address 0xdead: 0000 [#1]")]
-    #[case::kasan("BUG: KASAN: slab-use-after-free in handle_userfault+0x10/0x20")]
-    #[case::ubsan("UBSAN: shift-out-of-bounds in mm/userfaultfd.c:1:2")]
-    #[case::lockdep("WARNING: possible circular locking dependency detected")]
-    #[case::lockdep_inconsistent("WARNING: inconsistent lock state")]
-    #[case::atomic_sleep("BUG: sleeping function called from invalid context at mm/memory.c:1")]
-    #[case::rcu("rcu: INFO: rcu_preempt self-detected stall on CPU")]
-    #[case::soft_lockup("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [uffd:123]")]
-    #[case::hung_task("INFO: task uffd:123 blocked for more than 120 seconds.")]
-    fn splats_are_recognised(#[case] line: &str) {
-        assert!(is_splat(line));
-    }
-
-    #[rstest]
-    #[case::announce("uffdtest: start copy: copy_fills_missing_page on anon")]
-    #[case::ordinary("EXT4-fs (vda): mounted filesystem")]
-    #[case::lowercase("bug fixed in warning handling")]
-    fn ordinary_lines_are_not_splats(#[case] line: &str) {
-        assert!(!is_splat(line));
-    }
 
     #[test]
     fn the_harness_tests_fake_warning_fails_nothing_outside_them() {
@@ -167,7 +93,7 @@ mod tests {
             return;
         }
         let fake = "WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture (injected by tests/harness_runner.rs, not a kernel bug)";
-        assert!(is_splat(fake), "it is shaped like a WARN");
+        assert!(crate::runner::klog::is_splat(fake), "it is shaped like a WARN");
         assert!(is_foreign_fixture(fake));
         assert!(!is_foreign_fixture(
             "WARNING: CPU: 1 PID: 42 at mm/userfaultfd.c:1230 mfill_atomic+0x1/0x2"
@@ -181,15 +107,5 @@ mod tests {
             Some("WARNING: CPU: 0 PID: 1 at x")
         );
         assert_eq!(record_message(b"garbage"), None);
-    }
-
-    #[test]
-    fn excerpt_keeps_each_splat_with_its_trace() {
-        let mut msgs: Vec<String> = vec!["noise".into(), "WARNING: CPU: 0".into()];
-        msgs.extend((0..50).map(|i| format!("trace {i}")));
-        let ex = splat_excerpt(&msgs);
-        assert_eq!(ex.len(), 1 + SPLAT_CONTEXT);
-        assert_eq!(ex[0], "WARNING: CPU: 0");
-        assert!(splat_excerpt(&["noise".into()]).is_empty());
     }
 }

@@ -1,27 +1,33 @@
 //! The runner: runs any libtest binaries one case per process and reports
-//! KTAP. Stages: [`discover`] → [`run`] (with [`kmsg`] and [`env`]) →
+//! KTAP. Stages: [`discover`] → [`select`] → [`run`] (each case a
+//! [`process`] whose output [`libtest`] reads, the kernel log watched by
+//! [`kmsg`] with [`klog`]'s idea of a splat, the machine set by [`env`]) →
 //! [`ktap`] and [`report`]; [`result`] is the one model they share.
 //!
 //! From the guest's init or any other caller:
 //!
 //! ```no_run
-//! use uffdtest::runner::{RunOptions, run_ktap};
+//! use uffdtest::runner::{RunOptions, execute, report::Ktap};
 //! let opts = RunOptions { announce_kmsg: true, ..RunOptions::default() };
-//! let report = run_ktap(&opts, &mut std::io::stdout()).expect("plan the run");
+//! let report = execute(&opts, &mut [&mut Ktap::new(std::io::stdout())]).expect("plan the run");
 //! std::process::exit(report.exit_code());
 //! ```
 
 pub mod discover;
 pub mod elf;
 pub mod env;
+pub mod klog;
 pub mod kmsg;
 pub mod ktap;
+pub mod libtest;
+pub mod process;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod select;
 
-pub use discover::{Binary, Case, MANIFEST_NAME, Manifest};
+pub use discover::{Binary, Case, DiscoverError, MANIFEST_NAME, Manifest};
 pub use ktap::{parse as parse_ktap, write_report as write_ktap};
-pub use report::run_ktap;
 pub use result::{Report, Status, TestResult, Totals};
-pub use run::{Event, Plan, Reporter, RunOptions, plan, run};
+pub use run::{Event, Plan, Reporter, RunOptions, execute, plan, run};
+pub use select::PlanError;

@@ -3,8 +3,7 @@
 
 use super::ktap::KtapWriter;
 use super::result::{Report, Status, TestResult};
-use super::run::{Event, Reporter, RunOptions, run};
-use std::fmt::Write as _;
+use super::run::{Event, Reporter};
 use std::io::{self, Write};
 
 /// Streams KTAP as results arrive, then `# Totals:` and (if `summary`) the
@@ -64,13 +63,6 @@ impl<W: Write> Reporter for Ktap<W> {
             }
         }
     }
-}
-
-/// Runs with `opts` and streams KTAP (closing with the plain summary line)
-/// to `out`. Err only if nothing could be planned (no manifest, nothing selected).
-pub fn run_ktap(opts: &RunOptions, out: &mut dyn Write) -> Result<Report, String> {
-    let mut k = Ktap::new(out);
-    run(opts, &mut [&mut k])
 }
 
 /// A live `[done/total] N failed | running: name` line on a terminal
@@ -167,97 +159,53 @@ pub fn json(r: &Report) -> String {
 /// The report as JUnit XML (the shape GitLab, Jenkins and GitHub test
 /// reporters read): one `<testsuite>` per binary, one `<testcase>` per case;
 /// `<failure>` for fail and timeout, `<error>` for could-not-run and crashed,
-/// `<skipped>` with the reason.
+/// `<skipped>` with the reason. Written by quick-junit, as nextest writes its
+/// own, which also drops what XML 1.0 cannot hold (ANSI escapes, NUL).
 pub fn junit(r: &Report) -> String {
-    let t = r.totals();
+    use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
     let time = |t: &TestResult| -> f64 { t.leaves().iter().filter_map(|l| l.duration_secs).sum() };
-    let total_time: f64 = r.tests.iter().map(time).sum();
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        x,
-        "<testsuites name=\"uffdtest\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-        t.total(),
-        t.fail + t.xpass,
-        t.error,
-        t.skip,
-        total_time
-    );
-    for suite in &r.tests {
-        let cases: Vec<&TestResult> = suite.leaves();
-        let mut st = super::result::Totals::default();
-        cases.iter().for_each(|c| st.add(c.status));
-        let _ = writeln!(
-            x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-            esc(&suite.name),
-            st.total(),
-            st.fail + st.xpass,
-            st.error,
-            st.skip,
-            time(suite)
-        );
-        for c in cases {
-            let _ = write!(
-                x,
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                esc(&c.name),
-                esc(&suite.name),
-                c.duration_secs.unwrap_or(0.0)
-            );
+    let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let mut report = quick_junit::Report::new("uffdtest");
+    report.set_time(secs(r.tests.iter().map(time).sum()));
+    for group in &r.tests {
+        let mut suite = TestSuite::new(group.name.as_str());
+        suite.set_time(secs(time(group)));
+        for c in group.leaves() {
             let reason = c.reason.clone().unwrap_or_default();
-            let body = || {
-                let mut b = c.diagnostics.join("\n");
-                if !c.kmsg.is_empty() {
-                    b.push_str("\nkernel log:\n");
-                    b.push_str(&c.kmsg.join("\n"));
-                }
-                b
-            };
-            match c.status {
-                Status::Pass | Status::Xfail => x.push_str("/>\n"),
+            let status = match c.status {
+                Status::Pass | Status::Xfail => TestCaseStatus::success(),
                 Status::Skip => {
-                    let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>\n    </testcase>", esc(&reason));
+                    let mut st = TestCaseStatus::skipped();
+                    st.set_message(reason);
+                    st
                 }
                 s => {
-                    let (tag, kind) = match s {
-                        Status::Error | Status::Crashed => ("error", s.name()),
-                        _ => ("failure", s.name()),
+                    let kind = match s {
+                        Status::Error | Status::Crashed => NonSuccessKind::Error,
+                        _ => NonSuccessKind::Failure,
                     };
-                    let _ = writeln!(
-                        x,
-                        ">\n      <{tag} message=\"{}\" type=\"{kind}\">{}</{tag}>",
-                        esc(&reason),
-                        esc(&body())
-                    );
-                    if !c.output.is_empty() {
-                        let _ = writeln!(x, "      <system-out>{}</system-out>", esc(&c.output));
+                    let mut body = c.diagnostics.join("\n");
+                    if !c.kmsg.is_empty() {
+                        body.push_str("\nkernel log:\n");
+                        body.push_str(&c.kmsg.join("\n"));
                     }
-                    x.push_str("    </testcase>\n");
+                    let mut st = TestCaseStatus::non_success(kind);
+                    st.set_message(reason).set_type(s.name()).set_description(body);
+                    st
                 }
+            };
+            let failed = !matches!(status, TestCaseStatus::Success { .. } | TestCaseStatus::Skipped { .. });
+            let mut tc = TestCase::new(c.name.as_str(), status);
+            tc.set_classname(group.name.as_str())
+                .set_time(secs(c.duration_secs.unwrap_or(0.0)));
+            if failed && !c.output.is_empty() {
+                tc.set_system_out(c.output.as_str());
             }
+            suite.add_test_case(tc);
         }
-        x.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
-    x.push_str("</testsuites>\n");
-    x
-}
-
-/// XML-escapes text and drops the characters XML 1.0 cannot hold.
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\t' | '\n' | '\r' => o.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
+    report.to_string().expect("a JUnit report serialises to memory")
 }
 
 #[cfg(test)]
@@ -327,18 +275,52 @@ mod tests {
         assert!(out.contains("running copy: a (+1)"));
     }
 
+    /// The attributes of the first element named `tag` whose attributes include `having`.
+    fn element<'a>(x: &'a str, tag: &str, having: &str) -> &'a str {
+        x.split(&format!("<{tag} "))
+            .skip(1)
+            .map(|e| &e[..e.find('>').unwrap()])
+            .find(|e| e.contains(having))
+            .unwrap_or_else(|| panic!("no <{tag}> with {having} in {x}"))
+    }
+
     #[test]
     fn junit_counts_and_escapes() {
         let x = junit(&sample());
+        let top = element(&x, "testsuites", r#"name="uffdtest""#);
+        for a in [r#"tests="5""#, r#"failures="2""#, r#"errors="1""#] {
+            assert!(top.contains(a), "{a} in {top}");
+        }
+        let copy = element(&x, "testsuite", r#"name="copy""#);
+        for a in [
+            r#"tests="4""#,
+            r#"failures="2""#,
+            r#"errors="0""#,
+            r#"skipped="1""#,
+            r#"time="0.500""#,
+        ] {
+            assert!(copy.contains(a), "{a} in {copy}");
+        }
+        let b = element(&x, "testcase", r#"name="b on shmem""#);
         assert!(
-            x.contains(r#"<testsuites name="uffdtest" tests="5" failures="2" errors="1" skipped="1""#),
-            "{x}"
+            b.contains(r#"classname="copy""#) && b.contains(r#"time="0.500""#),
+            "{b}"
         );
-        assert!(x.contains(r#"<testsuite name="copy" tests="4" failures="2" errors="0" skipped="1" time="0.500">"#));
-        assert!(x.contains(r#"message="kernel log: WARNING: &lt;x&gt; &amp; &quot;y&quot;" type="fail""#));
-        assert!(x.contains(r#"<skipped message="no huge pages"/>"#));
-        assert!(x.contains(r#"type="timeout""#));
-        assert!(x.contains(r#"<error message="cannot list" type="error">"#));
+        let f = element(&x, "failure", "kernel log:");
+        assert!(
+            f.contains(r#"message="kernel log: WARNING: &lt;x&gt; &amp; &quot;y&quot;""#)
+                && f.contains(r#"type="fail""#),
+            "{f}"
+        );
+        assert!(
+            x.contains("kernel log:\nWARNING: CPU: 0 PID: 1"),
+            "the failure text quotes the splat"
+        );
+        assert!(x.contains("<system-out>out"), "the output of a failed case is kept");
+        assert!(element(&x, "skipped", "").contains(r#"message="no huge pages""#));
+        assert!(element(&x, "failure", r#"type="timeout""#).contains(r#"message="60 seconds""#));
+        let e = element(&x, "error", r#"type="error""#);
+        assert!(e.contains(r#"message="cannot list""#), "{e}");
         assert!(
             !x.contains('\u{0}') && !x.contains('\u{1b}'),
             "control characters dropped"

@@ -27,15 +27,19 @@
 //! Results reach the reporters in plan order, whatever order parallel cases
 //! end in; `CaseStarted` comes as it happens (for the progress line).
 
-use super::discover::{Case, Manifest, list_cases};
 use super::env::{Env, catch_signals, interrupted};
+use super::klog;
 use super::kmsg::{self, KmsgWatch};
+use super::libtest::{failure_lines, libtest_verdict};
+use super::process::{Captured, hang_report, reap_orphans, signal_name, spawn, watch_exit};
 use super::result::{Report, Status, TestResult};
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Child, ExitStatus};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use super::discover::Case;
+pub use super::select::{Plan, PlanError, PlannedBinary, matches_pattern};
 
 /// What to run and how. `Default` gives the CLI's defaults.
 #[derive(Debug, Clone)]
@@ -105,26 +109,6 @@ impl Default for RunOptions {
     }
 }
 
-/// The planned run: binaries in manifest order, each with its selected cases.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub binaries: Vec<PlannedBinary>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlannedBinary {
-    pub name: String,
-    pub cases: Vec<Case>,
-    /// Listing failed: the binary is one `ERROR` result.
-    pub error: Option<String>,
-}
-
-impl Plan {
-    pub fn case_count(&self) -> usize {
-        self.binaries.iter().map(|b| b.cases.len()).sum()
-    }
-}
-
 /// What the runner reports, in this order: `Started`, then per binary its
 /// cases' `CaseFinished` and a `BinaryFinished`, then `Finished`; `CaseStarted`
 /// and `CaseEnded` come as cases start and end, in between.
@@ -163,126 +147,26 @@ pub trait Reporter {
     fn event(&mut self, e: &Event) -> std::io::Result<()>;
 }
 
-/// Lists every binary's cases and applies the selection.
+/// [`super::select::plan`] with the error as its message, for callers that
+/// only print it.
 pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
-    let manifest = Manifest::load(&opts.manifest)?;
-    let mut plan = Plan::default();
-    let mut dealt = 0usize;
-    for b in &manifest.binaries {
-        if !opts.ioctl.is_empty() && !opts.ioctl.iter().any(|i| norm(i) == norm(&b.name)) {
-            continue;
-        }
-        let path = Manifest::resolve(&opts.manifest, b);
-        let cases = match list_cases(b, &path) {
-            Ok(c) => c,
-            Err(e) => {
-                plan.binaries.push(PlannedBinary {
-                    name: b.name.clone(),
-                    cases: Vec::new(),
-                    error: Some(e),
-                });
-                continue;
-            }
-        };
-        let mut keep = Vec::new();
-        for c in cases {
-            if !selected(opts, &c) {
-                continue;
-            }
-            if let Some((k, n)) = opts.shard {
-                dealt += 1;
-                if (dealt - 1) % n != k - 1 {
-                    continue;
-                }
-            }
-            keep.push(c);
-        }
-        if !keep.is_empty() {
-            plan.binaries.push(PlannedBinary {
-                name: b.name.clone(),
-                cases: keep,
-                error: None,
-            });
-        }
-    }
-    if opts.repeat > 1 {
-        let once = std::mem::take(&mut plan.binaries);
-        plan.binaries = (0..opts.repeat).flat_map(|_| once.iter().cloned()).collect();
-    }
-    Ok(plan)
+    Ok(super::select::plan(opts)?)
 }
 
-fn norm(s: &str) -> String {
-    s.trim().replace('_', "-").to_ascii_lowercase()
-}
-
-fn selected(opts: &RunOptions, c: &Case) -> bool {
-    if c.ignored && !opts.run_ignored {
-        return false;
-    }
-    if !opts.mem.is_empty()
-        && !c
-            .variant
-            .as_ref()
-            .is_some_and(|v| opts.mem.iter().any(|m| norm(m) == norm(v)))
-    {
-        return false;
-    }
-    let hay = [c.test.clone(), c.name.clone(), format!("{}/{}", c.binary, c.test)];
-    let hit = |p: &String| hay.iter().any(|h| matches_pattern(p, h));
-    if !opts.filters.is_empty() && !opts.filters.iter().any(hit) {
-        return false;
-    }
-    !opts.skip.iter().any(hit)
-}
-
-/// A pattern with `*` or `?` is a glob over the whole text; otherwise a substring.
-pub fn matches_pattern(pat: &str, text: &str) -> bool {
-    if pat.contains(['*', '?']) {
-        glob(pat.as_bytes(), text.as_bytes())
-    } else {
-        text.contains(pat)
-    }
-}
-
-fn glob(p: &[u8], t: &[u8]) -> bool {
-    // Iterative wildcard match with backtracking to the last `*`.
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
+/// [`execute`] with the error as its message, for callers that only print it.
+pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, String> {
+    Ok(execute(opts, reporters)?)
 }
 
 /// Plans and runs, feeding every reporter; returns the report. Err only for
 /// what stops the run before any case (no manifest, nothing selected).
-pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, String> {
+pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, PlanError> {
     if opts.handle_signals {
-        catch_signals()?;
+        catch_signals().map_err(PlanError::Signals)?;
     }
-    let plan = plan(opts)?;
+    let plan = super::select::plan(opts)?;
     if plan.binaries.is_empty() {
-        return Err(format!(
-            "no case matched the selection in {} (filters {:?}, mem {:?}, ioctl {:?}, shard {:?})",
-            opts.manifest.display(),
-            opts.filters,
-            opts.mem,
-            opts.ioctl,
-            opts.shard
-        ));
+        return Err(PlanError::nothing_selected(opts));
     }
     let (env, mut notes) = Env::setup(opts.hugepages, &opts.sysctls);
     let kmsg_ok = if opts.watch_kmsg {
@@ -412,7 +296,7 @@ pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Rep
             break;
         }
         if is_init {
-            reap_orphans(&running);
+            reap_orphans(|pid| running.iter().any(|r| r.pgid == pid));
         }
         if !any {
             // Until a case's process exits; deadlines are checked at least this often.
@@ -442,12 +326,8 @@ enum Phase {
     Killed(Instant),
 }
 
-/// Most output kept per case; a runaway printer is cut here.
-const OUTPUT_CAP: usize = 1 << 20;
 /// Kernel log lines quoted for a failure without a splat.
 const KMSG_TAIL: usize = 10;
-/// Most output lines quoted in KTAP for a failure (the JSON report has all).
-const DIAG_LINES: usize = 60;
 
 struct Running {
     at: (usize, usize),
@@ -506,7 +386,7 @@ impl Running {
                 r.child = Some(child);
                 r.output = Some(rx);
             }
-            Err(e) => r.start_error = Some(e),
+            Err(e) => r.start_error = Some(e.to_string()),
         }
         r
     }
@@ -604,8 +484,8 @@ impl Running {
             res.diagnostics.append(&mut self.hang_report);
         }
         let kmsgs: Vec<String> = kmsgs.into_iter().filter(|m| !kmsg::is_foreign_fixture(m)).collect();
-        let excerpt = kmsg::splat_excerpt(&kmsgs);
-        if let Some(first) = excerpt.iter().find(|m| kmsg::is_splat(m)) {
+        let excerpt = klog::excerpt(&kmsgs);
+        if let Some(first) = excerpt.iter().find(|m| klog::is_splat(m)) {
             if matches!(res.status, Status::Pass | Status::Skip) {
                 res.status = Status::Fail;
                 res.reason = Some(format!("kernel log: {first}"));
@@ -624,260 +504,5 @@ impl Running {
         }
         res.output = output;
         res
-    }
-}
-
-fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured), String> {
-    use std::os::unix::process::CommandExt;
-    let (mut rd, wr) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
-    let wr2 = wr.try_clone().map_err(|e| format!("cannot dup a pipe: {e}"))?;
-    let mut cmd = Command::new(&case.path);
-    cmd.arg(&case.test).args(["--exact", "--nocapture", "--test-threads=1"]);
-    if case.ignored {
-        cmd.arg("--include-ignored");
-    }
-    cmd.envs(opts.case_env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(wr)
-        .stderr(wr2)
-        .process_group(0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", case.path.display()))?;
-    // `cmd` holds the write ends: drop it so EOF comes when the case's group is gone.
-    drop(cmd);
-    let (tx, rx) = mpsc::channel();
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match rd.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let mut buf = b.lock().unwrap_or_else(|e| e.into_inner());
-                    if buf.len() < OUTPUT_CAP {
-                        buf.extend_from_slice(&chunk[..n]);
-                        if buf.len() >= OUTPUT_CAP {
-                            buf.extend_from_slice(b"\n[output cut at 1 MiB]\n");
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send(());
-    });
-    Ok((child, Captured { buf, eof: rx }))
-}
-
-/// A case's output, read by a thread of its own so a chatty case never blocks on a full pipe.
-struct Captured {
-    buf: Arc<Mutex<Vec<u8>>>,
-    eof: mpsc::Receiver<()>,
-}
-
-impl Captured {
-    /// The output once the pipe is closed, or what came so far if a process
-    /// that escaped the case's group still holds it open after 2 s.
-    fn finish(self) -> Vec<u8> {
-        let _ = self.eof.recv_timeout(Duration::from_secs(2));
-        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// Tells the run loop the moment process `pid` exits, so the next case
-/// starts then rather than at the loop's next poll: polling every 5 ms cost
-/// 2.5 ms a case, seconds over the suite. WNOWAIT leaves the reaping (and
-/// the exit status) to the case's `try_wait`; if that came first, waitid
-/// fails at once and the extra wake-up is harmless.
-fn watch_exit(pid: i32, exited: mpsc::Sender<()>) {
-    use nix::sys::wait::{Id, WaitPidFlag, waitid};
-    std::thread::spawn(move || {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {}
-        let _ = exited.send(());
-    });
-}
-
-/// Reaps exited processes that are not a running case's leader (orphans
-/// re-parented to PID 1). A leader's status is left for its `try_wait`.
-fn reap_orphans(running: &[Running]) {
-    use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
-    loop {
-        // Peek without reaping: which child has exited?
-        let Ok(st) = waitid(
-            Id::All,
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ) else {
-            return;
-        };
-        let Some(pid) = st.pid() else { return };
-        if running.iter().any(|r| r.pgid == pid.as_raw()) {
-            return;
-        }
-        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-    }
-}
-
-/// Most kernel stack frames quoted per blocked thread.
-const STACK_FRAMES: usize = 8;
-
-/// Each thread of each process in group `pgid`: its state, where it waits in
-/// the kernel (`wchan`), and its kernel stack (readable by root only), e.g.
-/// `pid 812 tid 813 (copy-1f2e) S wchan handle_userfault` then `  handle_userfault+0x1a5/0x5e0`.
-fn hang_report(pgid: i32) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    let mut pids: Vec<i32> = procs
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort();
-    for pid in pids {
-        if proc_stat(&format!("/proc/{pid}/stat")).map(|(_, _, pg)| pg) != Some(pgid) {
-            continue;
-        }
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        let mut tids: Vec<i32> = tasks
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        tids.sort();
-        for tid in tids {
-            let dir = format!("/proc/{pid}/task/{tid}");
-            let Some((comm, state, _)) = proc_stat(&format!("{dir}/stat")) else {
-                continue;
-            };
-            let wchan = std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_default();
-            let wchan = if wchan.is_empty() || wchan == "0" {
-                "-".to_string()
-            } else {
-                wchan
-            };
-            out.push(format!("pid {pid} tid {tid} ({comm}) {state} wchan {wchan}"));
-            if let Ok(stack) = std::fs::read_to_string(format!("{dir}/stack")) {
-                out.extend(
-                    stack
-                        .lines()
-                        .take(STACK_FRAMES)
-                        .map(|l| format!("  {}", l.split_once("] ").map_or(l, |(_, f)| f))),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// (comm, state, pgrp) from a `/proc/.../stat` line: `pid (comm) S ppid pgrp ...`.
-fn proc_stat(path: &str) -> Option<(String, char, i32)> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = s.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_string();
-    let mut f = rest.split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let _ppid = f.next()?;
-    let pgrp = f.next()?.parse().ok()?;
-    Some((comm, state, pgrp))
-}
-
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
-}
-
-/// The verdict of a case that exited 0: libtest must report it passed, and
-/// a `SKIP: <reason>` line (maybe after libtest's `test name ... `) makes it a skip.
-fn libtest_verdict(output: &str) -> (Status, Option<String>) {
-    let ran = output
-        .lines()
-        .any(|l| l.starts_with("test result: ok.") && l.contains(" 1 passed;"));
-    if !ran {
-        return (
-            Status::Error,
-            Some("libtest reported no test run (name not matched?)".into()),
-        );
-    }
-    for l in output.lines() {
-        if let Some(i) = l.find("SKIP: ") {
-            return (Status::Skip, Some(l[i + 6..].trim().to_string()));
-        }
-    }
-    (Status::Pass, None)
-}
-
-/// The output lines worth quoting for a failure: libtest's own framing dropped.
-fn failure_lines(output: &str, test: &str) -> Vec<String> {
-    let start = format!("test {test} ...");
-    let keep: Vec<&str> = output
-        .lines()
-        .map(str::trim_end)
-        // With --nocapture the case's own output starts on libtest's `test NAME ... ` line.
-        .map(|l| l.strip_prefix(start.as_str()).map(str::trim_start).unwrap_or(l))
-        .filter(|l| {
-            !(l.is_empty()
-                || *l == "running 1 test"
-                || *l == "failures:"
-                || *l == "FAILED"
-                || *l == "ok"
-                || l.starts_with("test result: ")
-                || l.starts_with("note: run with `RUST_BACKTRACE=1`")
-                || l.strip_prefix("    ") == Some(test))
-        })
-        .collect();
-    let mut out: Vec<String> = keep.iter().take(DIAG_LINES).map(|s| s.to_string()).collect();
-    if keep.len() > DIAG_LINES {
-        out.push(format!("... {} more lines in the JSON report", keep.len() - DIAG_LINES));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case::substring("missing", "copy_fills_missing_page::case_1_anon", true)]
-    #[case::glob_whole("copy_*::case_*_anon", "copy_fills_missing_page::case_1_anon", true)]
-    #[case::glob_must_match_whole("copy_*", "x_copy_y", false)]
-    #[case::question("a?c", "abc", true)]
-    #[case::star_middle("*fills*shmem*", "copy_fills_missing_page::case_2_shmem", true)]
-    #[case::no_match("zeropage", "copy_fills_missing_page", false)]
-    fn patterns_match(#[case] pat: &str, #[case] text: &str, #[case] want: bool) {
-        assert_eq!(matches_pattern(pat, text), want);
-    }
-
-    #[test]
-    fn skip_marker_after_libtest_prefix_is_a_skip() {
-        let out = "running 1 test\ntest a::case_4_hugetlb ... SKIP: no free huge pages\nok\n\n\
-                   test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 30 filtered out; finished in 0.00s\n";
-        assert_eq!(libtest_verdict(out), (Status::Skip, Some("no free huge pages".into())));
-    }
-
-    #[test]
-    fn exit_zero_without_a_passed_test_is_an_error() {
-        let out = "running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out\n";
-        assert_eq!(libtest_verdict(out).0, Status::Error);
-    }
-
-    #[test]
-    fn failure_lines_drop_libtest_framing() {
-        let out = "running 1 test\ntest a ... FAILED\n\nfailures:\n\n---- a stdout ----\n\
-                   test a ... thread 'a' panicked at tests/x.rs:3:5:\nassertion `left == right` failed\n\
-                   note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n\
-                   failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n";
-        assert_eq!(
-            failure_lines(out, "a"),
-            [
-                "---- a stdout ----",
-                "thread 'a' panicked at tests/x.rs:3:5:",
-                "assertion `left == right` failed"
-            ]
-        );
     }
 }

@@ -1,129 +1,14 @@
-//! Reads the guest's kernel console: finds splats and pins each on the case
-//! that was running, from the `uffdtest: start <binary>: <case>` lines the
+//! Reads the guest's kernel console: finds splats (as [`crate::runner::klog`]
+//! defines them, the same as the host run) and pins each on the case that was running, from the `uffdtest: start <binary>: <case>` lines the
 //! guest writes to /dev/kmsg before each case.
 
-use std::fmt;
-
-/// The kind of kernel report that fails a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplatKind {
-    Panic,
-    Oops,
-    Bug,
-    Warning,
-    Kasan,
-    Lockdep,
-    RcuStall,
-    SoftLockup,
-    HardLockup,
-    HungTask,
-}
-
-impl fmt::Display for SplatKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SplatKind::Panic => "panic",
-            SplatKind::Oops => "Oops",
-            SplatKind::Bug => "BUG",
-            SplatKind::Warning => "WARNING",
-            SplatKind::Kasan => "KASAN",
-            SplatKind::Lockdep => "lockdep",
-            SplatKind::RcuStall => "RCU stall",
-            SplatKind::SoftLockup => "soft lockup",
-            SplatKind::HardLockup => "hard lockup",
-            SplatKind::HungTask => "hung task",
-        })
-    }
-}
-
-/// Lockdep's report titles (kernel/locking/lockdep.c), which print as
-/// `WARNING: <title>` but are not WARN_ON()s.
-const LOCKDEP_TITLES: &[&str] = &[
-    "possible circular locking dependency",
-    "possible recursive locking",
-    "inconsistent lock state",
-    "suspicious RCU usage",
-    "bad unlock balance",
-    "held lock freed",
-    "lock held when returning to user space",
-    "possible irq lock inversion",
-    "bad contention detected",
-    "Nested lock was not taken",
-    "lock held at task exit",
-    "chain_key collision",
-    "HARDIRQ-safe -> HARDIRQ-unsafe lock order",
-    "SOFTIRQ-safe -> SOFTIRQ-unsafe lock order",
-];
-
-/// A console line without its printk prefixes: `[   12.345678] `, and the
-/// `[    T1] `/`[  C0] ` caller id of CONFIG_PRINTK_CALLER.
-///
-/// Accepted format: `[ <time>] [ <caller>] text`, either part optional.
-pub fn strip_prefix(line: &str) -> &str {
-    let mut s = line.trim_end_matches(['\r', '\n']);
-    for _ in 0..2 {
-        let t = s.trim_start();
-        if let Some(rest) = t.strip_prefix('[')
-            && let Some((inside, after)) = rest.split_once(']')
-            && inside
-                .trim()
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'T' | 'C'))
-        {
-            s = after.strip_prefix(' ').unwrap_or(after);
-        }
-    }
-    s
-}
+pub use crate::runner::klog::{SplatKind, classify, strip_prefix};
+use crate::runner::klog::{Step, Tracker};
 
 /// The printk time of a console line (`[   12.345678] ...`), in seconds.
 pub fn timestamp(line: &str) -> Option<f64> {
     let rest = line.trim_start().strip_prefix('[')?;
     rest.split_once(']')?.0.trim().parse().ok()
-}
-
-/// The kind of splat a console line opens, if any.
-///
-/// Accepted forms (after [`strip_prefix`]): `Kernel panic - not syncing: …`,
-/// `Oops: …`, `BUG: KASAN: …`, `BUG: soft lockup - …` (also behind
-/// `watchdog: `), `… Watchdog detected hard LOCKUP …`, `BUG: …`,
-/// `kernel BUG at …`, `WARNING: <lockdep title>`, `WARNING: CPU: …`,
-/// `rcu: INFO: … detected stall…`, `INFO: task … blocked for more than …`,
-/// `general protection fault…`, `UBSAN: …`, `BUG: KFENCE: …`.
-pub fn classify(line: &str) -> Option<SplatKind> {
-    let s = strip_prefix(line);
-    let s = s.strip_prefix("watchdog: ").unwrap_or(s);
-    if s.starts_with("Kernel panic - not syncing") {
-        return Some(SplatKind::Panic);
-    }
-    if s.starts_with("Oops: ") || s.starts_with("general protection fault") {
-        return Some(SplatKind::Oops);
-    }
-    if s.starts_with("BUG: KASAN:") || s.starts_with("BUG: KFENCE:") {
-        return Some(SplatKind::Kasan);
-    }
-    if s.starts_with("BUG: soft lockup") {
-        return Some(SplatKind::SoftLockup);
-    }
-    if s.contains("Watchdog detected hard LOCKUP") {
-        return Some(SplatKind::HardLockup);
-    }
-    if s.starts_with("BUG: ") || s.starts_with("kernel BUG at ") || s.starts_with("UBSAN: ") {
-        return Some(SplatKind::Bug);
-    }
-    if let Some(title) = s.strip_prefix("WARNING: ") {
-        if LOCKDEP_TITLES.iter().any(|t| title.starts_with(t)) {
-            return Some(SplatKind::Lockdep);
-        }
-        return Some(SplatKind::Warning);
-    }
-    if s.starts_with("rcu: INFO: ") && s.contains("detected stall") {
-        return Some(SplatKind::RcuStall);
-    }
-    if s.starts_with("INFO: task ") && s.contains("blocked for more than") {
-        return Some(SplatKind::HungTask);
-    }
-    None
 }
 
 /// The line the guest writes before each case.
@@ -172,9 +57,6 @@ pub struct Started {
     pub at: Option<f64>,
 }
 
-/// How many lines after the opening one a splat keeps.
-const SPLAT_CONTEXT: usize = 40;
-
 /// Feeds on console lines one by one; keeps the splats, the running case
 /// and the log's tail.
 #[derive(Debug, Default)]
@@ -191,8 +73,8 @@ pub struct Console {
     /// the host must stop it.
     pub halted: bool,
     tail: std::collections::VecDeque<String>,
-    /// Lines still to add to the last splat.
-    context_left: usize,
+    /// Which lines open a splat and which continue the last one.
+    tracker: Tracker,
 }
 
 /// How many console lines [`Console::tail`] keeps.
@@ -225,14 +107,11 @@ impl Console {
                 at: timestamp(raw),
             });
             self.current = Some(c);
-            self.context_left = 0;
+            self.tracker.reset();
             return;
         }
-        if let Some(kind) = classify(raw) {
-            // An Oops line after a BUG, or the panic that ends an oops, is
-            // the same event; keep it in that splat rather than counting two.
-            let same_event = matches!(kind, SplatKind::Panic | SplatKind::Oops) && self.context_left > 0;
-            if !same_event {
+        match self.tracker.step(raw) {
+            Step::Opens(kind) => {
                 // The running case is the last one announced.
                 let pass = self.current.as_ref().and(self.started.last()).map_or(0, |s| s.pass);
                 self.splats.push(Splat {
@@ -241,15 +120,13 @@ impl Console {
                     pass,
                     lines: vec![line],
                 });
-                self.context_left = SPLAT_CONTEXT;
-                return;
             }
-        }
-        if self.context_left > 0 {
-            self.context_left -= 1;
-            if let Some(s) = self.splats.last_mut() {
-                s.lines.push(line);
+            Step::Continues => {
+                if let Some(s) = self.splats.last_mut() {
+                    s.lines.push(line);
+                }
             }
+            Step::Outside => {}
         }
     }
 
@@ -283,66 +160,6 @@ impl Console {
 mod tests {
     use super::*;
     use rstest::rstest;
-
-    #[rstest]
-    #[case::panic(
-        "[    3.1] Kernel panic - not syncing: sysrq triggered crash",
-        Some(SplatKind::Panic)
-    )]
-    #[case::oops(
-        "[    3.1] Oops: general protection fault, probably for non-canonical address",
-        Some(SplatKind::Oops)
-    )]
-    #[case::gpf_old("general protection fault: 0000 [#1] SMP", Some(SplatKind::Oops))]
-    #[case::null_deref(
-        "[ 1.0] BUG: kernel NULL pointer dereference, address: 0000000000000000",
-        Some(SplatKind::Bug)
-    )]
-    #[case::kernel_bug("[ 1.0] kernel BUG at mm/userfaultfd.c:123!", Some(SplatKind::Bug))]
-    #[case::kasan(
-        "[ 1.0] BUG: KASAN: slab-use-after-free in userfaultfd_release+0x1/0x2",
-        Some(SplatKind::Kasan)
-    )]
-    #[case::warn(
-        "[ 1.0] WARNING: CPU: 1 PID: 77 at mm/userfaultfd.c:9 mfill_atomic+0x1/0x2",
-        Some(SplatKind::Warning)
-    )]
-    #[case::lockdep(
-        "[ 1.0] WARNING: possible circular locking dependency detected",
-        Some(SplatKind::Lockdep)
-    )]
-    #[case::rcu_lockdep("[ 1.0] WARNING: suspicious RCU usage", Some(SplatKind::Lockdep))]
-    #[case::rcu_stall(
-        "[ 21.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
-        Some(SplatKind::RcuStall)
-    )]
-    #[case::rcu_stall2(
-        "[ 21.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
-        Some(SplatKind::RcuStall)
-    )]
-    #[case::soft_lockup(
-        "[ 26.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [uffd:12]",
-        Some(SplatKind::SoftLockup)
-    )]
-    #[case::hard_lockup(
-        "[ 26.0] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1",
-        Some(SplatKind::HardLockup)
-    )]
-    #[case::hung(
-        "[ 150.0] INFO: task api:55 blocked for more than 120 seconds.",
-        Some(SplatKind::HungTask)
-    )]
-    #[case::caller_id(
-        "[    1.5][    T1] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1",
-        Some(SplatKind::Warning)
-    )]
-    #[case::plain("[    0.0] Linux version 6.12.117+deb12-cloud-amd64", None)]
-    #[case::hugepages_info("[ 0.5] HugeTLB: registered 2.00 MiB page size, pre-allocated 0 pages", None)]
-    #[case::announce("[ 2.0] uffdtest: start api: api_is_sane", None)]
-    #[case::rcu_info("[ 0.1] rcu: Hierarchical RCU implementation.", None)]
-    fn console_lines_classify(#[case] line: &str, #[case] want: Option<SplatKind>) {
-        assert_eq!(classify(line), want);
-    }
 
     #[rstest]
     #[case::timestamped("[    2.345678] uffdtest: start copy: copy_fills on shmem", Some(("copy", "copy_fills on shmem")))]

@@ -1,0 +1,259 @@
+//! The suite from a cargo build: its test executables from cargo's JSON
+//! messages, and which of their items serial_test marks.
+
+use super::{Binary, DiscoverError, HARNESS_PREFIX, Manifest};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// [`build_manifest`] with the error as its message, for callers that only
+/// print it.
+pub fn build(extra: &[String]) -> Result<Manifest, String> {
+    Ok(build_manifest(extra)?)
+}
+
+/// Builds the test binaries with cargo and returns the manifest of the suite.
+/// `extra` goes to `cargo test` (e.g. `--release`).
+pub fn build_manifest(extra: &[String]) -> Result<Manifest, DiscoverError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "test",
+        "--no-run",
+        "--test",
+        "*",
+        "--message-format=json-render-diagnostics",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|source| DiscoverError::CargoSpawn {
+        cargo: cargo.clone(),
+        source,
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let manifest = from_cargo_messages(BufReader::new(stdout));
+    let status = child.wait().map_err(DiscoverError::CargoOutput)?;
+    if !status.success() {
+        return Err(DiscoverError::CargoFailed { cargo, status });
+    }
+    let mut manifest = manifest?;
+    if manifest.binaries.is_empty() {
+        return Err(DiscoverError::NoTestBinaries);
+    }
+    // Cargo's paths are absolute: where the manifest will live does not matter.
+    manifest.record_listings(Path::new("."))?;
+    Ok(manifest)
+}
+
+/// One executable a cargo build produced, from its `compiler-artifact` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executable {
+    /// The cargo target name (`api`, `uffdtest`).
+    pub name: String,
+    /// An integration test target (`[[test]]`, `tests/*.rs`).
+    pub is_test: bool,
+    /// A binary target (`[[bin]]`, `src/main.rs`).
+    pub is_bin: bool,
+    /// Built as a libtest harness: every integration test, and the unit
+    /// tests of a bin or lib that `cargo test` also builds.
+    pub harness: bool,
+    pub path: PathBuf,
+    /// The target's root source file.
+    pub src_path: PathBuf,
+}
+
+/// Every executable in cargo's JSON build messages
+/// (`cargo build|test --message-format=json…`), in the order cargo reported
+/// them. Lines that are not cargo messages are skipped.
+pub fn executables(r: impl BufRead) -> Result<Vec<Executable>, DiscoverError> {
+    use cargo_metadata::Message;
+    let mut out = Vec::new();
+    for m in Message::parse_stream(r) {
+        let Message::CompilerArtifact(a) = m.map_err(DiscoverError::CargoOutput)? else {
+            continue;
+        };
+        let Some(exe) = a.executable else { continue };
+        out.push(Executable {
+            is_test: a.target.is_test(),
+            is_bin: a.target.is_bin(),
+            harness: a.profile.test,
+            name: a.target.name,
+            path: exe.into(),
+            src_path: a.target.src_path.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The suite's manifest from cargo's JSON build messages: every
+/// integration test binary but the `harness_*` ones (see [`executables`]).
+pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, DiscoverError> {
+    let mut m = Manifest::default();
+    for e in executables(r)? {
+        if !e.is_test || e.name.starts_with(HARNESS_PREFIX) {
+            continue;
+        }
+        let serial = std::fs::read_to_string(&e.src_path)
+            .map(|src| serial_items(&src))
+            .unwrap_or_default();
+        m.binaries.push(Binary {
+            name: e.name,
+            path: e.path,
+            serial,
+            listing: None,
+        });
+    }
+    m.binaries.sort_by(|a, b| a.name.cmp(&b.name));
+    m.binaries.dedup_by(|a, b| a.name == b.name);
+    Ok(m)
+}
+
+/// Names of the `fn`s and `mod`s that follow a serial_test attribute.
+///
+/// Accepted form: `#[serial]`, `#[serial(key)]`, `#[file_serial...]`,
+/// `#[serial_test::serial...]`, possibly among other attributes, followed by
+/// `fn name` or `mod name` on a later (or the same) line.
+pub fn serial_items(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = false;
+    for line in src.lines() {
+        let t = line.trim_start();
+        if t.starts_with("//") {
+            continue;
+        }
+        // `parallel` only keeps a case away from `serial` ones in the same
+        // process; one process per case already does that.
+        let parallel = t.starts_with("#[parallel") || t.starts_with("#[serial_test::parallel");
+        let serial = t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::");
+        if !parallel && serial && !process_local(t) {
+            pending = true;
+        }
+        if pending && let Some(name) = item_name(t) {
+            out.push(name);
+            pending = false;
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// serial_test keys that only order cases sharing one test process: a
+/// fork there would queue FORK events on every uffd of the process, another
+/// case's included. With one process per case they order nothing.
+pub const PROCESS_LOCAL_KEYS: &[&str] = &["fork", "uffd_event_fork"];
+
+/// A `#[serial(k, ...)]` whose keys are all process-local (see
+/// [`PROCESS_LOCAL_KEYS`]); `#[serial]` without keys and `#[file_serial]`
+/// (a lock across processes) never are.
+fn process_local(attr: &str) -> bool {
+    let Some(rest) = attr
+        .strip_prefix("#[serial(")
+        .or_else(|| attr.strip_prefix("#[serial_test::serial("))
+    else {
+        return false;
+    };
+    let Some((keys, _)) = rest.split_once(')') else {
+        return false;
+    };
+    keys.split(',').all(|k| PROCESS_LOCAL_KEYS.contains(&k.trim()))
+}
+
+fn item_name(line: &str) -> Option<String> {
+    for kw in ["fn ", "mod "] {
+        if let Some(i) = line.find(kw) {
+            // `fn` must be a word of its own: start of line or after a space.
+            if i == 0 || line.as_bytes()[i - 1] == b' ' {
+                let rest = &line[i + kw.len()..];
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() {
+                    return Some(name);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_attributes_are_found_in_source() {
+        let src = "
+#[apply(all_mem)]
+#[serial(hugepages)]
+fn shrinks_pool(#[case] mem: MemType) {}
+
+#[test]
+fn not_serial() {}
+
+#[serial]
+#[test]
+pub fn plain_serial() {}
+// #[serial]
+fn commented() {}
+#[file_serial(sysctl)] mod sysctl_cases {}
+
+#[serial(fork)]
+fn forks_in_its_own_process() {}
+#[serial_test::serial(uffd_event_fork)]
+fn also_forks() {}
+#[serial(sysctl, fork)]
+fn forks_and_sets_a_sysctl() {}
+";
+        assert_eq!(
+            serial_items(src),
+            vec![
+                "forks_and_sets_a_sysctl",
+                "plain_serial",
+                "shrinks_pool",
+                "sysctl_cases"
+            ]
+        );
+    }
+
+    /// `cargo test --no-run --message-format=json` output kept in `tests/data/cargo/`.
+    fn cargo_messages() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cargo/test-no-run.jsonl"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn executables_are_read_from_cargo_messages() {
+        let exes = executables(&cargo_messages()[..]).unwrap();
+        let got: Vec<_> = exes
+            .iter()
+            .map(|e| (e.name.as_str(), e.is_test, e.is_bin, e.harness))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("uffdtest", false, true, false),
+                ("uffdtest", false, true, true),
+                ("api", true, false, true),
+                ("harness_runner", true, false, true),
+            ]
+        );
+        assert_eq!(exes[0].path, PathBuf::from("/src/uffdtest/target/debug/uffdtest"));
+        assert_eq!(exes[2].src_path, PathBuf::from("/nonexistent/api.rs"));
+    }
+
+    #[test]
+    fn manifest_from_cargo_messages_keeps_suite_tests_only() {
+        let m = from_cargo_messages(&cargo_messages()[..]).unwrap();
+        let names: Vec<_> = m.binaries.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["api"]);
+        assert!(
+            m.binaries[0]
+                .path
+                .to_string_lossy()
+                .starts_with("/src/uffdtest/target/debug/deps/api-")
+        );
+    }
+}
