@@ -6,12 +6,12 @@
 //! uffd selftests to ours; a mapping that names a test the suite does not
 //! have fails the generation, and so does an upstream memory type we miss.
 
+use crate::cli::Exit;
 use crate::mem::MemType;
 use crate::runner::discover::{self, Case, HARNESS_PREFIX, Manifest};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// One case of the kernel's selftests and the tests of ours that cover it.
 pub struct Upstream {
@@ -366,7 +366,7 @@ pub struct CoverageArgs {
     pub check: Option<PathBuf>,
 }
 
-pub fn coverage_cmd(a: &CoverageArgs) -> ExitCode {
+pub fn coverage_cmd(a: &CoverageArgs) -> Exit {
     let manifest = a.manifest.clone().unwrap_or_else(discover::default_manifest);
     let result = (|| {
         if a.build {
@@ -376,31 +376,28 @@ pub fn coverage_cmd(a: &CoverageArgs) -> ExitCode {
     })();
     let text = match result {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("uffdtest coverage: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return Exit::CouldNotRun.because("uffdtest coverage", e),
     };
     if let Some(path) = &a.check {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         if old == text {
-            return ExitCode::SUCCESS;
+            return Exit::Ok;
         }
         eprintln!(
             "uffdtest coverage: {} is stale; regenerate it with `cargo run -- coverage --build -o {}`",
             path.display(),
             path.display()
         );
-        return ExitCode::from(1);
+        return Exit::Failure;
     }
     match &a.output {
         Some(p) => {
             if let Err(e) = std::fs::write(p, &text) {
-                eprintln!("uffdtest coverage: cannot write {}: {e}", p.display());
-                return ExitCode::from(2);
+                return Exit::CouldNotRun
+                    .because("uffdtest coverage", format_args!("cannot write {}: {e}", p.display()));
             }
         }
         None => print!("{text}"),
     }
-    ExitCode::SUCCESS
+    Exit::Ok
 }

@@ -1,9 +1,9 @@
 //! `uffdtest build|compare|bisect|merge`: arguments and output of the gate stages.
 
+use crate::cli::Exit;
 use crate::gate::build::{self, BaseConfig, BuildOpts, Fragment};
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
@@ -58,13 +58,10 @@ impl BuildArgs {
 }
 
 /// Prints the image path on stdout (for scripts) and the rest on stderr.
-pub fn build(args: &BuildArgs) -> ExitCode {
+pub fn build(args: &BuildArgs) -> Exit {
     let opts = match args.opts() {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("uffdtest build: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return Exit::Failure.because("uffdtest build", e),
     };
     match build::build(&opts) {
         Ok(b) => {
@@ -82,12 +79,9 @@ pub fn build(args: &BuildArgs) -> ExitCode {
                 b.out.display()
             );
             println!("{}", b.image.display());
-            ExitCode::SUCCESS
+            Exit::Ok
         }
-        Err(e) => {
-            eprintln!("uffdtest build: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => Exit::Failure.because("uffdtest build", e),
     }
 }
 
@@ -119,14 +113,12 @@ pub struct CompareArgs {
 }
 
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
-pub fn compare(args: &CompareArgs) -> ExitCode {
+pub fn compare(args: &CompareArgs) -> Exit {
     use crate::gate::compare;
+    let unreadable = |e| Exit::CouldNotRun.because("uffdtest compare", e);
     let (mut base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
         (Ok(b), Ok(c)) => (b, c),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("uffdtest compare: {e}");
-            return ExitCode::from(2);
-        }
+        (Err(e), _) | (_, Err(e)) => return unreadable(e),
     };
     // Repeated runs side by side in one report: compare keeps every outcome of a case.
     for p in &args.base_repeats {
@@ -135,10 +127,7 @@ pub fn compare(args: &CompareArgs) -> ExitCode {
                 base.tests.extend(r.tests);
                 base.parse_errors.extend(r.parse_errors);
             }
-            Err(e) => {
-                eprintln!("uffdtest compare: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return unreadable(e),
         }
     }
     let c = compare::compare(&base, &cand);
@@ -151,10 +140,9 @@ pub fn compare(args: &CompareArgs) -> ExitCode {
     if let Some(p) = &args.output
         && let Err(e) = std::fs::write(p, &text)
     {
-        eprintln!("uffdtest compare: write {}: {e}", p.display());
-        return ExitCode::from(2);
+        return unreadable(format!("write {}: {e}", p.display()));
     }
-    ExitCode::from(c.exit_code() as u8)
+    Exit::from_report_code(c.exit_code())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,13 +162,10 @@ pub struct MergeArgs {
 }
 
 /// Exits as the merged run would have (kselftest: 0 pass, 1 any failure, 4 all skipped); 2 if they do not merge.
-pub fn merge(args: &MergeArgs) -> ExitCode {
+pub fn merge(args: &MergeArgs) -> Exit {
     use crate::gate::{compare::load, merge::merge};
     use crate::runner::{ktap, report};
-    let fail = |e: String| {
-        eprintln!("uffdtest merge: {e}");
-        ExitCode::from(2)
-    };
+    let fail = |e: String| Exit::CouldNotRun.because("uffdtest merge", e);
     let shards = match args.shards.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>() {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -212,7 +197,7 @@ pub fn merge(args: &MergeArgs) -> ExitCode {
         shards.len(),
         merged.totals().summary_line()
     );
-    ExitCode::from(merged.exit_code().clamp(0, 255) as u8)
+    Exit::from_report_code(merged.exit_code())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -231,7 +216,7 @@ pub struct BisectArgs {
 }
 
 /// One `git bisect run` step: 0 good, 1 bad, 125 cannot test, 255 stop the bisection (see [`crate::gate::bisect`]).
-pub fn bisect(args: &BisectArgs) -> ExitCode {
+pub fn bisect(args: &BisectArgs) -> Exit {
     use crate::gate::bisect::{self as b, Verdict};
     let head = std::process::Command::new("git")
         .arg("-C")
@@ -262,5 +247,5 @@ pub fn bisect(args: &BisectArgs) -> ExitCode {
         },
     };
     eprintln!("uffdtest bisect: {head}: {verdict}");
-    ExitCode::from(verdict.exit_code())
+    Exit::from(&verdict)
 }

@@ -1,11 +1,11 @@
 //! `uffdtest run`, `list` and `build-tests`: the runner's command line.
 
+use crate::cli::Exit;
 use crate::runner::report::{self, Ktap, Progress};
 use crate::runner::{Report, Reporter, RunOptions, discover, plan, run};
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// Which cases: shared by `run` and `list`.
@@ -158,9 +158,8 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("uffdtest: {msg}");
-    ExitCode::from(2)
+fn fail(msg: impl std::fmt::Display) -> Exit {
+    Exit::CouldNotRun.because("uffdtest", msg)
 }
 
 /// Builds the tests if asked and returns the manifest path.
@@ -192,25 +191,25 @@ fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     }
 }
 
-pub fn build_tests(a: &BuildTestsArgs) -> ExitCode {
+pub fn build_tests(a: &BuildTestsArgs) -> Exit {
     match manifest(&a.manifest, true, &a.cargo_args) {
         Ok(p) => {
             println!("{}", p.display());
-            ExitCode::SUCCESS
+            Exit::Ok
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
 /// Prints every selected case: binary (ioctl), memory type, serial/ignored marks, name.
-pub fn list(sel: &Selection) -> ExitCode {
+pub fn list(sel: &Selection) -> Exit {
     let path = match manifest(&sel.manifest, sel.build, &[]) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let plan = match plan(&options(sel, path)) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{:<16} {:<16} {:<8} CASE", "IOCTL", "MEMTYPE", "FLAGS");
@@ -236,13 +235,13 @@ pub fn list(sel: &Selection) -> ExitCode {
         }
     }
     let _ = writeln!(out, "{} cases in {} binaries", plan.case_count(), plan.binaries.len());
-    ExitCode::SUCCESS
+    Exit::Ok
 }
 
-pub fn run_cmd(a: &RunArgs) -> ExitCode {
+pub fn run_cmd(a: &RunArgs) -> Exit {
     let path = match manifest(&a.sel.manifest, a.sel.build, &[]) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let mut opts = options(&a.sel, path);
     if let Some(j) = a.jobs {
@@ -259,7 +258,7 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     let file = match &a.out.output {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Some(f),
-            Err(e) => return fail(&format!("cannot create {}: {e}", p.display())),
+            Err(e) => return fail(format_args!("cannot create {}: {e}", p.display())),
         },
         None => None,
     };
@@ -278,7 +277,7 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     }
     let report = match run(&opts, &mut reporters) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     drop(reporters);
     drop(to_file);
@@ -290,5 +289,5 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
             eprintln!("  {l}");
         }
     }
-    ExitCode::from(report.exit_code() as u8)
+    Exit::from_report_code(report.exit_code())
 }

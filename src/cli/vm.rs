@@ -1,5 +1,6 @@
 //! `uffdtest vm` and `uffdtest kconfig`: the VM harness's command line.
 
+use crate::cli::Exit;
 use crate::cli::run::{Outputs, Selection};
 use crate::runner::discover;
 use crate::vm::boot::AccelChoice;
@@ -12,13 +13,8 @@ use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Exit code when the run could not happen (bad input, no QEMU, the guest
-/// init could not start the suite), as `uffdtest run` uses for bad input.
-pub const EXIT_INFRA: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunnerKind {
@@ -91,14 +87,14 @@ pub struct KconfigArgs {
     pub fragment: Option<PathBuf>,
 }
 
-fn infra(msg: &str) -> ExitCode {
-    eprintln!("uffdtest: {msg}");
-    ExitCode::from(EXIT_INFRA)
+/// The run could not happen (bad input, no QEMU, the guest init could not start the suite).
+fn infra(msg: &str) -> Exit {
+    Exit::CouldNotRun.because("uffdtest", msg)
 }
 
 /// `uffdtest kconfig`: prints the fragment, or checks a `.config`
 /// (exit 1 if a required option is missing).
-pub fn kconfig_cmd(a: &KconfigArgs) -> ExitCode {
+pub fn kconfig_cmd(a: &KconfigArgs) -> Exit {
     let text = match &a.fragment {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => t,
@@ -112,7 +108,7 @@ pub fn kconfig_cmd(a: &KconfigArgs) -> ExitCode {
     };
     let Some(cfg) = &a.check else {
         print!("{text}");
-        return ExitCode::SUCCESS;
+        return Exit::Ok;
     };
     let config = match std::fs::read_to_string(cfg) {
         Ok(t) => t,
@@ -120,11 +116,7 @@ pub fn kconfig_cmd(a: &KconfigArgs) -> ExitCode {
     };
     let missing = kconfig::check(&frag, &kconfig::parse_config(&config));
     print!("{}", kconfig::report(&cfg.display().to_string(), frag.len(), &missing));
-    if missing.iter().any(|m| m.want.need == kconfig::Need::Required) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Exit::failed_if(missing.iter().any(|m| m.want.need == kconfig::Need::Required))
 }
 
 fn guest_config(a: &VmArgs) -> GuestConfig {
@@ -145,7 +137,7 @@ fn guest_config(a: &VmArgs) -> GuestConfig {
 }
 
 /// `uffdtest vm`.
-pub fn vm_cmd(a: &VmArgs) -> ExitCode {
+pub fn vm_cmd(a: &VmArgs) -> Exit {
     if a.runner == RunnerKind::Vng {
         return vng_cmd(a);
     }
@@ -212,7 +204,7 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
         .iter()
         .any(|(_, t)| t.status != crate::runner::Status::Crashed);
     if !run.guest_errors.is_empty() && !ran_any {
-        return ExitCode::from(EXIT_INFRA);
+        return Exit::CouldNotRun;
     }
     if !run.console.kernel_seen {
         eprintln!(
@@ -221,9 +213,9 @@ pub fn vm_cmd(a: &VmArgs) -> ExitCode {
             run.end,
             a.kernel.display()
         );
-        return ExitCode::from(EXIT_INFRA);
+        return Exit::CouldNotRun;
     }
-    ExitCode::from(r.exit_code() as u8)
+    Exit::from_report_code(r.exit_code())
 }
 
 /// The `uffdtest run` command the guest executes.
@@ -262,11 +254,8 @@ fn guest_command(a: &VmArgs, exe: &Path, manifest: &Path) -> String {
 }
 
 /// `uffdtest vm --runner vng`.
-pub fn vng_cmd(a: &VmArgs) -> ExitCode {
-    let fail = |m: &str| {
-        eprintln!("uffdtest: {m}");
-        ExitCode::from(EXIT_INFRA)
-    };
+pub fn vng_cmd(a: &VmArgs) -> Exit {
+    let fail = infra;
     let kernel = match boot::resolve_kernel(&a.kernel) {
         Ok(k) => k,
         Err(e) => return fail(&e),
@@ -345,7 +334,7 @@ pub fn vng_cmd(a: &VmArgs) -> ExitCode {
     if status != 0 {
         eprintln!("uffdtest: vng exited {status}; the verdict comes from the KTAP (cases it lacks count as crashed)");
     }
-    ExitCode::from(report.exit_code() as u8)
+    Exit::from_report_code(report.exit_code())
 }
 
 /// Relays the lines the guest appends to `file` until `child` exits, or

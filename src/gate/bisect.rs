@@ -26,14 +26,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The exit code `git bisect run` expects.
+    /// The exit code `git bisect run` expects, as `uffdtest bisect` exits.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Verdict::Good { .. } => 0,
-            Verdict::Bad { .. } => 1,
-            Verdict::Untestable(_) => 125,
-            Verdict::Abort(_) => 255,
-        }
+        crate::cli::Exit::from(self).code()
     }
 }
 
