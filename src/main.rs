@@ -38,6 +38,9 @@ enum Cmd {
     Stress(uffdtest::cli::stress::StressArgs),
     /// Fault round-trip latency and resolve rates per memory type (a table; --json).
     Bench(uffdtest::cli::stress::BenchArgs),
+    /// `vm` from its options as JSON on stdin: how `bisect` runs the guest in a child.
+    #[command(name = uffdtest::vm::options::CHILD_COMMAND, hide = true)]
+    VmChild,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,18 @@ fn main() -> ExitCode {
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
+        Cmd::VmChild => uffdtest::cli::vm::child_cmd(),
     };
     exit.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_child_command_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["uffdtest", uffdtest::vm::options::CHILD_COMMAND]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::VmChild));
+    }
 }

@@ -1,8 +1,9 @@
 //! `uffdtest run`, `list` and `build-tests`: the runner's command line.
 
 use crate::cli::Exit;
-use crate::runner::report::{self, Ktap, Progress};
+use crate::runner::report::{Ktap, Progress};
 use crate::runner::{Report, Reporter, RunOptions, discover, plan, run};
+use crate::vm::ReportFiles;
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -57,29 +58,18 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    pub fn files(&self) -> ReportFiles {
+        ReportFiles {
+            ktap: self.output.clone(),
+            junit: self.junit.clone(),
+            json: self.json.clone(),
+        }
+    }
+
     /// Writes the finished report to the files asked for; the KTAP file too
     /// when `ktap` (`run` streams it there as the cases end instead).
     pub fn write(&self, r: &Report, ktap: bool) {
-        let mut text = Vec::new();
-        if ktap {
-            let _ = crate::runner::write_ktap(&mut text, r);
-            let _ = writeln!(text, "{}", r.totals().summary_line());
-        }
-        let writes = [
-            (
-                self.output.as_ref().filter(|_| ktap),
-                String::from_utf8_lossy(&text).into_owned(),
-            ),
-            (self.junit.as_ref(), report::junit(r)),
-            (self.json.as_ref(), report::json(r)),
-        ];
-        for (path, text) in writes {
-            if let Some(p) = path
-                && let Err(e) = std::fs::write(p, text)
-            {
-                eprintln!("uffdtest: cannot write {}: {e}", p.display());
-            }
-        }
+        self.files().write(r, ktap)
     }
 }
 
