@@ -1,5 +1,5 @@
 //! The VM harness end to end: `uffdtest vm` and `uffdtest kconfig` as a
-//! developer runs them. Bad input needs nothing but the binary; the boots
+//! developer runs them, and a `bisect` step's VM run. Bad input needs nothing but the binary; the boots
 //! need QEMU and a kernel in `UFFDTEST_KERNEL` (CI downloads Debian's 6.12
 //! cloud kernel) and SKIP without them.
 //!
@@ -259,4 +259,48 @@ fn kernel_without_userfaultfd_is_reported_from_the_guest() {
         "{err}"
     );
     assert!(err.contains("CONFIG_USERFAULTFD=y"), "{err}");
+}
+
+/// A `bisect` step's VM run, as `uffdtest bisect ... ARGS` sets it up, on the `uffdtest` under test.
+fn bisect_step(kernel: &Path, results: &Path, args: &[&str]) -> uffdtest::gate::bisect::Verdict {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        bisect: uffdtest::cli::gate::BisectArgs,
+    }
+    let line = Line::try_parse_from(["bisect"].iter().chain(args)).unwrap();
+    let vm = line.bisect.vm_options().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_uffdtest"));
+    uffdtest::gate::bisect::run_vm_with(exe, kernel, results, &vm)
+}
+
+#[test]
+fn bisect_step_without_a_kernel_cannot_test_the_commit() {
+    let results = std::env::temp_dir().join(format!("uffdtest-harness-vm-bisect-{}", std::process::id()));
+    let v = bisect_step(Path::new("/nonexistent/bzImage"), &results, &["--", "--accel", "tcg"]);
+    let log = std::fs::read_to_string(results.join("vm.log")).unwrap();
+    std::fs::remove_dir_all(&results).unwrap();
+    assert_eq!(v.exit_code(), 125, "{v}");
+    assert!(v.to_string().contains("uffdtest vm exit status: 2"), "{v}");
+    assert!(log.contains("cannot open kernel /nonexistent/bzImage"), "{log}");
+}
+
+#[test]
+#[serial(vm)]
+fn bisect_step_judges_the_guest_run() {
+    let k = kernel_or_skip!();
+    let results = std::env::temp_dir().join(format!("uffdtest-harness-vm-bisect-run-{}", std::process::id()));
+    let v = bisect_step(&k, &results, &["--", "--accel", "tcg", "--ioctl", "api"]);
+    let json = results.join("result.json");
+    assert!(json.is_file(), "{v}");
+    std::fs::remove_dir_all(&results).unwrap();
+    // Good or bad: either way the step judged the kernel by its cases.
+    assert!(
+        matches!(
+            v,
+            uffdtest::gate::bisect::Verdict::Good { .. } | uffdtest::gate::bisect::Verdict::Bad { .. }
+        ),
+        "{v}"
+    );
 }

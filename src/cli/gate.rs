@@ -1,7 +1,9 @@
 //! `uffdtest build|compare|bisect|merge`: arguments and output of the gate stages.
 
 use crate::cli::Exit;
+use crate::cli::vm::VmArgs;
 use crate::gate::build::{self, BaseConfig, BuildOpts, Fragment};
+use crate::vm::VmOptions;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -215,6 +217,26 @@ pub struct BisectArgs {
     pub vm_args: Vec<String>,
 }
 
+/// `uffdtest vm`'s flags, for the arguments `bisect` passes on.
+#[derive(clap::Parser)]
+#[command(name = "uffdtest vm", no_binary_name = true)]
+struct VmLine {
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+impl BisectArgs {
+    /// The run each step boots its kernel with: `-f` and the `uffdtest vm` arguments after `--`, parsed as `vm`
+    /// parses them (the kernel is the one each step builds).
+    pub fn vm_options(&self) -> Result<VmOptions, clap::Error> {
+        use clap::Parser;
+        let line = ["--kernel", "(built by each step)"].map(String::from);
+        let mut vm = VmLine::try_parse_from(line.iter().chain(&self.vm_args))?.vm;
+        vm.sel.filters.splice(0..0, self.filters.iter().cloned());
+        Ok(vm.options())
+    }
+}
+
 /// One `git bisect run` step: 0 good, 1 bad, 125 cannot test, 255 stop the bisection (see [`crate::gate::bisect`]).
 pub fn bisect(args: &BisectArgs) -> Exit {
     use crate::gate::bisect::{self as b, Verdict};
@@ -228,9 +250,10 @@ pub fn bisect(args: &BisectArgs) -> Exit {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "(not a git checkout)".into());
     eprintln!("uffdtest bisect: testing {head}");
-    let verdict = match args.build.opts() {
-        Err(e) => Verdict::Abort(e.to_string()),
-        Ok(opts) => match build::build(&opts) {
+    let verdict = match (args.build.opts(), args.vm_options()) {
+        (Err(e), _) => Verdict::Abort(e.to_string()),
+        (_, Err(e)) => Verdict::Abort(format!("the arguments for uffdtest vm after --: {e}")),
+        (Ok(opts), Ok(vm)) => match build::build(&opts) {
             Err(e @ (build::BuildError::NotAKernelTree { .. } | build::BuildError::MissingToolchain { .. })) => {
                 Verdict::Abort(e.to_string())
             }
@@ -242,10 +265,54 @@ pub fn bisect(args: &BisectArgs) -> Exit {
                     built.elapsed.as_secs_f64()
                 );
                 let results = args.results.clone().unwrap_or_else(|| built.out.join("bisect"));
-                b::run_vm(&built.image, &results, &args.filters, &args.vm_args)
+                b::run_vm(&built.image, &results, &vm)
             }
         },
     };
     eprintln!("uffdtest bisect: {head}: {verdict}");
     Exit::from(&verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        bisect: BisectArgs,
+    }
+
+    fn bisect(args: &[&str]) -> BisectArgs {
+        Line::try_parse_from(std::iter::once("bisect").chain(args.iter().copied()))
+            .unwrap()
+            .bisect
+    }
+
+    #[test]
+    fn each_step_runs_the_cases_and_vm_flags_it_was_given() {
+        let a = bisect(&[
+            "-f",
+            "copy",
+            "--",
+            "-f",
+            "zero_len",
+            "--mem",
+            "shmem",
+            "--timeout",
+            "30",
+        ]);
+        let vm = a.vm_options().unwrap();
+        assert_eq!(vm.guest.filters, ["copy", "zero_len"]);
+        assert_eq!(vm.guest.mem, ["shmem"]);
+        assert_eq!(vm.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(vm.runner, crate::vm::Runner::Qemu);
+    }
+
+    #[test]
+    fn a_mistyped_vm_flag_is_an_error_before_any_build() {
+        let e = bisect(&["--", "--timeuot", "30"]).vm_options().unwrap_err();
+        assert!(e.to_string().contains("--timeuot"), "{e}");
+    }
 }
