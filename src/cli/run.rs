@@ -153,7 +153,12 @@ fn fail(msg: impl std::fmt::Display) -> Exit {
 }
 
 /// Builds the tests if asked and returns the manifest path.
-fn manifest(sel_manifest: &Option<PathBuf>, build: bool, cargo_args: &[String]) -> Result<PathBuf, String> {
+/// The runner's error passes through as it is, whatever its type.
+fn manifest(
+    sel_manifest: &Option<PathBuf>,
+    build: bool,
+    cargo_args: &[String],
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
     if build {
         let m = discover::build(cargo_args)?;
