@@ -25,11 +25,7 @@ enum Cmd {
     /// Write docs/coverage.md: cases per ioctl × memory type, upstream cases → ours.
     Coverage(uffdtest::cli::coverage::CoverageArgs),
     /// Show what the running kernel's userfaultfd supports.
-    Caps {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Caps(uffdtest::cli::caps::CapsArgs),
     /// Configure and build a kernel tree out-of-tree with qemu/uffd.config; prints the bzImage path.
     Build(uffdtest::cli::gate::BuildArgs),
     /// Judge a candidate run against a base run; exits 1 on any regression or new kernel splat.
@@ -42,6 +38,9 @@ enum Cmd {
     Stress(uffdtest::cli::stress::StressArgs),
     /// Fault round-trip latency and resolve rates per memory type (a table; --json).
     Bench(uffdtest::cli::stress::BenchArgs),
+    /// `vm` from its options as JSON on stdin: how `bisect` runs the guest in a child.
+    #[command(name = uffdtest::vm::options::CHILD_COMMAND, hide = true)]
+    VmChild,
 }
 
 fn main() -> ExitCode {
@@ -49,26 +48,32 @@ fn main() -> ExitCode {
         uffdtest::vm::init::main();
     }
     let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::parse_error(e));
-    match cli.cmd {
+    let exit = match cli.cmd {
         Cmd::Run(args) => uffdtest::cli::run::run_cmd(&args),
         Cmd::List(sel) => uffdtest::cli::run::list(&sel),
         Cmd::BuildTests(args) => uffdtest::cli::run::build_tests(&args),
         Cmd::Vm(args) => uffdtest::cli::vm::vm_cmd(&args),
         Cmd::Kconfig(args) => uffdtest::cli::vm::kconfig_cmd(&args),
         Cmd::Coverage(args) => uffdtest::cli::coverage::coverage_cmd(&args),
-        Cmd::Caps { json } => {
-            if json {
-                println!("{}", uffdtest::cli::caps::json());
-            } else {
-                print!("{}", uffdtest::cli::caps::table());
-            }
-            ExitCode::SUCCESS
-        }
+        Cmd::Caps(args) => uffdtest::cli::caps::caps_cmd(&args),
         Cmd::Build(args) => uffdtest::cli::gate::build(&args),
         Cmd::Compare(args) => uffdtest::cli::gate::compare(&args),
         Cmd::Merge(args) => uffdtest::cli::gate::merge(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
+        Cmd::VmChild => uffdtest::cli::vm::child_cmd(),
+    };
+    exit.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_child_command_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["uffdtest", uffdtest::vm::options::CHILD_COMMAND]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::VmChild));
     }
 }

@@ -1,5 +1,5 @@
 //! The VM harness end to end: `uffdtest vm` and `uffdtest kconfig` as a
-//! developer runs them. Bad input needs nothing but the binary; the boots
+//! developer runs them, and a `bisect` step's VM run. Bad input needs nothing but the binary; the boots
 //! need QEMU and a kernel in `UFFDTEST_KERNEL` (CI downloads Debian's 6.12
 //! cloud kernel) and SKIP without them.
 //!
@@ -63,26 +63,29 @@ fn vm(kernel: &Path, extra: &[&str]) -> Output {
         .expect("run uffdtest vm")
 }
 
-#[test]
-fn missing_kernel_is_named_and_exits_2() {
-    let o = uffdtest()
-        .args(["vm", "--kernel", "/nonexistent/bzImage"])
-        .output()
-        .unwrap();
+/// `uffdtest vm --kernel KERNEL` with `path` as PATH: it must refuse to
+/// run (exit 2); returns its stderr.
+fn vm_refused(kernel: &Path, path: Option<&Path>) -> String {
+    let mut cmd = uffdtest();
+    cmd.args(["vm", "--kernel"]).arg(kernel);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let o = cmd.output().unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
+    err
+}
+
+#[test]
+fn missing_kernel_is_named_and_exits_2() {
+    let err = vm_refused(Path::new("/nonexistent/bzImage"), None);
     assert!(err.contains("cannot open kernel /nonexistent/bzImage"), "{err}");
 }
 
 #[test]
 fn file_that_is_not_a_kernel_is_refused_before_boot() {
-    let o = uffdtest()
-        .args(["vm", "--kernel"])
-        .arg(data("console-oops-then-panic.log"))
-        .output()
-        .unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = vm_refused(&data("console-oops-then-panic.log"), None);
     assert!(err.contains("is not a bootable x86 kernel"), "{err}");
 }
 
@@ -94,40 +97,33 @@ fn missing_qemu_names_the_package() {
     fake[0x202..0x206].copy_from_slice(b"HdrS");
     let k = dir.join("bzImage");
     std::fs::write(&k, fake).unwrap();
+    let err = vm_refused(&k, Some(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+}
+
+/// `uffdtest kconfig --check` on a config in tests/data: the exit code and stdout.
+fn kconfig_check(config: &str) -> (Option<i32>, String) {
     let o = uffdtest()
-        .args(["vm", "--kernel"])
-        .arg(&k)
-        .env("PATH", &dir)
+        .args(["kconfig", "--check"])
+        .arg(data(config))
         .output()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+    (o.status.code(), text(&o).0)
 }
 
 #[test]
 fn kconfig_check_fails_defconfig_on_required_options() {
-    let o = uffdtest()
-        .args(["kconfig", "--check"])
-        .arg(data("kconfig-x86_64-defconfig-6.12.config"))
-        .output()
-        .unwrap();
-    let (out, _) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (code, out) = kconfig_check("kconfig-x86_64-defconfig-6.12.config");
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("required    CONFIG_USERFAULTFD=y (is not set)"), "{out}");
     assert!(out.contains("missing 5 required, 8 recommended"), "{out}");
 }
 
 #[test]
 fn kconfig_check_passes_debian_kernel_listing_debug_options() {
-    let o = uffdtest()
-        .args(["kconfig", "--check"])
-        .arg(data("kconfig-debian-6.12-cloud-amd64.config"))
-        .output()
-        .unwrap();
-    let (out, _) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}");
+    let (code, out) = kconfig_check("kconfig-debian-6.12-cloud-amd64.config");
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("recommended CONFIG_KASAN=y (is not set)"), "{out}");
     assert!(out.contains("missing 0 required, 5 recommended"), "{out}");
 }
@@ -259,4 +255,48 @@ fn kernel_without_userfaultfd_is_reported_from_the_guest() {
         "{err}"
     );
     assert!(err.contains("CONFIG_USERFAULTFD=y"), "{err}");
+}
+
+/// A `bisect` step's VM run, as `uffdtest bisect ... ARGS` sets it up, on the `uffdtest` under test.
+fn bisect_step(kernel: &Path, results: &Path, args: &[&str]) -> uffdtest::gate::bisect::Verdict {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        bisect: uffdtest::cli::gate::BisectArgs,
+    }
+    let line = Line::try_parse_from(["bisect"].iter().chain(args)).unwrap();
+    let vm = line.bisect.vm_options().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_uffdtest"));
+    uffdtest::gate::bisect::run_vm_with(exe, kernel, results, &vm)
+}
+
+#[test]
+fn bisect_step_without_a_kernel_cannot_test_the_commit() {
+    let results = std::env::temp_dir().join(format!("uffdtest-harness-vm-bisect-{}", std::process::id()));
+    let v = bisect_step(Path::new("/nonexistent/bzImage"), &results, &["--", "--accel", "tcg"]);
+    let log = std::fs::read_to_string(results.join("vm.log")).unwrap();
+    std::fs::remove_dir_all(&results).unwrap();
+    assert_eq!(v.exit_code(), 125, "{v}");
+    assert!(v.to_string().contains("uffdtest vm exit status: 2"), "{v}");
+    assert!(log.contains("cannot open kernel /nonexistent/bzImage"), "{log}");
+}
+
+#[test]
+#[serial(vm)]
+fn bisect_step_judges_the_guest_run() {
+    let k = kernel_or_skip!();
+    let results = std::env::temp_dir().join(format!("uffdtest-harness-vm-bisect-run-{}", std::process::id()));
+    let v = bisect_step(&k, &results, &["--", "--accel", "tcg", "--ioctl", "api"]);
+    let json = results.join("result.json");
+    assert!(json.is_file(), "{v}");
+    std::fs::remove_dir_all(&results).unwrap();
+    // Good or bad: either way the step judged the kernel by its cases.
+    assert!(
+        matches!(
+            v,
+            uffdtest::gate::bisect::Verdict::Good { .. } | uffdtest::gate::bisect::Verdict::Bad { .. }
+        ),
+        "{v}"
+    );
 }

@@ -4,14 +4,32 @@ use crate::caps::{
     Registration, caps, feature_names, guest_memfd_caps, guest_memfd_registration, ioctl_names, mode_name,
     registration_matrix,
 };
+use crate::cli::Exit;
 use crate::uffd::Features;
 use std::fmt::Write;
+
+#[derive(clap::Args, Debug)]
+pub struct CapsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `uffdtest caps`: a probe always answers, so it always succeeds.
+pub fn caps_cmd(a: &CapsArgs) -> Exit {
+    if a.json {
+        println!("{}", json());
+    } else {
+        print!("{}", table());
+    }
+    Exit::Ok
+}
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn res(r: &Result<(), String>) -> String {
+fn res(r: &Result<(), impl std::fmt::Display>) -> String {
     match r {
         Ok(()) => "yes".into(),
         Err(e) => format!("no ({e})"),

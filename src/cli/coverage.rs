@@ -3,229 +3,84 @@
 //! The matrix counts the cases each test binary (one per ioctl or feature)
 //! has on each memory type, from the binaries' own listings, so it cannot
 //! drift from the code. The upstream table maps every case of the kernel's
-//! uffd selftests to ours; a mapping that names a test the suite does not
-//! have fails the generation, and so does an upstream memory type we miss.
+//! uffd selftests to ours (docs/upstream-map.toml); a mapping that names a
+//! test the suite does not have fails the generation, and so does an
+//! upstream memory type we miss.
 
+use crate::cli::Exit;
 use crate::mem::MemType;
 use crate::runner::discover::{self, Case, HARNESS_PREFIX, Manifest};
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 /// One case of the kernel's selftests and the tests of ours that cover it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// The upstream case name, as the C test prints it.
-    pub name: &'static str,
+    pub name: String,
     /// `uffd-unit-tests`, `uffd-wp-mremap` or `uffd-stress`.
-    pub program: &'static str,
+    pub program: String,
     /// The memory types upstream runs it on.
-    pub mem: &'static [MemType],
+    #[serde(deserialize_with = "mem_types")]
+    pub mem: Vec<MemType>,
     /// Ours, as `binary::test_fn` (every case of that function counts);
     /// `binary::test_fn@mem` for a test that runs on one type by construction.
-    pub ours: &'static [&'static str],
+    pub ours: Vec<String>,
 }
 
-use MemType::{Anon, AnonThp, Hugetlb, HugetlbPrivate, Shmem, ShmemPrivate};
-const FIVE: &[MemType] = &[Anon, Shmem, ShmemPrivate, Hugetlb, HugetlbPrivate];
+/// The upstream mapping: data, not code, so that following a new upstream
+/// case is an edit of one table (docs/upstream-map.toml says how).
+pub const UPSTREAM_MAP: &str = include_str!("../../docs/upstream-map.toml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamMap {
+    case: Vec<Upstream>,
+}
+
+fn mem_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<MemType>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| n.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
 
 /// The upstream cases, in the order `uffd-unit-tests` runs them, then the
-/// other programs. Upstream names are facts about the C tests; ours are
-/// checked against the built suite.
-pub const UPSTREAM: &[Upstream] = &[
-    Upstream {
-        name: "UFFDIO_API (with syscall)",
-        program: "uffd-unit-tests",
-        mem: &[],
-        ours: &[
-            "api::wrong_api_number_fails_einval",
-            "api::unknown_feature_bit_fails_einval",
-            "api::second_handshake_fails_einval",
-            "api::handshake_offers_every_probed_feature",
-        ],
-    },
-    Upstream {
-        name: "UFFDIO_API (with /dev/userfaultfd)",
-        program: "uffd-unit-tests",
-        mem: &[],
-        ours: &[
-            "api::wrong_api_number_fails_einval",
-            "api::unknown_feature_bit_fails_einval",
-            "api::second_handshake_fails_einval",
-            "api::dev_and_syscall_descriptors_are_equivalent",
-        ],
-    },
-    Upstream {
-        name: "register-ioctls",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "register::register_grants_documented_ioctls",
-            "register::register_minor_on_anon_fails_einval",
-            "register::register_mode_zero_fails_einval",
-        ],
-    },
-    Upstream {
-        name: "zeropage",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "zeropage::zeropage_resolves_read_fault_with_zeros",
-            "zeropage::zeropage_is_granted_except_on_hugetlb",
-            "zeropage::zeropage_retried_through_alias",
-            "zeropage::zeropage_over_populated_page_fails_eexist",
-        ],
-    },
-    Upstream {
-        name: "move",
-        program: "uffd-unit-tests",
-        mem: &[Anon],
-        ours: &[
-            "move::move_resolves_every_fault_byte_for_byte",
-            "move::move_allow_src_holes_counts_holes_as_moved",
-        ],
-    },
-    Upstream {
-        name: "move-pmd",
-        program: "uffd-unit-tests",
-        mem: &[AnonThp],
-        ours: &["move::move_pmd_moves_the_huge_page_whole@anon-thp"],
-    },
-    Upstream {
-        name: "move-pmd-split",
-        program: "uffd-unit-tests",
-        mem: &[AnonThp],
-        ours: &[
-            "move::move_pmd_into_a_dst_with_page_table_splits_it@anon-thp",
-            "move::move_part_of_a_thp_splits_the_source@anon-thp",
-        ],
-    },
-    Upstream {
-        name: "wp-fork",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &["wp_fork::fork_without_event_drops_wp_in_child"],
-    },
-    Upstream {
-        name: "wp-fork-with-event",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &["wp_fork::fork_with_event_keeps_wp_in_child"],
-    },
-    Upstream {
-        name: "wp-fork-pin",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "wp_fork::fork_of_pinned_page_without_event_drops_wp",
-            "wp_fork::pin_in_child_without_event_leaves_no_wp",
-        ],
-    },
-    Upstream {
-        name: "wp-fork-pin-with-event",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "wp_fork::fork_of_pinned_page_with_event_keeps_wp",
-            "wp_fork::read_pin_in_child_with_event_keeps_wp",
-        ],
-    },
-    Upstream {
-        name: "wp-unpopulated",
-        program: "uffd-unit-tests",
-        mem: &[Anon],
-        ours: &[
-            "wp_unpopulated::protect_unpopulated_page_installs_marker",
-            "wp_unpopulated::unprotect_clears_marker",
-            "wp_unpopulated::dontneed_zaps_marker",
-            "wp_unpopulated::write_to_marker_faults_and_clears_after_resolve",
-            "wp_unpopulated::read_of_marker_reads_zero_and_keeps_protection",
-        ],
-    },
-    Upstream {
-        name: "minor",
-        program: "uffd-unit-tests",
-        mem: &[Shmem, Hugetlb],
-        ours: &[
-            "continue::read_faults_minor_and_continue_maps_the_alias_data",
-            "continue::continue_over_populated_page_fails_eexist",
-        ],
-    },
-    Upstream {
-        name: "minor-wp",
-        program: "uffd-unit-tests",
-        mem: &[Shmem, Hugetlb],
-        ours: &["continue::continue_mode_wp_maps_page_write_protected"],
-    },
-    Upstream {
-        name: "minor-collapse",
-        program: "uffd-unit-tests",
-        mem: &[Shmem],
-        ours: &["continue::minor_collapse_keeps_contents@shmem"],
-    },
-    Upstream {
-        name: "sigbus",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "sigbus::sigbus_handler_copy_resolves_each_missing_page_once",
-            "sigbus::forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor",
-        ],
-    },
-    Upstream {
-        name: "sigbus-wp",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &["sigbus::sigbus_wp_handler_copy_then_unprotect_resolves_each_page"],
-    },
-    Upstream {
-        name: "events",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &["events::events_fork_remap_remove_follow_a_child"],
-    },
-    Upstream {
-        name: "events-wp",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &["events::events_wp_fork_remap_remove_follow_a_child"],
-    },
-    Upstream {
-        name: "poison",
-        program: "uffd-unit-tests",
-        mem: FIVE,
-        ours: &[
-            "poison::poison_even_pages_sigbus_and_odd_pages_read_zero",
-            "poison::poison_reports_the_whole_length_as_updated",
-        ],
-    },
-    Upstream {
-        name: "mmap-changing",
-        program: "uffd-unit-tests",
-        mem: &[Shmem],
-        ours: &["mmap_changing::resolving_ioctls_fail_eagain_while_remove_is_pending"],
-    },
-    Upstream {
-        name: "test_one_folio (base pages, THP/mTHP sizes, hugetlb; private and shared; swap-out)",
-        program: "uffd-wp-mremap",
-        mem: &[],
-        ours: &[
-            "wp_mremap::mremap_clears_wp_on_base_pages",
-            "wp_mremap::mremap_clears_wp_on_swapped_out_base_pages",
-            "wp_mremap::mremap_clears_wp_on_private_thp",
-            "wp_mremap::mremap_clears_wp_on_shared_thp",
-            "wp_mremap::mremap_clears_wp_on_swapped_out_private_thp",
-            "wp_mremap::mremap_clears_wp_on_swapped_out_shared_thp",
-            "wp_mremap::mremap_clears_wp_on_hugetlb",
-        ],
-    },
-    Upstream {
-        name: "bounce (uffd-stress <type> <MiB> <bounces>)",
-        program: "uffd-stress",
-        mem: FIVE,
-        ours: &["stress::bounce_keeps_every_counter_and_byte"],
-    },
-];
+/// other programs.
+pub fn upstream(text: &str) -> Result<Vec<Upstream>, CoverageError> {
+    toml::from_str::<UpstreamMap>(text)
+        .map(|m| m.case)
+        .map_err(CoverageError::Map)
+}
+
+/// Why docs/coverage.md could not be written.
+#[derive(Debug)]
+pub enum CoverageError {
+    /// The suite could not be built or listed.
+    Suite(String),
+    /// docs/upstream-map.toml does not parse.
+    Map(toml::de::Error),
+    /// Mappings that name a test the suite lacks, or miss a memory type upstream runs on.
+    Broken(Vec<String>),
+}
+
+impl fmt::Display for CoverageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoverageError::Suite(e) => f.write_str(e),
+            CoverageError::Map(e) => write!(f, "docs/upstream-map.toml: {e}"),
+            CoverageError::Broken(errors) => {
+                write!(f, "the upstream mapping is broken:\n  {}", errors.join("\n  "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for CoverageError {}
 
 /// Cases of the whole suite (harness self-tests left out), by binary.
 pub fn suite_cases(manifest_path: &Path) -> Result<Vec<Case>, String> {
@@ -248,7 +103,7 @@ fn mem_of(c: &Case) -> Option<MemType> {
 }
 
 /// Renders docs/coverage.md; Err names every broken upstream mapping.
-pub fn render(cases: &[Case]) -> Result<String, String> {
+pub fn render(cases: &[Case], upstream: &[Upstream]) -> Result<String, CoverageError> {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -310,13 +165,13 @@ pub fn render(cases: &[Case]) -> Result<String, String> {
          upstream runs it on, and our tests that check the same behaviour (each runs on at least those types).\n\n\
          | upstream case | program | upstream memory types | our tests |\n|---|---|---|---|"
     );
-    for u in UPSTREAM {
+    for u in upstream {
         let mut ours = Vec::new();
         let mut covered: Vec<MemType> = Vec::new();
-        for entry in u.ours {
+        for entry in &u.ours {
             let (f, fixed) = match entry.split_once('@') {
                 Some((f, m)) => (f, MemType::from_name(m)),
-                None => (*entry, None),
+                None => (entry.as_str(), None),
             };
             match by_fn.get(f) {
                 Some(cs) => {
@@ -346,7 +201,7 @@ pub fn render(cases: &[Case]) -> Result<String, String> {
     if errors.is_empty() {
         Ok(s)
     } else {
-        Err(format!("the upstream mapping is broken:\n  {}", errors.join("\n  ")))
+        Err(CoverageError::Broken(errors))
     }
 }
 
@@ -366,41 +221,72 @@ pub struct CoverageArgs {
     pub check: Option<PathBuf>,
 }
 
-pub fn coverage_cmd(a: &CoverageArgs) -> ExitCode {
+pub fn coverage_cmd(a: &CoverageArgs) -> Exit {
     let manifest = a.manifest.clone().unwrap_or_else(discover::default_manifest);
     let result = (|| {
         if a.build {
-            discover::build(&[])?.save(&manifest)?;
+            let built = discover::build(&[]).map_err(CoverageError::Suite)?;
+            built.save(&manifest).map_err(CoverageError::Suite)?;
         }
-        render(&suite_cases(&manifest)?)
+        let cases = suite_cases(&manifest).map_err(CoverageError::Suite)?;
+        render(&cases, &upstream(UPSTREAM_MAP)?)
     })();
     let text = match result {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("uffdtest coverage: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return Exit::CouldNotRun.because("uffdtest coverage", e),
     };
     if let Some(path) = &a.check {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         if old == text {
-            return ExitCode::SUCCESS;
+            return Exit::Ok;
         }
         eprintln!(
             "uffdtest coverage: {} is stale; regenerate it with `cargo run -- coverage --build -o {}`",
             path.display(),
             path.display()
         );
-        return ExitCode::from(1);
+        return Exit::Failure;
     }
     match &a.output {
         Some(p) => {
             if let Err(e) = std::fs::write(p, &text) {
-                eprintln!("uffdtest coverage: cannot write {}: {e}", p.display());
-                return ExitCode::from(2);
+                return Exit::CouldNotRun
+                    .because("uffdtest coverage", format_args!("cannot write {}: {e}", p.display()));
             }
         }
         None => print!("{text}"),
     }
-    ExitCode::SUCCESS
+    Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_map_parses_and_names_tests_and_types_we_know() {
+        let map = upstream(UPSTREAM_MAP).unwrap();
+        assert_eq!(map[0].name, "UFFDIO_API (with syscall)");
+        for u in &map {
+            assert!(!u.ours.is_empty(), "{}", u.name);
+            for entry in &u.ours {
+                let (f, fixed) = entry
+                    .split_once('@')
+                    .map_or((entry.as_str(), None), |(f, m)| (f, Some(m)));
+                assert!(f.contains("::"), "{}: {entry}", u.name);
+                assert!(
+                    fixed.is_none_or(|m| MemType::from_name(m).is_some()),
+                    "{}: {entry}",
+                    u.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_memory_type_in_the_map_is_named() {
+        let e =
+            upstream("[[case]]\nname = \"x\"\nprogram = \"p\"\nmem = [\"anon\", \"tmpfs\"]\nours = []\n").unwrap_err();
+        assert!(e.to_string().contains("unknown memory type 'tmpfs'"), "{e}");
+    }
 }

@@ -1,9 +1,11 @@
 //! `uffdtest build|compare|bisect|merge`: arguments and output of the gate stages.
 
+use crate::cli::Exit;
+use crate::cli::vm::VmArgs;
 use crate::gate::build::{self, BaseConfig, BuildOpts, Fragment};
+use crate::vm::VmOptions;
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
@@ -58,13 +60,10 @@ impl BuildArgs {
 }
 
 /// Prints the image path on stdout (for scripts) and the rest on stderr.
-pub fn build(args: &BuildArgs) -> ExitCode {
+pub fn build(args: &BuildArgs) -> Exit {
     let opts = match args.opts() {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("uffdtest build: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return Exit::Failure.because("uffdtest build", e),
     };
     match build::build(&opts) {
         Ok(b) => {
@@ -82,12 +81,9 @@ pub fn build(args: &BuildArgs) -> ExitCode {
                 b.out.display()
             );
             println!("{}", b.image.display());
-            ExitCode::SUCCESS
+            Exit::Ok
         }
-        Err(e) => {
-            eprintln!("uffdtest build: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => Exit::Failure.because("uffdtest build", e),
     }
 }
 
@@ -119,14 +115,12 @@ pub struct CompareArgs {
 }
 
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
-pub fn compare(args: &CompareArgs) -> ExitCode {
+pub fn compare(args: &CompareArgs) -> Exit {
     use crate::gate::compare;
+    let unreadable = |e| Exit::CouldNotRun.because("uffdtest compare", e);
     let (mut base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
         (Ok(b), Ok(c)) => (b, c),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("uffdtest compare: {e}");
-            return ExitCode::from(2);
-        }
+        (Err(e), _) | (_, Err(e)) => return unreadable(e),
     };
     // Repeated runs side by side in one report: compare keeps every outcome of a case.
     for p in &args.base_repeats {
@@ -135,10 +129,7 @@ pub fn compare(args: &CompareArgs) -> ExitCode {
                 base.tests.extend(r.tests);
                 base.parse_errors.extend(r.parse_errors);
             }
-            Err(e) => {
-                eprintln!("uffdtest compare: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return unreadable(e),
         }
     }
     let c = compare::compare(&base, &cand);
@@ -151,10 +142,9 @@ pub fn compare(args: &CompareArgs) -> ExitCode {
     if let Some(p) = &args.output
         && let Err(e) = std::fs::write(p, &text)
     {
-        eprintln!("uffdtest compare: write {}: {e}", p.display());
-        return ExitCode::from(2);
+        return unreadable(format!("write {}: {e}", p.display()));
     }
-    ExitCode::from(c.exit_code() as u8)
+    Exit::from_report_code(c.exit_code())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,13 +164,10 @@ pub struct MergeArgs {
 }
 
 /// Exits as the merged run would have (kselftest: 0 pass, 1 any failure, 4 all skipped); 2 if they do not merge.
-pub fn merge(args: &MergeArgs) -> ExitCode {
+pub fn merge(args: &MergeArgs) -> Exit {
     use crate::gate::{compare::load, merge::merge};
     use crate::runner::{ktap, report};
-    let fail = |e: String| {
-        eprintln!("uffdtest merge: {e}");
-        ExitCode::from(2)
-    };
+    let fail = |e: String| Exit::CouldNotRun.because("uffdtest merge", e);
     let shards = match args.shards.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>() {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -212,7 +199,7 @@ pub fn merge(args: &MergeArgs) -> ExitCode {
         shards.len(),
         merged.totals().summary_line()
     );
-    ExitCode::from(merged.exit_code().clamp(0, 255) as u8)
+    Exit::from_report_code(merged.exit_code())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -230,8 +217,28 @@ pub struct BisectArgs {
     pub vm_args: Vec<String>,
 }
 
+/// `uffdtest vm`'s flags, for the arguments `bisect` passes on.
+#[derive(clap::Parser)]
+#[command(name = "uffdtest vm", no_binary_name = true)]
+struct VmLine {
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+impl BisectArgs {
+    /// The run each step boots its kernel with: `-f` and the `uffdtest vm` arguments after `--`, parsed as `vm`
+    /// parses them (the kernel is the one each step builds).
+    pub fn vm_options(&self) -> Result<VmOptions, clap::Error> {
+        use clap::Parser;
+        let line = ["--kernel", "(built by each step)"].map(String::from);
+        let mut vm = VmLine::try_parse_from(line.iter().chain(&self.vm_args))?.vm;
+        vm.sel.filters.splice(0..0, self.filters.iter().cloned());
+        Ok(vm.options())
+    }
+}
+
 /// One `git bisect run` step: 0 good, 1 bad, 125 cannot test, 255 stop the bisection (see [`crate::gate::bisect`]).
-pub fn bisect(args: &BisectArgs) -> ExitCode {
+pub fn bisect(args: &BisectArgs) -> Exit {
     use crate::gate::bisect::{self as b, Verdict};
     let head = std::process::Command::new("git")
         .arg("-C")
@@ -243,9 +250,10 @@ pub fn bisect(args: &BisectArgs) -> ExitCode {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "(not a git checkout)".into());
     eprintln!("uffdtest bisect: testing {head}");
-    let verdict = match args.build.opts() {
-        Err(e) => Verdict::Abort(e.to_string()),
-        Ok(opts) => match build::build(&opts) {
+    let verdict = match (args.build.opts(), args.vm_options()) {
+        (Err(e), _) => Verdict::Abort(e.to_string()),
+        (_, Err(e)) => Verdict::Abort(format!("the arguments for uffdtest vm after --: {e}")),
+        (Ok(opts), Ok(vm)) => match build::build(&opts) {
             Err(e @ (build::BuildError::NotAKernelTree { .. } | build::BuildError::MissingToolchain { .. })) => {
                 Verdict::Abort(e.to_string())
             }
@@ -257,10 +265,54 @@ pub fn bisect(args: &BisectArgs) -> ExitCode {
                     built.elapsed.as_secs_f64()
                 );
                 let results = args.results.clone().unwrap_or_else(|| built.out.join("bisect"));
-                b::run_vm(&built.image, &results, &args.filters, &args.vm_args)
+                b::run_vm(&built.image, &results, &vm)
             }
         },
     };
     eprintln!("uffdtest bisect: {head}: {verdict}");
-    ExitCode::from(verdict.exit_code())
+    Exit::from(&verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        bisect: BisectArgs,
+    }
+
+    fn bisect(args: &[&str]) -> BisectArgs {
+        Line::try_parse_from(std::iter::once("bisect").chain(args.iter().copied()))
+            .unwrap()
+            .bisect
+    }
+
+    #[test]
+    fn each_step_runs_the_cases_and_vm_flags_it_was_given() {
+        let a = bisect(&[
+            "-f",
+            "copy",
+            "--",
+            "-f",
+            "zero_len",
+            "--mem",
+            "shmem",
+            "--timeout",
+            "30",
+        ]);
+        let vm = a.vm_options().unwrap();
+        assert_eq!(vm.guest.filters, ["copy", "zero_len"]);
+        assert_eq!(vm.guest.mem, ["shmem"]);
+        assert_eq!(vm.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(vm.runner, crate::vm::Runner::Qemu);
+    }
+
+    #[test]
+    fn a_mistyped_vm_flag_is_an_error_before_any_build() {
+        let e = bisect(&["--", "--timeuot", "30"]).vm_options().unwrap_err();
+        assert!(e.to_string().contains("--timeuot"), "{e}");
+    }
 }

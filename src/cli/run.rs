@@ -1,11 +1,12 @@
 //! `uffdtest run`, `list` and `build-tests`: the runner's command line.
 
-use crate::runner::report::{self, Ktap, Progress};
+use crate::cli::Exit;
+use crate::runner::report::{Ktap, Progress};
 use crate::runner::{Report, Reporter, RunOptions, discover, plan, run};
+use crate::vm::ReportFiles;
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// Which cases: shared by `run` and `list`.
@@ -57,29 +58,18 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    pub fn files(&self) -> ReportFiles {
+        ReportFiles {
+            ktap: self.output.clone(),
+            junit: self.junit.clone(),
+            json: self.json.clone(),
+        }
+    }
+
     /// Writes the finished report to the files asked for; the KTAP file too
     /// when `ktap` (`run` streams it there as the cases end instead).
     pub fn write(&self, r: &Report, ktap: bool) {
-        let mut text = Vec::new();
-        if ktap {
-            let _ = crate::runner::write_ktap(&mut text, r);
-            let _ = writeln!(text, "{}", r.totals().summary_line());
-        }
-        let writes = [
-            (
-                self.output.as_ref().filter(|_| ktap),
-                String::from_utf8_lossy(&text).into_owned(),
-            ),
-            (self.junit.as_ref(), report::junit(r)),
-            (self.json.as_ref(), report::json(r)),
-        ];
-        for (path, text) in writes {
-            if let Some(p) = path
-                && let Err(e) = std::fs::write(p, text)
-            {
-                eprintln!("uffdtest: cannot write {}: {e}", p.display());
-            }
-        }
+        self.files().write(r, ktap)
     }
 }
 
@@ -158,13 +148,17 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("uffdtest: {msg}");
-    ExitCode::from(2)
+fn fail(msg: impl std::fmt::Display) -> Exit {
+    Exit::CouldNotRun.because("uffdtest", msg)
 }
 
 /// Builds the tests if asked and returns the manifest path.
-fn manifest(sel_manifest: &Option<PathBuf>, build: bool, cargo_args: &[String]) -> Result<PathBuf, String> {
+/// The runner's error passes through as it is, whatever its type.
+fn manifest(
+    sel_manifest: &Option<PathBuf>,
+    build: bool,
+    cargo_args: &[String],
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
     if build {
         let m = discover::build(cargo_args)?;
@@ -192,25 +186,25 @@ fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     }
 }
 
-pub fn build_tests(a: &BuildTestsArgs) -> ExitCode {
+pub fn build_tests(a: &BuildTestsArgs) -> Exit {
     match manifest(&a.manifest, true, &a.cargo_args) {
         Ok(p) => {
             println!("{}", p.display());
-            ExitCode::SUCCESS
+            Exit::Ok
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
 /// Prints every selected case: binary (ioctl), memory type, serial/ignored marks, name.
-pub fn list(sel: &Selection) -> ExitCode {
+pub fn list(sel: &Selection) -> Exit {
     let path = match manifest(&sel.manifest, sel.build, &[]) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let plan = match plan(&options(sel, path)) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{:<16} {:<16} {:<8} CASE", "IOCTL", "MEMTYPE", "FLAGS");
@@ -236,13 +230,13 @@ pub fn list(sel: &Selection) -> ExitCode {
         }
     }
     let _ = writeln!(out, "{} cases in {} binaries", plan.case_count(), plan.binaries.len());
-    ExitCode::SUCCESS
+    Exit::Ok
 }
 
-pub fn run_cmd(a: &RunArgs) -> ExitCode {
+pub fn run_cmd(a: &RunArgs) -> Exit {
     let path = match manifest(&a.sel.manifest, a.sel.build, &[]) {
         Ok(p) => p,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     let mut opts = options(&a.sel, path);
     if let Some(j) = a.jobs {
@@ -259,7 +253,7 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     let file = match &a.out.output {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Some(f),
-            Err(e) => return fail(&format!("cannot create {}: {e}", p.display())),
+            Err(e) => return fail(format_args!("cannot create {}: {e}", p.display())),
         },
         None => None,
     };
@@ -278,7 +272,7 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
     }
     let report = match run(&opts, &mut reporters) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(e),
     };
     drop(reporters);
     drop(to_file);
@@ -290,5 +284,5 @@ pub fn run_cmd(a: &RunArgs) -> ExitCode {
             eprintln!("  {l}");
         }
     }
-    ExitCode::from(report.exit_code() as u8)
+    Exit::from_report_code(report.exit_code())
 }

@@ -1,9 +1,9 @@
 //! `uffdtest stress` and `uffdtest bench`: arguments and presentation.
 
+use crate::cli::Exit;
 use crate::mem::MemType;
 use crate::stress::bounce::{Config, Failure, parse_duration, parse_size};
 use std::io::IsTerminal;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// `uffdtest stress`: the bounce test (a soak with --duration).
@@ -34,7 +34,7 @@ pub struct StressArgs {
 }
 
 /// Runs `uffdtest stress`; exit 0 pass, 1 findings, 4 skip (kselftest), 2 setup.
-pub fn stress(a: &StressArgs) -> ExitCode {
+pub fn stress(a: &StressArgs) -> Exit {
     let soak = a.duration.is_some();
     let cfg = Config {
         mem: a.mem,
@@ -59,16 +59,13 @@ pub fn stress(a: &StressArgs) -> ExitCode {
             } else if !a.quiet || soak {
                 println!("PASS: {}", t.line());
             }
-            ExitCode::SUCCESS
+            Exit::Ok
         }
         Err(Failure::Skip(r)) => {
             println!("SKIP: {r}");
-            ExitCode::from(4)
+            Exit::AllSkipped
         }
-        Err(f @ Failure::Setup(_)) => {
-            eprintln!("uffdtest stress: {f}");
-            ExitCode::from(2)
-        }
+        Err(f @ Failure::Setup(_)) => Exit::CouldNotRun.because("uffdtest stress", f),
         Err(Failure::Errors(errs, t)) => {
             eprintln!("FAIL: {}", t.line());
             for e in &errs {
@@ -80,7 +77,7 @@ pub fn stress(a: &StressArgs) -> ExitCode {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&*t).unwrap_or_default());
             }
-            ExitCode::from(1)
+            Exit::Failure
         }
     }
 }
@@ -100,16 +97,10 @@ pub struct BenchArgs {
 }
 
 /// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
-pub fn bench(a: &BenchArgs) -> ExitCode {
+pub fn bench(a: &BenchArgs) -> Exit {
     let mems = if a.mem.is_empty() {
-        vec![
-            MemType::Anon,
-            MemType::Shmem,
-            MemType::ShmemPrivate,
-            MemType::Hugetlb,
-            MemType::HugetlbPrivate,
-            MemType::AnonThp,
-        ]
+        // Every type but guest-memfd, which needs KVM and is not a selftest type.
+        MemType::ALL.into_iter().filter(|m| *m != MemType::GuestMemfd).collect()
     } else {
         a.mem.clone()
     };
@@ -120,5 +111,5 @@ pub fn bench(a: &BenchArgs) -> ExitCode {
         print!("{}", crate::stress::bench::table(&rows));
     }
     let failed = serde_json::to_string(&rows).unwrap_or_default().contains("\"error: ");
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    Exit::failed_if(failed)
 }

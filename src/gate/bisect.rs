@@ -8,7 +8,10 @@
 //! commit.
 
 use crate::runner::result::{Report, Status, TestResult};
+use crate::vm::options::CHILD_COMMAND;
+use crate::vm::{ReportFiles, VmOptions};
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -26,14 +29,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The exit code `git bisect run` expects.
+    /// The exit code `git bisect run` expects, as `uffdtest bisect` exits.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Verdict::Good { .. } => 0,
-            Verdict::Bad { .. } => 1,
-            Verdict::Untestable(_) => 125,
-            Verdict::Abort(_) => 255,
-        }
+        crate::cli::Exit::from(self).code()
     }
 }
 
@@ -113,11 +111,21 @@ pub fn judge(report: &Report) -> Verdict {
     }
 }
 
-/// Boot `image` with `uffdtest vm`, the selected cases as the guest's run, and judge the JSON report it leaves.
+/// Boot `image` with the run `vm` asks for (its kernel and report files set here), and judge the JSON report it
+/// leaves in `results`.
 ///
-/// The VM runs in a child `uffdtest` so that whatever it does (a QEMU that dies, a guest that hangs until the vm
-/// deadline) ends as a report or as "cannot test", never as this process's own exit code.
-pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[String]) -> Verdict {
+/// The VM runs in a child `uffdtest` ([`CHILD_COMMAND`], the options as JSON on its stdin) so that whatever it does
+/// (a QEMU that dies, a guest that hangs until the vm deadline, a panic) ends as a report or as "cannot test", never
+/// as this process's own exit code; its output goes to `results/vm.log`.
+pub fn run_vm(image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
+    match std::env::current_exe() {
+        Ok(exe) => run_vm_with(&exe, image, results, vm),
+        Err(e) => Verdict::Untestable(format!("cannot find the uffdtest executable: {e}")),
+    }
+}
+
+/// [`run_vm`] with the `uffdtest` executable `exe`.
+pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
     if let Err(e) = std::fs::create_dir_all(results) {
         return Verdict::Untestable(format!("create {}: {e}", results.display()));
     }
@@ -129,32 +137,33 @@ pub fn run_vm(image: &Path, results: &Path, filters: &[String], vm_args: &[Strin
     for p in [&json, &ktap] {
         let _ = std::fs::remove_file(p);
     }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return Verdict::Untestable(format!("cannot find the uffdtest executable: {e}")),
+    let vm = VmOptions {
+        kernel: image.to_path_buf(),
+        console_log: Some(results.join("kernel-console.log")),
+        reports: ReportFiles {
+            json: Some(json.clone()),
+            ktap: Some(ktap.clone()),
+            ..vm.reports.clone()
+        },
+        ..vm.clone()
     };
     let log = match std::fs::File::create(&console) {
         Ok(f) => f,
         Err(e) => return Verdict::Untestable(format!("create {}: {e}", console.display())),
     };
-    let mut cmd = Command::new(exe);
-    cmd.arg("vm")
-        .arg("--kernel")
-        .arg(image)
-        .arg("--json")
-        .arg(&json)
-        .arg("-o")
-        .arg(&ktap)
-        .arg("--console-log")
-        .arg(results.join("kernel-console.log"));
-    for f in filters {
-        cmd.arg("-f").arg(f);
-    }
-    cmd.args(vm_args);
-    cmd.stdin(Stdio::null())
+    let child = Command::new(exe)
+        .arg(CHILD_COMMAND)
+        .stdin(Stdio::piped())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-        .stderr(Stdio::from(log));
-    let status = match cmd.status() {
+        .stderr(Stdio::from(log))
+        .spawn();
+    let status = child.and_then(|mut c| {
+        let options = serde_json::to_vec(&vm).expect("VM options serialise");
+        // A child that died before reading says so through its exit status.
+        let _ = c.stdin.take().expect("piped").write_all(&options);
+        c.wait()
+    });
+    let status = match status {
         Ok(s) => s,
         Err(e) => return Verdict::Untestable(format!("cannot run uffdtest vm: {e}")),
     };

@@ -1,6 +1,7 @@
 //! Turns a kernel and an initramfs into a QEMU command line, one small
 //! function per concern, and picks the accelerator.
 
+use super::VmError;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
@@ -26,7 +27,8 @@ impl fmt::Display for Accel {
 }
 
 /// What the user asked for with `--accel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     /// KVM where it can run a standard guest, else TCG.
     Auto,
@@ -159,10 +161,9 @@ pub fn qemu_args(b: &Boot) -> Vec<String> {
     .concat()
 }
 
-/// Finds QEMU on PATH, or says which package brings it.
-pub fn find_qemu() -> Result<PathBuf, String> {
-    which(QEMU)
-        .ok_or_else(|| format!("{QEMU} not found on PATH; install it (Debian/Ubuntu: apt-get install qemu-system-x86)"))
+/// Finds QEMU on PATH; the error says which package brings it.
+pub fn find_qemu() -> Result<PathBuf, VmError> {
+    which(QEMU).ok_or(VmError::NoQemu)
 }
 
 /// The first executable called `name` on PATH.
@@ -182,16 +183,59 @@ pub struct Kernel {
     pub config: Option<PathBuf>,
 }
 
+/// Why a path is no kernel to boot.
+#[derive(Debug)]
+pub enum KernelError {
+    /// A directory, but not a built kernel tree.
+    NoImageInTree(PathBuf),
+    Open(PathBuf, std::io::Error),
+    Read(PathBuf, std::io::Error),
+    /// An ELF file: vmlinux rather than the bootable image.
+    Elf(PathBuf),
+    /// No x86 boot protocol header.
+    NotBootable(PathBuf),
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelError::NoImageInTree(p) => write!(
+                f,
+                "{} is a directory without arch/x86/boot/bzImage; build the kernel (make bzImage) or pass the image",
+                p.display()
+            ),
+            KernelError::Open(p, e) => write!(f, "cannot open kernel {}: {e}", p.display()),
+            KernelError::Read(p, e) => write!(f, "cannot read kernel {}: {e}", p.display()),
+            KernelError::Elf(p) => write!(
+                f,
+                "{} is an ELF file (vmlinux?), not a bootable image; pass arch/x86/boot/bzImage or the build tree",
+                p.display()
+            ),
+            KernelError::NotBootable(p) => write!(
+                f,
+                "{} is not a bootable x86 kernel (no \"HdrS\" boot header at 0x202); pass a bzImage or vmlinuz",
+                p.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KernelError::Open(_, e) | KernelError::Read(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Accepts a bzImage, or a kernel build tree holding
 /// `arch/x86/boot/bzImage`; checks it carries the x86 boot header.
-pub fn resolve_kernel(path: &Path) -> Result<Kernel, String> {
+pub fn resolve_kernel(path: &Path) -> Result<Kernel, KernelError> {
     let (image, config) = if path.is_dir() {
         let image = path.join("arch/x86/boot/bzImage");
         if !image.is_file() {
-            return Err(format!(
-                "{} is a directory without arch/x86/boot/bzImage; build the kernel (make bzImage) or pass the image",
-                path.display()
-            ));
+            return Err(KernelError::NoImageInTree(path.to_path_buf()));
         }
         let config = Some(path.join(".config")).filter(|c| c.is_file());
         (image, config)
@@ -203,23 +247,17 @@ pub fn resolve_kernel(path: &Path) -> Result<Kernel, String> {
 }
 
 /// The x86 boot protocol's `HdrS` magic at 0x202 (Documentation/arch/x86/boot.rst).
-pub fn check_bzimage(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot open kernel {}: {e}", path.display()))?;
+pub fn check_bzimage(path: &Path) -> Result<(), KernelError> {
+    let mut f = File::open(path).map_err(|e| KernelError::Open(path.to_path_buf(), e))?;
     let mut head = [0u8; 0x206];
     let n = f
         .read(&mut head)
-        .map_err(|e| format!("cannot read kernel {}: {e}", path.display()))?;
+        .map_err(|e| KernelError::Read(path.to_path_buf(), e))?;
     if n >= 4 && &head[..4] == b"\x7fELF" {
-        return Err(format!(
-            "{} is an ELF file (vmlinux?), not a bootable image; pass arch/x86/boot/bzImage or the build tree",
-            path.display()
-        ));
+        return Err(KernelError::Elf(path.to_path_buf()));
     }
     if n < head.len() || &head[0x202..0x206] != b"HdrS" {
-        return Err(format!(
-            "{} is not a bootable x86 kernel (no \"HdrS\" boot header at 0x202); pass a bzImage or vmlinuz",
-            path.display()
-        ));
+        return Err(KernelError::NotBootable(path.to_path_buf()));
     }
     Ok(())
 }
@@ -295,13 +333,14 @@ mod tests {
     fn kernel_checks_name_the_problem() {
         let dir = std::env::temp_dir().join(format!("uffdtest-boot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let missing = resolve_kernel(&dir.join("nope")).unwrap_err();
+        let err = |p: &Path| resolve_kernel(p).unwrap_err().to_string();
+        let missing = err(&dir.join("nope"));
         assert!(missing.contains("cannot open kernel"), "{missing}");
-        let elf = resolve_kernel(&std::env::current_exe().unwrap()).unwrap_err();
+        let elf = err(&std::env::current_exe().unwrap());
         assert!(elf.contains("ELF"), "{elf}");
         std::fs::write(dir.join("text"), "not a kernel").unwrap();
-        assert!(resolve_kernel(&dir.join("text")).unwrap_err().contains("HdrS"));
-        assert!(resolve_kernel(&dir).unwrap_err().contains("arch/x86/boot/bzImage"));
+        assert!(err(&dir.join("text")).contains("HdrS"));
+        assert!(err(&dir).contains("arch/x86/boot/bzImage"));
         let mut fake = vec![0u8; 0x400];
         fake[0x202..0x206].copy_from_slice(b"HdrS");
         std::fs::create_dir_all(dir.join("arch/x86/boot")).unwrap();

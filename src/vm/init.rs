@@ -14,11 +14,55 @@ pub const KTAP_PORT: &str = "/dev/ttyS1";
 /// The console line that says the guest is alive while a case is quiet.
 pub const HEARTBEAT: &str = "uffdtest: heartbeat";
 
-/// Diagnostic prefix of a guest-side error the host shows as is.
 /// What the init writes to the kernel log once the last case is over.
 pub const RUN_DONE: &str = "uffdtest: guest run done";
 
+/// Diagnostic prefix of a guest-side error the host shows as is.
 pub const GUEST_ERROR: &str = "uffdtest-guest: error: ";
+
+/// Why the init could not run the suite; the host shows it as is.
+#[derive(Debug)]
+pub enum InitError {
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        errno: nix::errno::Errno,
+    },
+    KtapPort(std::io::Error),
+    ReadConfig(std::io::Error),
+    BadConfig(serde_json::Error),
+    /// userfaultfd(2) is ENOSYS.
+    NoUserfaultfd,
+    /// The runner's own error.
+    Run(String),
+    Panicked,
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Mount { fstype, target, errno } => write!(
+                f,
+                "cannot mount {fstype} on {target}: {errno}; is CONFIG_{} set?",
+                fstype.to_uppercase()
+            ),
+            InitError::KtapPort(e) => write!(
+                f,
+                "cannot open the KTAP port {KTAP_PORT}: {e} (CONFIG_SERIAL_8250 with 2 ports?)"
+            ),
+            InitError::ReadConfig(e) => write!(f, "cannot read the guest config: {e}"),
+            InitError::BadConfig(e) => write!(f, "bad guest config: {e}"),
+            InitError::NoUserfaultfd => f.write_str(
+                "this kernel has no userfaultfd (userfaultfd(2) is ENOSYS): build it with \
+                 CONFIG_USERFAULTFD=y (see qemu/uffd.config)",
+            ),
+            InitError::Run(e) => f.write_str(e),
+            InitError::Panicked => f.write_str("the guest init panicked (see the console log)"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
 
 /// A fault the init injects on purpose, so the harness's own tests can check
 /// what the host makes of a guest that dies or hangs mid-case.
@@ -86,25 +130,24 @@ pub fn is_guest_init() -> bool {
 /// kernel, so every path ends in power-off.
 pub fn main() -> ! {
     let result = std::panic::catch_unwind(run);
-    let msg = match result {
+    let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
-        Err(_) => Some("the guest init panicked (see the console log)".to_string()),
+        Err(_) => Some(InitError::Panicked),
     };
-    if let Some(e) = msg {
+    if let Some(e) = error {
         report_error(&e);
     }
     power_off()
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
     let mut port = open_ktap_port()?;
     let dir = Path::new("/");
-    let text = std::fs::read_to_string(dir.join(super::initramfs::GUEST_CONFIG))
-        .map_err(|e| format!("cannot read the guest config: {e}"))?;
-    let cfg: GuestConfig = serde_json::from_str(&text).map_err(|e| format!("bad guest config: {e}"))?;
+    let text = std::fs::read_to_string(dir.join(super::initramfs::GUEST_CONFIG)).map_err(InitError::ReadConfig)?;
+    let cfg: GuestConfig = serde_json::from_str(&text).map_err(InitError::BadConfig)?;
     if let Err(e) = check_userfaultfd() {
         // report_error() adds the `# uffdtest-guest: error:` line.
         writeln!(port, "KTAP version 1\n1..0 # SKIP {e}").ok();
@@ -125,7 +168,7 @@ fn run() -> Result<(), String> {
         fault: cfg.fault,
         started: 0,
     };
-    runner::run(&opts, &mut [&mut ktap, &mut fault, &mut Milestones])?;
+    runner::run(&opts, &mut [&mut ktap, &mut fault, &mut Milestones]).map_err(|e| InitError::Run(e.to_string()))?;
     port.flush().ok();
     kmsg(RUN_DONE);
     Ok(())
@@ -142,31 +185,28 @@ const MOUNTS: &[(&str, &str, &str, bool)] = &[
     ("hugetlbfs", "/dev/hugepages", "hugetlbfs", false),
 ];
 
-fn mount_all() -> Result<(), String> {
+fn mount_all() -> Result<(), InitError> {
     use nix::mount::{MsFlags, mount};
     for &(src, target, fstype, required) in MOUNTS {
         let _ = std::fs::create_dir_all(target);
-        if let Err(e) = mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
+        if let Err(errno) = mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
             && required
         {
-            return Err(format!(
-                "cannot mount {fstype} on {target}: {e}; is CONFIG_{} set?",
-                fstype.to_uppercase()
-            ));
+            return Err(InitError::Mount { fstype, target, errno });
         }
     }
     Ok(())
 }
 
 /// Opens ttyS1 raw: no `\n` → `\r\n`, no echo, no flow control.
-fn open_ktap_port() -> Result<std::fs::File, String> {
+fn open_ktap_port() -> Result<std::fs::File, InitError> {
     use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOCTTY)
         .open(KTAP_PORT)
-        .map_err(|e| format!("cannot open the KTAP port {KTAP_PORT}: {e} (CONFIG_SERIAL_8250 with 2 ports?)"))?;
+        .map_err(InitError::KtapPort)?;
     if let Ok(mut t) = tcgetattr(&f) {
         cfmakeraw(&mut t);
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
@@ -175,7 +215,7 @@ fn open_ktap_port() -> Result<std::fs::File, String> {
 }
 
 /// The kernel must have the syscall: without CONFIG_USERFAULTFD it is ENOSYS.
-fn check_userfaultfd() -> Result<(), String> {
+fn check_userfaultfd() -> Result<(), InitError> {
     // SAFETY: userfaultfd(2) takes flags only; the fd is closed at once.
     let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
     if fd >= 0 {
@@ -184,11 +224,7 @@ fn check_userfaultfd() -> Result<(), String> {
         return Ok(());
     }
     match nix::errno::Errno::last() {
-        nix::errno::Errno::ENOSYS => Err(
-            "this kernel has no userfaultfd (userfaultfd(2) is ENOSYS): build it with \
-                                          CONFIG_USERFAULTFD=y (see qemu/uffd.config)"
-                .into(),
-        ),
+        nix::errno::Errno::ENOSYS => Err(InitError::NoUserfaultfd),
         // EPERM etc.: the suite's own cases report what they can and cannot do.
         _ => Ok(()),
     }
@@ -206,7 +242,7 @@ fn kmsg(msg: &str) {
     }
 }
 
-fn report_error(e: &str) {
+fn report_error(e: &InitError) {
     kmsg(&format!("{GUEST_ERROR}{e}"));
     eprintln!("{GUEST_ERROR}{e}");
     if let Ok(mut port) = std::fs::OpenOptions::new().write(true).open(KTAP_PORT) {

@@ -2,6 +2,7 @@
 //! `uffdtest` as `/init`, the static test binaries, their manifest and the
 //! guest's orders. No busybox, no host root filesystem.
 
+use super::VmError;
 use crate::runner::discover::{Binary, MANIFEST_NAME, Manifest};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -98,11 +99,11 @@ impl<W: Write> Archive<W> {
 }
 
 /// Writes the initramfs to `path`.
-pub fn write(path: &Path, c: &Contents) -> Result<(), String> {
-    let f = File::create(path).map_err(|e| format!("cannot create the initramfs {}: {e}", path.display()))?;
+pub fn write(path: &Path, c: &Contents) -> Result<(), VmError> {
+    let f = File::create(path).map_err(VmError::io(format!("cannot create the initramfs {}", path.display())))?;
     pack(BufWriter::new(f), c)
         .and_then(|mut w| w.flush())
-        .map_err(|e| format!("writing the initramfs {}: {e}", path.display()))
+        .map_err(VmError::io(format!("writing the initramfs {}", path.display())))
 }
 
 /// The archive's layout: `/init`, `/dev/console`, the mount points,

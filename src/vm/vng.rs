@@ -11,9 +11,15 @@
 //! falls back to the console for the script and exits 255 even when the
 //! command succeeded. So the KTAP decides; cases it lacks count as crashed.
 
-use super::boot::{self, Accel};
+use super::boot::{self, Accel, AccelChoice};
+use super::error::VmError;
 use super::kconfig;
-use std::path::Path;
+use super::options::VmOptions;
+use crate::runner::{Report, discover};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Where virtme-ng looks for the Rust virtiofsd besides PATH. It ignores
 /// the old C daemon QEMU 7.2 ships in /usr/lib/qemu.
@@ -112,6 +118,136 @@ pub fn vng_args(
     }
     v.extend(["--exec".into(), exec.to_string()]);
     v
+}
+
+/// The `uffdtest run` command the guest executes: the host's selection and
+/// the guest's case settings, as `uffdtest run` flags.
+pub fn guest_command(o: &VmOptions, exe: &Path, manifest: &Path) -> String {
+    let g = &o.guest;
+    let mut w: Vec<String> = vec![exe.display().to_string(), "run".into(), "--manifest".into()];
+    w.push(manifest.display().to_string());
+    w.extend(["--announce-kmsg".into(), "--jobs".into(), g.jobs.to_string()]);
+    w.extend([
+        "--timeout".into(),
+        g.case_timeout_secs.to_string(),
+        "--hugepages".into(),
+        g.hugepages.to_string(),
+    ]);
+    for f in &g.filters {
+        w.extend(["--filter".into(), f.clone()]);
+    }
+    for s in &g.skip {
+        w.extend(["--skip".into(), s.clone()]);
+    }
+    if !g.mem.is_empty() {
+        w.extend(["--mem".into(), g.mem.join(",")]);
+    }
+    if !g.ioctl.is_empty() {
+        w.extend(["--ioctl".into(), g.ioctl.join(",")]);
+    }
+    if let Some((k, n)) = g.shard {
+        w.extend(["--shard".into(), format!("{k}/{n}")]);
+    }
+    if g.run_ignored {
+        w.push("--run-ignored".into());
+    }
+    if g.repeat > 1 {
+        w.extend(["--repeat".into(), g.repeat.to_string()]);
+    }
+    w.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ")
+}
+
+/// `uffdtest vm --runner vng`: the suite through vng, its KTAP relayed to
+/// stdout, then the report files. Err when vng could not run the suite.
+pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
+    let kernel = boot::resolve_kernel(&o.kernel)?;
+    let share = missing_pieces(kernel.config.as_deref()).map_err(VmError::VngMissing)?;
+    let manifest: PathBuf = o.manifest.clone().unwrap_or_else(discover::default_manifest);
+    if o.build_tests {
+        let m = discover::build(&[]).map_err(VmError::runner)?;
+        m.save(&manifest).map_err(VmError::runner)?;
+    }
+    if !manifest.is_file() {
+        return Err(VmError::NoManifest(manifest));
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("uffdtest"));
+    // KVM that cannot run a standard guest (see boot::kvm_failed) is only
+    // found by booting; vng gives no early sign, so auto means TCG unless forced.
+    let accel = match o.accel {
+        AccelChoice::Kvm => Accel::Kvm,
+        _ => Accel::Tcg,
+    };
+    // The guest writes KTAP into a directory vng shares read-write (its
+    // other host paths are overlays whose writes the host never sees), and
+    // the host follows the file: vng forwards the command's stdout only when
+    // the guest has udev, and mixes it with console noise otherwise.
+    let dir = std::env::temp_dir().join(format!("uffdtest-vng-{}", std::process::id()));
+    let ktap_file = dir.join("ktap.txt");
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&ktap_file, ""))
+        .map_err(VmError::io(format!("cannot create {}", ktap_file.display())))?;
+    let exec = format!(
+        "{} >{} 2>/dev/null",
+        guest_command(o, &exe, &manifest),
+        quote(&ktap_file.display().to_string())
+    );
+    let mut args = vng_args(&kernel.image, accel, &share, o.memory_mib, o.cpus, &o.append, &exec);
+    args.splice(0..0, ["--rwdir".to_string(), dir.display().to_string()]);
+    let mut child = Command::new("vng")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(VmError::io("cannot start vng"))?;
+    let (ktap, status, silent) = follow_ktap(&mut child, &ktap_file, o.timeout);
+    let _ = std::fs::remove_dir_all(&dir);
+    if silent {
+        eprintln!(
+            "uffdtest: the vng guest wrote no KTAP for {} s and was killed",
+            o.timeout.as_secs()
+        );
+    }
+    let report = crate::runner::parse_ktap(&ktap).map_err(|_| VmError::VngNoKtap(status))?;
+    o.reports.write(&report, true);
+    if status != 0 {
+        eprintln!("uffdtest: vng exited {status}; the verdict comes from the KTAP (cases it lacks count as crashed)");
+    }
+    Ok(report)
+}
+
+/// Relays the lines the guest appends to `file` until `child` exits, or
+/// kills it after `timeout` without a new line. Returns the text, the exit
+/// code (255 when killed) and whether it went silent.
+fn follow_ktap(child: &mut Child, file: &Path, timeout: Duration) -> (String, i32, bool) {
+    let mut f = std::fs::File::open(file).ok();
+    let mut all = String::new();
+    let mut pending = Vec::new();
+    let mut last = Instant::now();
+    let mut out = std::io::stdout();
+    loop {
+        let exited = child.try_wait().ok().flatten();
+        let mut buf = [0u8; 8192];
+        while let Some(n) = f.as_mut().and_then(|f| f.read(&mut buf).ok()).filter(|n| *n > 0) {
+            pending.extend_from_slice(&buf[..n]);
+            last = Instant::now();
+        }
+        while let Some(i) = pending.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let l = String::from_utf8_lossy(&line).replace('\r', "");
+            let _ = out.write_all(l.as_bytes());
+            all.push_str(&l);
+        }
+        let _ = out.flush();
+        if let Some(st) = exited {
+            return (all, st.code().unwrap_or(255), false);
+        }
+        if last.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (all, 255, true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! The guest's userspace: the static `/init` and test binaries, given or
+//! built with cargo for a target whose binaries need no host libraries.
+
+use super::options::VmOptions;
+use crate::runner::discover::{self, Manifest};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+/// The Rust target the guest binaries are built for (static glibc).
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Why there are no static binaries for the guest.
+#[derive(Debug)]
+pub enum StaticBuildError {
+    /// cargo could not be started.
+    Cargo {
+        cargo: String,
+        err: std::io::Error,
+    },
+    /// cargo ran and failed; its errors are on stderr already.
+    Failed {
+        status: ExitStatus,
+        source: PathBuf,
+    },
+    /// cargo built, but named no `uffdtest` binary.
+    NoInitBinary,
+    /// With `--manifest` and no `--init`, this executable must be static.
+    NoStaticInit,
+    Dynamic(PathBuf),
+    /// The runner could not read the manifest or cargo's messages, or an ELF file.
+    Suite(String),
+}
+
+impl fmt::Display for StaticBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StaticBuildError::Cargo { cargo, err } => write!(
+                f,
+                "cannot run {cargo}: {err}; install Rust, or pass --manifest with prebuilt static tests"
+            ),
+            StaticBuildError::Failed { status, source } => write!(
+                f,
+                "the static build failed ({status}) in {}: fix the errors above, or pass --manifest with prebuilt static tests",
+                source.display()
+            ),
+            StaticBuildError::NoInitBinary => f.write_str("cargo did not report the uffdtest binary"),
+            StaticBuildError::NoStaticInit => f.write_str(
+                "no static uffdtest for the guest's /init: pass --init, or build without --manifest \
+                 (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --target x86_64-unknown-linux-gnu)",
+            ),
+            StaticBuildError::Dynamic(p) => write!(
+                f,
+                "{} is dynamically linked and cannot run in the guest; build with \
+                 RUSTFLAGS=\"-C target-feature=+crt-static\" --target {STATIC_TARGET}",
+                p.display()
+            ),
+            StaticBuildError::Suite(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for StaticBuildError {}
+
+fn suite(e: impl fmt::Display) -> StaticBuildError {
+    StaticBuildError::Suite(e.to_string())
+}
+
+/// The static `/init` and test binaries: given, or built with cargo.
+pub fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), StaticBuildError> {
+    let (built_init, manifest) = match &o.manifest {
+        Some(m) => {
+            let mut man = Manifest::load(m).map_err(suite)?;
+            for b in &mut man.binaries {
+                b.path = Manifest::resolve(m, b);
+            }
+            (None, man)
+        }
+        None => {
+            let (init, man) = build_static(&o.source)?;
+            (Some(init), man)
+        }
+    };
+    let this = std::env::current_exe()
+        .ok()
+        .filter(|e| crate::runner::elf::is_static(e).unwrap_or(false));
+    let init = o
+        .init
+        .clone()
+        .or(built_init)
+        .or(this)
+        .ok_or(StaticBuildError::NoStaticInit)?;
+    for p in std::iter::once(&init).chain(manifest.binaries.iter().map(|b| &b.path)) {
+        if !crate::runner::elf::is_static(p).map_err(suite)? {
+            return Err(StaticBuildError::Dynamic(p.clone()));
+        }
+    }
+    Ok((init, manifest))
+}
+
+/// `cargo test --no-run` for the static gnu target: the test binaries and
+/// the `uffdtest` binary itself (cargo builds it for the integration tests).
+/// Debug info and symbols are left out: they would triple the initramfs,
+/// which the guest unpacks before anything runs (seconds under TCG).
+/// Optimised (debug assertions stay on): under TCG unoptimised code made the
+/// stress cases run for many minutes each.
+///
+/// The build goes to its own target directory, `<target>/uffdtest-vm`, so a
+/// `uffdtest vm` started from `cargo test` never waits on the outer cargo's
+/// lock, and the static flags never invalidate the host build.
+pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), StaticBuildError> {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| source.join("target"));
+    let target_dir = base.join("uffdtest-vm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let rustflags = format!(
+        "{} -C target-feature=+crt-static",
+        std::env::var("RUSTFLAGS").unwrap_or_default()
+    );
+    eprintln!("uffdtest: building the static guest binaries (cargo test --no-run --target {STATIC_TARGET})");
+    let out = Command::new(&cargo)
+        .current_dir(source)
+        .args([
+            "test",
+            "--no-run",
+            "--tests",
+            "--target",
+            STATIC_TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", rustflags.trim())
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_PROFILE_DEV_OPT_LEVEL", "2")
+        .env("CARGO_PROFILE_DEV_STRIP", "symbols")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(err) => return Err(StaticBuildError::Cargo { cargo, err }),
+    };
+    if !out.status.success() {
+        return Err(StaticBuildError::Failed {
+            status: out.status,
+            source: source.to_path_buf(),
+        });
+    }
+    let manifest = discover::from_cargo_messages(&out.stdout[..]).map_err(suite)?;
+    let init = init_binary(&String::from_utf8_lossy(&out.stdout)).ok_or(StaticBuildError::NoInitBinary)?;
+    Ok((init, manifest))
+}
+
+/// The `uffdtest` binary among cargo's JSON messages.
+fn init_binary(messages: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "uffdtest")
+        .filter(|v| {
+            v["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        // Not the bin's own unit-test harness, which cargo test also builds.
+        .filter(|v| v["profile"]["test"] == false)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_the_bin_not_its_test_harness() {
+        let msg = |test: bool, exe: &str| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "target": {"name": "uffdtest", "kind": ["bin"]},
+                "profile": {"test": test},
+                "executable": exe,
+            })
+            .to_string()
+        };
+        let text = [msg(true, "/t/uffdtest-hash"), msg(false, "/t/uffdtest")].join("\n");
+        assert_eq!(init_binary(&text), Some(PathBuf::from("/t/uffdtest")));
+        assert_eq!(init_binary(&msg(true, "/t/uffdtest-hash")), None);
+    }
+}
