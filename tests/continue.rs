@@ -11,18 +11,6 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use testing::smaps::field as smaps_field;
 
-fn minor_features(mem: MemType) -> Features {
-    if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    }
-}
-
-fn wp_features() -> Features {
-    Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-}
-
 /// An area with an alias view, the main view registered in `mode`.
 fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, Uffd), String> {
     testing::register_support(mem, mode)?;
@@ -30,10 +18,8 @@ fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, 
         mem::Unavailable::Skip(r) => r,
         mem::Unavailable::Error(e) => panic!("cannot set up the area: {e}"),
     })?;
-    let mut features = minor_features(mem);
-    if mode.contains(RegisterMode::WP) {
-        features |= wp_features();
-    }
+    // MINOR's features even for a MISSING-only registration, and WP's when asked.
+    let features = caps::features_for(mem, RegisterMode::MINOR | (mode & RegisterMode::WP));
     let uffd = testing::open_uffd(features)?;
     uffd.register(area.addr(), area.len(), mode)
         .unwrap_or_else(|e| panic!("UFFDIO_REGISTER({mode:?}): {e}"));
@@ -677,7 +663,9 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
         Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
     };
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(minor_features(mem) | Features::EVENT_REMOVE));
+    let uffd = try_skip!(testing::open_uffd(
+        caps::features_for(mem, RegisterMode::MINOR) | Features::EVENT_REMOVE
+    ));
     uffd.register(area.addr(), area.len(), RegisterMode::MINOR).unwrap();
     fill_alias(&area, 0, |_| 0x17);
     let a = area.page(1);

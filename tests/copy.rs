@@ -13,8 +13,6 @@ use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{ProtFlags, mprotect, munmap};
 use pagemap::PM_UFFD_WP;
-use std::ffi::c_void;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use testing::progress::{err, failed, rejected};
 use testing::{Access, Buf, ChildExit, FaultHandler};
@@ -42,14 +40,6 @@ fn missing_area(mem: MemType, npages: usize, features: Features) -> Result<(Area
     testing::registered_area(mem, npages, features, MISSING, |_| {})
 }
 
-fn ptr(addr: usize) -> NonNull<c_void> {
-    NonNull::new(addr as *mut c_void).expect("non-null address")
-}
-
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
-}
-
 #[apply(all_mem)]
 fn copy_resolves_read_fault_with_exact_bytes(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
@@ -66,7 +56,7 @@ fn copy_resolves_read_fault_with_exact_bytes(#[case] mem: MemType) {
     assert_eq!(uffd.copy(area.page(1), src.addr() + ps, ps, NONE), Ok(ps as i64));
     assert_eq!(r.join(), pat(1, 5));
     assert_eq!(area.read_page(1), expected(ps, 1));
-    assert!(!present(area.page(0)), "page 0 was not touched");
+    assert!(!pagemap::is_present(area.page(0)), "page 0 was not touched");
     assert_no_event(&uffd);
 }
 
@@ -241,7 +231,7 @@ fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
     assert_eq!(area.read_page(0), expected(ps, 0));
     assert_eq!(area.read_page(1), expected(ps, 1));
     assert_eq!(area.read_page(2), vec![0x55; ps]);
-    assert!(!present(area.page(3)), "page 3 was not reached");
+    assert!(!pagemap::is_present(area.page(3)), "page 3 was not reached");
     // Retrying from the failed page shows the error itself.
     assert_eq!(
         uffd.copy(area.page(2), src.addr() + 2 * ps, 2 * ps, NONE),
@@ -265,7 +255,7 @@ fn copy_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
         Ok(ps as i64)
     );
     // The page is there, but nobody woke the faulting thread.
-    assert!(present(area.page(0)));
+    assert!(pagemap::is_present(area.page(0)));
     assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
     uffd.wake(area.page(0), ps).expect("UFFDIO_WAKE");
     assert_eq!(r.join(), pat(0, 1));
@@ -382,7 +372,7 @@ fn copy_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
         uffd.copy(area.page(0), src.addr(), ps, CopyMode::WP),
         failed(Errno::EINVAL)
     );
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
@@ -398,7 +388,7 @@ fn copy_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
             "mode {bits:#x}"
         );
     }
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
@@ -429,7 +419,7 @@ fn copy_misaligned_or_zero_len_fails_einval(#[case] mem: MemType) {
             "len {len}"
         );
     }
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[rstest]
@@ -452,7 +442,7 @@ fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
         uffd.copy(area.page(0), src.addr(), hp + bp, NONE),
         failed(Errno::EINVAL)
     );
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
     assert_eq!(uffd.copy(area.page(0), src.addr(), hp, NONE), Ok(hp as i64));
 }
 
@@ -479,8 +469,8 @@ fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
     assert_eq!(uffd.copy(area.page(0), area.page(1), ps, NONE), failed(Errno::EFAULT));
     // Source overlapping the destination itself.
     assert_eq!(uffd.copy(area.page(0), area.page(0), ps, NONE), failed(Errno::EFAULT));
-    assert!(!present(area.page(0)));
-    assert!(!present(area.page(1)));
+    assert!(!pagemap::is_present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(1)));
     assert_no_event(&uffd);
 }
 
@@ -493,7 +483,7 @@ fn copy_to_unregistered_dst_fails_enoent(#[case] mem: MemType) {
     let src = source(ps, 1);
     // validate_dst_vma: the destination VMA must be registered.
     assert_eq!(uffd.copy(other.page(0), src.addr(), ps, NONE), failed(Errno::ENOENT));
-    assert!(!present(other.page(0)));
+    assert!(!pagemap::is_present(other.page(0)));
 }
 
 #[apply(all_mem)]
@@ -516,7 +506,7 @@ fn copy_past_the_end_of_the_vma_fails_enoent(#[case] mem: MemType) {
     // The range must lie in one VMA; nothing is copied, not even page 1.
     let last = area.page(area.npages() - 1);
     assert_eq!(uffd.copy(last, src.addr(), 2 * ps, NONE), failed(Errno::ENOENT));
-    assert!(!present(last));
+    assert!(!pagemap::is_present(last));
 }
 
 #[apply(all_mem)]
@@ -547,7 +537,7 @@ fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
         uffd.copy(area.page(2), src.addr() + 2 * ps, ps, NONE),
         failed(Errno::EFAULT)
     );
-    assert!(!present(area.page(2)));
+    assert!(!pagemap::is_present(area.page(2)));
     // A run reaching the hole copies what precedes it and stops short.
     assert_eq!(
         uffd.copy(area.addr(), src.addr(), 4 * ps, NONE),
@@ -555,8 +545,8 @@ fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
     );
     assert_eq!(area.read_page(0), vec![0x10; ps]);
     assert_eq!(area.read_page(1), vec![0x11; ps]);
-    assert!(!present(area.page(2)));
-    assert!(!present(area.page(3)));
+    assert!(!pagemap::is_present(area.page(2)));
+    assert!(!pagemap::is_present(area.page(3)));
 }
 
 #[apply(file_mem)]
@@ -625,7 +615,7 @@ fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
     // validate_dst_vma only asks that the VMA be registered, not with the
     // calling uffd; the wake then goes to the caller's own wait queue.
     assert_eq!(other.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
-    assert!(present(area.page(0)));
+    assert!(pagemap::is_present(area.page(0)));
     assert!(r.is_blocked() && !r.is_done(), "another uffd's COPY woke the fault");
     owner.wake(area.page(0), ps).unwrap();
     assert_eq!(r.join(), pat(0, 6));
@@ -685,5 +675,5 @@ fn copy_into_shared_memory_lands_in_the_page_cache(#[case] mem: MemType) {
     // And a write through it shows in the registered view.
     testing::write_byte(area.alias_page(1) + 3, 0xc3);
     assert_eq!(testing::read_byte(area.page(1) + 3), 0xc3);
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }

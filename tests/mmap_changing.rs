@@ -75,22 +75,6 @@ fn assert_all_refused(uffd: &Uffd, area: &Area, src: &Buf) {
     );
 }
 
-fn wp_features(mem: MemType) -> Features {
-    if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    }
-}
-
-fn minor_features(mem: MemType) -> Features {
-    if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    }
-}
-
 #[apply(all_mem)]
 #[parallel(fork)]
 fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
@@ -102,12 +86,12 @@ fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
     let mut features = base;
     let mut mode = RegisterMode::MISSING;
     if testing::register_support(mem, RegisterMode::MISSING | RegisterMode::WP).is_ok() {
-        features |= wp_features(mem);
+        features |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
     let minor = mem.has_file() && testing::register_support(mem, mode | RegisterMode::MINOR).is_ok();
     if minor {
-        features |= minor_features(mem);
+        features |= caps::features_for(mem, RegisterMode::MINOR);
         mode |= RegisterMode::MINOR;
     }
     let area = try_area!(if minor {

@@ -25,10 +25,6 @@ const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: PoisonMode = PoisonMode::empty();
 const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
 
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
-}
-
 /// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd
 /// with UFFD_FEATURE_POISON.
 fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Result<(Area, Arc<Uffd>), String> {
@@ -152,7 +148,7 @@ fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
     assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), Ok(4 * ps as i64));
     // A marker, not a page.
     for i in 0..4 {
-        assert!(!present(area.page(i)), "page {i}");
+        assert!(!pagemap::is_present(area.page(i)), "page {i}");
     }
     // Every page refuses a second marker.
     for i in 0..4 {

@@ -58,14 +58,6 @@ fn child_uffd(area: &Area, extra: Features, mode: RegisterMode) -> Result<Uffd, 
     Ok(u)
 }
 
-fn wp_features(mem: MemType) -> Features {
-    if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The access dies of SIGBUS.
 
@@ -108,13 +100,13 @@ fn missing_write_raises_sigbus(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS | wp_features(mem));
+    require_features!(Features::SIGBUS | caps::features_for(mem, RegisterMode::WP));
     require_mode!(mem, RegisterMode::WP);
     let area = try_area!(Area::new(mem, 1));
     let at = area.page(0) + 8;
     let st = in_child(|| {
         area.populate(0x5e);
-        let u = match child_uffd(&area, wp_features(mem), RegisterMode::WP) {
+        let u = match child_uffd(&area, caps::features_for(mem, RegisterMode::WP), RegisterMode::WP) {
             Ok(u) => u,
             Err(c) => return c,
         };
@@ -237,7 +229,10 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 /// are written first, which must signal twice (missing, then WP).
 fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
     let (extra, mode) = if wp {
-        (wp_features(area.mem()), RegisterMode::MISSING | RegisterMode::WP)
+        (
+            caps::features_for(area.mem(), RegisterMode::WP),
+            RegisterMode::MISSING | RegisterMode::WP,
+        )
     } else {
         (Features::empty(), RegisterMode::MISSING)
     };
@@ -295,7 +290,7 @@ fn handler_flow(mem: MemType, wp: bool) {
     let mut f = Features::SIGBUS;
     let mut mode = RegisterMode::MISSING;
     if wp {
-        f |= wp_features(mem);
+        f |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
     require_features!(f);

@@ -12,18 +12,12 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use std::ffi::c_void;
 use std::num::NonZeroUsize;
-use std::ptr::NonNull;
 use testing::smaps;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const WP: RegisterMode = RegisterMode::WP;
 const MINOR: RegisterMode = RegisterMode::MINOR;
-
-fn ptr(addr: usize) -> NonNull<c_void> {
-    NonNull::new(addr as *mut c_void).expect("non-null address")
-}
 
 /// An area of `npages` registered in `mode` on a fresh uffd with `features`.
 fn registered(mem: MemType, npages: usize, mode: RegisterMode, features: Features) -> Result<(Area, Uffd), String> {

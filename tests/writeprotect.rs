@@ -10,18 +10,11 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use std::sync::Arc;
 use testing::smaps::field as smaps_field;
+use uffdtest::testing::knob::Knob;
+use uffdtest::testing::mm::Reservation;
 
 const WP: WriteprotectMode = WriteprotectMode::WP;
 const UNPROTECT: WriteprotectMode = WriteprotectMode::empty();
-
-/// The features WP needs on `mem`.
-fn wp_features(mem: MemType) -> Features {
-    if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    }
-}
 
 /// A populated area of `npages`, registered WP on a fresh uffd opened
 /// with `extra` features on top of what WP needs.
@@ -29,7 +22,7 @@ fn wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Area, Arc<Uf
     testing::register_support(mem, RegisterMode::WP)?;
     let area = testing::area(mem, npages)?;
     area.populate(0x11);
-    let uffd = testing::open_uffd(wp_features(mem) | extra)?;
+    let uffd = testing::open_uffd(caps::features_for(mem, RegisterMode::WP) | extra)?;
     uffd.register(area.addr(), area.len(), RegisterMode::WP)
         .expect("UFFDIO_REGISTER(WP)");
     Ok((area, Arc::new(uffd)))
@@ -294,7 +287,7 @@ fn writeprotect_stops_at_first_unregistered_vma_with_enoent(#[case] mem: MemType
     require_mode!(mem, RegisterMode::WP);
     let area = try_area!(Area::new(mem, 2));
     area.populate(1);
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.page(0), area.page_size(), RegisterMode::WP).unwrap();
     // The VMAs are walked in order: the registered head is protected
     // before the unregistered tail fails the call.
@@ -335,7 +328,7 @@ fn writeprotect_skips_unmapped_holes(#[case] mem: MemType) {
     // SAFETY: unmapping the middle page of our own area; Area's drop
     // unmaps the whole range again, which is harmless.
     unsafe { nix::sys::mman::munmap(std::ptr::NonNull::new(area.page(1) as *mut _).unwrap(), ps) }.unwrap();
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.page(0), ps, RegisterMode::WP).unwrap();
     uffd.register(area.page(2), ps, RegisterMode::WP).unwrap();
     // for_each_vma_range only visits mapped VMAs: the hole is no error.
@@ -506,7 +499,7 @@ fn copy_mode_wp_installs_protected_page(#[case] mem: MemType) {
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 2));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), mode).unwrap();
     let src = testing::Buf::pattern(ps, |i| (i % 251) as u8);
     assert_eq!(uffd.copy(area.page(1), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
@@ -538,7 +531,7 @@ fn copy_without_mode_wp_installs_writable_page(#[case] mem: MemType) {
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), mode).unwrap();
     let src = testing::Buf::filled(ps, 0x3c);
     assert_eq!(
@@ -577,7 +570,7 @@ fn protect_unpopulated_file_page_installs_marker(#[case] mem: MemType) {
     // survives on a page that is not mapped yet (WP_HUGETLBFS_SHMEM).
     require_mode!(mem, RegisterMode::WP);
     let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     for i in 0..2 {
@@ -604,7 +597,7 @@ fn protect_unpopulated_file_page_installs_marker(#[case] mem: MemType) {
 fn read_of_marked_file_page_maps_it_protected(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     let r = Faulter::read(area.page(0));
@@ -682,7 +675,10 @@ fn kernel_write_to_protected_page_waits_on_full_uffd(#[case] mem: MemType) {
     let area = try_area!(Area::new(mem, 1));
     area.populate(0x11);
     let flags = OpenFlags::O_CLOEXEC | OpenFlags::O_NONBLOCK;
-    let uffd = try_skip!(testing::open_uffd_flags(flags, wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd_flags(
+        flags,
+        caps::features_for(mem, RegisterMode::WP)
+    ));
     uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     let r = Faulter::call({
@@ -800,7 +796,7 @@ fn write_through_unregistered_view_bypasses_protection(#[case] mem: MemType) {
         Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
     };
     area.populate(0x11);
-    let uffd = try_skip!(testing::open_uffd(wp_features(mem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     let w = Faulter::write(area.alias_page(0) + 5, 0x72);
@@ -828,7 +824,7 @@ fn writeprotect_acts_on_a_range_registered_by_another_uffd_of_the_mm(#[case] mem
     // would show up as this case failing with ENOENT.)
     require_mode!(mem, RegisterMode::WP);
     let (area, owner) = try_skip!(wp_area(mem, 1, Features::empty()));
-    let other = try_skip!(testing::open_uffd(wp_features(mem)));
+    let other = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     other.writeprotect(area.addr(), area.len(), WP).unwrap();
     assert!(wp_bit(area.page(0)));
     let w = Faulter::write(area.page(0), 0x74);
@@ -857,7 +853,7 @@ fn copy_fills_a_page_holding_only_a_wp_marker(#[case] mem: MemType) {
     // marker (pte_none_mostly): the protection goes unless MODE_WP says so.
     let mode = RegisterMode::MISSING | RegisterMode::WP;
     require_mode!(mem, mode);
-    let mut features = wp_features(mem);
+    let mut features = caps::features_for(mem, RegisterMode::WP);
     if mem.is_anon() {
         require_features!(Features::WP_UNPOPULATED);
         features |= Features::WP_UNPOPULATED;
@@ -900,7 +896,7 @@ fn wp_marker_pagemap_encoding(#[case] mem: MemType) {
     // PM_SWAP; pagemap_hugetlb_range reports only PM_UFFD_WP. No page
     // behind either, so never PM_PRESENT or PM_FILE.
     require_mode!(mem, RegisterMode::WP);
-    let mut features = wp_features(mem);
+    let mut features = caps::features_for(mem, RegisterMode::WP);
     if mem.is_anon() {
         require_features!(Features::WP_UNPOPULATED);
         features |= Features::WP_UNPOPULATED;
@@ -933,17 +929,8 @@ fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
         "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/shmem_enabled",
         pmd / 1024
     );
-    let Some(old) = caps::sysfs_choice(&knob) else {
-        skip!("no {knob}")
-    };
-    struct Restore(String, String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = std::fs::write(&self.0, &self.1);
-        }
-    }
-    std::fs::write(&knob, "always").expect("set shmem_enabled");
-    let _restore = Restore(knob, old);
+    require!(caps::sysfs_choice(&knob).is_some(), "no {knob}");
+    let _knob = Knob::set(knob, "always").unwrap_or_else(|e| panic!("set shmem_enabled: {e}"));
     let ps = mem::base_page_size();
     let holes = testing::holes::far_range();
     // SAFETY: a shared anonymous (shmem) mapping at a far, PMD-aligned address.
@@ -958,22 +945,15 @@ fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
         )
     };
     assert_ne!(p, libc::MAP_FAILED, "mmap: {}", Errno::last());
-    struct Unmap(usize, usize);
-    impl Drop for Unmap {
-        fn drop(&mut self) {
-            // SAFETY: our own mapping.
-            unsafe { libc::munmap(self.0 as *mut libc::c_void, self.1) };
-        }
-    }
     let a = p as usize;
-    let _unmap = Unmap(a, pmd);
+    let _unmap = Reservation { addr: a, len: pmd };
     // SAFETY: our writable mapping.
     unsafe { std::ptr::write_bytes(a as *mut u8, 0x11, pmd) };
     require!(
         smaps_field(a, "ShmemPmdMapped") == Some(pmd),
         "shmem did not map a PMD folio (memory fragmented?)"
     );
-    let uffd = try_skip!(testing::open_uffd(wp_features(MemType::Shmem)));
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(MemType::Shmem, RegisterMode::WP)));
     uffd.register(a, pmd, RegisterMode::WP).unwrap();
     uffd.writeprotect(a + 7 * ps, ps, WP).unwrap();
     assert_eq!(smaps_field(a, "ShmemPmdMapped"), Some(0), "the PMD mapping was split");

@@ -22,10 +22,6 @@ fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String
     testing::registered_area(mem, npages, Features::empty(), MISSING, |_| {})
 }
 
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
-}
-
 #[apply(all_mem)]
 fn zeropage_resolves_read_fault_with_zeros(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
@@ -50,7 +46,7 @@ fn zeropage_resolves_read_fault_with_zeros(#[case] mem: MemType) {
     }
     assert_eq!(r.join(), 0);
     assert_eq!(area.read_page(1), vec![0; ps]);
-    assert!(!present(area.page(0)), "page 0 was not touched");
+    assert!(!pagemap::is_present(area.page(0)), "page 0 was not touched");
     assert_no_event(&uffd);
 }
 
@@ -150,7 +146,7 @@ fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) 
     let ps = area.page_size();
     if mem.is_hugetlb() {
         assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
-        assert!(!present(area.page(0)));
+        assert!(!pagemap::is_present(area.page(0)));
         return;
     }
     if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
@@ -163,11 +159,11 @@ fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) 
         uffd.zeropage(area.addr(), 4 * ps, NONE),
         err(Errno::EAGAIN, 2 * ps as i64)
     );
-    assert!(present(area.page(0)) && present(area.page(1)));
+    assert!(pagemap::is_present(area.page(0)) && pagemap::is_present(area.page(1)));
     assert_eq!(area.read_page(0), vec![0; ps]);
     assert_eq!(area.read_page(1), vec![0; ps]);
     assert_eq!(area.read_page(2), vec![0x21; ps]);
-    assert!(!present(area.page(3)), "page 3 was not reached");
+    assert!(!pagemap::is_present(area.page(3)), "page 3 was not reached");
     assert_eq!(uffd.zeropage(area.page(2), 2 * ps, NONE), failed(Errno::EEXIST));
 }
 
@@ -181,7 +177,7 @@ fn zeropage_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
     next_pagefault(&uffd);
     assert_eq!(r.settle(), State::Blocked);
     assert_eq!(uffd.zeropage(area.page(0), ps, ZeropageMode::DONTWAKE), Ok(ps as i64));
-    assert!(present(area.page(0)));
+    assert!(pagemap::is_present(area.page(0)));
     assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
     uffd.wake(area.page(0), ps).unwrap();
     assert_eq!(r.join(), 0);
@@ -225,7 +221,7 @@ fn zeropage_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
             "mode {bits:#x}"
         );
     }
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
@@ -248,7 +244,7 @@ fn zeropage_misaligned_range_fails_einval(#[case] mem: MemType) {
             "start {start:#x} len {len:#x}"
         );
     }
-    assert!(!present(area.page(0)));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
@@ -264,7 +260,7 @@ fn zeropage_outside_registered_range_fails_enoent(#[case] mem: MemType) {
     assert_eq!(uffd.zeropage(last, 2 * ps, NONE), failed(Errno::ENOENT));
     uffd.unregister(area.addr(), area.len()).unwrap();
     assert_eq!(uffd.zeropage(area.page(0), ps, NONE), failed(Errno::ENOENT));
-    assert!(!present(other.page(0)));
+    assert!(!pagemap::is_present(other.page(0)));
 }
 
 #[apply(file_mem)]
@@ -318,7 +314,7 @@ fn zeropage_over_wp_marker(#[case] mem: MemType) {
     } else {
         // mfill_atomic_pte_zeropage wants pte_none: a marker is an entry.
         assert_eq!(r, failed(Errno::EEXIST));
-        assert!(!present(area.page(0)));
+        assert!(!pagemap::is_present(area.page(0)));
     }
 }
 

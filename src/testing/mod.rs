@@ -8,6 +8,7 @@ pub mod faulter;
 pub mod fdpass;
 pub mod files;
 pub mod holes;
+pub mod knob;
 pub mod mm;
 pub mod pagemap;
 pub mod pagemap_scan;

@@ -10,6 +10,11 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+/// `addr` as the pointer nix's mman calls take.
+pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
+    std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
+}
+
 /// Every memory type (guest-memfd skips where the kernel cannot serve it).
 #[template]
 #[rstest]
