@@ -367,11 +367,7 @@ fn dev_userfaultfd_ignores_the_sysctl() {
 fn user_mode_only_is_inherited_by_the_fork_context(#[case] mem: MemType) {
     // dup_userfaultfd() copies ctx->flags: the child's context is
     // user-mode-only too, so the child's read(2) into the range fails EFAULT.
-    require_features!(Features::EVENT_FORK);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_FORK));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_FORK, |_| {}));
     let (r, _w) = pipe_with(&pattern());
     let (fd, at) = (r.as_raw_fd(), area.addr());
     let p = park(move || {

@@ -270,11 +270,7 @@ fn monitor_reads_the_pending_event_then_retries_the_copy(#[case] mem: MemType) {
     // The protocol the kernel documents: a fault read before a pending
     // event (faults are served first) cannot be resolved until the event is
     // read; EAGAIN says so, and the retry then succeeds.
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMOVE));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let (ps, advice) = (area.page_size(), release_advice(mem));
     let (p0, p1) = (area.page(0), area.page(1));
     let ev = park(move || madvise(p1, ps, advice));

@@ -61,6 +61,19 @@ fn child_uffd(area: &Area, extra: Features, mode: RegisterMode) -> Result<Uffd, 
 // ---------------------------------------------------------------------------
 // The access dies of SIGBUS.
 
+/// In a child: registers its own SIGBUS uffd over `area` ([`child_uffd`]),
+/// then makes `access`, which must not return (exit SURVIVED if it does).
+fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access: impl FnOnce()) -> ChildExit {
+    in_child(|| {
+        let _u = match child_uffd(area, extra, mode) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        access();
+        code::SURVIVED
+    })
+}
+
 #[apply(all_mem)]
 #[parallel(fork)]
 fn missing_read_raises_sigbus(#[case] mem: MemType) {
@@ -68,13 +81,8 @@ fn missing_read_raises_sigbus(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 2));
     let at = area.page(1) + 3;
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         read_byte(at);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -86,13 +94,8 @@ fn missing_write_raises_sigbus(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 2));
     let at = area.page(0);
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         write_byte(at, 1);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -125,11 +128,7 @@ fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
 #[apply(file_mem)]
 #[parallel(fork)]
 fn minor_fault_raises_sigbus(#[case] mem: MemType) {
-    let minor = if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    };
+    let minor = caps::features_for(mem, RegisterMode::MINOR);
     require_features!(Features::SIGBUS | minor);
     require_mode!(mem, RegisterMode::MINOR);
     let area = try_area!(Area::with_alias(mem, 1));
@@ -138,13 +137,8 @@ fn minor_fault_raises_sigbus(#[case] mem: MemType) {
     // SAFETY: the alias is our own shared mapping of the area's file.
     unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4d, area.page_size()) };
     let at = area.page(0);
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, minor, RegisterMode::MINOR) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, minor, RegisterMode::MINOR, || {
         read_byte(at);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -330,11 +324,7 @@ fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType
 #[serial(fork)]
 fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
     let f = Features::SIGBUS | Features::EVENT_FORK;
-    require_features!(f);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(f));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, f, |_| {}));
     let at = area.page(1);
     let forker = park(move || {
         wait_child(spawn_child_raw(move || {
@@ -435,11 +425,7 @@ fn sigbus_mode_still_delivers_non_cooperative_events(#[case] mem: MemType) {
     // SIGBUS replaces PAGEFAULT messages only; REMOVE is still queued and
     // still parks the thread until read.
     let f = Features::SIGBUS | Features::EVENT_REMOVE;
-    require_features!(f);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(f));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, f, |_| {}));
     let (at, len) = (area.addr(), area.len());
     let advice = uffdtest::testing::mm::release_advice(mem);
     let p = park(move || uffdtest::testing::mm::madvise(at, len, advice));

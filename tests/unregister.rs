@@ -338,12 +338,8 @@ fn unregister_wakes_only_faults_inside_its_range(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));
     let ps = area.page_size();
-    let r0 = Faulter::read(area.page(0));
-    next_pagefault(&uffd);
-    let r1 = Faulter::read(area.page(1));
-    next_pagefault(&uffd);
-    assert_eq!(r0.settle(), State::Blocked);
-    assert_eq!(r1.settle(), State::Blocked);
+    let r0 = blocked_reader(&uffd, area.page(0));
+    let r1 = blocked_reader(&uffd, area.page(1));
     uffd.unregister(area.page(0), ps).unwrap();
     assert_eq!(r0.join(), 0);
     assert!(

@@ -281,7 +281,68 @@ fn wp_registration_works_without_requesting_pagefault_flag_wp(#[case] mem: MemTy
 
 // Split by topic with include! rather than `mod`: libtest names a case by its
 // module path, so submodules would rename every case; included, they all stay
-// `writeprotect/<case>` (and `args::` keeps its own module).
+// `writeprotect/<case>` (and `args::` keeps its own module). Cases with a
+// serial_test attribute stay in this file, the one the runner reads them from.
 include!("writeprotect/ranges.rs");
 include!("writeprotect/fill.rs");
 include!("writeprotect/mm.rs");
+
+#[test]
+#[serial_test::serial(thp)]
+fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
+    // A file PMD cannot carry uffd-wp: protecting part of it splits the
+    // mapping, and only the protected page keeps (a marker with) the bit.
+    require_mode!(MemType::Shmem, RegisterMode::WP);
+    require_root!("sets the anon shmem THP policy");
+    let Some(pmd) = mem::pmd_size() else {
+        skip!("kernel has no THP")
+    };
+    let knob = format!(
+        "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/shmem_enabled",
+        pmd / 1024
+    );
+    require!(caps::sysfs_choice(&knob).is_some(), "no {knob}");
+    let _knob = Knob::set(knob, "always").unwrap_or_else(|e| panic!("set shmem_enabled: {e}"));
+    let ps = mem::base_page_size();
+    let holes = testing::holes::far_range();
+    // SAFETY: a shared anonymous (shmem) mapping at a far, PMD-aligned address.
+    let p = unsafe {
+        libc::mmap(
+            holes as *mut libc::c_void,
+            pmd,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap: {}", Errno::last());
+    let a = p as usize;
+    let _unmap = Reservation { addr: a, len: pmd };
+    // SAFETY: our writable mapping.
+    unsafe { std::ptr::write_bytes(a as *mut u8, 0x11, pmd) };
+    require!(
+        smaps_field(a, "ShmemPmdMapped") == Some(pmd),
+        "shmem did not map a PMD folio (memory fragmented?)"
+    );
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(MemType::Shmem, RegisterMode::WP)));
+    uffd.register(a, pmd, RegisterMode::WP).unwrap();
+    uffd.writeprotect(a + 7 * ps, ps, WP).unwrap();
+    assert_eq!(smaps_field(a, "ShmemPmdMapped"), Some(0), "the PMD mapping was split");
+    let wp: Vec<usize> = (0..pmd / ps).filter(|i| wp_bit(a + i * ps)).collect();
+    assert_eq!(wp, [7]);
+    let w = Faulter::write(a + 8 * ps, 0x22);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 0x22);
+    let w = Faulter::write(a + 7 * ps + 1, 0x23);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, a + 7 * ps)
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(a + 7 * ps, ps, UNPROTECT).unwrap();
+    assert_eq!(w.join(), 0x23);
+    assert_eq!(testing::read_byte(a + 7 * ps), 0x11, "the cache page kept its data");
+    assert_eq!(testing::read_byte(a + 7 * ps + 1), 0x23);
+    assert_no_event(&uffd);
+}

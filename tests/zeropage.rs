@@ -13,7 +13,7 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use std::sync::Arc;
-use testing::progress::{err, failed, rejected};
+use testing::progress::{err, failed};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: ZeropageMode = ZeropageMode::empty();
@@ -149,16 +149,9 @@ fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) 
         assert!(!pagemap::is_present(area.page(0)));
         return;
     }
-    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
-        // Populating page 2 mapped a whole THP: the PMD is refused at once.
-        assert_eq!(mem, MemType::AnonThp);
-        assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+    if !fill_stops_at_populated_page(&area, |at, len| uffd.zeropage(at, len, NONE)) {
         return;
     }
-    assert_eq!(
-        uffd.zeropage(area.addr(), 4 * ps, NONE),
-        err(Errno::EAGAIN, 2 * ps as i64)
-    );
     assert!(pagemap::is_present(area.page(0)) && pagemap::is_present(area.page(1)));
     assert_eq!(area.read_page(0), vec![0; ps]);
     assert_eq!(area.read_page(1), vec![0; ps]);
@@ -190,16 +183,7 @@ fn zeropage_of_many_pages_wakes_every_fault_in_range(#[case] mem: MemType) {
     require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
     let (area, uffd) = try_skip!(missing_area(mem, 3));
     let ps = area.page_size();
-    let readers: Vec<_> = (0..3)
-        .map(|i| {
-            let r = Faulter::read(area.page(i) + i);
-            next_pagefault(&uffd);
-            r
-        })
-        .collect();
-    for r in &readers {
-        assert_eq!(r.settle(), State::Blocked);
-    }
+    let readers: Vec<_> = (0..3).map(|i| blocked_reader(&uffd, area.page(i) + i)).collect();
     assert_eq!(uffd.zeropage(area.addr(), 3 * ps, NONE), Ok(3 * ps as i64));
     for r in readers {
         assert_eq!(r.join(), 0);
@@ -214,13 +198,10 @@ fn zeropage_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
     let ps = area.page_size();
     // Checked in userfaultfd_zeropage before the VMA is looked at, so
     // hugetlb gets the same answer.
-    for bits in [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE | 1 << 1] {
-        assert_eq!(
-            uffd.zeropage(area.page(0), ps, ZeropageMode::from_bits_retain(bits)),
-            rejected(Errno::EINVAL),
-            "mode {bits:#x}"
-        );
-    }
+    let bits = [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE | 1 << 1];
+    assert_modes_rejected(&bits, |b| {
+        uffd.zeropage(area.page(0), ps, ZeropageMode::from_bits_retain(b))
+    });
     assert!(!pagemap::is_present(area.page(0)));
 }
 
@@ -228,22 +209,7 @@ fn zeropage_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
 fn zeropage_misaligned_range_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 2));
-    let ps = area.page_size();
-    let bp = mem::base_page_size();
-    for (start, len) in [
-        (area.addr() + 1, ps),
-        (area.addr() + bp / 2, ps),
-        (area.addr(), 0),
-        (area.addr(), 1),
-        (area.addr(), bp + 1),
-        (area.addr(), 0usize.wrapping_sub(area.addr())),
-    ] {
-        assert_eq!(
-            uffd.zeropage(start, len, NONE),
-            rejected(Errno::EINVAL),
-            "start {start:#x} len {len:#x}"
-        );
-    }
+    assert_ranges_rejected(&area, |start, len| uffd.zeropage(start, len, NONE));
     assert!(!pagemap::is_present(area.page(0)));
 }
 

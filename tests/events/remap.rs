@@ -67,11 +67,7 @@ fn remap_event_for_a_growing_move_carries_the_old_length(#[case] mem: MemType) {
 
 #[apply(hugetlb_mem)]
 fn growing_hugetlb_mremap_fails_einval_without_event(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_REMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMAP, |_| {}));
     let ps = area.page_size();
     assert_eq!(
         mremap(area.page(0), ps, 2 * ps, libc::MREMAP_MAYMOVE, 0),

@@ -2,11 +2,7 @@
 
 #[apply(all_mem)]
 fn remove_event_for_madv_dontneed(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 4));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_REMOVE, |_| {}));
     let (start, end) = (area.page(1), area.page(3));
     let p = park(move || madvise(start, end - start, libc::MADV_DONTNEED));
     assert_parked_in_event(&p, &uffd, "madvise(MADV_DONTNEED)");
@@ -17,12 +13,7 @@ fn remove_event_for_madv_dontneed(#[case] mem: MemType) {
 
 #[apply(shared_file_mem)]
 fn remove_event_for_madv_remove(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 4));
-    area.populate(0x77);
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_REMOVE, |a| a.populate(0x77)));
     let (start, end) = (area.page(2), area.page(3));
     let p = park(move || madvise(start, end - start, libc::MADV_REMOVE));
     assert_parked_in_event(&p, &uffd, "madvise(MADV_REMOVE)");
@@ -43,11 +34,7 @@ fn remove_event_for_madv_remove(#[case] mem: MemType) {
 #[case::shmem_private(MemType::ShmemPrivate, Errno::EACCES)]
 #[case::hugetlb_private(MemType::HugetlbPrivate, Errno::EACCES)]
 fn madv_remove_refused_on_private_memory_sends_nothing(#[case] mem: MemType, #[case] want: Errno) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     // madvise_remove() refuses before it reaches userfaultfd_remove().
     assert_eq!(madvise(area.addr(), area.len(), libc::MADV_REMOVE), Err(want));
     assert_no_event(&uffd, "refused MADV_REMOVE");
@@ -55,11 +42,7 @@ fn madv_remove_refused_on_private_memory_sends_nothing(#[case] mem: MemType, #[c
 
 #[apply(hugetlb_mem)]
 fn hugetlb_dontneed_at_an_unaligned_start_fails_einval_without_event(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let base = mem::base_page_size();
     assert_eq!(
         madvise(area.page(0) + base, area.page_size(), libc::MADV_DONTNEED),
@@ -70,11 +53,7 @@ fn hugetlb_dontneed_at_an_unaligned_start_fails_einval_without_event(#[case] mem
 
 #[apply(hugetlb_mem)]
 fn hugetlb_dontneed_reports_the_range_rounded_down_to_huge_pages(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 3));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 3, Features::EVENT_REMOVE, |_| {}));
     let (ps, start) = (area.page_size(), area.page(0));
     // One and a half huge pages: only the whole one is dropped and reported.
     let p = park(move || madvise(start, ps + ps / 2, libc::MADV_DONTNEED));
@@ -85,11 +64,7 @@ fn hugetlb_dontneed_reports_the_range_rounded_down_to_huge_pages(#[case] mem: Me
 
 #[apply(hugetlb_mem)]
 fn hugetlb_dontneed_shorter_than_a_huge_page_sends_nothing(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_REMOVE, |_| {}));
     // The end rounds down onto the start: success, nothing dropped, no event.
     assert_eq!(
         madvise(area.page(0), mem::base_page_size(), libc::MADV_DONTNEED),
@@ -153,11 +128,7 @@ const MADV_DONTNEED_LOCKED: i32 = 24;
 #[case::dontneed_locked_shmem(MemType::Shmem, MADV_DONTNEED_LOCKED)]
 #[case::dontneed_locked_hugetlb(MemType::Hugetlb, MADV_DONTNEED_LOCKED)]
 fn remove_event_for_madv_free_and_dontneed_locked(#[case] mem: MemType, #[case] advice: i32) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let (start, len) = (area.page(0), 2 * area.page_size());
     // Both share MADV_DONTNEED's path through userfaultfd_remove().
     let p = park(move || madvise(start, len, advice));
@@ -169,12 +140,7 @@ fn remove_event_for_madv_free_and_dontneed_locked(#[case] mem: MemType, #[case] 
 #[test]
 fn hugetlb_madv_remove_of_part_of_a_huge_page_reports_it_and_only_zeroes_it() {
     let mem = MemType::Hugetlb;
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(0x56);
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_REMOVE, |a| a.populate(0x56)));
     let base = mem::base_page_size();
     let start = area.addr() + base;
     // madvise_remove() reports the range as given; hugetlbfs then drops

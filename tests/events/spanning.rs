@@ -21,11 +21,7 @@ fn wait_in_fault<T>(p: &Parked<T>) {
 
 #[apply(all_mem)]
 fn dontneed_across_two_vmas_sends_one_remove_per_vma(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 4));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_REMOVE, |_| {}));
     split_at_page_2(&area);
     let (start, ps) = (area.page(1), area.page_size());
     // madvise walks the VMAs and reports each clipped part on its own.
@@ -43,11 +39,7 @@ fn dontneed_across_two_vmas_sends_one_remove_per_vma(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn munmap_across_two_vmas_sends_one_unmap(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 4));
-    let uffd = try_skip!(open(Features::EVENT_UNMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_UNMAP, |_| {}));
     split_at_page_2(&area);
     let (start, end) = (area.page(1), area.addr() + area.len());
     // One message per context and range, however many VMAs it covers.
@@ -62,11 +54,7 @@ fn munmap_across_two_vmas_sends_one_unmap(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn pending_faults_are_read_before_pending_events(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let (ps, advice) = (area.page_size(), release_advice(mem));
     let (p0, p1) = (area.page(0), area.page(1));
     // The event is queued first...

@@ -2,11 +2,7 @@
 
 #[apply(all_mem)]
 fn unmap_event_for_munmap(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 4));
-    let uffd = try_skip!(open(Features::EVENT_UNMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_UNMAP, |_| {}));
     let (start, end) = (area.page(2), area.addr() + area.len());
     let p = park(move || munmap(start, end - start));
     assert_parked_in_event(&p, &uffd, "munmap()");
@@ -19,11 +15,7 @@ fn unmap_event_for_munmap(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn unmap_event_for_a_shrinking_mremap(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 4));
-    let uffd = try_skip!(open(Features::EVENT_UNMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_UNMAP, |_| {}));
     let (base, ps, len) = (area.addr(), area.page_size(), area.len());
     let p = park(move || mremap(base, len, ps, 0, 0));
     assert_parked_in_event(&p, &uffd, "shrinking mremap()");
@@ -72,11 +64,7 @@ fn unmap_reports_the_whole_munmap_range_even_partly_unregistered(#[case] mem: Me
 
 #[apply(hugetlb_mem)]
 fn hugetlb_munmap_inside_a_huge_page_fails_einval_without_event(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(open(Features::EVENT_UNMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_UNMAP, |_| {}));
     // The VMA cannot be split inside a huge page: refused before any
     // userfaultfd_unmap_prep().
     let base = mem::base_page_size();
