@@ -346,11 +346,7 @@ fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
     require_features!(Features::POISON);
     let mode = MISSING | RegisterMode::WP;
     require_mode!(mem, mode);
-    let feats = if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    };
+    let feats = wp_marker_features(mem);
     require_features!(feats);
     let area = try_area!(Area::new(mem, 1));
     let uffd = try_skip!(testing::open_uffd(feats | Features::POISON));

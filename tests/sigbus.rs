@@ -161,6 +161,24 @@ fn die(c: i32) -> ! {
     unsafe { libc::_exit(c) }
 }
 
+/// Hands [`on_sigbus`] what it resolves with (the uffd, the area's base and
+/// page size, the source of the copies, whether to un-protect) and installs
+/// it, in a single-purpose child.
+fn install_handler(uffd: libc::c_int, base: usize, ps: usize, src: usize, wp: bool) -> nix::Result<()> {
+    H_UFFD.store(uffd, Ordering::Relaxed);
+    H_BASE.store(base, Ordering::Relaxed);
+    H_PS.store(ps, Ordering::Relaxed);
+    H_SRC.store(src, Ordering::Relaxed);
+    H_WP.store(wp, Ordering::Relaxed);
+    // SAFETY: installing a handler in this single-purpose child.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        nix::errno::Errno::result(libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut())).map(drop)
+    }
+}
+
 /// Only async-signal-safe work: atomics, two ioctls, _exit.
 extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
@@ -235,19 +253,8 @@ fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
         Err(c) => return c,
     };
     let ps = area.page_size();
-    H_UFFD.store(u.as_raw_fd(), Ordering::Relaxed);
-    H_BASE.store(area.addr(), Ordering::Relaxed);
-    H_PS.store(ps, Ordering::Relaxed);
-    H_SRC.store(src.addr(), Ordering::Relaxed);
-    H_WP.store(wp, Ordering::Relaxed);
-    // SAFETY: installing a handler in this single-purpose child.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigbus as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
-            return code::SETUP;
-        }
+    if install_handler(u.as_raw_fd(), area.addr(), ps, src.addr(), wp).is_err() {
+        return code::SETUP;
     }
     let n = TOUCH.min(area.npages());
     for i in 0..n {
@@ -462,19 +469,8 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
     let forker = park(move || {
         wait_child(spawn_child_raw(move || {
             let fd = fdpass::recv_fd(sock);
-            H_UFFD.store(fd.as_raw_fd(), Ordering::Relaxed);
-            H_BASE.store(base, Ordering::Relaxed);
-            H_PS.store(ps, Ordering::Relaxed);
-            H_SRC.store(s, Ordering::Relaxed);
-            H_WP.store(false, Ordering::Relaxed);
-            // SAFETY: installing a handler in this single-purpose child.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_sigbus as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO;
-                if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
-                    return code::SETUP;
-                }
+            if install_handler(fd.as_raw_fd(), base, ps, s, false).is_err() {
+                return code::SETUP;
             }
             for i in 0..n {
                 let at = base + i * ps;

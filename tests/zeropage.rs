@@ -253,13 +253,7 @@ fn zeropage_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
 fn zeropage_over_wp_marker(#[case] mem: MemType) {
     let mode = MISSING | RegisterMode::WP;
     require_mode!(mem, mode);
-    // Markers on unpopulated anon PTEs need WP_UNPOPULATED; file memory
-    // always gets them.
-    let feats = if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    };
+    let feats = wp_marker_features(mem);
     require_features!(feats);
     let area = try_area!(Area::new(mem, 1));
     let uffd = try_skip!(testing::open_uffd(feats));

@@ -15,6 +15,16 @@ pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
     std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
 }
 
+/// The features a WP marker on an unpopulated page of `mem` needs: WP's,
+/// and WP_UNPOPULATED for anon PTEs (file memory always gets markers).
+pub fn wp_marker_features(mem: MemType) -> Features {
+    let mut f = caps::features_for(mem, RegisterMode::WP);
+    if mem.is_anon() {
+        f |= Features::WP_UNPOPULATED;
+    }
+    f
+}
+
 /// Starts a reader of the missing page at `addr` and reads its fault
 /// message: the reader then sleeps in the uffd until something resolves or
 /// wakes it.
