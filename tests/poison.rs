@@ -316,11 +316,7 @@ fn poison_outside_registered_range_fails_enoent(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
-    assert_eq!(uffd.poison(other.page(0), ps, NONE), failed(Errno::ENOENT));
-    let last = area.page(area.npages() - 1);
-    assert_eq!(uffd.poison(last, 2 * ps, NONE), failed(Errno::ENOENT));
-    uffd.unregister(area.addr(), area.len()).unwrap();
-    assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::ENOENT));
+    assert_fills_outside_registration_fail(&uffd, &area, &other, |at, len| uffd.poison(at, len, NONE));
     // The unregistered area is still an ordinary one.
     assert_eq!(other.read_page(0), vec![0; ps]);
 }

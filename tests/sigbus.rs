@@ -161,6 +161,19 @@ fn die(c: i32) -> ! {
     unsafe { libc::_exit(c) }
 }
 
+/// What the handler flows copy from: the first [`TOUCH`] pages of `area`'s
+/// size, page i filled with `seed(i)`; and how many pages that is.
+fn handler_source(area: &Area) -> (Buf, usize) {
+    let ps = area.page_size();
+    let n = TOUCH.min(area.npages());
+    let src = Buf::filled(n * ps, 0);
+    for i in 0..n {
+        // SAFETY: page i of our own buffer.
+        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
+    }
+    (src, n)
+}
+
 /// Hands [`on_sigbus`] what it resolves with (the uffd, the area's base and
 /// page size, the source of the copies, whether to un-protect) and installs
 /// it, in a single-purpose child.
@@ -297,13 +310,7 @@ fn handler_flow(mem: MemType, wp: bool) {
     require_features!(f);
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 4));
-    let ps = area.page_size();
-    let n = TOUCH.min(area.npages());
-    let src = Buf::filled(n * ps, 0);
-    for i in 0..n {
-        // SAFETY: page i of our own buffer.
-        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
-    }
+    let (src, _) = handler_source(&area);
     let st = in_child(|| handler_child(&area, &src, wp));
     assert_eq!(
         st,
@@ -456,12 +463,7 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 4));
     let ps = area.page_size();
-    let n = TOUCH.min(area.npages());
-    let src = Buf::filled(n * ps, 0);
-    for i in 0..n {
-        // SAFETY: page i of our own buffer.
-        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
-    }
+    let (src, n) = handler_source(&area);
     let uffd = try_skip!(testing::open_uffd(f));
     uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let (ours, theirs) = fdpass::socketpair();

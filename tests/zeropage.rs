@@ -218,14 +218,8 @@ fn zeropage_outside_registered_range_fails_enoent(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
-    let ps = area.page_size();
     // uffd_mfill_lock runs before the hugetlb refusal: ENOENT for every type.
-    assert_eq!(uffd.zeropage(other.page(0), ps, NONE), failed(Errno::ENOENT));
-    // A range running past the registered VMA.
-    let last = area.page(area.npages() - 1);
-    assert_eq!(uffd.zeropage(last, 2 * ps, NONE), failed(Errno::ENOENT));
-    uffd.unregister(area.addr(), area.len()).unwrap();
-    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), failed(Errno::ENOENT));
+    assert_fills_outside_registration_fail(&uffd, &area, &other, |at, len| uffd.zeropage(at, len, NONE));
     assert!(!pagemap::is_present(other.page(0)));
 }
 

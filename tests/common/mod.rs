@@ -25,6 +25,25 @@ pub fn wp_marker_features(mem: MemType) -> Features {
     f
 }
 
+/// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
+/// in `other`, an unregistered area; over a range running past `area`'s
+/// registered VMA; and in `area` once `uffd` unregistered it.
+#[track_caller]
+pub fn assert_fills_outside_registration_fail(
+    uffd: &Uffd,
+    area: &Area,
+    other: &Area,
+    fill: impl Fn(usize, usize) -> uffd::Progress,
+) {
+    let enoent = testing::progress::failed(nix::errno::Errno::ENOENT);
+    let ps = area.page_size();
+    assert_eq!(fill(other.page(0), ps), enoent, "an unregistered area");
+    let last = area.page(area.npages() - 1);
+    assert_eq!(fill(last, 2 * ps), enoent, "a range past the registered VMA");
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(fill(area.page(0), ps), enoent, "an area since unregistered");
+}
+
 /// Starts a reader of the missing page at `addr` and reads its fault
 /// message: the reader then sleeps in the uffd until something resolves or
 /// wakes it.
