@@ -8,6 +8,9 @@
 //! private anonymous with equal protection and mlock state, dst registered
 //! with this uffd, dst holes only (EEXIST), src pages present (ENOENT unless
 //! ALLOW_SRC_HOLES) and exclusive (EBUSY).
+//!
+//! One file over ~600 lines: every case checks one `move_pages` rule on the
+//! same source/destination pair, and there is no seam to split at.
 
 mod common;
 use common::*;
