@@ -10,18 +10,7 @@ use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use testing::smaps::field as smaps_field;
-
-fn minor_features(mem: MemType) -> Features {
-    if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    }
-}
-
-fn wp_features() -> Features {
-    Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-}
+use uffdtest::testing::knob::{Knob, KnobError};
 
 /// An area with an alias view, the main view registered in `mode`.
 fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, Uffd), String> {
@@ -30,10 +19,8 @@ fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, 
         mem::Unavailable::Skip(r) => r,
         mem::Unavailable::Error(e) => panic!("cannot set up the area: {e}"),
     })?;
-    let mut features = minor_features(mem);
-    if mode.contains(RegisterMode::WP) {
-        features |= wp_features();
-    }
+    // MINOR's features even for a MISSING-only registration, and WP's when asked.
+    let features = caps::features_for(mem, RegisterMode::MINOR | (mode & RegisterMode::WP));
     let uffd = testing::open_uffd(features)?;
     uffd.register(area.addr(), area.len(), mode)
         .unwrap_or_else(|e| panic!("UFFDIO_REGISTER({mode:?}): {e}"));
@@ -274,255 +261,15 @@ fn continue_over_populated_page_fails_eexist(#[case] mem: MemType) {
     assert_eq!(area.read_page(0), vec![7; area.page_size()]);
 }
 
-/// UFFDIO_CONTINUE_MODE_WP (6.4) has no feature bit, so probe it: a kernel
-/// without it refuses the mode bit EINVAL before looking for a VMA; one with
-/// it goes on, finds the unregistered alias view and fails ENOENT.
-fn has_continue_mode_wp(area: &Area, uffd: &Uffd) -> bool {
-    match uffd.r#continue(area.alias_page(0), area.page_size(), ContinueMode::WP) {
-        Err(Partial {
-            errno: Errno::EINVAL, ..
-        }) => false,
-        Err(Partial {
-            errno: Errno::ENOENT, ..
-        }) => true,
-        other => panic!("UFFDIO_CONTINUE_MODE_WP probe on the unregistered alias: {other:?}"),
-    }
-}
+// Split by topic with include! rather than `mod`: libtest names a case by its
+// module path, so submodules would rename every case; included, they all stay
+// `continue/<case>` (and `args::` keeps its own module). Cases with a
+// serial_test attribute stay in this file, the one the runner reads them from.
+include!("continue/mode_wp.rs");
+include!("continue/ranges.rs");
 
-#[apply(file_mem)]
-fn continue_mode_wp_maps_page_write_protected(#[case] mem: MemType) {
-    let mode = RegisterMode::MINOR | RegisterMode::WP;
-    require_mode!(mem, mode);
-    let (area, uffd) = try_skip!(minor_area(mem, 2, mode));
-    require!(
-        has_continue_mode_wp(&area, &uffd),
-        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
-    );
-    let ps = area.page_size();
-    for i in 0..2 {
-        fill_alias(&area, i, pattern(i));
-    }
-    let r = Faulter::read(area.page(1) + 5);
-    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(1)));
-    flip_alias(&area, 1);
-    assert_eq!(uffd.r#continue(area.page(1), ps, ContinueMode::WP), Ok(ps as i64));
-    assert_eq!(
-        uffd.r#continue(area.page(1), ps, ContinueMode::WP),
-        Err(Partial {
-            errno: Errno::EEXIST,
-            progress: neg(Errno::EEXIST)
-        })
-    );
-    assert_eq!(r.join(), !pattern(1)(5));
-    let e = pagemap::entry(area.page(1)).unwrap();
-    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
-    // Mapped protected: the first write is a WP fault, not a minor one.
-    let w = Faulter::write(area.page(1) + 6, 0x5c);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
-    uffd.writeprotect(area.page(1), ps, WriteprotectMode::empty()).unwrap();
-    assert_eq!(w.join(), 0x5c);
-    let mut want = expected(&area, |o| !pattern(1)(o));
-    want[6] = 0x5c;
-    assert_eq!(area.read_page(1), want);
-    assert!(!pagemap::is_uffd_wp(area.page(1)));
-    // Page 0, never continued, still faults MINOR.
-    let r0 = Faulter::read(area.page(0));
-    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(0)));
-    uffd.r#continue(area.page(0), ps, ContinueMode::empty()).unwrap();
-    assert_eq!(r0.join(), pattern(0)(0));
-    assert_no_event(&uffd);
-}
-
-#[apply(file_mem)]
-fn continue_without_mode_wp_on_minor_wp_range_maps_writable(#[case] mem: MemType) {
-    let mode = RegisterMode::MINOR | RegisterMode::WP;
-    require_mode!(mem, mode);
-    let (area, uffd) = try_skip!(minor_area(mem, 1, mode));
-    fill_alias(&area, 0, |_| 3);
-    uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty())
-        .unwrap();
-    assert!(!pagemap::is_uffd_wp(area.page(0)));
-    let w = Faulter::write(area.page(0), 4);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 4);
-    assert_no_event(&uffd);
-}
-
-#[apply(file_mem)]
-fn continue_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
-    require!(
-        has_continue_mode_wp(&area, &uffd),
-        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
-    );
-    fill_alias(&area, 0, |_| 3);
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::WP),
-        Err(Partial {
-            errno: Errno::EINVAL,
-            progress: neg(Errno::EINVAL)
-        })
-    );
-    assert!(!pagemap::is_present(area.page(0)));
-}
-
-#[apply(file_mem)]
-fn continue_on_unregistered_range_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
-    fill_alias(&area, 0, |_| 3);
-    // The alias view is not registered: validate_dst_vma refuses it.
-    assert_eq!(
-        uffd.r#continue(area.alias_page(0), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::ENOENT,
-            progress: neg(Errno::ENOENT)
-        })
-    );
-    // A range running past the registered VMA is refused the same way.
-    uffd.unregister(area.page(1), area.page_size()).unwrap();
-    assert_eq!(
-        uffd.r#continue(area.addr(), 2 * area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::ENOENT,
-            progress: neg(Errno::ENOENT)
-        })
-    );
-    assert!(!pagemap::is_present(area.page(0)));
-}
-
-#[apply(file_mem)]
-fn continue_on_missing_only_registration_maps_cached_page(#[case] mem: MemType) {
-    // REGISTER(MISSING) does not grant CONTINUE in `ioctls`, but the
-    // kernel does not enforce the mask: mfill_atomic only needs a
-    // registered shmem/hugetlb VMA, so a cached page is mapped.
-    require_mode!(mem, RegisterMode::MISSING);
-    let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MISSING));
-    let ioctls = uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
-    assert!(!ioctls.contains(Ioctls::CONTINUE), "{ioctls:?}");
-    fill_alias(&area, 0, |_| 0x2f);
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        Ok(area.page_size() as i64)
-    );
-    assert_eq!(area.read_page(0), vec![0x2f; area.page_size()]);
-}
-
-#[apply(anon_mem)]
-fn continue_on_anon_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EINVAL,
-            progress: neg(Errno::EINVAL)
-        })
-    );
-}
-
-/// Checks that fail before the walk: the kernel returns without writing
-/// `mapped`, which our wrapper set to 0.
-mod args {
-    use super::*;
-
-    fn setup() -> Result<(Area, Uffd), String> {
-        minor_area(MemType::Shmem, 2, RegisterMode::MINOR)
-    }
-
-    fn refused(errno: Errno) -> Progress {
-        Err(Partial { errno, progress: 0 })
-    }
-
-    #[test]
-    fn unknown_mode_bits_fail_einval() {
-        require_mode!(MemType::Shmem, RegisterMode::MINOR);
-        let (area, uffd) = try_skip!(setup());
-        fill_alias(&area, 0, |_| 1);
-        for bit in [2, 3, 31, 63] {
-            let mode = ContinueMode::from_bits_retain(1 << bit);
-            assert_eq!(
-                uffd.r#continue(area.addr(), area.page_size(), mode),
-                refused(Errno::EINVAL),
-                "bit {bit}"
-            );
-        }
-        assert!(!pagemap::is_present(area.page(0)));
-    }
-
-    #[test]
-    fn misaligned_start_fails_einval() {
-        require_mode!(MemType::Shmem, RegisterMode::MINOR);
-        let (area, uffd) = try_skip!(setup());
-        fill_alias(&area, 0, |_| 1);
-        let r = uffd.r#continue(area.addr() + 1, area.page_size(), ContinueMode::empty());
-        assert_eq!(r, refused(Errno::EINVAL));
-    }
-
-    #[test]
-    fn unaligned_length_fails_einval() {
-        require_mode!(MemType::Shmem, RegisterMode::MINOR);
-        let (area, uffd) = try_skip!(setup());
-        fill_alias(&area, 0, |_| 1);
-        let r = uffd.r#continue(area.addr(), area.page_size() - 1, ContinueMode::empty());
-        assert_eq!(r, refused(Errno::EINVAL));
-    }
-
-    #[test]
-    fn zero_length_fails_einval() {
-        require_mode!(MemType::Shmem, RegisterMode::MINOR);
-        let (area, uffd) = try_skip!(setup());
-        assert_eq!(
-            uffd.r#continue(area.addr(), 0, ContinueMode::empty()),
-            refused(Errno::EINVAL)
-        );
-    }
-
-    #[test]
-    fn range_beyond_user_address_space_fails_einval() {
-        require_mode!(MemType::Shmem, RegisterMode::MINOR);
-        let (area, uffd) = try_skip!(setup());
-        let ps = area.page_size();
-        assert_eq!(
-            uffd.r#continue(1 << 47, ps, ContinueMode::empty()),
-            refused(Errno::EINVAL)
-        );
-        let wrap = usize::MAX & !(ps - 1);
-        assert_eq!(
-            uffd.r#continue(area.addr(), wrap, ContinueMode::empty()),
-            refused(Errno::EINVAL)
-        );
-    }
-}
-
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-fn hugetlb_subpage_continue_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
-    fill_alias(&area, 0, |_| 1);
-    let base = mem::base_page_size();
-    // Base-page aligned passes validate_range; hugetlb then wants whole
-    // huge pages, and this check runs inside the walk: -EINVAL is written.
-    let einval = Err(Partial {
-        errno: Errno::EINVAL,
-        progress: neg(Errno::EINVAL),
-    });
-    assert_eq!(
-        uffd.r#continue(area.addr() + base, area.page_size(), ContinueMode::empty()),
-        einval
-    );
-    assert_eq!(uffd.r#continue(area.addr(), base, ContinueMode::empty()), einval);
-    assert!(!pagemap::is_present(area.page(0)));
-}
+// MINOR faults on huge page-cache folios: a collapse under a MINOR range,
+// and per-page faults on a PMD-sized folio.
 
 /// A memfd of one PMD mapped twice at PMD-aligned addresses, so the
 /// registered view can be collapsed into a PMD mapping.
@@ -665,99 +412,18 @@ fn minor_collapse_keeps_contents() {
     assert_eq!(faults.lock().unwrap().len(), n, "no fault after the collapse");
 }
 
-#[apply(file_mem)]
-fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
-    // userfaultfd_continue checks mmap_changing first and reports -EAGAIN
-    // in `mapped` as well.
-    require_mode!(mem, RegisterMode::MINOR);
-    require_features!(Features::EVENT_REMOVE);
-    let area = match Area::with_alias(mem, 2) {
-        Ok(a) => a,
-        Err(mem::Unavailable::Skip(r)) => skip!("{r}"),
-        Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
-    };
-    let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(minor_features(mem) | Features::EVENT_REMOVE));
-    uffd.register(area.addr(), area.len(), RegisterMode::MINOR).unwrap();
-    fill_alias(&area, 0, |_| 0x17);
-    let a = area.page(1);
-    let t = Faulter::call(move || {
-        // SAFETY: page 1 of our area.
-        let r = unsafe { libc::madvise(a as *mut libc::c_void, ps, libc::MADV_DONTNEED) };
-        u8::from(r != 0)
-    });
-    assert!(
-        uffd.poll(Some(std::time::Duration::from_secs(20))).unwrap(),
-        "no REMOVE message"
-    );
-    assert_eq!(t.settle(), State::Blocked);
-    // Two ABIs, and no feature bit tells them apart: 6.12 writes -EAGAIN
-    // into `mapped`; 6.1 fails before touching it, so it keeps the 0 the
-    // library passed in. Both are pinned; any other answer fails.
-    match uffd.r#continue(area.page(0), ps, ContinueMode::empty()) {
-        Err(Partial {
-            errno: Errno::EAGAIN,
-            progress: 0,
-        }) => println!("# EAGAIN left `mapped` untouched (old ABI)"),
-        r => assert_eq!(
-            r,
-            Err(Partial {
-                errno: Errno::EAGAIN,
-                progress: neg(Errno::EAGAIN)
-            })
-        ),
-    }
-    assert!(!pagemap::is_present(area.page(0)));
-    match uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() {
-        Some(Event::Remove { start, end }) => assert_eq!((start as usize, end as usize), (a, a + ps)),
-        other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
-    }
-    assert_eq!(t.join(), 0, "MADV_DONTNEED failed");
-    assert_eq!(uffd.r#continue(area.page(0), ps, ContinueMode::empty()), Ok(ps as i64));
-    assert_eq!(area.read_page(0), vec![0x17; ps]);
-}
-
-#[apply(file_mem)]
-fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
-    // Truncating the file under the registered view leaves page 1 past EOF.
-    // shmem: shmem_get_folio(SGP_NOALLOC) refuses an index at or past
-    // i_size with -EINVAL; hugetlb finds no folio in the cache: -EFAULT.
-    require_mode!(mem, RegisterMode::MINOR);
-    let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
-    let ps = area.page_size();
-    fill_alias(&area, 1, |_| 0x3e);
-    nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).expect("ftruncate");
-    let errno = if mem.is_hugetlb() { Errno::EFAULT } else { Errno::EINVAL };
-    assert_eq!(
-        uffd.r#continue(area.page(1), ps, ContinueMode::empty()),
-        Err(Partial {
-            errno,
-            progress: neg(errno)
-        })
-    );
-    assert!(!pagemap::is_present(area.page(1)));
-}
-
-/// Sets the shmem THP policy of internal mounts (memfd) for one case and
-/// puts the old one back on drop.
-struct ShmemThp {
-    old: String,
-}
-
 const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
-impl ShmemThp {
-    fn set(value: &str) -> Result<ShmemThp, String> {
-        let old = caps::sysfs_choice(SHMEM_ENABLED).ok_or("kernel has no shmem THP (no shmem_enabled)")?;
-        std::fs::write(SHMEM_ENABLED, value).map_err(|e| format!("cannot set {SHMEM_ENABLED} to {value}: {e}"))?;
-        Ok(ShmemThp { old })
+/// Sets the shmem THP policy of internal mounts (memfd) for one case.
+/// Err is a SKIP reason.
+fn shmem_thp(value: &str) -> Result<Knob, String> {
+    if caps::sysfs_choice(SHMEM_ENABLED).is_none() {
+        return Err("kernel has no shmem THP (no shmem_enabled)".into());
     }
-}
-
-impl Drop for ShmemThp {
-    fn drop(&mut self) {
-        let _ = std::fs::write(SHMEM_ENABLED, &self.old);
-    }
+    Knob::set(SHMEM_ENABLED, value).map_err(|e| match e {
+        KnobError::Write { source, .. } => format!("cannot set {SHMEM_ENABLED} to {value}: {source}"),
+        e => e.to_string(),
+    })
 }
 
 #[test]
@@ -770,7 +436,7 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     let Some(pmd) = mem::pmd_size() else {
         skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
     };
-    let _policy = try_skip!(ShmemThp::set("always"));
+    let _policy = try_skip!(shmem_thp("always"));
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
     for i in 0..pmd / ps {

@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use serial_test::serial;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+use uffdtest::testing::knob::Knob;
 use uffdtest::testing::mm::{Reservation, align_for, assert_bytes, madvise, mremap, munmap};
 use uffdtest::testing::parked::{park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, in_child, read_byte, wait_child};
@@ -262,23 +263,9 @@ fn each_event_bit_gates_its_own_events(#[case] bit: Features) {
 
 const SYSCTL: &str = "/proc/sys/vm/unprivileged_userfaultfd";
 
-/// Sets the sysctl and puts the old value back on drop.
-struct Sysctl {
-    old: String,
-}
-
-impl Sysctl {
-    fn set(v: &str) -> Sysctl {
-        let old = std::fs::read_to_string(SYSCTL).expect("read vm.unprivileged_userfaultfd");
-        std::fs::write(SYSCTL, v).expect("write vm.unprivileged_userfaultfd");
-        Sysctl { old }
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        let _ = std::fs::write(SYSCTL, self.old.trim());
-    }
+/// Sets the sysctl for the rest of the scope.
+fn sysctl(v: &str) -> Knob {
+    Knob::set(SYSCTL, v).unwrap_or_else(|e| panic!("vm.unprivileged_userfaultfd: {e}"))
 }
 
 /// Drops to nobody (no capabilities left) in a child.
@@ -314,7 +301,7 @@ fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
     let full = OpenFlags::O_CLOEXEC | OpenFlags::O_NONBLOCK;
     let umo = full | OpenFlags::UFFD_USER_MODE_ONLY;
     {
-        let _g = Sysctl::set("0");
+        let _g = sysctl("0");
         assert_eq!(
             unprivileged_open(full),
             ChildExit::Exited(1),
@@ -327,7 +314,7 @@ fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
         );
     }
     {
-        let _g = Sysctl::set("1");
+        let _g = sysctl("1");
         assert_eq!(
             unprivileged_open(full),
             ChildExit::Exited(0),
@@ -350,7 +337,7 @@ fn dev_userfaultfd_ignores_the_sysctl() {
         Ok(f) => f,
         Err(e) => skip!("cannot open /dev/userfaultfd: {e}"),
     };
-    let _g = Sysctl::set("0");
+    let _g = sysctl("0");
     let raw = dev.as_raw_fd();
     // Access is decided when the device is opened: a child that inherits
     // the open device and then drops every privilege still gets a full
@@ -380,11 +367,7 @@ fn dev_userfaultfd_ignores_the_sysctl() {
 fn user_mode_only_is_inherited_by_the_fork_context(#[case] mem: MemType) {
     // dup_userfaultfd() copies ctx->flags: the child's context is
     // user-mode-only too, so the child's read(2) into the range fails EFAULT.
-    require_features!(Features::EVENT_FORK);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_FORK));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_FORK, |_| {}));
     let (r, _w) = pipe_with(&pattern());
     let (fd, at) = (r.as_raw_fd(), area.addr());
     let p = park(move || {

@@ -75,22 +75,6 @@ fn assert_all_refused(uffd: &Uffd, area: &Area, src: &Buf) {
     );
 }
 
-fn wp_features(mem: MemType) -> Features {
-    if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    }
-}
-
-fn minor_features(mem: MemType) -> Features {
-    if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    }
-}
-
 #[apply(all_mem)]
 #[parallel(fork)]
 fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
@@ -102,12 +86,12 @@ fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
     let mut features = base;
     let mut mode = RegisterMode::MISSING;
     if testing::register_support(mem, RegisterMode::MISSING | RegisterMode::WP).is_ok() {
-        features |= wp_features(mem);
+        features |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
     let minor = mem.has_file() && testing::register_support(mem, mode | RegisterMode::MINOR).is_ok();
     if minor {
-        features |= minor_features(mem);
+        features |= caps::features_for(mem, RegisterMode::MINOR);
         mode |= RegisterMode::MINOR;
     }
     let area = try_area!(if minor {
@@ -286,11 +270,7 @@ fn monitor_reads_the_pending_event_then_retries_the_copy(#[case] mem: MemType) {
     // The protocol the kernel documents: a fault read before a pending
     // event (faults are served first) cannot be resolved until the event is
     // read; EAGAIN says so, and the retry then succeeds.
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMOVE));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let (ps, advice) = (area.page_size(), release_advice(mem));
     let (p0, p1) = (area.page(0), area.page(1));
     let ev = park(move || madvise(p1, ps, advice));

@@ -8,14 +8,15 @@
 //! private anonymous with equal protection and mlock state, dst registered
 //! with this uffd, dst holes only (EEXIST), src pages present (ENOENT unless
 //! ALLOW_SRC_HOLES) and exclusive (EBUSY).
+//!
+//! One file over ~600 lines: every case checks one `move_pages` rule on the
+//! same source/destination pair, and there is no seam to split at.
 
 mod common;
 use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
-use std::ffi::c_void;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use testing::progress::{err, failed, rejected};
 use testing::{ChildExit, FaultHandler, smaps};
@@ -32,10 +33,6 @@ fn expected(ps: usize, page: usize) -> Vec<u8> {
     (0..ps).map(|i| pat(page, i)).collect()
 }
 
-fn ptr(addr: usize) -> NonNull<c_void> {
-    NonNull::new(addr as *mut c_void).expect("non-null address")
-}
-
 /// Writes the [`pat`] of page `page` into `area`'s page `page`.
 fn fill(area: &Area, page: usize) {
     let ps = area.page_size();
@@ -44,10 +41,6 @@ fn fill(area: &Area, page: usize) {
         // SAFETY: inside the page, which is writable.
         unsafe { *base.add(i) = pat(page, i) };
     }
-}
-
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
 }
 
 /// A MISSING-registered destination and an unregistered source of the same
@@ -91,9 +84,9 @@ fn move_one_page_transfers_it(#[case] mem: MemType) {
     assert_eq!(p.uffd.r#move(p.dst.page(1), p.src.page(1), ps, NONE), Ok(ps as i64));
     assert_eq!(p.dst.read_page(1), expected(ps, 1));
     // The page left the source: its PTE is empty, a read gets zeros.
-    assert!(!present(p.src.page(1)));
+    assert!(!pagemap::is_present(p.src.page(1)));
     assert_eq!(p.src.read_page(1), vec![0; ps]);
-    assert!(!present(p.dst.page(0)));
+    assert!(!pagemap::is_present(p.dst.page(0)));
     assert_no_event(&p.uffd);
 }
 
@@ -172,7 +165,7 @@ fn move_from_src_hole_fails_enoent(#[case] mem: MemType) {
         p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
         failed(Errno::ENOENT)
     );
-    assert!(!present(p.dst.page(0)));
+    assert!(!pagemap::is_present(p.dst.page(0)));
 }
 
 #[apply(anon_mem)]
@@ -182,7 +175,7 @@ fn move_allow_src_holes_counts_holes_as_moved(#[case] mem: MemType) {
     let ps = p.dst.page_size();
     assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, HOLES), Ok(ps as i64));
     // The hole moved: the destination is still missing.
-    assert!(!present(p.dst.page(0)));
+    assert!(!pagemap::is_present(p.dst.page(0)));
     assert_no_event(&p.uffd);
 }
 
@@ -201,16 +194,16 @@ fn move_stops_at_src_hole_with_partial_progress(#[case] mem: MemType) {
     );
     assert_eq!(p.dst.read_page(0), expected(ps, 0));
     assert_eq!(p.dst.read_page(1), expected(ps, 1));
-    assert!(!present(p.dst.page(2)) && !present(p.dst.page(3)));
-    assert!(present(p.src.page(3)), "page 3 was not reached");
+    assert!(!pagemap::is_present(p.dst.page(2)) && !pagemap::is_present(p.dst.page(3)));
+    assert!(pagemap::is_present(p.src.page(3)), "page 3 was not reached");
     // The same run with ALLOW_SRC_HOLES skips the hole and goes on.
     assert_eq!(
         p.uffd.r#move(p.dst.page(2), p.src.page(2), 2 * ps, HOLES),
         Ok(2 * ps as i64)
     );
-    assert!(!present(p.dst.page(2)));
+    assert!(!pagemap::is_present(p.dst.page(2)));
     assert_eq!(p.dst.read_page(3), expected(ps, 3));
-    assert!(!present(p.src.page(3)));
+    assert!(!pagemap::is_present(p.src.page(3)));
 }
 
 #[apply(anon_mem)]
@@ -275,7 +268,7 @@ fn move_of_zero_page_maps_zero_page(#[case] mem: MemType) {
         unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
     }
     assert_eq!(testing::read_byte(p.src.page(0)), 0);
-    assert!(present(p.src.page(0)));
+    assert!(pagemap::is_present(p.src.page(0)));
     let dst = p.dst.page(0);
     let src = p.src.page(0);
     if mem == MemType::AnonThp {
@@ -283,8 +276,8 @@ fn move_of_zero_page_maps_zero_page(#[case] mem: MemType) {
         assert!(smaps::vma(src).unwrap().flags.iter().any(|f| f == "nh"));
     }
     assert_eq!(p.uffd.r#move(dst, src, ps, NONE), Ok(ps as i64));
-    assert!(present(dst));
-    assert!(!present(src));
+    assert!(pagemap::is_present(dst));
+    assert!(!pagemap::is_present(src));
     assert_eq!(p.dst.read_page(0), vec![0; ps]);
 }
 
@@ -302,7 +295,7 @@ fn move_within_the_registered_vma(#[case] mem: MemType) {
     // src in the dst VMA is allowed (src_vma = dst_vma).
     assert_eq!(uffd.r#move(a.page(3), a.page(0), ps, NONE), Ok(ps as i64));
     assert_eq!(a.read_page(3), expected(ps, 0));
-    assert!(!present(a.page(0)));
+    assert!(!pagemap::is_present(a.page(0)));
 }
 
 #[rstest]
@@ -344,8 +337,8 @@ fn move_to_dst_not_registered_fails_einval(#[case] mem: MemType) {
         p.uffd.r#move(other.page(0), p.src.page(0), ps, NONE),
         failed(Errno::EINVAL)
     );
-    assert!(present(p.src.page(0)));
-    assert!(!present(other.page(0)));
+    assert!(pagemap::is_present(p.src.page(0)));
+    assert!(!pagemap::is_present(other.page(0)));
 }
 
 #[apply(anon_mem)]
@@ -384,15 +377,12 @@ fn move_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
-    for bits in [1 << 2, 1 << 3, 1 << 63, sys::UFFDIO_MOVE_MODE_DONTWAKE | 1 << 2] {
-        assert_eq!(
-            p.uffd
-                .r#move(p.dst.page(0), p.src.page(0), ps, MoveMode::from_bits_retain(bits)),
-            rejected(Errno::EINVAL),
-            "mode {bits:#x}"
-        );
-    }
-    assert!(present(p.src.page(0)));
+    let bits = [1 << 2, 1 << 3, 1 << 63, sys::UFFDIO_MOVE_MODE_DONTWAKE | 1 << 2];
+    assert_modes_rejected(&bits, |b| {
+        p.uffd
+            .r#move(p.dst.page(0), p.src.page(0), ps, MoveMode::from_bits_retain(b))
+    });
+    assert!(pagemap::is_present(p.src.page(0)));
 }
 
 #[apply(anon_mem)]
@@ -418,7 +408,7 @@ fn move_misaligned_arguments_fail_einval(#[case] mem: MemType) {
             "dst {dst:#x} src {src:#x} len {len:#x}"
         );
     }
-    assert!(present(s));
+    assert!(pagemap::is_present(s));
 }
 
 #[apply(anon_mem)]
@@ -478,8 +468,8 @@ fn move_into_file_memory_fails_einval(#[case] mem: MemType) {
     // leaves it out.
     assert_eq!(ioctls.contains(Ioctls::MOVE), !mem.is_hugetlb(), "{ioctls:?}");
     assert_eq!(uffd.r#move(dst.page(0), src.addr(), ps, NONE), failed(Errno::EINVAL));
-    assert!(!present(dst.page(0)));
-    assert!(present(src.addr()));
+    assert!(!pagemap::is_present(dst.page(0)));
+    assert!(pagemap::is_present(src.addr()));
 }
 
 #[apply(file_mem)]
@@ -529,7 +519,7 @@ fn move_pmd_moves_the_huge_page_whole() {
     assert_eq!(r.join(), pat(0, 3));
     assert_eq!(smaps::vma(p.dst.addr()).unwrap().anon_huge, pmd, "dst maps the THP");
     assert_eq!(smaps::vma(p.src.addr()).unwrap().anon_huge, 0);
-    assert!(!present(p.src.addr()));
+    assert!(!pagemap::is_present(p.src.addr()));
     for i in 0..p.dst.npages() {
         assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
     }
@@ -567,7 +557,7 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
     assert_eq!(smaps::vma(p.src.addr()).unwrap().anon_huge, 0);
     for i in 0..p.dst.npages() {
         assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
-        assert!(!present(p.src.page(i)), "src page {i} still mapped");
+        assert!(!pagemap::is_present(p.src.page(i)), "src page {i} still mapped");
     }
 }
 
@@ -589,7 +579,7 @@ fn move_part_of_a_thp_splits_the_source() {
         0,
         "the source THP was split"
     );
-    assert!(!present(p.src.page(5)) && !present(p.src.page(6)));
+    assert!(!pagemap::is_present(p.src.page(5)) && !pagemap::is_present(p.src.page(6)));
     assert_eq!(p.src.read_page(4), expected(ps, 4), "the rest of the THP stays");
     assert_eq!(p.src.read_page(7), expected(ps, 7));
 }
@@ -605,10 +595,10 @@ fn move_pmd_from_huge_zero_page() {
     let pmd = p.dst.len();
     // A read fault on an empty THP-enabled PMD maps the huge zero page.
     assert_eq!(testing::read_byte(p.src.addr()), 0);
-    assert!(present(p.src.addr()));
+    assert!(pagemap::is_present(p.src.addr()));
     assert_eq!(p.uffd.r#move(p.dst.addr(), p.src.addr(), pmd, NONE), Ok(pmd as i64));
-    assert!(present(p.dst.addr()));
-    assert!(!present(p.src.addr()));
+    assert!(pagemap::is_present(p.dst.addr()));
+    assert!(!pagemap::is_present(p.src.addr()));
     assert_eq!(p.dst.read_page(7), vec![0; p.dst.page_size()]);
     // Writing the moved zero page needs no uffd resolution.
     let w = Faulter::write(p.dst.addr(), 9);
@@ -650,7 +640,7 @@ fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
     // check and walks forward, so the page moves 1 -> 2, then is found
     // again as the source of the second step and moves 2 -> 3.
     assert_eq!(uffd.r#move(a.page(2), a.page(1), 2 * ps, NONE), Ok(2 * ps as i64));
-    assert!(!present(a.page(1)));
-    assert!(!present(a.page(2)));
+    assert!(!pagemap::is_present(a.page(1)));
+    assert!(!pagemap::is_present(a.page(2)));
     assert_eq!(a.read_page(3), expected(ps, 1));
 }

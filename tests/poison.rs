@@ -18,16 +18,12 @@ use nix::sys::signal::Signal;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use testing::progress::{err, failed, rejected};
+use testing::progress::{err, failed};
 use testing::{Buf, ChildExit, FaultHandler};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: PoisonMode = PoisonMode::empty();
 const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
-
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
-}
 
 /// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd
 /// with UFFD_FEATURE_POISON.
@@ -41,6 +37,16 @@ fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Resul
         .expect("UFFDIO_REGISTER");
     assert!(ioctls.contains(Ioctls::POISON | Ioctls::COPY), "{ioctls:?}");
     Ok((area, Arc::new(uffd)))
+}
+
+/// Whether the cases can run on `mem`: UFFD_FEATURE_POISON first, then
+/// MISSING registration. Err is the SKIP reason.
+fn poison_support(mem: MemType) -> Result<(), String> {
+    let missing = caps::caps().missing(Features::POISON);
+    if !missing.is_empty() {
+        return Err(format!("kernel lacks {}", missing.join(", ")));
+    }
+    testing::register_support(mem, MISSING)
 }
 
 fn poison_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
@@ -57,6 +63,12 @@ fn child_uffd(area: &Area) -> Result<Arc<Uffd>, i32> {
         .map_err(|_| code::SETUP)?;
     ensure(ioctls.contains(Ioctls::POISON | Ioctls::COPY), code::SETUP)?;
     Ok(Arc::new(uffd))
+}
+
+/// Runs `f` in a forked child holding its own uffd ([`child_uffd`]) over
+/// `area`; `Err(code)` becomes the exit status.
+fn in_poison_child(area: &Area, f: impl FnOnce(&Arc<Uffd>) -> Result<(), i32>) -> ChildExit {
+    in_child(|| f(&child_uffd(area)?))
 }
 
 /// Child exit codes name the check that broke.
@@ -107,14 +119,12 @@ fn even_poison_odd_zero(area: &Area, uffd: &Arc<Uffd>) -> FaultHandler {
 
 #[apply(all_mem)]
 fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let n = 4;
     // The odd pages alone: resolved with zeros, no signal, one fault each.
     let area = try_area!(Area::new(mem, n));
-    let st = in_child(|| {
-        let uffd = child_uffd(&area)?;
-        let h = even_poison_odd_zero(&area, &uffd);
+    let st = in_poison_child(&area, |uffd| {
+        let h = even_poison_odd_zero(&area, uffd);
         for i in (1..n).step_by(2) {
             ensure(area.read_page(i) == vec![0; area.page_size()], code::WRONG_DATA)?;
         }
@@ -145,14 +155,13 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 4));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), Ok(4 * ps as i64));
     // A marker, not a page.
     for i in 0..4 {
-        assert!(!present(area.page(i)), "page {i}");
+        assert!(!pagemap::is_present(area.page(i)), "page {i}");
     }
     // Every page refuses a second marker.
     for i in 0..4 {
@@ -162,11 +171,9 @@ fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let area = try_area!(Area::new(mem, 1));
-    let st = in_child(|| {
-        let uffd = child_uffd(&area)?;
+    let st = in_poison_child(&area, |uffd| {
         ensure(
             uffd.poison(area.addr(), area.page_size(), NONE) == Ok(area.page_size() as i64),
             code::SETUP,
@@ -179,8 +186,7 @@ fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(prepared_area(mem, 1, |a| a.fill_page(0, 0x29)));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
@@ -189,20 +195,12 @@ fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| a.fill_page(2, 0x2a)));
     let ps = area.page_size();
-    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
-        // The populating write mapped a whole THP: refused at once.
-        assert_eq!(mem, MemType::AnonThp);
-        assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+    if !fill_stops_at_populated_page(&area, |at, len| uffd.poison(at, len, NONE)) {
         return;
     }
-    assert_eq!(
-        uffd.poison(area.addr(), 4 * ps, NONE),
-        err(Errno::EAGAIN, 2 * ps as i64)
-    );
     assert_eq!(
         uffd.poison(area.page(0), ps, NONE),
         failed(Errno::EEXIST),
@@ -223,8 +221,7 @@ fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.page(0), ps, NONE), Ok(ps as i64));
@@ -240,11 +237,9 @@ fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let area = try_area!(Area::new(mem, 1));
-    let st = in_child(|| {
-        let uffd = child_uffd(&area)?;
+    let st = in_poison_child(&area, |uffd| {
         let ps = area.page_size();
         ensure(uffd.poison(area.addr(), ps, NONE) == Ok(ps as i64), code::SETUP)?;
         // Zapping with no zap_details drops poison markers on every VMA type.
@@ -261,15 +256,13 @@ fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let area = try_area!(Area::new(mem, 1));
-    let st = in_child(|| {
-        let uffd = child_uffd(&area)?;
+    let st = in_poison_child(&area, |uffd| {
         let ps = area.page_size();
         let r = Faulter::read(area.addr() + 2);
         ensure(
-            next_pagefault(&uffd) == (PagefaultFlags::empty(), area.addr()),
+            next_pagefault(uffd) == (PagefaultFlags::empty(), area.addr()),
             code::WRONG_EVENTS,
         )?;
         ensure(r.settle() == State::Blocked, code::NOT_BLOCKED)?;
@@ -288,17 +281,13 @@ fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
-    for bits in [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_POISON_MODE_DONTWAKE | 1 << 1] {
-        assert_eq!(
-            uffd.poison(area.page(0), ps, PoisonMode::from_bits_retain(bits)),
-            rejected(Errno::EINVAL),
-            "mode {bits:#x}"
-        );
-    }
+    let bits = [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_POISON_MODE_DONTWAKE | 1 << 1];
+    assert_modes_rejected(&bits, |b| {
+        uffd.poison(area.page(0), ps, PoisonMode::from_bits_retain(b))
+    });
     assert_eq!(
         uffd.poison(area.page(0), ps, NONE),
         Ok(ps as i64),
@@ -308,27 +297,13 @@ fn poison_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_misaligned_range_fails_einval(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 2));
     let ps = area.page_size();
-    let bp = mem::base_page_size();
-    for (start, len) in [
-        (area.addr() + 1, ps),
-        (area.addr() + bp / 2, ps),
-        (area.addr(), 0),
-        (area.addr(), 1),
-        (area.addr(), bp + 1),
-        (area.addr(), 0usize.wrapping_sub(area.addr())),
-    ] {
-        assert_eq!(
-            uffd.poison(start, len, NONE),
-            rejected(Errno::EINVAL),
-            "start {start:#x} len {len:#x}"
-        );
-    }
+    assert_ranges_rejected(&area, |start, len| uffd.poison(start, len, NONE));
     if mem.is_hugetlb() {
         // Base-page aligned, not huge-page aligned: mfill_atomic_hugetlb.
+        let bp = mem::base_page_size();
         assert_eq!(uffd.poison(area.addr() + bp, ps, NONE), failed(Errno::EINVAL));
         assert_eq!(uffd.poison(area.addr(), bp, NONE), failed(Errno::EINVAL));
     }
@@ -337,24 +312,18 @@ fn poison_misaligned_range_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_outside_registered_range_fails_enoent(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
-    assert_eq!(uffd.poison(other.page(0), ps, NONE), failed(Errno::ENOENT));
-    let last = area.page(area.npages() - 1);
-    assert_eq!(uffd.poison(last, 2 * ps, NONE), failed(Errno::ENOENT));
-    uffd.unregister(area.addr(), area.len()).unwrap();
-    assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::ENOENT));
+    assert_fills_outside_registration_fail(&uffd, &area, &other, |at, len| uffd.poison(at, len, NONE));
     // The unregistered area is still an ordinary one.
     assert_eq!(other.read_page(0), vec![0; ps]);
 }
 
 #[apply(file_mem)]
 fn poison_beyond_end_of_file(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 2));
     let ps = area.page_size();
     nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).unwrap();
@@ -373,11 +342,7 @@ fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
     require_features!(Features::POISON);
     let mode = MISSING | RegisterMode::WP;
     require_mode!(mem, mode);
-    let feats = if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    };
+    let feats = wp_marker_features(mem);
     require_features!(feats);
     let area = try_area!(Area::new(mem, 1));
     let uffd = try_skip!(testing::open_uffd(feats | Features::POISON));
@@ -395,8 +360,7 @@ fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem: MemType) {
-    require_features!(Features::POISON);
-    require_mode!(mem, MISSING);
+    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.addr(), ps, NONE), Ok(ps as i64));

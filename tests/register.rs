@@ -9,11 +9,10 @@ mod common;
 use common::*;
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mprotect, munmap};
-use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
-use std::ptr::NonNull;
 use testing::smaps;
+use uffdtest::testing::mm::Reservation;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const WP: RegisterMode = RegisterMode::WP;
@@ -54,10 +53,6 @@ fn documented_ioctls(mem: MemType, mode: RegisterMode) -> Ioctls {
     m
 }
 
-fn ptr(addr: usize) -> NonNull<c_void> {
-    NonNull::new(addr as *mut c_void).expect("non-null address")
-}
-
 fn unmap(addr: usize, len: usize) {
     // SAFETY: callers unmap part of an area they own; nothing refers to it.
     unsafe { munmap(ptr(addr), len) }.expect("munmap");
@@ -68,21 +63,8 @@ fn protect(addr: usize, len: usize, prot: ProtFlags) {
     unsafe { mprotect(ptr(addr), len, prot) }.expect("mprotect");
 }
 
-/// A mapping made outside [`Area`], unmapped on drop.
-struct Map {
-    addr: usize,
-    len: usize,
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is ours.
-        let _ = unsafe { munmap(ptr(self.addr), self.len) };
-    }
-}
-
 /// Maps `fd` at a kernel-chosen address or, with `at`, over `at` (MAP_FIXED).
-fn map_fd(fd: impl AsFd, len: usize, prot: ProtFlags, flags: MapFlags, at: Option<usize>) -> Map {
+fn map_fd(fd: impl AsFd, len: usize, prot: ProtFlags, flags: MapFlags, at: Option<usize>) -> Reservation {
     let (hint, flags) = match at {
         Some(a) => (NonZeroUsize::new(a), flags | MapFlags::MAP_FIXED),
         None => (None, flags),
@@ -90,7 +72,7 @@ fn map_fd(fd: impl AsFd, len: usize, prot: ProtFlags, flags: MapFlags, at: Optio
     // SAFETY: a new mapping of our own fd; MAP_FIXED only replaces part of an
     // area the caller owns.
     let p = unsafe { mmap(hint, NonZeroUsize::new(len).unwrap(), prot, flags, fd, 0) }.expect("mmap");
-    Map {
+    Reservation {
         addr: p.as_ptr() as usize,
         len,
     }

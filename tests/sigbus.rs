@@ -58,16 +58,21 @@ fn child_uffd(area: &Area, extra: Features, mode: RegisterMode) -> Result<Uffd, 
     Ok(u)
 }
 
-fn wp_features(mem: MemType) -> Features {
-    if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The access dies of SIGBUS.
+
+/// In a child: registers its own SIGBUS uffd over `area` ([`child_uffd`]),
+/// then makes `access`, which must not return (exit SURVIVED if it does).
+fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access: impl FnOnce()) -> ChildExit {
+    in_child(|| {
+        let _u = match child_uffd(area, extra, mode) {
+            Ok(u) => u,
+            Err(c) => return c,
+        };
+        access();
+        code::SURVIVED
+    })
+}
 
 #[apply(all_mem)]
 #[parallel(fork)]
@@ -76,13 +81,8 @@ fn missing_read_raises_sigbus(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 2));
     let at = area.page(1) + 3;
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         read_byte(at);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -94,13 +94,8 @@ fn missing_write_raises_sigbus(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 2));
     let at = area.page(0);
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         write_byte(at, 1);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -108,13 +103,13 @@ fn missing_write_raises_sigbus(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS | wp_features(mem));
+    require_features!(Features::SIGBUS | caps::features_for(mem, RegisterMode::WP));
     require_mode!(mem, RegisterMode::WP);
     let area = try_area!(Area::new(mem, 1));
     let at = area.page(0) + 8;
     let st = in_child(|| {
         area.populate(0x5e);
-        let u = match child_uffd(&area, wp_features(mem), RegisterMode::WP) {
+        let u = match child_uffd(&area, caps::features_for(mem, RegisterMode::WP), RegisterMode::WP) {
             Ok(u) => u,
             Err(c) => return c,
         };
@@ -133,11 +128,7 @@ fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
 #[apply(file_mem)]
 #[parallel(fork)]
 fn minor_fault_raises_sigbus(#[case] mem: MemType) {
-    let minor = if mem.is_hugetlb() {
-        Features::MINOR_HUGETLBFS
-    } else {
-        Features::MINOR_SHMEM
-    };
+    let minor = caps::features_for(mem, RegisterMode::MINOR);
     require_features!(Features::SIGBUS | minor);
     require_mode!(mem, RegisterMode::MINOR);
     let area = try_area!(Area::with_alias(mem, 1));
@@ -146,13 +137,8 @@ fn minor_fault_raises_sigbus(#[case] mem: MemType) {
     // SAFETY: the alias is our own shared mapping of the area's file.
     unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4d, area.page_size()) };
     let at = area.page(0);
-    let st = in_child(|| {
-        let _u = match child_uffd(&area, minor, RegisterMode::MINOR) {
-            Ok(u) => u,
-            Err(c) => return c,
-        };
+    let st = sigbus_child_access(&area, minor, RegisterMode::MINOR, || {
         read_byte(at);
-        code::SURVIVED
     });
     assert_eq!(st, sigbus());
 }
@@ -173,6 +159,37 @@ static H_PAGE: [AtomicU8; TOUCH] = [const { AtomicU8::new(0) }; TOUCH];
 fn die(c: i32) -> ! {
     // SAFETY: _exit is async-signal-safe.
     unsafe { libc::_exit(c) }
+}
+
+/// What the handler flows copy from: the first [`TOUCH`] pages of `area`'s
+/// size, page i filled with `seed(i)`; and how many pages that is.
+fn handler_source(area: &Area) -> (Buf, usize) {
+    let ps = area.page_size();
+    let n = TOUCH.min(area.npages());
+    let src = Buf::filled(n * ps, 0);
+    for i in 0..n {
+        // SAFETY: page i of our own buffer.
+        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
+    }
+    (src, n)
+}
+
+/// Hands [`on_sigbus`] what it resolves with (the uffd, the area's base and
+/// page size, the source of the copies, whether to un-protect) and installs
+/// it, in a single-purpose child.
+fn install_handler(uffd: libc::c_int, base: usize, ps: usize, src: usize, wp: bool) -> nix::Result<()> {
+    H_UFFD.store(uffd, Ordering::Relaxed);
+    H_BASE.store(base, Ordering::Relaxed);
+    H_PS.store(ps, Ordering::Relaxed);
+    H_SRC.store(src, Ordering::Relaxed);
+    H_WP.store(wp, Ordering::Relaxed);
+    // SAFETY: installing a handler in this single-purpose child.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        nix::errno::Errno::result(libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut())).map(drop)
+    }
 }
 
 /// Only async-signal-safe work: atomics, two ioctls, _exit.
@@ -237,7 +254,10 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 /// are written first, which must signal twice (missing, then WP).
 fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
     let (extra, mode) = if wp {
-        (wp_features(area.mem()), RegisterMode::MISSING | RegisterMode::WP)
+        (
+            caps::features_for(area.mem(), RegisterMode::WP),
+            RegisterMode::MISSING | RegisterMode::WP,
+        )
     } else {
         (Features::empty(), RegisterMode::MISSING)
     };
@@ -246,19 +266,8 @@ fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
         Err(c) => return c,
     };
     let ps = area.page_size();
-    H_UFFD.store(u.as_raw_fd(), Ordering::Relaxed);
-    H_BASE.store(area.addr(), Ordering::Relaxed);
-    H_PS.store(ps, Ordering::Relaxed);
-    H_SRC.store(src.addr(), Ordering::Relaxed);
-    H_WP.store(wp, Ordering::Relaxed);
-    // SAFETY: installing a handler in this single-purpose child.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigbus as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
-            return code::SETUP;
-        }
+    if install_handler(u.as_raw_fd(), area.addr(), ps, src.addr(), wp).is_err() {
+        return code::SETUP;
     }
     let n = TOUCH.min(area.npages());
     for i in 0..n {
@@ -295,19 +304,13 @@ fn handler_flow(mem: MemType, wp: bool) {
     let mut f = Features::SIGBUS;
     let mut mode = RegisterMode::MISSING;
     if wp {
-        f |= wp_features(mem);
+        f |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
     require_features!(f);
     require_mode!(mem, mode);
     let area = try_area!(Area::new(mem, 4));
-    let ps = area.page_size();
-    let n = TOUCH.min(area.npages());
-    let src = Buf::filled(n * ps, 0);
-    for i in 0..n {
-        // SAFETY: page i of our own buffer.
-        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
-    }
+    let (src, _) = handler_source(&area);
     let st = in_child(|| handler_child(&area, &src, wp));
     assert_eq!(
         st,
@@ -335,11 +338,7 @@ fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType
 #[serial(fork)]
 fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
     let f = Features::SIGBUS | Features::EVENT_FORK;
-    require_features!(f);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(f));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, f, |_| {}));
     let at = area.page(1);
     let forker = park(move || {
         wait_child(spawn_child_raw(move || {
@@ -440,11 +439,7 @@ fn sigbus_mode_still_delivers_non_cooperative_events(#[case] mem: MemType) {
     // SIGBUS replaces PAGEFAULT messages only; REMOVE is still queued and
     // still parks the thread until read.
     let f = Features::SIGBUS | Features::EVENT_REMOVE;
-    require_features!(f);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(f));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, f, |_| {}));
     let (at, len) = (area.addr(), area.len());
     let advice = uffdtest::testing::mm::release_advice(mem);
     let p = park(move || uffdtest::testing::mm::madvise(at, len, advice));
@@ -468,12 +463,7 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
     require_mode!(mem, RegisterMode::MISSING);
     let area = try_area!(Area::new(mem, 4));
     let ps = area.page_size();
-    let n = TOUCH.min(area.npages());
-    let src = Buf::filled(n * ps, 0);
-    for i in 0..n {
-        // SAFETY: page i of our own buffer.
-        unsafe { std::ptr::write_bytes((src.addr() + i * ps) as *mut u8, seed(i), ps) };
-    }
+    let (src, n) = handler_source(&area);
     let uffd = try_skip!(testing::open_uffd(f));
     uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let (ours, theirs) = fdpass::socketpair();
@@ -481,19 +471,8 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
     let forker = park(move || {
         wait_child(spawn_child_raw(move || {
             let fd = fdpass::recv_fd(sock);
-            H_UFFD.store(fd.as_raw_fd(), Ordering::Relaxed);
-            H_BASE.store(base, Ordering::Relaxed);
-            H_PS.store(ps, Ordering::Relaxed);
-            H_SRC.store(s, Ordering::Relaxed);
-            H_WP.store(false, Ordering::Relaxed);
-            // SAFETY: installing a handler in this single-purpose child.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_sigbus as *const () as usize;
-                sa.sa_flags = libc::SA_SIGINFO;
-                if libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) != 0 {
-                    return code::SETUP;
-                }
+            if install_handler(fd.as_raw_fd(), base, ps, s, false).is_err() {
+                return code::SETUP;
             }
             for i in 0..n {
                 let at = base + i * ps;

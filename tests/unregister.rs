@@ -12,18 +12,12 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use std::ffi::c_void;
 use std::num::NonZeroUsize;
-use std::ptr::NonNull;
 use testing::smaps;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const WP: RegisterMode = RegisterMode::WP;
 const MINOR: RegisterMode = RegisterMode::MINOR;
-
-fn ptr(addr: usize) -> NonNull<c_void> {
-    NonNull::new(addr as *mut c_void).expect("non-null address")
-}
 
 /// An area of `npages` registered in `mode` on a fresh uffd with `features`.
 fn registered(mem: MemType, npages: usize, mode: RegisterMode, features: Features) -> Result<(Area, Uffd), String> {
@@ -344,12 +338,8 @@ fn unregister_wakes_only_faults_inside_its_range(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));
     let ps = area.page_size();
-    let r0 = Faulter::read(area.page(0));
-    next_pagefault(&uffd);
-    let r1 = Faulter::read(area.page(1));
-    next_pagefault(&uffd);
-    assert_eq!(r0.settle(), State::Blocked);
-    assert_eq!(r1.settle(), State::Blocked);
+    let r0 = blocked_reader(&uffd, area.page(0));
+    let r1 = blocked_reader(&uffd, area.page(1));
     uffd.unregister(area.page(0), ps).unwrap();
     assert_eq!(r0.join(), 0);
     assert!(

@@ -9,6 +9,7 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event};
 use nix::errno::Errno;
 use pagemap_scan::*;
+use uffdtest::testing::mm::Reservation;
 
 const WP: WriteprotectMode = WriteprotectMode::WP;
 
@@ -455,7 +456,7 @@ fn wp_async_alone_registers_any_file_mapping(#[case] flags: i32) {
     // type may register; otherwise a regular file is refused EINVAL.
     require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_ASYNC);
     let (addr, len) = try_skip!(regular_file_mapping(flags));
-    let _unmap = scopeguard(addr, len);
+    let _unmap = Reservation { addr, len };
     let plain = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
     assert_eq!(
         plain.register(addr, len, RegisterMode::WP),
@@ -480,18 +481,6 @@ fn wp_async_alone_registers_any_file_mapping(#[case] flags: i32) {
     assert_eq!(w.join(), 0x22);
     assert_no_event(&uffd);
     assert_eq!(written(addr, addr + len), [(addr + 2 * ps, addr + 3 * ps)]);
-}
-
-/// Unmaps `[addr, addr+len)` when dropped.
-fn scopeguard(addr: usize, len: usize) -> impl Drop {
-    struct Unmap(usize, usize);
-    impl Drop for Unmap {
-        fn drop(&mut self) {
-            // SAFETY: our own mapping.
-            unsafe { libc::munmap(self.0 as *mut libc::c_void, self.1) };
-        }
-    }
-    Unmap(addr, len)
 }
 
 #[rstest]

@@ -28,17 +28,6 @@ use testing::ChildExit;
 /// Bits 0-54 of a present entry: the page frame number (root only).
 const PM_PFN: u64 = (1 << 55) - 1;
 
-fn wp_features(mem: MemType, event: bool) -> Features {
-    let mut f = Features::PAGEFAULT_FLAG_WP;
-    if !mem.is_anon() {
-        f |= Features::WP_HUGETLBFS_SHMEM;
-    }
-    if event {
-        f |= Features::EVENT_FORK;
-    }
-    f
-}
-
 /// One populated page of `mem` registered WP, with the uffd.
 fn wp_page(mem: MemType, event: bool) -> Result<(Area, Arc<Uffd>), String> {
     testing::register_support(mem, RegisterMode::WP)?;
@@ -47,7 +36,11 @@ fn wp_page(mem: MemType, event: bool) -> Result<(Area, Arc<Uffd>), String> {
     }
     let area = testing::area(mem, 1)?;
     area.fill_page(0, 0x5a);
-    let uffd = testing::open_uffd(wp_features(mem, event))?;
+    let mut features = caps::features_for(mem, RegisterMode::WP);
+    if event {
+        features |= Features::EVENT_FORK;
+    }
+    let uffd = testing::open_uffd(features)?;
     uffd.register(area.addr(), area.len(), RegisterMode::WP)
         .expect("UFFDIO_REGISTER(WP)");
     Ok((area, Arc::new(uffd)))

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use serial_test::serial;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
+use uffdtest::testing::knob::Knob;
 use uffdtest::testing::mm::Reservation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,29 +27,6 @@ fn map_flags(share: Share) -> i32 {
     match share {
         Share::Private => libc::MAP_PRIVATE,
         Share::Shared => libc::MAP_SHARED,
-    }
-}
-
-/// A sysfs knob set for the length of a case.
-struct Knob {
-    path: String,
-    old: String,
-}
-
-impl Knob {
-    /// Writes `value`; Err is a SKIP reason.
-    fn set(path: String, value: &str) -> Result<Knob, String> {
-        let old = caps::sysfs_choice(&path)
-            .or_else(|| std::fs::read_to_string(&path).ok().map(|s| s.trim().to_string()))
-            .ok_or_else(|| format!("{path} is missing"))?;
-        std::fs::write(&path, value).map_err(|e| format!("cannot write {value} to {path}: {e}"))?;
-        Ok(Knob { path, old })
-    }
-}
-
-impl Drop for Knob {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, &self.old);
     }
 }
 
@@ -67,7 +45,7 @@ fn thp_only(kb: usize, share: Share) -> Result<Knob, String> {
             "kernel offers {kb}kB folios only for shmem files, not {share:?} anon memory (no {path})"
         ));
     }
-    Knob::set(path, value)
+    Knob::set(path, value).map_err(|e| e.to_string())
 }
 
 fn require_dir(dir: &str, kb: usize) -> Result<(), String> {
@@ -295,7 +273,7 @@ fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
         return Err(format!("no free {kb}kB huge page and not root to make one"));
     }
     let nr = read("nr_hugepages");
-    let knob = Knob::set(format!("{dir}/nr_hugepages"), &(nr + 1).to_string())?;
+    let knob = Knob::set(format!("{dir}/nr_hugepages"), &(nr + 1).to_string()).map_err(|e| e.to_string())?;
     if read("free_hugepages") == 0 {
         return Err(format!(
             "could not allocate a {kb}kB huge page (not enough free contiguous memory)"

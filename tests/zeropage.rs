@@ -13,17 +13,13 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use std::sync::Arc;
-use testing::progress::{err, failed, rejected};
+use testing::progress::{err, failed};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: ZeropageMode = ZeropageMode::empty();
 
 fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
     testing::registered_area(mem, npages, Features::empty(), MISSING, |_| {})
-}
-
-fn present(addr: usize) -> bool {
-    pagemap::is_present(addr)
 }
 
 #[apply(all_mem)]
@@ -50,7 +46,7 @@ fn zeropage_resolves_read_fault_with_zeros(#[case] mem: MemType) {
     }
     assert_eq!(r.join(), 0);
     assert_eq!(area.read_page(1), vec![0; ps]);
-    assert!(!present(area.page(0)), "page 0 was not touched");
+    assert!(!pagemap::is_present(area.page(0)), "page 0 was not touched");
     assert_no_event(&uffd);
 }
 
@@ -150,24 +146,17 @@ fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) 
     let ps = area.page_size();
     if mem.is_hugetlb() {
         assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
-        assert!(!present(area.page(0)));
+        assert!(!pagemap::is_present(area.page(0)));
         return;
     }
-    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
-        // Populating page 2 mapped a whole THP: the PMD is refused at once.
-        assert_eq!(mem, MemType::AnonThp);
-        assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EEXIST));
+    if !fill_stops_at_populated_page(&area, |at, len| uffd.zeropage(at, len, NONE)) {
         return;
     }
-    assert_eq!(
-        uffd.zeropage(area.addr(), 4 * ps, NONE),
-        err(Errno::EAGAIN, 2 * ps as i64)
-    );
-    assert!(present(area.page(0)) && present(area.page(1)));
+    assert!(pagemap::is_present(area.page(0)) && pagemap::is_present(area.page(1)));
     assert_eq!(area.read_page(0), vec![0; ps]);
     assert_eq!(area.read_page(1), vec![0; ps]);
     assert_eq!(area.read_page(2), vec![0x21; ps]);
-    assert!(!present(area.page(3)), "page 3 was not reached");
+    assert!(!pagemap::is_present(area.page(3)), "page 3 was not reached");
     assert_eq!(uffd.zeropage(area.page(2), 2 * ps, NONE), failed(Errno::EEXIST));
 }
 
@@ -181,7 +170,7 @@ fn zeropage_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
     next_pagefault(&uffd);
     assert_eq!(r.settle(), State::Blocked);
     assert_eq!(uffd.zeropage(area.page(0), ps, ZeropageMode::DONTWAKE), Ok(ps as i64));
-    assert!(present(area.page(0)));
+    assert!(pagemap::is_present(area.page(0)));
     assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
     uffd.wake(area.page(0), ps).unwrap();
     assert_eq!(r.join(), 0);
@@ -194,16 +183,7 @@ fn zeropage_of_many_pages_wakes_every_fault_in_range(#[case] mem: MemType) {
     require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
     let (area, uffd) = try_skip!(missing_area(mem, 3));
     let ps = area.page_size();
-    let readers: Vec<_> = (0..3)
-        .map(|i| {
-            let r = Faulter::read(area.page(i) + i);
-            next_pagefault(&uffd);
-            r
-        })
-        .collect();
-    for r in &readers {
-        assert_eq!(r.settle(), State::Blocked);
-    }
+    let readers: Vec<_> = (0..3).map(|i| blocked_reader(&uffd, area.page(i) + i)).collect();
     assert_eq!(uffd.zeropage(area.addr(), 3 * ps, NONE), Ok(3 * ps as i64));
     for r in readers {
         assert_eq!(r.join(), 0);
@@ -218,37 +198,19 @@ fn zeropage_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
     let ps = area.page_size();
     // Checked in userfaultfd_zeropage before the VMA is looked at, so
     // hugetlb gets the same answer.
-    for bits in [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE | 1 << 1] {
-        assert_eq!(
-            uffd.zeropage(area.page(0), ps, ZeropageMode::from_bits_retain(bits)),
-            rejected(Errno::EINVAL),
-            "mode {bits:#x}"
-        );
-    }
-    assert!(!present(area.page(0)));
+    let bits = [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE | 1 << 1];
+    assert_modes_rejected(&bits, |b| {
+        uffd.zeropage(area.page(0), ps, ZeropageMode::from_bits_retain(b))
+    });
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
 fn zeropage_misaligned_range_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 2));
-    let ps = area.page_size();
-    let bp = mem::base_page_size();
-    for (start, len) in [
-        (area.addr() + 1, ps),
-        (area.addr() + bp / 2, ps),
-        (area.addr(), 0),
-        (area.addr(), 1),
-        (area.addr(), bp + 1),
-        (area.addr(), 0usize.wrapping_sub(area.addr())),
-    ] {
-        assert_eq!(
-            uffd.zeropage(start, len, NONE),
-            rejected(Errno::EINVAL),
-            "start {start:#x} len {len:#x}"
-        );
-    }
-    assert!(!present(area.page(0)));
+    assert_ranges_rejected(&area, |start, len| uffd.zeropage(start, len, NONE));
+    assert!(!pagemap::is_present(area.page(0)));
 }
 
 #[apply(all_mem)]
@@ -256,15 +218,9 @@ fn zeropage_outside_registered_range_fails_enoent(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
-    let ps = area.page_size();
     // uffd_mfill_lock runs before the hugetlb refusal: ENOENT for every type.
-    assert_eq!(uffd.zeropage(other.page(0), ps, NONE), failed(Errno::ENOENT));
-    // A range running past the registered VMA.
-    let last = area.page(area.npages() - 1);
-    assert_eq!(uffd.zeropage(last, 2 * ps, NONE), failed(Errno::ENOENT));
-    uffd.unregister(area.addr(), area.len()).unwrap();
-    assert_eq!(uffd.zeropage(area.page(0), ps, NONE), failed(Errno::ENOENT));
-    assert!(!present(other.page(0)));
+    assert_fills_outside_registration_fail(&uffd, &area, &other, |at, len| uffd.zeropage(at, len, NONE));
+    assert!(!pagemap::is_present(other.page(0)));
 }
 
 #[apply(file_mem)]
@@ -291,13 +247,7 @@ fn zeropage_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
 fn zeropage_over_wp_marker(#[case] mem: MemType) {
     let mode = MISSING | RegisterMode::WP;
     require_mode!(mem, mode);
-    // Markers on unpopulated anon PTEs need WP_UNPOPULATED; file memory
-    // always gets them.
-    let feats = if mem.is_anon() {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED
-    } else {
-        Features::PAGEFAULT_FLAG_WP | Features::WP_HUGETLBFS_SHMEM
-    };
+    let feats = wp_marker_features(mem);
     require_features!(feats);
     let area = try_area!(Area::new(mem, 1));
     let uffd = try_skip!(testing::open_uffd(feats));
@@ -318,7 +268,7 @@ fn zeropage_over_wp_marker(#[case] mem: MemType) {
     } else {
         // mfill_atomic_pte_zeropage wants pte_none: a marker is an entry.
         assert_eq!(r, failed(Errno::EEXIST));
-        assert!(!present(area.page(0)));
+        assert!(!pagemap::is_present(area.page(0)));
     }
 }
 

@@ -9,6 +9,7 @@ pub mod fdpass;
 pub mod files;
 pub mod handler;
 pub mod holes;
+pub mod knob;
 pub mod mm;
 pub mod pagemap;
 pub mod pagemap_scan;

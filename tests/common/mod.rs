@@ -10,6 +10,125 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+/// `addr` as the pointer nix's mman calls take.
+pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
+    std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
+}
+
+/// The features a WP marker on an unpopulated page of `mem` needs: WP's,
+/// and WP_UNPOPULATED for anon PTEs (file memory always gets markers).
+pub fn wp_marker_features(mem: MemType) -> Features {
+    let mut f = caps::features_for(mem, RegisterMode::WP);
+    if mem.is_anon() {
+        f |= Features::WP_UNPOPULATED;
+    }
+    f
+}
+
+/// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
+/// in `other`, an unregistered area; over a range running past `area`'s
+/// registered VMA; and in `area` once `uffd` unregistered it.
+#[track_caller]
+pub fn assert_fills_outside_registration_fail(
+    uffd: &Uffd,
+    area: &Area,
+    other: &Area,
+    fill: impl Fn(usize, usize) -> uffd::Progress,
+) {
+    let enoent = testing::progress::failed(nix::errno::Errno::ENOENT);
+    let ps = area.page_size();
+    assert_eq!(fill(other.page(0), ps), enoent, "an unregistered area");
+    let last = area.page(area.npages() - 1);
+    assert_eq!(fill(last, 2 * ps), enoent, "a range past the registered VMA");
+    uffd.unregister(area.addr(), area.len()).unwrap();
+    assert_eq!(fill(area.page(0), ps), enoent, "an area since unregistered");
+}
+
+/// Starts a reader of the missing page at `addr` and reads its fault
+/// message: the reader then sleeps in the uffd until something resolves or
+/// wakes it.
+#[track_caller]
+pub fn blocked_reader(uffd: &Uffd, addr: usize) -> faulter::Faulter {
+    let r = faulter::Faulter::read(addr);
+    faulter::next_pagefault(uffd);
+    assert_eq!(r.settle(), faulter::State::Blocked);
+    r
+}
+
+/// Fills all four pages of `area`, whose page 2 the case populated, with
+/// `fill(start, len)`: two pages are filled, then the populated one stops
+/// the loop, and the ioctl reports the bytes done and fails EAGAIN (a short
+/// fill), not EEXIST. If populating page 2 mapped a whole THP, mfill_atomic
+/// refuses the PMD-mapped destination at once (pmd_trans_huge → EEXIST) and
+/// this returns false: there is no partial progress to check.
+#[track_caller]
+pub fn fill_stops_at_populated_page(area: &Area, fill: impl Fn(usize, usize) -> uffd::Progress) -> bool {
+    use nix::errno::Errno;
+    let ps = area.page_size();
+    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
+        assert_eq!(area.mem(), MemType::AnonThp);
+        assert_eq!(fill(area.addr(), 4 * ps), testing::progress::failed(Errno::EEXIST));
+        return false;
+    }
+    assert_eq!(
+        fill(area.addr(), 4 * ps),
+        testing::progress::err(Errno::EAGAIN, 2 * ps as i64)
+    );
+    true
+}
+
+/// An area of `npages` of `mem`, `prep`ared, then registered MISSING on a
+/// fresh uffd offering `features` ([`testing::registered_area`]). Err is
+/// the SKIP reason, checked in the cases' order: a missing feature first,
+/// then the memory type.
+pub fn registered_missing(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, std::sync::Arc<Uffd>), String> {
+    let missing = caps::caps().missing(features);
+    if !missing.is_empty() {
+        return Err(format!("kernel lacks {}", missing.join(", ")));
+    }
+    testing::registered_area(mem, npages, features, RegisterMode::MISSING, prep)
+}
+
+/// Each of `bits`, passed as the mode of a resolving ioctl by `call`, is
+/// refused EINVAL before anything is done (the progress field keeps 0).
+#[track_caller]
+pub fn assert_modes_rejected(bits: &[u64], call: impl Fn(u64) -> uffd::Progress) {
+    for &bits in bits {
+        assert_eq!(
+            call(bits),
+            testing::progress::rejected(nix::errno::Errno::EINVAL),
+            "mode {bits:#x}"
+        );
+    }
+}
+
+/// `validate_range` refuses each of these (start, len) over `area` with
+/// EINVAL before a fill ioctl looks at a VMA: starts off a base page, lengths
+/// of zero or not a base-page multiple, and a range that wraps to 0.
+#[track_caller]
+pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::Progress) {
+    let (ps, bp) = (area.page_size(), mem::base_page_size());
+    for (start, len) in [
+        (area.addr() + 1, ps),
+        (area.addr() + bp / 2, ps),
+        (area.addr(), 0),
+        (area.addr(), 1),
+        (area.addr(), bp + 1),
+        (area.addr(), 0usize.wrapping_sub(area.addr())),
+    ] {
+        assert_eq!(
+            call(start, len),
+            testing::progress::rejected(nix::errno::Errno::EINVAL),
+            "start {start:#x} len {len:#x}"
+        );
+    }
+}
+
 /// Every memory type (guest-memfd skips where the kernel cannot serve it).
 #[template]
 #[rstest]

@@ -1,0 +1,99 @@
+// CONTINUE on ranges registered MINOR and WP: UFFDIO_CONTINUE_MODE_WP and
+// what a plain CONTINUE maps there. Included by continue.rs.
+
+/// UFFDIO_CONTINUE_MODE_WP (6.4) has no feature bit, so probe it: a kernel
+/// without it refuses the mode bit EINVAL before looking for a VMA; one with
+/// it goes on, finds the unregistered alias view and fails ENOENT.
+fn has_continue_mode_wp(area: &Area, uffd: &Uffd) -> bool {
+    match uffd.r#continue(area.alias_page(0), area.page_size(), ContinueMode::WP) {
+        Err(Partial {
+            errno: Errno::EINVAL, ..
+        }) => false,
+        Err(Partial {
+            errno: Errno::ENOENT, ..
+        }) => true,
+        other => panic!("UFFDIO_CONTINUE_MODE_WP probe on the unregistered alias: {other:?}"),
+    }
+}
+
+#[apply(file_mem)]
+fn continue_mode_wp_maps_page_write_protected(#[case] mem: MemType) {
+    let mode = RegisterMode::MINOR | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let (area, uffd) = try_skip!(minor_area(mem, 2, mode));
+    require!(
+        has_continue_mode_wp(&area, &uffd),
+        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
+    );
+    let ps = area.page_size();
+    for i in 0..2 {
+        fill_alias(&area, i, pattern(i));
+    }
+    let r = Faulter::read(area.page(1) + 5);
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(1)));
+    flip_alias(&area, 1);
+    assert_eq!(uffd.r#continue(area.page(1), ps, ContinueMode::WP), Ok(ps as i64));
+    assert_eq!(
+        uffd.r#continue(area.page(1), ps, ContinueMode::WP),
+        Err(Partial {
+            errno: Errno::EEXIST,
+            progress: neg(Errno::EEXIST)
+        })
+    );
+    assert_eq!(r.join(), !pattern(1)(5));
+    let e = pagemap::entry(area.page(1)).unwrap();
+    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    // Mapped protected: the first write is a WP fault, not a minor one.
+    let w = Faulter::write(area.page(1) + 6, 0x5c);
+    assert_eq!(
+        next_pagefault(&uffd),
+        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
+    );
+    assert_eq!(w.settle(), State::Blocked);
+    uffd.writeprotect(area.page(1), ps, WriteprotectMode::empty()).unwrap();
+    assert_eq!(w.join(), 0x5c);
+    let mut want = expected(&area, |o| !pattern(1)(o));
+    want[6] = 0x5c;
+    assert_eq!(area.read_page(1), want);
+    assert!(!pagemap::is_uffd_wp(area.page(1)));
+    // Page 0, never continued, still faults MINOR.
+    let r0 = Faulter::read(area.page(0));
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(0)));
+    uffd.r#continue(area.page(0), ps, ContinueMode::empty()).unwrap();
+    assert_eq!(r0.join(), pattern(0)(0));
+    assert_no_event(&uffd);
+}
+
+#[apply(file_mem)]
+fn continue_without_mode_wp_on_minor_wp_range_maps_writable(#[case] mem: MemType) {
+    let mode = RegisterMode::MINOR | RegisterMode::WP;
+    require_mode!(mem, mode);
+    let (area, uffd) = try_skip!(minor_area(mem, 1, mode));
+    fill_alias(&area, 0, |_| 3);
+    uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty())
+        .unwrap();
+    assert!(!pagemap::is_uffd_wp(area.page(0)));
+    let w = Faulter::write(area.page(0), 4);
+    assert_eq!(w.settle(), State::Done);
+    assert_eq!(w.join(), 4);
+    assert_no_event(&uffd);
+}
+
+#[apply(file_mem)]
+fn continue_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::MINOR);
+    let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
+    require!(
+        has_continue_mode_wp(&area, &uffd),
+        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
+    );
+    fill_alias(&area, 0, |_| 3);
+    assert_eq!(
+        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::WP),
+        Err(Partial {
+            errno: Errno::EINVAL,
+            progress: neg(Errno::EINVAL)
+        })
+    );
+    assert!(!pagemap::is_present(area.page(0)));
+}
