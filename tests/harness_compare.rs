@@ -296,7 +296,7 @@ fn bisect_judges_recorded_guest_runs() {
     // The guest's /init was not the runner (a harness bug of the day): the kernel panicked before any case ran.
     // That says nothing about the commit.
     let v = judge(&report("guest-6.12-panic-before-init.json"));
-    assert_eq!(v.exit_code(), 125, "{v}");
+    assert_eq!(uffdtest::cli::Exit::from(&v).code(), 125, "{v}");
 }
 
 #[test]

@@ -189,7 +189,7 @@ fn manifest(dir: &Path) -> PathBuf {
         }],
     };
     let p = dir.join("manifest.json");
-    m.save(&p).unwrap();
+    m.write(&p).unwrap();
     p
 }
 

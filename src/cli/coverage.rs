@@ -225,8 +225,10 @@ pub fn coverage_cmd(a: &CoverageArgs) -> Exit {
     let manifest = a.manifest.clone().unwrap_or_else(discover::default_manifest);
     let result = (|| {
         if a.build {
-            let built = discover::build(&[]).map_err(CoverageError::Suite)?;
-            built.save(&manifest).map_err(CoverageError::Suite)?;
+            let built = discover::build_manifest(&[]).map_err(|e| CoverageError::Suite(e.to_string()))?;
+            built
+                .write(&manifest)
+                .map_err(|e| CoverageError::Suite(e.to_string()))?;
         }
         let cases = suite_cases(&manifest).map_err(CoverageError::Suite)?;
         render(&cases, &upstream(UPSTREAM_MAP)?)

@@ -87,4 +87,18 @@ mod tests {
         }
         assert_eq!(Exit::from_report_code(3), Exit::Failure);
     }
+
+    #[test]
+    fn verdicts_speak_git_bisect_run() {
+        let code = |v: Verdict| Exit::from(&v).code();
+        assert_eq!(code(Verdict::Good { passed: 1, skipped: 0 }), 0);
+        assert_eq!(
+            code(Verdict::Bad {
+                failed: vec!["c".into()]
+            }),
+            1
+        );
+        assert_eq!(code(Verdict::Untestable("no boot".into())), 125);
+        assert!(code(Verdict::Abort("no tree".into())) > 127);
+    }
 }

@@ -117,19 +117,19 @@ pub struct CompareArgs {
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
 pub fn compare(args: &CompareArgs) -> Exit {
     use crate::gate::compare;
-    let unreadable = |e| Exit::CouldNotRun.because("uffdtest compare", e);
-    let (mut base, cand) = match (compare::load(&args.base), compare::load(&args.candidate)) {
+    let unreadable = |e: &dyn std::fmt::Display| Exit::CouldNotRun.because("uffdtest compare", e);
+    let (mut base, cand) = match (compare::read_report(&args.base), compare::read_report(&args.candidate)) {
         (Ok(b), Ok(c)) => (b, c),
-        (Err(e), _) | (_, Err(e)) => return unreadable(e),
+        (Err(e), _) | (_, Err(e)) => return unreadable(&e),
     };
     // Repeated runs side by side in one report: compare keeps every outcome of a case.
     for p in &args.base_repeats {
-        match compare::load(p) {
+        match compare::read_report(p) {
             Ok(r) => {
                 base.tests.extend(r.tests);
                 base.parse_errors.extend(r.parse_errors);
             }
-            Err(e) => return unreadable(e),
+            Err(e) => return unreadable(&e),
         }
     }
     let c = compare::compare(&base, &cand);
@@ -142,7 +142,7 @@ pub fn compare(args: &CompareArgs) -> Exit {
     if let Some(p) = &args.output
         && let Err(e) = std::fs::write(p, &text)
     {
-        return unreadable(format!("write {}: {e}", p.display()));
+        return unreadable(&format!("write {}: {e}", p.display()));
     }
     Exit::from_report_code(c.exit_code())
 }
@@ -165,16 +165,21 @@ pub struct MergeArgs {
 
 /// Exits as the merged run would have (kselftest: 0 pass, 1 any failure, 4 all skipped); 2 if they do not merge.
 pub fn merge(args: &MergeArgs) -> Exit {
-    use crate::gate::{compare::load, merge::merge};
+    use crate::gate::{compare::read_report, merge::merge_shards};
     use crate::runner::{ktap, report};
-    let fail = |e: String| Exit::CouldNotRun.because("uffdtest merge", e);
-    let shards = match args.shards.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>() {
+    let fail = |e: &dyn std::fmt::Display| Exit::CouldNotRun.because("uffdtest merge", e);
+    let shards = match args
+        .shards
+        .iter()
+        .map(|p| read_report(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
-    let merged = match merge(&shards) {
+    let merged = match merge_shards(&shards) {
         Ok(m) => m,
-        Err(e) => return fail(e),
+        Err(e) => return fail(&e),
     };
     let mut text = Vec::new();
     ktap::write_report(&mut text, &merged).expect("write to memory");
@@ -187,7 +192,7 @@ pub fn merge(args: &MergeArgs) -> Exit {
         if let Some(p) = path
             && let Err(e) = std::fs::write(p, bytes)
         {
-            return fail(format!("write {}: {e}", p.display()));
+            return fail(&format!("write {}: {e}", p.display()));
         }
     }
     if args.ktap.is_none() {

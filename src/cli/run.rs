@@ -2,7 +2,7 @@
 
 use crate::cli::Exit;
 use crate::runner::report::{Ktap, Progress};
-use crate::runner::{Report, Reporter, RunOptions, discover, plan, run};
+use crate::runner::{Report, Reporter, RunOptions, discover, execute, plan};
 use crate::vm::ReportFiles;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -161,8 +161,8 @@ fn manifest(
 ) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
     if build {
-        let m = discover::build(cargo_args)?;
-        m.save(&path)?;
+        let m = discover::build_manifest(cargo_args)?;
+        m.write(&path)?;
         eprintln!(
             "uffdtest: {} test binaries listed in {}",
             m.binaries.len(),
@@ -270,7 +270,7 @@ pub fn run_cmd(a: &RunArgs) -> Exit {
     if let Some(f) = to_file.as_mut() {
         reporters.push(f);
     }
-    let report = match run(&opts, &mut reporters) {
+    let report = match execute(&opts, &mut reporters) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };

@@ -51,11 +51,6 @@ impl std::error::Error for LoadError {
     }
 }
 
-/// [`read_report`] with the error as its message, for callers that only print it.
-pub fn load(path: &Path) -> Result<Report, String> {
-    read_report(path).map_err(|e| e.to_string())
-}
-
 /// Read a result: our JSON report (`uffdtest run --json`) or any KTAP/kselftest log, by the runner's parsers.
 pub fn read_report(path: &Path) -> Result<Report, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {

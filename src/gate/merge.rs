@@ -34,11 +34,6 @@ impl fmt::Display for MergeError {
 
 impl std::error::Error for MergeError {}
 
-/// [`merge_shards`] with the error as its message, for callers that only print it.
-pub fn merge(shards: &[Report]) -> Result<Report, String> {
-    merge_shards(shards).map_err(|e| e.to_string())
-}
-
 /// Merge shard reports given in shard order (1/N first).
 ///
 /// Err when a case appears in two shards (the reports are not shards of one run) or there is nothing to merge.

@@ -29,5 +29,5 @@ pub mod select;
 pub use discover::{Binary, Case, DiscoverError, MANIFEST_NAME, Manifest};
 pub use ktap::{parse as parse_ktap, write_report as write_ktap};
 pub use result::{Report, Status, TestResult, Totals};
-pub use run::{Event, Plan, Reporter, RunOptions, execute, plan, run};
-pub use select::PlanError;
+pub use run::{Event, Plan, Reporter, RunOptions, execute};
+pub use select::{PlanError, plan};

@@ -147,17 +147,6 @@ pub trait Reporter {
     fn event(&mut self, e: &Event) -> std::io::Result<()>;
 }
 
-/// [`super::select::plan`] with the error as its message, for callers that
-/// only print it.
-pub fn plan(opts: &RunOptions) -> Result<Plan, String> {
-    Ok(super::select::plan(opts)?)
-}
-
-/// [`execute`] with the error as its message, for callers that only print it.
-pub fn run(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, String> {
-    Ok(execute(opts, reporters)?)
-}
-
 /// Plans and runs, feeding every reporter; returns the report. Err only for
 /// what stops the run before any case (no manifest, nothing selected).
 pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, PlanError> {

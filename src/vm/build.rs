@@ -148,25 +148,17 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), StaticBuildErr
             source: source.to_path_buf(),
         });
     }
-    let manifest = discover::from_cargo_messages(&out.stdout[..]).map_err(suite)?;
-    let init = init_binary(&String::from_utf8_lossy(&out.stdout)).ok_or(StaticBuildError::NoInitBinary)?;
-    Ok((init, manifest))
+    let exes = discover::executables(&out.stdout[..]).map_err(suite)?;
+    let init = init_binary(&exes).ok_or(StaticBuildError::NoInitBinary)?;
+    Ok((init, discover::suite_manifest(exes)))
 }
 
-/// The `uffdtest` binary among cargo's JSON messages.
-fn init_binary(messages: &str) -> Option<PathBuf> {
-    messages
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "uffdtest")
-        .filter(|v| {
-            v["target"]["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "bin"))
-        })
-        // Not the bin's own unit-test harness, which cargo test also builds.
-        .filter(|v| v["profile"]["test"] == false)
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+/// The `uffdtest` binary among cargo's executables: not the bin's own
+/// unit-test harness, which `cargo test` also builds.
+fn init_binary(exes: &[discover::Executable]) -> Option<PathBuf> {
+    exes.iter()
+        .find(|e| e.name == "uffdtest" && e.is_bin && !e.harness)
+        .map(|e| e.path.clone())
 }
 
 #[cfg(test)]
@@ -175,17 +167,20 @@ mod tests {
 
     #[test]
     fn init_is_the_bin_not_its_test_harness() {
-        let msg = |test: bool, exe: &str| {
-            serde_json::json!({
-                "reason": "compiler-artifact",
-                "target": {"name": "uffdtest", "kind": ["bin"]},
-                "profile": {"test": test},
-                "executable": exe,
-            })
-            .to_string()
-        };
-        let text = [msg(true, "/t/uffdtest-hash"), msg(false, "/t/uffdtest")].join("\n");
-        assert_eq!(init_binary(&text), Some(PathBuf::from("/t/uffdtest")));
-        assert_eq!(init_binary(&msg(true, "/t/uffdtest-hash")), None);
+        let messages = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cargo/test-no-run.jsonl"
+        ))
+        .unwrap();
+        let exes = discover::executables(&messages[..]).unwrap();
+        assert!(
+            exes.iter().any(|e| e.name == "uffdtest" && e.harness),
+            "the fixture has the bin's harness too"
+        );
+        assert_eq!(
+            init_binary(&exes),
+            Some(PathBuf::from("/src/uffdtest/target/debug/uffdtest"))
+        );
+        assert_eq!(init_binary(&exes[..0]), None);
     }
 }

@@ -168,7 +168,7 @@ fn run() -> Result<(), InitError> {
         fault: cfg.fault,
         started: 0,
     };
-    runner::run(&opts, &mut [&mut ktap, &mut fault, &mut Milestones]).map_err(|e| InitError::Run(e.to_string()))?;
+    runner::execute(&opts, &mut [&mut ktap, &mut fault, &mut Milestones]).map_err(|e| InitError::Run(e.to_string()))?;
     port.flush().ok();
     kmsg(RUN_DONE);
     Ok(())

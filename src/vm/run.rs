@@ -56,7 +56,7 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, VmError> {
     let manifest_path = work.path.join(discover::MANIFEST_NAME);
     // Listed here, on the host: the guest then starts its first case at once.
     manifest.record_listings(&manifest_path).map_err(VmError::runner)?;
-    manifest.save(&manifest_path).map_err(VmError::runner)?;
+    manifest.write(&manifest_path).map_err(VmError::runner)?;
     let plan = crate::runner::plan(&o.guest.run_options(manifest_path.clone())).map_err(VmError::runner)?;
     if plan.case_count() == 0 {
         return Err(VmError::NothingSelected);

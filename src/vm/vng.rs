@@ -164,8 +164,8 @@ pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
     let share = missing_pieces(kernel.config.as_deref()).map_err(VmError::VngMissing)?;
     let manifest: PathBuf = o.manifest.clone().unwrap_or_else(discover::default_manifest);
     if o.build_tests {
-        let m = discover::build(&[]).map_err(VmError::runner)?;
-        m.save(&manifest).map_err(VmError::runner)?;
+        let m = discover::build_manifest(&[]).map_err(VmError::runner)?;
+        m.write(&manifest).map_err(VmError::runner)?;
     }
     if !manifest.is_file() {
         return Err(VmError::NoManifest(manifest));

@@ -6,12 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// [`build_manifest`] with the error as its message, for callers that only
-/// print it.
-pub fn build(extra: &[String]) -> Result<Manifest, String> {
-    Ok(build_manifest(extra)?)
-}
-
 /// Builds the test binaries with cargo and returns the manifest of the suite.
 /// `extra` goes to `cargo test` (e.g. `--release`).
 pub fn build_manifest(extra: &[String]) -> Result<Manifest, DiscoverError> {
@@ -89,14 +83,18 @@ pub fn executables(r: impl BufRead) -> Result<Vec<Executable>, DiscoverError> {
 /// The suite's manifest from cargo's JSON build messages: every
 /// integration test binary but the `harness_*` ones (see [`executables`]).
 pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, DiscoverError> {
+    Ok(suite_manifest(executables(r)?))
+}
+
+/// The suite's manifest from cargo's executables: every integration test
+/// binary but the `harness_*` ones.
+pub fn suite_manifest(exes: impl IntoIterator<Item = Executable>) -> Manifest {
     let mut m = Manifest::default();
-    for e in executables(r)? {
+    for e in exes {
         if !e.is_test || e.name.starts_with(HARNESS_PREFIX) {
             continue;
         }
-        let serial = std::fs::read_to_string(&e.src_path)
-            .map(|src| serial_items(&src))
-            .unwrap_or_default();
+        let serial = serial_items(&source_with_includes(&e.src_path));
         m.binaries.push(Binary {
             name: e.name,
             path: e.path,
@@ -106,7 +104,27 @@ pub fn from_cargo_messages(r: impl BufRead) -> Result<Manifest, DiscoverError> {
     }
     m.binaries.sort_by(|a, b| a.name.cmp(&b.name));
     m.binaries.dedup_by(|a, b| a.name == b.name);
-    Ok(m)
+    m
+}
+
+/// A test's source with the files it `include!`s (by a literal path,
+/// relative to it) appended, so that serial marks in them count too.
+/// An unreadable file is empty: its items then run in parallel, as before
+/// serial_test existed; the build would have failed first.
+fn source_with_includes(path: &Path) -> String {
+    let mut src = std::fs::read_to_string(path).unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let included: Vec<String> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("include!(\""))
+        .filter_map(|l| l.split('"').next())
+        .map(|rel| source_with_includes(&dir.join(rel)))
+        .collect();
+    for inc in included {
+        src.push('\n');
+        src.push_str(&inc);
+    }
+    src
 }
 
 /// Names of the `fn`s and `mod`s that follow a serial_test attribute.
@@ -179,6 +197,25 @@ fn item_name(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_marks_in_included_files_count() {
+        let dir = std::env::temp_dir().join(format!("uffdtest-include-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("events")).unwrap();
+        std::fs::write(
+            dir.join("events.rs"),
+            "include!(\"events/fork.rs\");\n#[serial]\nfn root() {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("events/fork.rs"),
+            "#[serial(thp)]\nfn in_included() {}\nfn parallel() {}\n",
+        )
+        .unwrap();
+        let serial = serial_items(&source_with_includes(&dir.join("events.rs")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(serial, ["in_included", "root"]);
+    }
 
     #[test]
     fn serial_attributes_are_found_in_source() {

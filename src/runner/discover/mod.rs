@@ -23,7 +23,7 @@ mod cases;
 mod error;
 
 pub use cargo::{
-    Executable, PROCESS_LOCAL_KEYS, build, build_manifest, executables, from_cargo_messages, serial_items,
+    Executable, PROCESS_LOCAL_KEYS, build_manifest, executables, from_cargo_messages, serial_items, suite_manifest,
 };
 pub use cases::{Case, is_serial, ktap_name, list_cases, listing};
 pub use error::DiscoverError;
@@ -82,12 +82,6 @@ impl Manifest {
             path: path.into(),
             source,
         })
-    }
-
-    /// [`Manifest::write`] with the error as its message, for callers that
-    /// only print it.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        Ok(self.write(path)?)
     }
 
     /// Writes the manifest; paths are stored relative to its directory where they can be.
@@ -155,7 +149,7 @@ mod tests {
                 listing: None,
             }],
         };
-        m.save(&file).unwrap();
+        m.write(&file).unwrap();
         let back = Manifest::load(&file).unwrap();
         assert_eq!(back.binaries[0].path, PathBuf::from("deps/api-1"));
         assert_eq!(Manifest::resolve(&file, &back.binaries[0]), dir.join("deps/api-1"));
