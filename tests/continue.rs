@@ -431,7 +431,14 @@ fn shmem_thp(value: &str) -> Result<Knob, String> {
 fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     // The page cache holds one PMD-sized folio; the registered view still
     // faults and is continued one base page at a time.
-    require_mode!(MemType::Shmem, RegisterMode::MINOR);
+    //
+    // The view is registered for WP too, only to keep khugepaged away: it
+    // may retract the page table of a MINOR-only view at any moment (the
+    // same collapse MADV_COLLAPSE does in the case above), dropping the
+    // PTEs CONTINUE installed; it leaves uffd-wp ranges alone. No page is
+    // write-protected, so every fault below is a plain minor read fault.
+    let mode = RegisterMode::MINOR | RegisterMode::WP;
+    require_mode!(MemType::Shmem, mode);
     require_root!("sets the shmem THP policy");
     let Some(pmd) = mem::pmd_size() else {
         skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
@@ -447,8 +454,8 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
         smaps_field(views.alias, "ShmemPmdMapped") == Some(pmd),
         "shmem did not allocate a PMD folio for the memfd (memory fragmented?)"
     );
-    let uffd = try_skip!(testing::open_uffd(Features::MINOR_SHMEM));
-    uffd.register(views.main, pmd, RegisterMode::MINOR).unwrap();
+    let uffd = try_skip!(testing::open_uffd(caps::features_for(MemType::Shmem, mode)));
+    uffd.register(views.main, pmd, mode).unwrap();
     for i in [5, 6, 300] {
         let r = Faulter::read(views.main + i * ps + 1);
         assert_eq!(
