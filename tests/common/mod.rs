@@ -10,19 +10,12 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+pub mod wp;
+pub use wp::*;
+
 /// `addr` as the pointer nix's mman calls take.
 pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
     std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
-}
-
-/// The features a WP marker on an unpopulated page of `mem` needs: WP's,
-/// and WP_UNPOPULATED for anon PTEs (file memory always gets markers).
-pub fn wp_marker_features(mem: MemType) -> Features {
-    let mut f = caps::features_for(mem, RegisterMode::WP);
-    if mem.is_anon() {
-        f |= Features::WP_UNPOPULATED;
-    }
-    f
 }
 
 /// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
