@@ -3,6 +3,7 @@
 //! Tests gate on these facts (UFFDIO_API bits, registration answers, free
 //! huge pages, privilege), never on a kernel version: distro kernels backport.
 
+use crate::mem::guest_memfd::Unusable;
 use crate::mem::{self, Area, MemType};
 use crate::uffd::{Features, Ioctls, OpenError, OpenFlags, RegisterMode, Uffd};
 use nix::errno::Errno;
@@ -27,6 +28,14 @@ fn ser_ioctls<S: serde::Serializer>(i: &Ioctls, s: S) -> Result<S::Ok, S::Error>
 
 fn ser_errno<S: serde::Serializer>(e: &Errno, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{e:?}"))
+}
+
+/// A probe's outcome as JSON: `{"Ok": null}` or `{"Err": "<the reason as printed>"}`.
+fn ser_outcome<S: serde::Serializer, E: std::fmt::Display>(r: &Result<(), E>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Ok(()) => s.serialize_newtype_variant("Result", 0, "Ok", &()),
+        Err(e) => s.serialize_newtype_variant("Result", 1, "Err", &e.to_string()),
+    }
 }
 
 fn ser_features<S: serde::Serializer>(f: &Features, s: S) -> Result<S::Ok, S::Error> {
@@ -54,10 +63,12 @@ pub fn ioctl_names(i: Ioctls) -> Vec<String> {
 pub struct Caps {
     pub release: String,
     pub root: bool,
-    /// userfaultfd(2) with UFFD_USER_MODE_ONLY: Ok or the errno.
-    pub syscall: Result<(), String>,
-    /// `/dev/userfaultfd` + USERFAULTFD_IOC_NEW: Ok or why not.
-    pub dev_userfaultfd: Result<(), String>,
+    /// userfaultfd(2) with UFFD_USER_MODE_ONLY: Ok or the failing step.
+    #[serde(serialize_with = "ser_outcome")]
+    pub syscall: Result<(), OpenError>,
+    /// `/dev/userfaultfd` + USERFAULTFD_IOC_NEW + UFFDIO_API: Ok or the errno.
+    #[serde(serialize_with = "ser_outcome")]
+    pub dev_userfaultfd: Result<(), Errno>,
     /// Features UFFDIO_API offers on a user-mode-only fd.
     #[serde(serialize_with = "ser_features")]
     pub features: Features,
@@ -91,23 +102,26 @@ pub struct Caps {
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestMemfdCaps {
     /// `/dev/kvm` opened and a VM created: Ok or why not.
-    pub kvm: Result<(), String>,
+    #[serde(serialize_with = "ser_outcome")]
+    pub kvm: Result<(), Unusable>,
     /// KVM_CAP_GUEST_MEMFD_FLAGS of a default VM; None without one.
     pub guest_memfd_flags: Option<u64>,
     /// guest_memfd areas can be made, or the reason their cases SKIP.
-    pub guest_memfd: Result<(), String>,
+    #[serde(serialize_with = "ser_outcome")]
+    pub guest_memfd: Result<(), Unusable>,
     /// A guest_memfd page was mapped shared, written and read back.
-    pub guest_memfd_mmap: Result<(), String>,
+    #[serde(serialize_with = "ser_outcome")]
+    pub guest_memfd_mmap: Result<(), Unusable>,
 }
 
 /// The guest_memfd probe ([`mem::guest_memfd::probe`]), run on first use.
 pub fn guest_memfd_caps() -> GuestMemfdCaps {
     let gmem = mem::guest_memfd::probe();
     GuestMemfdCaps {
-        kvm: gmem.kvm.clone().map_err(|e| e.to_string()),
+        kvm: gmem.kvm.clone(),
         guest_memfd_flags: gmem.flags.map(|f| f.bits()),
-        guest_memfd: gmem.usable.clone().map(drop).map_err(|e| e.to_string()),
-        guest_memfd_mmap: gmem.mmap.clone().map_err(|e| e.to_string()),
+        guest_memfd: gmem.usable.clone().map(drop),
+        guest_memfd_mmap: gmem.mmap.clone(),
     }
 }
 
@@ -164,8 +178,7 @@ fn probe() -> Caps {
     let full = open_api(OpenFlags::empty()).ok();
     let dev = Uffd::open_dev(OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::empty()))
-        .map(drop)
-        .map_err(|e| format!("/dev/userfaultfd: {e}"));
+        .map(drop);
     let (features, api_ioctls) = umo.unwrap_or_default();
     let event_fork_allowed = Uffd::open(OpenFlags::UFFD_USER_MODE_ONLY | OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::EVENT_FORK))
@@ -173,7 +186,7 @@ fn probe() -> Caps {
     Caps {
         release,
         root: nix::unistd::geteuid().is_root(),
-        syscall: umo.map(drop).map_err(|e| e.to_string()),
+        syscall: umo.map(drop),
         dev_userfaultfd: dev,
         features,
         features_full: full.map(|f| f.0),
