@@ -4,8 +4,9 @@
 //! - the userfaultfd library, in pipeline order: [`sys`] (raw UAPI) →
 //!   [`uffd`] (the handle) and [`event`] (decoded messages) → [`mem`] (memory
 //!   types; [`kvm`] for guest_memfd) → [`caps`] (what this kernel can do) →
-//!   [`testing`], [`faulter`], [`pagemap`], [`pagemap_scan`], [`pin`] (what
-//!   the tests share) and [`stress`] (the bounce test and benchmarks);
+//!   [`testing`] (what the tests share: skips, areas, the faulter, pins,
+//!   pagemap, restore-on-drop guards) and [`stress`] (the bounce test and
+//!   benchmarks, built on the library alone);
 //! - the harness, which runs any libtest binary and knows nothing of
 //!   userfaultfd: [`runner`] (one process per case → KTAP), [`vm`] (the
 //!   kernel under test in QEMU) and [`gate`] (build, compare, bisect).
