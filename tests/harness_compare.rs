@@ -141,7 +141,7 @@ fn a_new_kernel_splat_fails_the_gate_and_names_its_case() {
 }
 
 #[test]
-fn skip_changes_are_reported_but_do_not_fail_the_gate() {
+fn a_pass_that_becomes_a_skip_fails_the_gate_and_the_way_back_does_not() {
     let hugetlb = ["hugetlb", "hugetlb-private"];
     let mut want = cases(
         "register",
@@ -161,10 +161,16 @@ fn skip_changes_are_reported_but_do_not_fail_the_gate() {
         c.changes[0].reason.as_deref(),
         Some("need 1 free huge pages, have 0 (vm.nr_hugepages)")
     );
-    assert_eq!(c.exit_code(), 0);
+    assert_eq!(c.regressions(), 4);
+    assert_eq!(c.exit_code(), 1);
+    assert_eq!(
+        c.verdict(),
+        "REGRESSION: 4 regressed case(s) (4 of them pass → skip), 0 new kernel splat(s)"
+    );
     let back = cmp("host-run1.edited-hugetlb-skips.ktap", "host-run1.ktap");
     assert!(back.changes.iter().all(|x| x.change == Change::Unskipped));
     assert_eq!(back.changes.len(), 4);
+    assert_eq!(back.exit_code(), 0);
 }
 
 #[test]

@@ -78,7 +78,9 @@ pub enum Change {
     Regression,
     /// Failed in the base, passes in the candidate.
     Fix,
-    /// Ran in the base, skipped in the candidate (a feature or memory type vanished?).
+    /// Ran in the base, skipped in the candidate: a feature, an ioctl or a
+    /// memory type vanished, or a probe now says no. Gating when the base
+    /// passed, since a SKIP must never be the way a regression gets through.
     NewlySkipped,
     /// Skipped in the base, passes in the candidate.
     Unskipped,
@@ -176,7 +178,16 @@ impl Comparison {
         if r == 0 && s == 0 {
             return "OK: no regression, no new kernel splat".into();
         }
-        format!("REGRESSION: {r} regressed case(s), {s} new kernel splat(s)")
+        let skipped = self
+            .changes
+            .iter()
+            .filter(|x| x.change == Change::NewlySkipped && is_gating(x))
+            .count();
+        let of_which = match skipped {
+            0 => String::new(),
+            n => format!(" ({n} of them pass → skip)"),
+        };
+        format!("REGRESSION: {r} regressed case(s){of_which}, {s} new kernel splat(s)")
     }
 }
 
@@ -184,6 +195,8 @@ fn is_gating(c: &CaseChange) -> bool {
     match c.change {
         Change::Regression => true,
         Change::FlakyInCandidate => c.base.iter().all(|s| !s.is_failure()),
+        // A case that failed in the base and skips now has not lost a pass.
+        Change::NewlySkipped => c.base.iter().all(|s| !s.is_failure()),
         _ => false,
     }
 }
