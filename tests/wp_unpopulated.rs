@@ -10,13 +10,27 @@ use pagemap::{PM_PRESENT, PM_UFFD_WP};
 const WP: WriteprotectMode = WriteprotectMode::WP;
 const UNPROTECT: WriteprotectMode = WriteprotectMode::empty();
 
+const MARKER_FEATURES: Features = Features::PAGEFAULT_FLAG_WP.union(Features::WP_UNPOPULATED);
+
 /// An unpopulated anon area registered WP on a uffd with WP_UNPOPULATED.
+/// Err is the SKIP reason: the features first, then the memory type.
 fn marker_area(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    let missing = caps::caps().missing(MARKER_FEATURES);
+    if !missing.is_empty() {
+        return Err(format!("kernel lacks {}", missing.join(", ")));
+    }
     testing::register_support(mem, RegisterMode::WP)?;
     let area = testing::area(mem, npages)?;
-    let uffd = testing::open_uffd(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED)?;
+    let uffd = testing::open_uffd(MARKER_FEATURES)?;
     uffd.register(area.addr(), area.len(), RegisterMode::WP)
         .expect("UFFDIO_REGISTER(WP)");
+    Ok((area, uffd))
+}
+
+/// [`marker_area`], write-protected whole: a WP marker on every page.
+fn protected_marker_area(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    let (area, uffd) = marker_area(mem, npages)?;
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     Ok((area, uffd))
 }
 
@@ -34,7 +48,6 @@ fn dontneed(addr: usize, len: usize) {
 
 #[apply(anon_mem)]
 fn protect_unpopulated_page_installs_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 2));
     let ps = area.page_size();
     assert_eq!(wp_present(area.page(0)), 0);
@@ -45,10 +58,8 @@ fn protect_unpopulated_page_installs_marker(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn unprotect_clears_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     uffd.writeprotect(area.page(0), ps, UNPROTECT).unwrap();
     assert_eq!(wp_present(area.page(0)), 0);
@@ -59,10 +70,8 @@ fn unprotect_clears_marker(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn dontneed_zaps_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     dontneed(area.page(0), ps);
     assert_eq!(wp_present(area.page(0)), 0, "MADV_DONTNEED on anon drops the marker");
@@ -73,7 +82,6 @@ fn dontneed_zaps_marker(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn dontneed_drops_protection_of_populated_page(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 1));
     let ps = area.page_size();
     area.fill_page(0, 0x5);
@@ -92,10 +100,8 @@ fn dontneed_drops_protection_of_populated_page(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn write_to_marker_faults_and_clears_after_resolve(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 2));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 2));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
     let w = blocked_wp_writer(&uffd, area.page(1), 17, 0x24);
     uffd.writeprotect(area.page(1), ps, UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x24);
@@ -109,10 +115,8 @@ fn write_to_marker_faults_and_clears_after_resolve(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn read_of_marker_reads_zero_and_keeps_protection(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert_read_completes(area.page(0) + 3, 0);
     assert_no_event(&uffd);
     // The read maps the zero page with the WP bit carried over.
@@ -127,7 +131,6 @@ fn read_of_marker_reads_zero_and_keeps_protection(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn protect_range_mixing_populated_and_empty_pages(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 4));
     let ps = area.page_size();
     area.fill_page(0, 0x31);
@@ -156,9 +159,7 @@ fn protect_range_mixing_populated_and_empty_pages(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn unregister_removes_markers(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     uffd.unregister(area.addr(), area.len()).unwrap();
     assert_eq!(wp_present(area.page(0)), 0);
