@@ -9,6 +9,7 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
+use testing::progress::{err, failed};
 use testing::smaps::field as smaps_field;
 use uffdtest::testing::knob::{Knob, KnobError};
 
@@ -55,10 +56,6 @@ fn expected(area: &Area, f: impl Fn(usize) -> u8) -> Vec<u8> {
     (0..area.page_size()).map(f).collect()
 }
 
-fn neg(e: Errno) -> i64 {
-    Partial::neg(e)
-}
-
 #[apply(file_mem)]
 fn read_faults_minor_and_continue_maps_the_alias_data(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MINOR);
@@ -82,10 +79,7 @@ fn read_faults_minor_and_continue_maps_the_alias_data(#[case] mem: MemType) {
         // A second CONTINUE finds the PTE in place.
         assert_eq!(
             uffd.r#continue(area.page(i), ps, ContinueMode::empty()),
-            Err(Partial {
-                errno: Errno::EEXIST,
-                progress: neg(Errno::EEXIST)
-            })
+            failed(Errno::EEXIST)
         );
         assert_eq!(r.join(), !pattern(i)(off), "page {i}");
         let want = expected(&area, |o| !pattern(i)(o));
@@ -129,12 +123,8 @@ fn minor_only_registration_lets_uncached_pages_fill_silently(#[case] mem: MemTyp
     // MISSING mode it is allocated and zero-filled as usual.
     require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
-    let r = Faulter::read(area.page(0) + 3);
-    assert_eq!(r.settle(), State::Done);
-    assert_eq!(r.join(), 0);
-    let w = Faulter::write(area.page(0) + 4, 0x44);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x44);
+    assert_read_completes(area.page(0) + 3, 0);
+    assert_write_completes(area.page(0) + 4, 0x44);
     assert_no_event(&uffd);
     let want_alias = if mem.is_shared() { 0x44 } else { 0 };
     assert_eq!(testing::read_byte(area.alias_page(0) + 4), want_alias);
@@ -179,12 +169,15 @@ fn continue_dontwake_leaves_reader_blocked_until_wake(#[case] mem: MemType) {
     assert!(pagemap::is_present(area.page(0)));
     // Mapped, so a new reader goes straight through, while the first
     // sleeps until woken.
-    let r2 = Faulter::read(area.page(0) + 1);
-    assert_eq!(r2.settle(), State::Done);
-    assert_eq!(r2.join(), 0x61);
-    assert!(r.is_blocked() && !r.is_done(), "CONTINUE_MODE_DONTWAKE woke the reader");
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(r.join(), 0x61);
+    assert_read_completes(area.page(0) + 1, 0x61);
+    assert_asleep_until_wake(
+        &uffd,
+        r,
+        area.page(0),
+        ps,
+        0x61,
+        "CONTINUE_MODE_DONTWAKE woke the reader",
+    );
     assert_no_event(&uffd);
 }
 
@@ -220,10 +213,7 @@ fn continue_stops_at_page_without_cache_with_partial_progress(#[case] mem: MemTy
     // and the ioctl reports the short count as EAGAIN.
     assert_eq!(
         uffd.r#continue(area.addr(), 3 * ps, ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EAGAIN,
-            progress: ps as i64
-        })
+        err(Errno::EAGAIN, ps as i64)
     );
     assert!(pagemap::is_present(area.page(0)));
     assert!(!pagemap::is_present(area.page(1)));
@@ -236,10 +226,7 @@ fn continue_without_page_cache_fails_efault(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     assert_eq!(
         uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EFAULT,
-            progress: neg(Errno::EFAULT)
-        })
+        failed(Errno::EFAULT)
     );
     assert!(!pagemap::is_present(area.page(0)));
 }
@@ -253,10 +240,7 @@ fn continue_over_populated_page_fails_eexist(#[case] mem: MemType) {
         .unwrap();
     assert_eq!(
         uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EEXIST,
-            progress: neg(Errno::EEXIST)
-        })
+        failed(Errno::EEXIST)
     );
     assert_eq!(area.read_page(0), vec![7; area.page_size()]);
 }
@@ -477,10 +461,7 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     // The rest in one call: it stops at the first mapped page, after 5.
     assert_eq!(
         uffd.r#continue(views.main, pmd, ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EAGAIN,
-            progress: 5 * ps as i64
-        })
+        err(Errno::EAGAIN, 5 * ps as i64)
     );
     assert_no_event(&uffd);
 }

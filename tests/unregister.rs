@@ -268,15 +268,12 @@ fn unregister_leaves_blocked_minor_fault_to_wake(#[case] mem: MemType) {
     unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4e, ps) };
     uffd.register(area.addr(), area.len(), MINOR).unwrap();
     let r = Faulter::read(area.page(0) + 1);
-    let (flags, addr) = next_pagefault(&uffd);
-    assert_eq!((flags, addr), (PagefaultFlags::MINOR, area.page(0)));
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(0)));
     assert_eq!(r.settle(), State::Blocked);
     // Only faults in MISSING VMAs are woken by unregister.
     uffd.unregister(area.addr(), area.len()).unwrap();
     assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
-    assert!(r.is_blocked() && !r.is_done(), "unregister woke a MINOR fault");
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(r.join(), 0x4e);
+    assert_asleep_until_wake(&uffd, r, area.page(0), ps, 0x4e, "unregister woke a MINOR fault");
     assert_no_event(&uffd);
 }
 
@@ -295,18 +292,11 @@ fn unregister_unprotects_but_leaves_blocked_wp_fault_to_wake(#[case] mem: MemTyp
     uffd.register(area.addr(), area.len(), WP).unwrap();
     let ps = area.page_size();
     uffd.writeprotect(area.addr(), ps, WriteprotectMode::WP).unwrap();
-    let w = Faulter::write(area.page(0) + 2, 0x34);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WRITE | PagefaultFlags::WP, area.page(0))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(0), 2, 0x34);
     uffd.unregister(area.addr(), area.len()).unwrap();
     // userfaultfd_clear_vma resets the WP bits, but only MISSING VMAs get a wake.
     assert_eq!(pagemap::entry(area.page(0)).unwrap() & pagemap::PM_UFFD_WP, 0);
-    assert!(w.is_blocked() && !w.is_done(), "unregister woke a WP fault");
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(w.join(), 0x34);
+    assert_asleep_until_wake(&uffd, w, area.page(0), ps, 0x34, "unregister woke a WP fault");
     assert_eq!(testing::read_byte(area.page(0) + 2), 0x34);
     assert_no_event(&uffd);
 }

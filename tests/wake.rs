@@ -111,18 +111,15 @@ fn wake_outside_the_fault_address_leaves_it_blocked(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 3));
     let ps = area.page_size();
-    let r = Faulter::read(area.page(1));
-    next_pagefault(&uffd);
-    assert_eq!(r.settle(), State::Blocked);
+    let r = blocked_reader(&uffd, area.page(1));
     resolve(&uffd, &area, 1, 0x62);
     // Neighbouring ranges, ending right at and starting right after the page.
     uffd.wake(area.page(0), ps).unwrap();
     uffd.wake(area.page(2), ps).unwrap();
-    assert!(r.is_blocked() && !r.is_done(), "a wake outside the page released it");
     assert_no_event(&uffd);
     // A range that merely contains the address wakes it.
-    uffd.wake(area.addr(), area.len()).unwrap();
-    assert_eq!(r.join(), 0x62);
+    let why = "a wake outside the page released it";
+    assert_asleep_until_wake(&uffd, r, area.addr(), area.len(), 0x62, why);
 }
 
 #[apply(all_mem)]
@@ -140,9 +137,7 @@ fn wake_one_page_releases_only_that_fault(#[case] mem: MemType) {
     assert_eq!(r1.settle(), State::Blocked);
     uffd.wake(area.page(1), ps).unwrap();
     assert_eq!(r1.join(), 0x64);
-    assert!(r0.is_blocked() && !r0.is_done());
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(r0.join(), 0x63);
+    assert_asleep_until_wake(&uffd, r0, area.page(0), ps, 0x63, "the wake of page 1 released page 0");
 }
 
 #[apply(all_mem)]
@@ -157,9 +152,14 @@ fn wake_through_another_uffd_leaves_the_fault_blocked(#[case] mem: MemType) {
     assert_eq!(r.settle(), State::Blocked);
     // The waiter is queued on its own uffd's wait queue.
     other.wake(area.page(0), ps).unwrap();
-    assert!(r.is_blocked() && !r.is_done(), "another uffd's WAKE released the fault");
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(r.join(), 0x65);
+    assert_asleep_until_wake(
+        &uffd,
+        r,
+        area.page(0),
+        ps,
+        0x65,
+        "another uffd's WAKE released the fault",
+    );
 }
 
 #[apply(all_mem)]
@@ -180,12 +180,8 @@ fn wake_with_exact_address_matches_the_exact_byte(#[case] mem: MemType) {
     // The wake range is matched against the reported (exact) address: on
     // hugetlb the first base page of the huge page does not contain it.
     uffd.wake(area.addr(), bp).unwrap();
-    assert!(
-        r.is_blocked() && !r.is_done(),
-        "wake of the first base page released it"
-    );
-    uffd.wake(area.addr() + bp, bp).unwrap();
-    assert_eq!(r.join(), 0x66);
+    let why = "wake of the first base page released it";
+    assert_asleep_until_wake(&uffd, r, area.addr() + bp, bp, 0x66, why);
 }
 
 #[apply(all_mem)]
@@ -227,10 +223,6 @@ fn wake_matches_the_huge_page_start_without_exact_address(#[case] mem: MemType) 
     resolve(&uffd, &area, 0, 0x67);
     assert_eq!(r.settle(), State::Blocked);
     uffd.wake(area.addr() + bp, ps - bp).unwrap();
-    assert!(
-        r.is_blocked() && !r.is_done(),
-        "a wake past the huge page start released it"
-    );
-    uffd.wake(area.addr(), bp).unwrap();
-    assert_eq!(r.join(), 0x67);
+    let why = "a wake past the huge page start released it";
+    assert_asleep_until_wake(&uffd, r, area.addr(), bp, 0x67, why);
 }

@@ -313,6 +313,14 @@ mod args {
         a
     }
 
+    /// PAGEMAP_SCAN over `a` with [`base`]'s arguments as `change` leaves
+    /// them: one argument off, the rest valid.
+    fn scan_changed(a: &Area, change: impl FnOnce(&mut pm_scan_arg)) -> nix::Result<i32> {
+        let mut arg = base(a);
+        change(&mut arg);
+        pm().scan_raw(&mut arg)
+    }
+
     #[test]
     fn valid_arguments_succeed() {
         try_skip!(scan_support());
@@ -335,9 +343,11 @@ mod args {
         try_skip!(scan_support());
         let a = area();
         for size in [0, 88, 104] {
-            let mut arg = base(&a);
-            arg.size = size;
-            assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EINVAL), "size {size}");
+            assert_eq!(
+                scan_changed(&a, |arg| arg.size = size),
+                Err(Errno::EINVAL),
+                "size {size}"
+            );
         }
     }
 
@@ -346,9 +356,8 @@ mod args {
         try_skip!(scan_support());
         let a = area();
         for bit in [2, 31, 63] {
-            let mut arg = base(&a);
-            arg.flags = 1 << bit;
-            assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EINVAL), "flag bit {bit}");
+            let r = scan_changed(&a, |arg| arg.flags = 1 << bit);
+            assert_eq!(r, Err(Errno::EINVAL), "flag bit {bit}");
         }
     }
 
@@ -358,54 +367,50 @@ mod args {
         let a = area();
         let bad = 1u64 << 63;
         for which in 0..4 {
-            let mut arg = base(&a);
-            match which {
+            let r = scan_changed(&a, |arg| match which {
                 0 => arg.category_inverted = bad,
                 1 => arg.category_mask |= bad,
                 2 => arg.category_anyof_mask = bad,
                 _ => arg.return_mask |= bad,
-            }
-            assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EINVAL), "mask {which}");
+            });
+            assert_eq!(r, Err(Errno::EINVAL), "mask {which}");
         }
     }
 
     #[test]
     fn misaligned_start_fails_einval() {
         try_skip!(scan_support());
-        let a = area();
-        let mut arg = base(&a);
-        arg.start += 1;
-        assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EINVAL));
+        assert_eq!(scan_changed(&area(), |arg| arg.start += 1), Err(Errno::EINVAL));
     }
 
     #[test]
     fn null_vector_with_length_fails_einval() {
         try_skip!(scan_support());
-        let a = area();
-        let mut arg = base(&a);
-        arg.vec = 0;
-        arg.vec_len = 1;
-        assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EINVAL));
+        let null_vec = |arg: &mut pm_scan_arg| {
+            arg.vec = 0;
+            arg.vec_len = 1;
+        };
+        assert_eq!(scan_changed(&area(), null_vec), Err(Errno::EINVAL));
     }
 
     #[test]
     fn range_beyond_user_space_fails_efault() {
         try_skip!(scan_support());
-        let a = area();
-        let mut arg = base(&a);
-        arg.start = 1 << 47;
-        arg.end = (1 << 47) + 4096;
-        assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EFAULT));
+        let past_top = |arg: &mut pm_scan_arg| {
+            arg.start = 1 << 47;
+            arg.end = (1 << 47) + 4096;
+        };
+        assert_eq!(scan_changed(&area(), past_top), Err(Errno::EFAULT));
     }
 
     #[test]
     fn vector_beyond_user_space_fails_efault() {
         try_skip!(scan_support());
-        let a = area();
-        let mut arg = base(&a);
-        arg.vec = 1 << 47;
-        arg.vec_len = 1;
-        assert_eq!(pm().scan_raw(&mut arg), Err(Errno::EFAULT));
+        let vec_past_top = |arg: &mut pm_scan_arg| {
+            arg.vec = 1 << 47;
+            arg.vec_len = 1;
+        };
+        assert_eq!(scan_changed(&area(), vec_past_top), Err(Errno::EFAULT));
     }
 
     #[test]

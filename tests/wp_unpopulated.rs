@@ -3,26 +3,35 @@
 
 mod common;
 use common::*;
-use faulter::{Faulter, State, assert_no_event, next_pagefault};
+use faulter::assert_no_event;
 use nix::sys::mman::{MmapAdvise, madvise};
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 
 const WP: WriteprotectMode = WriteprotectMode::WP;
 const UNPROTECT: WriteprotectMode = WriteprotectMode::empty();
 
+const MARKER_FEATURES: Features = Features::PAGEFAULT_FLAG_WP.union(Features::WP_UNPOPULATED);
+
 /// An unpopulated anon area registered WP on a uffd with WP_UNPOPULATED.
+/// Err is the SKIP reason: the features first, then the memory type.
 fn marker_area(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    let missing = caps::caps().missing(MARKER_FEATURES);
+    if !missing.is_empty() {
+        return Err(format!("kernel lacks {}", missing.join(", ")));
+    }
     testing::register_support(mem, RegisterMode::WP)?;
     let area = testing::area(mem, npages)?;
-    let uffd = testing::open_uffd(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED)?;
+    let uffd = testing::open_uffd(MARKER_FEATURES)?;
     uffd.register(area.addr(), area.len(), RegisterMode::WP)
         .expect("UFFDIO_REGISTER(WP)");
     Ok((area, uffd))
 }
 
-/// The WP and present bits of the page at `addr`.
-fn wp_present(addr: usize) -> u64 {
-    pagemap::entry(addr).expect("pagemap") & (PM_UFFD_WP | PM_PRESENT)
+/// [`marker_area`], write-protected whole: a WP marker on every page.
+fn protected_marker_area(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    let (area, uffd) = marker_area(mem, npages)?;
+    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    Ok((area, uffd))
 }
 
 fn dontneed(addr: usize, len: usize) {
@@ -39,7 +48,6 @@ fn dontneed(addr: usize, len: usize) {
 
 #[apply(anon_mem)]
 fn protect_unpopulated_page_installs_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 2));
     let ps = area.page_size();
     assert_eq!(wp_present(area.page(0)), 0);
@@ -50,39 +58,30 @@ fn protect_unpopulated_page_installs_marker(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn unprotect_clears_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     uffd.writeprotect(area.page(0), ps, UNPROTECT).unwrap();
     assert_eq!(wp_present(area.page(0)), 0);
     // No marker left: the first write allocates without a message.
-    let w = Faulter::write(area.page(0), 0x21);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x21);
+    assert_write_completes(area.page(0), 0x21);
     assert_no_event(&uffd);
 }
 
 #[apply(anon_mem)]
 fn dontneed_zaps_marker(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     dontneed(area.page(0), ps);
     assert_eq!(wp_present(area.page(0)), 0, "MADV_DONTNEED on anon drops the marker");
-    let w = Faulter::write(area.page(0), 0x22);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x22);
+    assert_write_completes(area.page(0), 0x22);
     assert_eq!(wp_present(area.page(0)), PM_PRESENT);
     assert_no_event(&uffd);
 }
 
 #[apply(anon_mem)]
 fn dontneed_drops_protection_of_populated_page(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 1));
     let ps = area.page_size();
     area.fill_page(0, 0x5);
@@ -92,9 +91,7 @@ fn dontneed_drops_protection_of_populated_page(#[case] mem: MemType) {
     // (zap_install_uffd_wp_if_needed leaves anon VMAs alone).
     dontneed(area.page(0), ps);
     assert_eq!(wp_present(area.page(0)), 0);
-    let w = Faulter::write(area.page(0) + 1, 0x23);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x23);
+    assert_write_completes(area.page(0) + 1, 0x23);
     let mut want = vec![0; ps];
     want[1] = 0x23;
     assert_eq!(area.read_page(0), want, "a zapped anon page comes back zero-filled");
@@ -103,16 +100,9 @@ fn dontneed_drops_protection_of_populated_page(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn write_to_marker_faults_and_clears_after_resolve(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 2));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 2));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
-    let w = Faulter::write(area.page(1) + 17, 0x24);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(1), 17, 0x24);
     uffd.writeprotect(area.page(1), ps, UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x24);
     assert_eq!(wp_present(area.page(1)), PM_PRESENT, "resolved: present, not protected");
@@ -125,21 +115,13 @@ fn write_to_marker_faults_and_clears_after_resolve(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn read_of_marker_reads_zero_and_keeps_protection(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WP).unwrap();
-    let r = Faulter::read(area.page(0) + 3);
-    assert_eq!(r.settle(), State::Done);
-    assert_eq!(r.join(), 0);
+    assert_read_completes(area.page(0) + 3, 0);
     assert_no_event(&uffd);
     // The read maps the zero page with the WP bit carried over.
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP | PM_PRESENT);
-    let w = Faulter::write(area.page(0), 0x25);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
+    let w = wp_write_fault(&uffd, area.page(0), 0, 0x25);
     uffd.writeprotect(area.page(0), ps, UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x25);
     assert_eq!(testing::read_byte(area.page(0)), 0x25);
@@ -149,7 +131,6 @@ fn read_of_marker_reads_zero_and_keeps_protection(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn protect_range_mixing_populated_and_empty_pages(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
     let (area, uffd) = try_skip!(marker_area(mem, 4));
     let ps = area.page_size();
     area.fill_page(0, 0x31);
@@ -166,11 +147,7 @@ fn protect_range_mixing_populated_and_empty_pages(#[case] mem: MemType) {
     }
     // Both kinds fault on write, populated or not.
     for (i, byte) in [(1, 0x41), (2, 0x42)] {
-        let w = Faulter::write(area.page(i), byte);
-        assert_eq!(
-            next_pagefault(&uffd),
-            (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(i))
-        );
+        let w = wp_write_fault(&uffd, area.page(i), 0, byte);
         uffd.writeprotect(area.page(i), ps, UNPROTECT).unwrap();
         assert_eq!(w.join(), byte);
     }
@@ -182,15 +159,11 @@ fn protect_range_mixing_populated_and_empty_pages(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn unregister_removes_markers(#[case] mem: MemType) {
-    require_features!(Features::PAGEFAULT_FLAG_WP | Features::WP_UNPOPULATED);
-    let (area, uffd) = try_skip!(marker_area(mem, 1));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_marker_area(mem, 1));
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP);
     uffd.unregister(area.addr(), area.len()).unwrap();
     assert_eq!(wp_present(area.page(0)), 0);
-    let w = Faulter::write(area.page(0), 0x26);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x26);
+    assert_write_completes(area.page(0), 0x26);
     assert_no_event(&uffd);
 }
 
@@ -198,9 +171,6 @@ fn unregister_removes_markers(#[case] mem: MemType) {
 fn without_feature_unpopulated_pages_get_no_marker(#[case] mem: MemType) {
     // The control: the same calls on a uffd without WP_UNPOPULATED.
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
-    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, _uffd) = try_skip!(protected_area(mem, 1, RegisterMode::WP, Features::PAGEFAULT_FLAG_WP));
     assert_eq!(wp_present(area.page(0)), 0);
 }

@@ -28,6 +28,14 @@ fn wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Area, Arc<Uf
     Ok((area, Arc::new(uffd)))
 }
 
+/// [`wp_area`], then write-protected whole.
+fn protected_wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Area, Arc<Uffd>), String> {
+    let (area, uffd) = wp_area(mem, npages, extra)?;
+    uffd.writeprotect(area.addr(), area.len(), WP)
+        .expect("UFFDIO_WRITEPROTECT");
+    Ok((area, uffd))
+}
+
 fn wp_bit(addr: usize) -> bool {
     pagemap::entry(addr).expect("pagemap") & PM_UFFD_WP != 0
 }
@@ -47,12 +55,7 @@ fn protect_sets_pagemap_bit_and_unprotect_clears_it(#[case] mem: MemType) {
     }
     uffd.writeprotect(area.addr(), 4 * area.page_size(), WP).unwrap();
     for i in 0..4 {
-        let e = pagemap::entry(area.page(i)).unwrap();
-        assert_eq!(
-            e & (PM_UFFD_WP | PM_PRESENT),
-            PM_UFFD_WP | PM_PRESENT,
-            "page {i}: {e:#x}"
-        );
+        assert_eq!(wp_present(area.page(i)), PM_UFFD_WP | PM_PRESENT, "page {i}");
     }
     uffd.writeprotect(area.addr(), 4 * area.page_size(), UNPROTECT).unwrap();
     for i in 0..4 {
@@ -84,9 +87,8 @@ fn protect_one_page_marks_only_that_page(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn write_to_protected_page_faults_wp_write_until_unprotected(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 2, Features::empty()));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
     let w = Faulter::write(area.page(1) + odd_offset(&area), 0x33);
     let (flags, addr) = next_pagefault(&uffd);
     assert_eq!(flags, PagefaultFlags::WP | PagefaultFlags::WRITE);
@@ -109,8 +111,7 @@ fn write_to_protected_page_faults_wp_write_until_unprotected(#[case] mem: MemTyp
 fn write_fault_reports_exact_address_with_feature(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::EXACT_ADDRESS);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::EXACT_ADDRESS));
-    uffd.writeprotect(area.addr(), area.page_size(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::EXACT_ADDRESS));
     let target = area.page(0) + odd_offset(&area);
     let w = Faulter::write(target, 0x44);
     let (flags, addr) = next_pagefault(&uffd);
@@ -124,8 +125,7 @@ fn write_fault_reports_exact_address_with_feature(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn read_of_protected_page_does_not_fault(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 2, Features::empty()));
     for i in 0..2 {
         let r = Faulter::read(area.page(i) + odd_offset(&area));
         assert_eq!(r.settle(), State::Done, "read of protected page {i}");
@@ -141,30 +141,18 @@ fn read_of_protected_page_does_not_fault(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn dontwake_unprotect_leaves_writer_blocked_until_wake(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), ps, WP).unwrap();
-    let first = Faulter::write(area.page(0) + 1, 0x55);
-    let (flags, addr) = next_pagefault(&uffd);
-    assert_eq!(
-        (flags, addr),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
-    assert_eq!(first.settle(), State::Blocked);
+    let first = blocked_wp_writer(&uffd, area.page(0), 1, 0x55);
 
     uffd.writeprotect(area.addr(), ps, WriteprotectMode::DONTWAKE).unwrap();
     assert!(!wp_bit(area.page(0)), "DONTWAKE un-protect still clears the bit");
     // The page is writable now: a second writer goes straight through...
-    let second = Faulter::write(area.page(0) + 2, 0x66);
-    assert_eq!(second.settle(), State::Done);
-    assert_eq!(second.join(), 0x66);
+    assert_write_completes(area.page(0) + 2, 0x66);
     assert_no_event(&uffd);
     // ...while the first still sleeps on the old fault, unwoken.
-    assert!(first.is_blocked() && !first.is_done(), "DONTWAKE woke the writer");
     assert_eq!(testing::read_byte(area.page(0) + 1), 0x11);
-
-    uffd.wake(area.addr(), ps).unwrap();
-    assert_eq!(first.join(), 0x55);
+    assert_asleep_until_wake(&uffd, first, area.addr(), ps, 0x55, "DONTWAKE woke the writer");
     assert_eq!(testing::read_byte(area.page(0) + 1), 0x55);
     assert_eq!(testing::read_byte(area.page(0) + 2), 0x66);
     assert_no_event(&uffd);
@@ -173,15 +161,9 @@ fn dontwake_unprotect_leaves_writer_blocked_until_wake(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn wake_without_unprotect_faults_again(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), ps, WP).unwrap();
-    let w = Faulter::write(area.page(0), 0x77);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(0), 0, 0x77);
     // Waking a still-protected page only retries the write: a new fault.
     uffd.wake(area.addr(), ps).unwrap();
     assert_eq!(
@@ -198,9 +180,8 @@ fn wake_without_unprotect_faults_again(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn unprotect_wakes_only_writers_in_its_range(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 3, Features::empty()));
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 3, Features::empty()));
     let ps = area.page_size();
-    uffd.writeprotect(area.addr(), 3 * ps, WP).unwrap();
     let w0 = Faulter::write(area.page(0), 0xa0);
     let w2 = Faulter::write(area.page(2), 0xa2);
     let mut addrs = [next_pagefault(&uffd), next_pagefault(&uffd)];
@@ -229,28 +210,19 @@ fn unprotect_wakes_only_writers_in_its_range(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn unregister_clears_protection(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 2, Features::empty()));
     assert!(wp_bit(area.page(1)));
     uffd.unregister(area.addr(), area.len()).unwrap();
     assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(1)));
-    let w = Faulter::write(area.page(1), 0x88);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x88);
+    assert_write_completes(area.page(1), 0x88);
     assert_no_event(&uffd);
 }
 
 #[apply(all_mem)]
 fn closing_uffd_wakes_writer_and_clears_protection(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
-    let w = Faulter::write(area.page(0), 0x99);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
+    let w = blocked_wp_writer(&uffd, area.page(0), 0, 0x99);
     drop(Arc::into_inner(uffd).expect("sole owner of the uffd"));
     assert_eq!(w.join(), 0x99);
     assert_eq!(testing::read_byte(area.page(0)), 0x99);
@@ -270,11 +242,7 @@ fn wp_registration_works_without_requesting_pagefault_flag_wp(#[case] mem: MemTy
     assert!(ioctls.contains(Ioctls::WRITEPROTECT | Ioctls::WAKE), "{ioctls:?}");
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     assert!(wp_bit(area.page(0)));
-    let w = Faulter::write(area.page(0), 0x12);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
+    let w = wp_write_fault(&uffd, area.page(0), 0, 0x12);
     uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x12);
 }
@@ -331,15 +299,8 @@ fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
     assert_eq!(smaps_field(a, "ShmemPmdMapped"), Some(0), "the PMD mapping was split");
     let wp: Vec<usize> = (0..pmd / ps).filter(|i| wp_bit(a + i * ps)).collect();
     assert_eq!(wp, [7]);
-    let w = Faulter::write(a + 8 * ps, 0x22);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x22);
-    let w = Faulter::write(a + 7 * ps + 1, 0x23);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, a + 7 * ps)
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    assert_write_completes(a + 8 * ps, 0x22);
+    let w = blocked_wp_writer(&uffd, a + 7 * ps, 1, 0x23);
     uffd.writeprotect(a + 7 * ps, ps, UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x23);
     assert_eq!(testing::read_byte(a + 7 * ps), 0x11, "the cache page kept its data");

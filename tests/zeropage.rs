@@ -28,9 +28,7 @@ fn zeropage_resolves_read_fault_with_zeros(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let r = Faulter::read(area.page(1) + 7);
-    let (flags, addr) = next_pagefault(&uffd);
-    assert_eq!(flags, PagefaultFlags::empty());
-    assert_eq!(addr, area.page(1));
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::empty(), area.page(1)));
     assert_eq!(r.settle(), State::Blocked);
     if mem.is_hugetlb() {
         // No zero huge page to map: refused, and the fault stays pending.
@@ -67,9 +65,7 @@ fn zeropage_resolves_write_fault_then_the_write_lands(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let w = Faulter::write(area.page(0) + 11, 0x5c);
-    let (flags, addr) = next_pagefault(&uffd);
-    assert_eq!(flags, PagefaultFlags::WRITE);
-    assert_eq!(addr, area.page(0));
+    assert_eq!(next_pagefault(&uffd), (PagefaultFlags::WRITE, area.page(0)));
     assert_eq!(uffd.zeropage(area.page(0), ps, NONE), Ok(ps as i64));
     // A private zero page is CoW-broken by the retried write without a
     // second message; shared shmem got a real zeroed page.
@@ -88,9 +84,7 @@ fn write_after_zeropage_needs_no_resolution(#[case] mem: MemType) {
     let ps = area.page_size();
     assert_eq!(uffd.zeropage(area.page(0), ps, NONE), Ok(ps as i64));
     assert_eq!(area.read_page(0), vec![0; ps]);
-    let w = Faulter::write(area.page(0) + 1, 0x77);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x77);
+    assert_write_completes(area.page(0) + 1, 0x77);
     assert_eq!(testing::read_byte(area.page(0) + 1), 0x77);
     assert_no_event(&uffd);
 }
@@ -166,14 +160,10 @@ fn zeropage_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
     require!(!mem.is_hugetlb(), "hugetlb has no UFFDIO_ZEROPAGE");
     let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
-    let r = Faulter::read(area.page(0) + 3);
-    next_pagefault(&uffd);
-    assert_eq!(r.settle(), State::Blocked);
+    let r = blocked_reader(&uffd, area.page(0) + 3);
     assert_eq!(uffd.zeropage(area.page(0), ps, ZeropageMode::DONTWAKE), Ok(ps as i64));
     assert!(pagemap::is_present(area.page(0)));
-    assert!(r.is_blocked() && !r.is_done(), "DONTWAKE woke the faulting thread");
-    uffd.wake(area.page(0), ps).unwrap();
-    assert_eq!(r.join(), 0);
+    assert_asleep_until_wake(&uffd, r, area.page(0), ps, 0, "DONTWAKE woke the faulting thread");
     assert_no_event(&uffd);
 }
 
@@ -249,16 +239,9 @@ fn zeropage_over_wp_marker(#[case] mem: MemType) {
     require_mode!(mem, mode);
     let feats = wp_marker_features(mem);
     require_features!(feats);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(feats));
-    uffd.register(area.addr(), area.len(), mode).unwrap();
+    let (area, uffd) = try_skip!(protected_area(mem, 1, mode, feats));
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WriteprotectMode::WP).unwrap();
-    assert_ne!(
-        pagemap::entry(area.page(0)).unwrap() & pagemap::PM_UFFD_WP,
-        0,
-        "marker installed"
-    );
+    assert!(pagemap::is_uffd_wp(area.page(0)), "marker installed");
     let r = uffd.zeropage(area.page(0), ps, NONE);
     if mem.is_shared() {
         // shmem_mfill_atomic_pte installs through mfill_atomic_install_pte,

@@ -35,21 +35,12 @@ fn continue_mode_wp_maps_page_write_protected(#[case] mem: MemType) {
     assert_eq!(uffd.r#continue(area.page(1), ps, ContinueMode::WP), Ok(ps as i64));
     assert_eq!(
         uffd.r#continue(area.page(1), ps, ContinueMode::WP),
-        Err(Partial {
-            errno: Errno::EEXIST,
-            progress: neg(Errno::EEXIST)
-        })
+        failed(Errno::EEXIST)
     );
     assert_eq!(r.join(), !pattern(1)(5));
-    let e = pagemap::entry(area.page(1)).unwrap();
-    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    assert_eq!(wp_present(area.page(1)), PM_UFFD_WP | PM_PRESENT);
     // Mapped protected: the first write is a WP fault, not a minor one.
-    let w = Faulter::write(area.page(1) + 6, 0x5c);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(1), 6, 0x5c);
     uffd.writeprotect(area.page(1), ps, WriteprotectMode::empty()).unwrap();
     assert_eq!(w.join(), 0x5c);
     let mut want = expected(&area, |o| !pattern(1)(o));
@@ -73,9 +64,7 @@ fn continue_without_mode_wp_on_minor_wp_range_maps_writable(#[case] mem: MemType
     uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty())
         .unwrap();
     assert!(!pagemap::is_uffd_wp(area.page(0)));
-    let w = Faulter::write(area.page(0), 4);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 4);
+    assert_write_completes(area.page(0), 4);
     assert_no_event(&uffd);
 }
 
@@ -90,10 +79,7 @@ fn continue_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
     fill_alias(&area, 0, |_| 3);
     assert_eq!(
         uffd.r#continue(area.addr(), area.page_size(), ContinueMode::WP),
-        Err(Partial {
-            errno: Errno::EINVAL,
-            progress: neg(Errno::EINVAL)
-        })
+        failed(Errno::EINVAL)
     );
     assert!(!pagemap::is_present(area.page(0)));
 }

@@ -9,19 +9,13 @@ fn continue_on_unregistered_range_fails_enoent(#[case] mem: MemType) {
     // The alias view is not registered: validate_dst_vma refuses it.
     assert_eq!(
         uffd.r#continue(area.alias_page(0), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::ENOENT,
-            progress: neg(Errno::ENOENT)
-        })
+        failed(Errno::ENOENT)
     );
     // A range running past the registered VMA is refused the same way.
     uffd.unregister(area.page(1), area.page_size()).unwrap();
     assert_eq!(
         uffd.r#continue(area.addr(), 2 * area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::ENOENT,
-            progress: neg(Errno::ENOENT)
-        })
+        failed(Errno::ENOENT)
     );
     assert!(!pagemap::is_present(area.page(0)));
 }
@@ -51,10 +45,7 @@ fn continue_on_anon_fails_einval(#[case] mem: MemType) {
     uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     assert_eq!(
         uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        Err(Partial {
-            errno: Errno::EINVAL,
-            progress: neg(Errno::EINVAL)
-        })
+        failed(Errno::EINVAL)
     );
 }
 
@@ -62,13 +53,10 @@ fn continue_on_anon_fails_einval(#[case] mem: MemType) {
 /// `mapped`, which our wrapper set to 0.
 mod args {
     use super::*;
+    use testing::progress::rejected;
 
     fn setup() -> Result<(Area, Uffd), String> {
         minor_area(MemType::Shmem, 2, RegisterMode::MINOR)
-    }
-
-    fn refused(errno: Errno) -> Progress {
-        Err(Partial { errno, progress: 0 })
     }
 
     #[test]
@@ -80,7 +68,7 @@ mod args {
             let mode = ContinueMode::from_bits_retain(1 << bit);
             assert_eq!(
                 uffd.r#continue(area.addr(), area.page_size(), mode),
-                refused(Errno::EINVAL),
+                rejected(Errno::EINVAL),
                 "bit {bit}"
             );
         }
@@ -93,7 +81,7 @@ mod args {
         let (area, uffd) = try_skip!(setup());
         fill_alias(&area, 0, |_| 1);
         let r = uffd.r#continue(area.addr() + 1, area.page_size(), ContinueMode::empty());
-        assert_eq!(r, refused(Errno::EINVAL));
+        assert_eq!(r, rejected(Errno::EINVAL));
     }
 
     #[test]
@@ -102,7 +90,7 @@ mod args {
         let (area, uffd) = try_skip!(setup());
         fill_alias(&area, 0, |_| 1);
         let r = uffd.r#continue(area.addr(), area.page_size() - 1, ContinueMode::empty());
-        assert_eq!(r, refused(Errno::EINVAL));
+        assert_eq!(r, rejected(Errno::EINVAL));
     }
 
     #[test]
@@ -111,7 +99,7 @@ mod args {
         let (area, uffd) = try_skip!(setup());
         assert_eq!(
             uffd.r#continue(area.addr(), 0, ContinueMode::empty()),
-            refused(Errno::EINVAL)
+            rejected(Errno::EINVAL)
         );
     }
 
@@ -122,12 +110,12 @@ mod args {
         let ps = area.page_size();
         assert_eq!(
             uffd.r#continue(1 << 47, ps, ContinueMode::empty()),
-            refused(Errno::EINVAL)
+            rejected(Errno::EINVAL)
         );
         let wrap = usize::MAX & !(ps - 1);
         assert_eq!(
             uffd.r#continue(area.addr(), wrap, ContinueMode::empty()),
-            refused(Errno::EINVAL)
+            rejected(Errno::EINVAL)
         );
     }
 }
@@ -142,10 +130,7 @@ fn hugetlb_subpage_continue_fails_einval(#[case] mem: MemType) {
     let base = mem::base_page_size();
     // Base-page aligned passes validate_range; hugetlb then wants whole
     // huge pages, and this check runs inside the walk: -EINVAL is written.
-    let einval = Err(Partial {
-        errno: Errno::EINVAL,
-        progress: neg(Errno::EINVAL),
-    });
+    let einval = failed(Errno::EINVAL);
     assert_eq!(
         uffd.r#continue(area.addr() + base, area.page_size(), ContinueMode::empty()),
         einval
@@ -160,11 +145,7 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
     // in `mapped` as well.
     require_mode!(mem, RegisterMode::MINOR);
     require_features!(Features::EVENT_REMOVE);
-    let area = match Area::with_alias(mem, 2) {
-        Ok(a) => a,
-        Err(mem::Unavailable::Skip(r)) => skip!("{r}"),
-        Err(mem::Unavailable::Error(e)) => panic!("cannot set up the area: {e}"),
-    };
+    let area = try_area!(Area::with_alias(mem, 2));
     let ps = area.page_size();
     let uffd = try_skip!(testing::open_uffd(
         caps::features_for(mem, RegisterMode::MINOR) | Features::EVENT_REMOVE
@@ -192,10 +173,7 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
         }) => println!("# EAGAIN left `mapped` untouched (old ABI)"),
         r => assert_eq!(
             r,
-            Err(Partial {
-                errno: Errno::EAGAIN,
-                progress: neg(Errno::EAGAIN)
-            })
+            failed(Errno::EAGAIN)
         ),
     }
     assert!(!pagemap::is_present(area.page(0)));
@@ -221,10 +199,7 @@ fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
     let errno = if mem.is_hugetlb() { Errno::EFAULT } else { Errno::EINVAL };
     assert_eq!(
         uffd.r#continue(area.page(1), ps, ContinueMode::empty()),
-        Err(Partial {
-            errno,
-            progress: neg(errno)
-        })
+        failed(errno)
     );
     assert!(!pagemap::is_present(area.page(1)));
 }

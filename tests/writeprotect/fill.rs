@@ -1,31 +1,36 @@
 // Protection that comes with a page: COPY with MODE_WP, and the markers
 // WP leaves on pages not yet populated. Included by writeprotect.rs.
 
+const MISSING_WP: RegisterMode = RegisterMode::MISSING.union(RegisterMode::WP);
+
+/// `npages` of `mem`, unpopulated, registered MISSING and WP with WP's
+/// features: COPY may then fill pages protected or not.
+fn missing_wp_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
+    let features = caps::features_for(mem, RegisterMode::WP);
+    testing::registered_area(mem, npages, features, MISSING_WP, |_| {})
+}
+
+/// `npages` of file memory `mem`, unpopulated, registered WP and
+/// protected whole: file memory needs no WP_UNPOPULATED for its markers.
+fn file_marker_area(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    let features = caps::features_for(mem, RegisterMode::WP);
+    protected_area(mem, npages, RegisterMode::WP, features)
+}
+
 #[apply(all_mem)]
 fn copy_mode_wp_installs_protected_page(#[case] mem: MemType) {
-    let mode = RegisterMode::MISSING | RegisterMode::WP;
-    require_mode!(mem, mode);
-    let area = try_area!(Area::new(mem, 2));
+    require_mode!(mem, MISSING_WP);
+    let (area, uffd) = try_skip!(missing_wp_area(mem, 2));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
-    uffd.register(area.addr(), area.len(), mode).unwrap();
     let src = testing::Buf::pattern(ps, |i| (i % 251) as u8);
     assert_eq!(uffd.copy(area.page(1), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
-    let e = pagemap::entry(area.page(1)).unwrap();
-    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    assert_eq!(wp_present(area.page(1)), PM_UFFD_WP | PM_PRESENT);
     // Reads see the copied data without a fault.
-    let r = Faulter::read(area.page(1) + 7);
-    assert_eq!(r.settle(), State::Done);
-    assert_eq!(r.join(), 7);
+    assert_read_completes(area.page(1) + 7, 7);
     assert_eq!(area.read_page(1), src.bytes(ps));
     assert_no_event(&uffd);
     // A write faults WP until un-protected.
-    let w = Faulter::write(area.page(1) + 9, 0xee);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(1), 9, 0xee);
     uffd.writeprotect(area.page(1), ps, UNPROTECT).unwrap();
     assert_eq!(w.join(), 0xee);
     let mut want = src.bytes(ps);
@@ -35,21 +40,16 @@ fn copy_mode_wp_installs_protected_page(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_without_mode_wp_installs_writable_page(#[case] mem: MemType) {
-    let mode = RegisterMode::MISSING | RegisterMode::WP;
-    require_mode!(mem, mode);
-    let area = try_area!(Area::new(mem, 1));
+    require_mode!(mem, MISSING_WP);
+    let (area, uffd) = try_skip!(missing_wp_area(mem, 1));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
-    uffd.register(area.addr(), area.len(), mode).unwrap();
     let src = testing::Buf::filled(ps, 0x3c);
     assert_eq!(
         uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
         Ok(ps as i64)
     );
     assert!(!wp_bit(area.page(0)));
-    let w = Faulter::write(area.page(0), 0x3d);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x3d);
+    assert_write_completes(area.page(0), 0x3d);
     assert_no_event(&uffd);
 }
 
@@ -77,21 +77,12 @@ fn protect_unpopulated_file_page_installs_marker(#[case] mem: MemType) {
     // File memory always uses PTE markers for uffd-wp, so protection
     // survives on a page that is not mapped yet (WP_HUGETLBFS_SHMEM).
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
-    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(file_marker_area(mem, 2));
     for i in 0..2 {
-        let e = pagemap::entry(area.page(i)).unwrap();
-        assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP, "page {i}: {e:#x}");
+        assert_eq!(wp_present(area.page(i)), PM_UFFD_WP, "page {i}");
     }
     // The first write to the marked page is a WP fault.
-    let w = Faulter::write(area.page(1) + 5, 0x42);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(1), 5, 0x42);
     uffd.writeprotect(area.page(1), area.page_size(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x42);
     let mut want = vec![0; area.page_size()];
@@ -104,22 +95,12 @@ fn protect_unpopulated_file_page_installs_marker(#[case] mem: MemType) {
 #[apply(file_mem)]
 fn read_of_marked_file_page_maps_it_protected(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
-    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
-    let r = Faulter::read(area.page(0));
-    assert_eq!(r.settle(), State::Done);
-    assert_eq!(r.join(), 0);
+    let (area, uffd) = try_skip!(file_marker_area(mem, 1));
+    assert_read_completes(area.page(0), 0);
     assert_no_event(&uffd);
     // The read fault replaced the marker with a protected mapping.
-    let e = pagemap::entry(area.page(0)).unwrap();
-    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
-    let w = Faulter::write(area.page(0), 1);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
+    assert_eq!(wp_present(area.page(0)), PM_UFFD_WP | PM_PRESENT);
+    let w = wp_write_fault(&uffd, area.page(0), 0, 1);
     uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 1);
 }
@@ -129,14 +110,9 @@ fn protect_unpopulated_anon_page_is_noop_without_wp_unpopulated(#[case] mem: Mem
     // Anon uses markers only when WP_UNPOPULATED was asked for; without it
     // there is nothing to protect, and the first write allocates freely.
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(Features::PAGEFAULT_FLAG_WP));
-    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
-    assert_eq!(pagemap::entry(area.page(0)).unwrap() & (PM_UFFD_WP | PM_PRESENT), 0);
-    let w = Faulter::write(area.page(0), 0x4b);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x4b);
+    let (area, uffd) = try_skip!(protected_area(mem, 1, RegisterMode::WP, Features::PAGEFAULT_FLAG_WP));
+    assert_eq!(wp_present(area.page(0)), 0);
+    assert_write_completes(area.page(0), 0x4b);
     assert_no_event(&uffd);
     assert!(!wp_bit(area.page(0)));
 }
@@ -146,21 +122,13 @@ fn copy_fills_a_page_holding_only_a_wp_marker(#[case] mem: MemType) {
     // With MISSING|WP a protected but unpopulated page holds a PTE marker;
     // an access to it is still a MISSING fault, and COPY may overwrite the
     // marker (pte_none_mostly): the protection goes unless MODE_WP says so.
-    let mode = RegisterMode::MISSING | RegisterMode::WP;
-    require_mode!(mem, mode);
-    let mut features = caps::features_for(mem, RegisterMode::WP);
-    if mem.is_anon() {
-        require_features!(Features::WP_UNPOPULATED);
-        features |= Features::WP_UNPOPULATED;
-    }
-    let area = try_area!(Area::new(mem, 2));
+    require_mode!(mem, MISSING_WP);
+    let features = wp_marker_features(mem);
+    require_features!(features);
+    let (area, uffd) = try_skip!(protected_area(mem, 2, MISSING_WP, features));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(features));
-    uffd.register(area.addr(), area.len(), mode).unwrap();
-    uffd.writeprotect(area.addr(), 2 * ps, WP).unwrap();
     for i in 0..2 {
-        let e = pagemap::entry(area.page(i)).unwrap();
-        assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP, "page {i} marker: {e:#x}");
+        assert_eq!(wp_present(area.page(i)), PM_UFFD_WP, "page {i} marker");
     }
     let r = Faulter::read(area.page(0) + 3);
     assert_eq!(next_pagefault(&uffd), (PagefaultFlags::empty(), area.page(0)));
@@ -174,13 +142,10 @@ fn copy_fills_a_page_holding_only_a_wp_marker(#[case] mem: MemType) {
         !wp_bit(area.page(0)),
         "COPY without MODE_WP drops the marker's protection"
     );
-    let w = Faulter::write(area.page(0), 0x5f);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x5f);
+    assert_write_completes(area.page(0), 0x5f);
     // MODE_WP keeps the page protected.
     assert_eq!(uffd.copy(area.page(1), src.addr(), ps, CopyMode::WP), Ok(ps as i64));
-    let e = pagemap::entry(area.page(1)).unwrap();
-    assert_eq!(e & (PM_UFFD_WP | PM_PRESENT), PM_UFFD_WP | PM_PRESENT, "{e:#x}");
+    assert_eq!(wp_present(area.page(1)), PM_UFFD_WP | PM_PRESENT);
     assert_no_event(&uffd);
 }
 
@@ -191,15 +156,9 @@ fn wp_marker_pagemap_encoding(#[case] mem: MemType) {
     // PM_SWAP; pagemap_hugetlb_range reports only PM_UFFD_WP. No page
     // behind either, so never PM_PRESENT or PM_FILE.
     require_mode!(mem, RegisterMode::WP);
-    let mut features = caps::features_for(mem, RegisterMode::WP);
-    if mem.is_anon() {
-        require_features!(Features::WP_UNPOPULATED);
-        features |= Features::WP_UNPOPULATED;
-    }
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(testing::open_uffd(features));
-    uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let features = wp_marker_features(mem);
+    require_features!(features);
+    let (area, _uffd) = try_skip!(protected_area(mem, 1, RegisterMode::WP, features));
     let mask = PM_UFFD_WP | pagemap::PM_SWAP | PM_PRESENT | pagemap::PM_FILE;
     let want = if mem.is_hugetlb() {
         PM_UFFD_WP

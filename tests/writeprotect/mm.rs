@@ -19,8 +19,7 @@ fn kernel_write_to_protected_page_fails_efault_on_user_mode_only_uffd(#[case] me
     // handle_userfault refuses kernel-mode faults on a UFFD_USER_MODE_ONLY
     // fd with VM_FAULT_SIGBUS: copy_to_user fails and read(2) says EFAULT.
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::empty()));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
     let r = Faulter::call({
         let a = area.page(0) + 8;
         move || kernel_zero_fill(a)
@@ -110,8 +109,7 @@ fn writeprotect_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
 fn wp_fault_reports_faulting_thread_with_thread_id(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::THREAD_ID);
-    let (area, uffd) = try_skip!(wp_area(mem, 1, Features::THREAD_ID));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::THREAD_ID));
     let w = Faulter::write(area.page(0), 0x13);
     match uffd.read_event(Some(std::time::Duration::from_secs(20))).unwrap() {
         Some(Event::Pagefault { flags, address, ptid }) => {
@@ -130,8 +128,7 @@ fn mprotect_round_trip_keeps_protection(#[case] mem: MemType) {
     // change_protection must carry the uffd-wp bit through a plain
     // mprotect: dropping it would let a write past the monitor.
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));
-    uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
+    let (area, uffd) = try_skip!(protected_wp_area(mem, 2, Features::empty()));
     for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
         // SAFETY: our own area.
         let r = unsafe { libc::mprotect(area.addr() as *mut libc::c_void, area.len(), prot) };
@@ -141,12 +138,7 @@ fn mprotect_round_trip_keeps_protection(#[case] mem: MemType) {
             "after mprotect({prot:#x})"
         );
     }
-    let w = Faulter::write(area.page(1), 0x71);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(1))
-    );
-    assert_eq!(w.settle(), State::Blocked);
+    let w = blocked_wp_writer(&uffd, area.page(1), 0, 0x71);
     uffd.writeprotect(area.page(1), area.page_size(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x71);
     assert!(wp_bit(area.page(0)));
@@ -168,18 +160,12 @@ fn write_through_unregistered_view_bypasses_protection(#[case] mem: MemType) {
     let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
-    let w = Faulter::write(area.alias_page(0) + 5, 0x72);
-    assert_eq!(w.settle(), State::Done);
-    assert_eq!(w.join(), 0x72);
+    assert_write_completes(area.alias_page(0) + 5, 0x72);
     assert_no_event(&uffd);
     assert_eq!(testing::read_byte(area.page(0) + 5), 0x72);
     assert!(wp_bit(area.page(0)), "the registered view stays protected");
     assert!(!wp_bit(area.alias_page(0)));
-    let w = Faulter::write(area.page(0), 0x73);
-    assert_eq!(
-        next_pagefault(&uffd),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
+    let w = wp_write_fault(&uffd, area.page(0), 0, 0x73);
     uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
     assert_eq!(w.join(), 0x73);
 }
@@ -196,21 +182,13 @@ fn writeprotect_acts_on_a_range_registered_by_another_uffd_of_the_mm(#[case] mem
     let other = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
     other.writeprotect(area.addr(), area.len(), WP).unwrap();
     assert!(wp_bit(area.page(0)));
-    let w = Faulter::write(area.page(0), 0x74);
-    assert_eq!(
-        next_pagefault(&owner),
-        (PagefaultFlags::WP | PagefaultFlags::WRITE, area.page(0))
-    );
+    let w = wp_write_fault(&owner, area.page(0), 0, 0x74);
     assert_no_event(&other);
     assert_eq!(w.settle(), State::Blocked);
     // Un-protecting through the other uffd clears the bit but wakes only
     // that context's waiters: the writer sleeps on the owner's queue.
     other.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
     assert!(!wp_bit(area.page(0)));
-    assert!(
-        w.is_blocked() && !w.is_done(),
-        "woken through a context it does not wait on"
-    );
-    owner.wake(area.addr(), area.len()).unwrap();
-    assert_eq!(w.join(), 0x74);
+    let why = "woken through a context it does not wait on";
+    assert_asleep_until_wake(&owner, w, area.addr(), area.len(), 0x74, why);
 }
