@@ -68,14 +68,6 @@ fn assert_no_event(uffd: &Uffd, after: &str) {
     }
 }
 
-/// The operation's thread is parked in the event wait: its message is
-/// queued, it has not returned, and it sleeps killable (`D`).
-fn assert_parked_in_event<T>(p: &Parked<T>, uffd: &Uffd, what: &str) {
-    assert!(wait_readable(uffd, LIMIT), "{what}: no message queued");
-    assert!(!p.is_done(), "{what} returned before its event was read");
-    assert_eq!(p.wait_state('D', LIMIT), Some('D'), "{what}: wchan {:?}", p.wchan());
-}
-
 /// The faulting thread is parked in handle_userfault: a user-mode fault
 /// sleeps interruptible (`S`).
 fn assert_parked_in_fault<T>(p: &Parked<T>, uffd: &Uffd) {

@@ -70,6 +70,30 @@ pub fn fill_stops_at_populated_page(area: &Area, fill: impl Fn(usize, usize) -> 
     true
 }
 
+/// Guards the waits below against hangs; no case measures time.
+pub const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Ok when UFFDIO_API offers every feature in `features`; Err is the SKIP
+/// reason, worded as `require_features!` words it.
+pub fn offers(features: Features) -> Result<(), String> {
+    let missing = caps::caps().missing(features);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kernel lacks {}", missing.join(", ")))
+    }
+}
+
+/// An unregistered area of `npages` of `mem`, for a case that registers it
+/// in `mode` on a uffd offering `features`. Err is the SKIP reason, checked
+/// in the cases' order: a missing feature, then the memory type, then the
+/// area itself.
+pub fn area_to_register(mem: MemType, npages: usize, features: Features, mode: RegisterMode) -> Result<Area, String> {
+    offers(features)?;
+    testing::register_support(mem, mode)?;
+    testing::area(mem, npages)
+}
+
 /// An area of `npages` of `mem`, `prep`ared, then registered MISSING on a
 /// fresh uffd offering `features` ([`testing::registered_area`]). Err is
 /// the SKIP reason, checked in the cases' order: a missing feature first,
@@ -80,11 +104,83 @@ pub fn registered_missing(
     features: Features,
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, std::sync::Arc<Uffd>), String> {
-    let missing = caps::caps().missing(features);
-    if !missing.is_empty() {
-        return Err(format!("kernel lacks {}", missing.join(", ")));
-    }
+    offers(features)?;
     testing::registered_area(mem, npages, features, RegisterMode::MISSING, prep)
+}
+
+/// The thread is parked in the event wait: its message is queued, it has
+/// not returned, and it sleeps killable (`D`) until the message is read.
+#[track_caller]
+pub fn assert_parked_in_event<T>(p: &testing::parked::Parked<T>, uffd: &Uffd, what: &str) {
+    assert!(
+        testing::parked::wait_readable(uffd, HANG_GUARD),
+        "{what}: no message queued"
+    );
+    assert!(!p.is_done(), "{what} returned before its event was read");
+    assert_eq!(
+        p.wait_state('D', HANG_GUARD),
+        Some('D'),
+        "{what}: wchan {:?}",
+        p.wchan()
+    );
+}
+
+/// Releases `len` bytes at `at` of a `mem` area in a thread, with the
+/// advice that drops that type's pages (`release_advice`), and checks the
+/// thread parks in the REMOVE event it queued on `uffd` until it is read.
+#[track_caller]
+pub fn park_release(mem: MemType, at: usize, len: usize, uffd: &Uffd) -> testing::parked::Parked<nix::Result<()>> {
+    let advice = testing::mm::release_advice(mem);
+    let p = testing::parked::park(move || testing::mm::madvise(at, len, advice));
+    assert_parked_in_event(&p, uffd, "madvise");
+    p
+}
+
+/// Moves all of `area` with mremap(MREMAP_FIXED) to a fresh reservation, in
+/// a thread that parks in the REMAP event it queued on `uffd`. Returns the
+/// thread (its result is the new address) and the reservation moved to.
+#[track_caller]
+pub fn park_fixed_mremap(
+    area: &Area,
+    uffd: &Uffd,
+) -> (testing::parked::Parked<nix::Result<usize>>, testing::mm::Reservation) {
+    let (old, len) = (area.addr(), area.len());
+    let dest = testing::mm::Reservation::new(len, testing::mm::align_for(area));
+    let to = dest.addr;
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    let p = testing::parked::park(move || testing::mm::mremap(old, len, len, flags, to));
+    assert_parked_in_event(&p, uffd, "mremap");
+    (p, dest)
+}
+
+/// Waits until the thread sleeps in handle_userfault: its fault is queued
+/// (or about to be) and it has not returned.
+#[track_caller]
+pub fn wait_in_fault<T>(p: &testing::parked::Parked<T>) {
+    let end = std::time::Instant::now() + HANG_GUARD;
+    while !p.wchan().is_some_and(|w| w.contains("handle_userfault")) {
+        assert!(!p.is_done(), "the access completed");
+        assert!(
+            std::time::Instant::now() < end,
+            "never reached handle_userfault: {:?}",
+            p.wchan()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Waits for the UFFD_EVENT_FORK that a fork of a registered area queues
+/// on `uffd`, and returns the child's descriptor it carries.
+#[track_caller]
+pub fn next_fork_event(uffd: &Uffd) -> Uffd {
+    assert!(
+        testing::parked::wait_readable(uffd, HANG_GUARD),
+        "fork queued no FORK event"
+    );
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    child
 }
 
 /// Each of `bits`, passed as the mode of a resolving ioctl by `call`, is
