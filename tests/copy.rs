@@ -399,9 +399,7 @@ fn copy_misaligned_or_zero_len_fails_einval(#[case] mem: MemType) {
     assert!(!pagemap::is_present(area.page(0)));
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
@@ -636,9 +634,7 @@ fn copy_into_minor_only_range_fills_the_hole(#[case] mem: MemType) {
     }
 }
 
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::hugetlb(MemType::Hugetlb)]
+#[apply(shared_file_mem)]
 fn copy_into_shared_memory_lands_in_the_page_cache(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::with_alias(mem, 2));

@@ -21,19 +21,6 @@ use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 /// Guards against hangs; no case measures time.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Private types, where MADV_REMOVE is refused.
-#[template]
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::hugetlb(MemType::Hugetlb)]
-fn shared_file_mem(#[case] mem: MemType) {}
-
-#[template]
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-fn hugetlb_mem(#[case] mem: MemType) {}
-
 /// Types whose mappings may grow (hugetlb refuses growing mremap).
 #[template]
 #[rstest]

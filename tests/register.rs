@@ -255,9 +255,7 @@ fn register_range_starting_in_hole_registers_what_follows(#[case] mem: MemType) 
     assert_eq!(smaps::uffd_modes(area.page(2)), MISSING);
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn register_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 2));
@@ -271,9 +269,7 @@ fn register_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn register_hugetlb_end_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 2));

@@ -218,42 +218,50 @@ pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::
     }
 }
 
-/// Every memory type (guest-memfd skips where the kernel cannot serve it).
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-#[case::anon_thp(MemType::AnonThp)]
-#[case::guest_memfd(MemType::GuestMemfd)]
-pub fn all_mem(#[case] mem: MemType) {}
+/// A memory-type case list: the rstest_reuse template `$name`, with one
+/// `#[case::$case(MemType::$ty)]` per `$case($ty)`, so a case reads
+/// `<test>::case_N_<case>`.
+macro_rules! mem_template {
+    ($(#[$doc:meta])* $name:ident: $($case:ident($ty:ident)),+ $(,)?) => {
+        $(#[$doc])*
+        #[template]
+        #[rstest]
+        $(#[case::$case(MemType::$ty)])+
+        pub fn $name(#[case] mem: MemType) {}
+    };
+}
 
-/// The five types the kernel's unit tests run on.
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-pub fn selftest_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// Every memory type (guest-memfd skips where the kernel cannot serve it).
+    all_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd)
+}
 
-/// Types with a file behind them (an alias view; MINOR mode).
-/// guest-memfd is here because every shmem case must also run on it.
-#[template]
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-#[case::guest_memfd(MemType::GuestMemfd)]
-pub fn file_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// The five types the kernel's unit tests run on.
+    selftest_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate)
+}
 
-/// Anonymous types (MOVE).
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::anon_thp(MemType::AnonThp)]
-pub fn anon_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// Types with a file behind them (an alias view; MINOR mode).
+    /// guest-memfd is here because every shmem case must also run on it.
+    file_mem: shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd)
+}
+
+mem_template! {
+    /// Anonymous types (MOVE).
+    anon_mem: anon(Anon), anon_thp(AnonThp)
+}
+
+mem_template! {
+    /// The shared types with a file behind them: a copy lands in the page
+    /// cache, and MADV_REMOVE (which private mappings refuse) punches holes.
+    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb)
+}
+
+mem_template! {
+    /// The hugetlb types (huge-page alignment rules).
+    hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate)
+}
