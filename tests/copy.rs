@@ -193,8 +193,7 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
     let uffd = try_skip!(testing::open_uffd(Features::empty()));
     uffd.register(area.addr(), area.len(), MISSING).unwrap();
     let ps = area.page_size();
-    // SAFETY: the alias view is writable and one page long.
-    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x44, ps) };
+    fill_alias_page(&area, 0, 0x44);
     let src = source(ps, 1);
     let r = uffd.copy(area.page(0), src.addr(), ps, NONE);
     if mem.is_shared() {

@@ -96,8 +96,7 @@ fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
     let src = Buf::filled(ps, 0x5a);
     if minor {
         // Page 4 in the page cache, unmapped in the registered view.
-        // SAFETY: the alias is our own shared view of the area's file.
-        unsafe { std::ptr::write_bytes(area.alias_page(4) as *mut u8, 0xc4, ps) };
+        fill_alias_page(&area, 4, 0xc4);
     }
     let uffd = try_skip!(testing::open_uffd(features));
     uffd.register(area.addr(), area.len(), mode).unwrap();

@@ -129,8 +129,7 @@ fn minor_fault_raises_sigbus(#[case] mem: MemType) {
     let area = try_area!(Area::with_alias(mem, 1));
     // The page is in the page cache (written through the shared alias) but
     // not mapped in the registered view: a minor fault.
-    // SAFETY: the alias is our own shared mapping of the area's file.
-    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4d, area.page_size()) };
+    fill_alias_page(&area, 0, 0x4d);
     let at = area.page(0);
     let st = sigbus_child_access(&area, minor, RegisterMode::MINOR, || {
         read_byte(at);

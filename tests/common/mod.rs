@@ -18,6 +18,14 @@ pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
     std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
 }
 
+/// Fills page `i` of `area`'s alias view with `byte`: the page is then in
+/// the page cache, and not mapped in the registered view (a minor fault).
+pub fn fill_alias_page(area: &Area, i: usize, byte: u8) {
+    // SAFETY: the alias is the area's own shared view of its file, and
+    // page `i` of it is writable.
+    unsafe { std::ptr::write_bytes(area.alias_page(i) as *mut u8, byte, area.page_size()) };
+}
+
 /// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
 /// in `other`, an unregistered area; over a range running past `area`'s
 /// registered VMA; and in `area` once `uffd` unregistered it.
