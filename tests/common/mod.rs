@@ -26,6 +26,19 @@ pub fn fill_alias_page(area: &Area, i: usize, byte: u8) {
     unsafe { std::ptr::write_bytes(area.alias_page(i) as *mut u8, byte, area.page_size()) };
 }
 
+/// Write-protects page `i` of `area`, registered WP on `uffd` and not
+/// populated, and checks a uffd-wp marker now stands in its empty PTE.
+#[track_caller]
+pub fn install_wp_marker(uffd: &Uffd, area: &Area, i: usize) {
+    uffd.writeprotect(area.page(i), area.page_size(), WriteprotectMode::WP)
+        .unwrap();
+    assert_ne!(
+        pagemap::entry(area.page(i)).unwrap() & pagemap::PM_UFFD_WP,
+        0,
+        "marker installed"
+    );
+}
+
 /// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
 /// in `other`, an unregistered area; over a range running past `area`'s
 /// registered VMA; and in `area` once `uffd` unregistered it.
