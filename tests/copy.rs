@@ -38,15 +38,15 @@ fn expected(ps: usize, page: usize) -> Vec<u8> {
     (0..ps).map(|i| pat(page, i)).collect()
 }
 
-/// An unpopulated area of `npages` registered MISSING on a fresh uffd.
-fn missing_area(mem: MemType, npages: usize, features: Features) -> Result<(Area, Arc<Uffd>), String> {
-    testing::registered_area(mem, npages, features, MISSING, |_| {})
+/// An unpopulated area of `npages` registered MISSING on a fresh uffd. Err
+/// is the SKIP reason (the memory type first, as `require_mode!` gives it).
+fn missing_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
+    testing::registered_area(mem, npages, Features::empty(), MISSING, |_| {})
 }
 
 #[apply(all_mem)]
 fn copy_resolves_read_fault_with_exact_bytes(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     let r = Faulter::read(area.page(1) + 5);
@@ -65,8 +65,7 @@ fn copy_resolves_read_fault_with_exact_bytes(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_resolves_write_fault_then_the_write_lands(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     let w = Faulter::write(area.page(0) + 9, 0xee);
@@ -83,9 +82,8 @@ fn copy_resolves_write_fault_then_the_write_lands(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_handler_fills_every_page_byte_for_byte(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
     let n = if mem.is_hugetlb() { 4 } else { 8 };
-    let (area, uffd) = try_skip!(missing_area(mem, n, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, n));
     let ps = area.page_size();
     let src = source(ps, n);
     let base = area.addr();
@@ -117,7 +115,7 @@ fn copy_handler_fills_every_page_byte_for_byte(#[case] mem: MemType) {
 fn fault_reports_exact_address_with_feature(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     require_features!(Features::EXACT_ADDRESS);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::EXACT_ADDRESS));
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EXACT_ADDRESS, |_| {}));
     let ps = area.page_size();
     let src = source(ps, 1);
     let target = area.page(0) + ps / 2 + 3;
@@ -133,7 +131,7 @@ fn fault_reports_exact_address_with_feature(#[case] mem: MemType) {
 fn fault_reports_thread_id_with_feature(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     require_features!(Features::THREAD_ID);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::THREAD_ID));
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::THREAD_ID, |_| {}));
     let ps = area.page_size();
     let src = source(ps, 1);
     let r = Faulter::read(area.page(0));
@@ -150,8 +148,7 @@ fn fault_reports_thread_id_with_feature(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn fault_without_thread_id_feature_reports_ptid_zero(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     let r = Faulter::read(area.page(0));
@@ -165,7 +162,6 @@ fn fault_without_thread_id_feature_reports_ptid_zero(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_over_populated_page_fails_eexist(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
     let (area, uffd) =
         try_skip!(testing::registered_area(mem, 1, Features::empty(), MISSING, |a| a.fill_page(0, 0x33)));
     let ps = area.page_size();
@@ -176,8 +172,7 @@ fn copy_over_populated_page_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_twice_fails_eexist_the_second_time(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     let other = Buf::filled(ps, 0x99);
@@ -193,8 +188,7 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
     let uffd = try_skip!(testing::open_uffd(Features::empty()));
     uffd.register(area.addr(), area.len(), MISSING).unwrap();
     let ps = area.page_size();
-    // SAFETY: the alias view is writable and one page long.
-    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x44, ps) };
+    fill_alias_page(&area, 0, 0x44);
     let src = source(ps, 1);
     let r = uffd.copy(area.page(0), src.addr(), ps, NONE);
     if mem.is_shared() {
@@ -212,7 +206,6 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
     let (area, uffd) =
         try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x55)));
     let ps = area.page_size();
@@ -236,8 +229,7 @@ fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     let r = Faulter::read(area.page(0) + 1);
@@ -257,8 +249,7 @@ fn copy_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_wakes_only_faults_in_its_range(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     let r0 = blocked_reader(&uffd, area.page(0));
@@ -275,8 +266,7 @@ fn copy_wakes_only_faults_in_its_range(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_of_many_pages_wakes_every_fault_in_range(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 3, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 3));
     let ps = area.page_size();
     let src = source(ps, 3);
     let readers: Vec<_> = (0..3).map(|i| blocked_reader(&uffd, area.page(i) + i)).collect();
@@ -343,8 +333,7 @@ fn copy_without_mode_wp_installs_writable_page(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     // mfill_atomic: MFILL_ATOMIC_WP needs VM_UFFD_WP on the destination.
@@ -357,8 +346,7 @@ fn copy_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     let bits = [1 << 2, 1 << 5, 1 << 63, sys::UFFDIO_COPY_MODE_DONTWAKE | 1 << 2];
@@ -370,8 +358,7 @@ fn copy_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_misaligned_dst_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     for off in [1, 64, mem::base_page_size() / 2] {
@@ -385,8 +372,7 @@ fn copy_misaligned_dst_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_misaligned_or_zero_len_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     for len in [0, 1, mem::base_page_size() - 1, ps + 1] {
@@ -399,12 +385,9 @@ fn copy_misaligned_or_zero_len_fails_einval(#[case] mem: MemType) {
     assert!(!pagemap::is_present(area.page(0)));
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let hp = area.page_size();
     let bp = mem::base_page_size();
     let src = source(hp, 2);
@@ -425,8 +408,7 @@ fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_from_unaligned_src_copies_those_bytes(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 2);
     // Only dst must be aligned (validate_unaligned_range for src).
@@ -437,8 +419,7 @@ fn copy_from_unaligned_src_copies_those_bytes(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     // The kernel reads the source with copy_from_user: a missing registered
     // page is a kernel-mode fault, which a UFFD_USER_MODE_ONLY uffd does not
@@ -453,8 +434,7 @@ fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_to_unregistered_dst_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
@@ -465,8 +445,7 @@ fn copy_to_unregistered_dst_fails_enoent(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_to_unmapped_dst_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let addr = testing::holes::far_range();
     let src = source(ps, 1);
@@ -476,8 +455,7 @@ fn copy_to_unmapped_dst_fails_enoent(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_past_the_end_of_the_vma_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     // The range must lie in one VMA; nothing is copied, not even page 1.
@@ -488,8 +466,7 @@ fn copy_past_the_end_of_the_vma_fails_enoent(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_after_unregister_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     let src = source(ps, 1);
     uffd.unregister(area.addr(), area.len()).unwrap();
@@ -498,8 +475,7 @@ fn copy_after_unregister_fails_enoent(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 4, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 4));
     let ps = area.page_size();
     let bp = mem::base_page_size();
     let mut src = try_area!(Area::new(MemType::Anon, 4 * ps / bp));
@@ -528,8 +504,7 @@ fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn copy_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 2, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 2));
     let ps = area.page_size();
     let src = source(ps, 2);
     let fd = area.fd().expect("file-backed area");
@@ -558,8 +533,7 @@ fn copy_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_into_read_only_area_maps_it_read_only(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, uffd) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, 1));
     let ps = area.page_size();
     // SAFETY: changing the protection of our own area.
     unsafe { mprotect(ptr(area.addr()), area.len(), ProtFlags::PROT_READ) }.unwrap();
@@ -581,8 +555,7 @@ fn copy_into_read_only_area_maps_it_read_only(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let (area, owner) = try_skip!(missing_area(mem, 1, Features::empty()));
+    let (area, owner) = try_skip!(missing_area(mem, 1));
     let other = try_skip!(testing::open_uffd(Features::empty()));
     let ps = area.page_size();
     let src = source(ps, 1);
@@ -602,9 +575,8 @@ fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_of_a_long_run_fills_every_page(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
     let n = if mem.is_hugetlb() { 8 } else { 64 };
-    let (area, uffd) = try_skip!(missing_area(mem, n, Features::empty()));
+    let (area, uffd) = try_skip!(missing_area(mem, n));
     let ps = area.page_size();
     let src = source(ps, n);
     assert_eq!(uffd.copy(area.addr(), src.addr(), n * ps, NONE), Ok((n * ps) as i64));
@@ -636,9 +608,7 @@ fn copy_into_minor_only_range_fills_the_hole(#[case] mem: MemType) {
     }
 }
 
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::hugetlb(MemType::Hugetlb)]
+#[apply(shared_file_mem)]
 fn copy_into_shared_memory_lands_in_the_page_cache(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::with_alias(mem, 2));

@@ -21,19 +21,6 @@ use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 /// Guards against hangs; no case measures time.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Private types, where MADV_REMOVE is refused.
-#[template]
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::hugetlb(MemType::Hugetlb)]
-fn shared_file_mem(#[case] mem: MemType) {}
-
-#[template]
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-fn hugetlb_mem(#[case] mem: MemType) {}
-
 /// Types whose mappings may grow (hugetlb refuses growing mremap).
 #[template]
 #[rstest]
@@ -66,14 +53,6 @@ fn assert_no_event(uffd: &Uffd, after: &str) {
     if let Some(ev) = uffd.read_event(Some(Duration::ZERO)).expect("read(2) on the uffd") {
         panic!("{after}: unexpected {} message: {ev:?}", ev.name());
     }
-}
-
-/// The operation's thread is parked in the event wait: its message is
-/// queued, it has not returned, and it sleeps killable (`D`).
-fn assert_parked_in_event<T>(p: &Parked<T>, uffd: &Uffd, what: &str) {
-    assert!(wait_readable(uffd, LIMIT), "{what}: no message queued");
-    assert!(!p.is_done(), "{what} returned before its event was read");
-    assert_eq!(p.wait_state('D', LIMIT), Some('D'), "{what}: wchan {:?}", p.wchan());
 }
 
 /// The faulting thread is parked in handle_userfault: a user-mode fault

@@ -47,10 +47,8 @@ fn kernel_access_refused(mem: MemType, flags: OpenFlags, features: Features) {
     uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let (r, _w) = pipe_with(&pattern());
     assert_eq!(read_into(r.as_raw_fd(), area.addr() + 10, 100), Err(Errno::EFAULT));
-    assert!(
-        uffd.read_event(Some(Duration::ZERO)).unwrap().is_none(),
-        "no PAGEFAULT for the kernel access"
-    );
+    // No PAGEFAULT for the kernel access.
+    faulter::assert_no_event(&uffd);
     let mut back = [0u8; 100];
     assert_eq!(
         nix::unistd::read(&r, &mut back),
@@ -377,17 +375,12 @@ fn user_mode_only_is_inherited_by_the_fork_context(#[case] mem: MemType) {
             Err(_) => 2,
         }))
     });
-    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
-    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(Duration::ZERO)).unwrap() else {
-        panic!("expected UFFD_EVENT_FORK");
-    };
+    let child = next_fork_event(&uffd);
     assert_eq!(
         p.join(),
         ChildExit::Exited(0),
         "the child's kernel-mode access must fail EFAULT"
     );
-    assert!(
-        child.read_event(Some(Duration::ZERO)).unwrap().is_none(),
-        "no PAGEFAULT for it"
-    );
+    // No PAGEFAULT for it.
+    faulter::assert_no_event(&child);
 }

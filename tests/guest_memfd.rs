@@ -85,8 +85,7 @@ fn alias_view_shares_the_pages(#[case] mem: MemType) {
     let a = try_area!(Area::with_alias(mem, 2));
     a.fill_page(0, 0x3c);
     assert!(a.read(a.alias_page(0), a.page_size()).iter().all(|&b| b == 0x3c));
-    // SAFETY: page 1 of the alias view is ours and writable.
-    unsafe { std::ptr::write_bytes(a.alias_page(1) as *mut u8, 0xc3, a.page_size()) };
+    fill_alias_page(&a, 1, 0xc3);
     assert!(a.read_page(1).iter().all(|&b| b == 0xc3));
 }
 
@@ -235,29 +234,52 @@ fn continue_handler(uffd: Arc<Uffd>, page_size: usize) -> (testing::FaultHandler
     (h, seen)
 }
 
+/// Reads page 0 of `a` while a [`continue_handler`] on `u` serves its minor
+/// faults: the bytes read and the faults the handler saw, once it stopped
+/// without error.
+fn read_page_0_through_continue(u: &Arc<Uffd>, a: &Area) -> (Vec<u8>, Vec<(PagefaultFlags, u64)>) {
+    let (h, seen) = continue_handler(u.clone(), a.page_size());
+    let got = a.read_page(0);
+    let errors = h.stop();
+    assert!(errors.is_empty(), "{errors:?}");
+    let seen = seen.lock().unwrap().clone();
+    (got, seen)
+}
+
+/// An area of `npages` of `mem` with an alias view, `prep`ared, then
+/// registered MINOR on a fresh uffd; with the ioctls the registration
+/// granted. Err is the SKIP reason.
+fn registered_minor(
+    mem: MemType,
+    npages: usize,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>, Ioctls), String> {
+    testing::register_support(mem, RegisterMode::MINOR)?;
+    let a = Area::with_alias(mem, npages).map_err(|e| match e {
+        mem::Unavailable::Skip(r) => r,
+        mem::Unavailable::Error(e) => panic!("cannot set up the area: {e}"),
+    })?;
+    prep(&a);
+    let u = testing::open_uffd(Features::empty())?;
+    let ioctls = u
+        .register(a.addr(), a.len(), RegisterMode::MINOR)
+        .expect("REGISTER MINOR");
+    Ok((a, Arc::new(u), ioctls))
+}
+
 /// Snapshot restore / postcopy: the page arrives through the alias, the
 /// guest-side access takes a minor fault, CONTINUE maps the cached page.
 #[apply(gmem_and_shmem)]
 fn minor_fault_after_alias_populate_is_resolved_by_continue(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let a = try_area!(Area::with_alias(mem, 2));
+    let (a, u, ioctls) = try_skip!(registered_minor(mem, 2, |a| fill_alias_page(a, 0, 0xab)));
     let ps = a.page_size();
-    // SAFETY: page 0 of the alias view is ours and writable.
-    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0xab, ps) };
-    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
-    let ioctls = u
-        .register(a.addr(), a.len(), RegisterMode::MINOR)
-        .expect("REGISTER MINOR");
     assert!(ioctls.contains(Ioctls::CONTINUE), "MINOR without CONTINUE: {ioctls:?}");
-    let (h, seen) = continue_handler(u.clone(), ps);
-    let got = a.read_page(0);
-    let errors = h.stop();
-    assert!(errors.is_empty(), "{errors:?}");
+    let (got, seen) = read_page_0_through_continue(&u, &a);
     assert!(
         got.iter().all(|&b| b == 0xab),
         "the minor fault did not map the alias's page"
     );
-    assert_eq!(*seen.lock().unwrap(), vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
+    assert_eq!(seen, vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
     // One page, now mapped in both views: a write through one shows in the other.
     a.fill_page(0, 0xcd);
     assert!(a.read(a.alias_page(0), ps).iter().all(|&b| b == 0xcd));
@@ -267,13 +289,8 @@ fn minor_fault_after_alias_populate_is_resolved_by_continue(#[case] mem: MemType
 /// UFFDIO_COPY fills; pages outside the hole fault no more.
 #[apply(gmem_and_shmem)]
 fn punch_hole_then_fault_raises_missing_fault_resolved_by_copy(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MISSING);
-    let a = try_area!(Area::new(mem, 2));
+    let (a, u) = try_skip!(registered_missing(mem, 2, Features::empty(), |a| a.populate(0x11)));
     let ps = a.page_size();
-    a.populate(0x11);
-    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
-    u.register(a.addr(), a.len(), RegisterMode::MISSING)
-        .expect("REGISTER MISSING");
     a.release(0, ps).expect("punch hole");
     let (h, seen) = testing::copy_handler(u.clone(), ps, 0x22);
     let hole = a.read_page(0);
@@ -292,25 +309,12 @@ fn punch_hole_then_fault_raises_missing_fault_resolved_by_copy(#[case] mem: MemT
 /// allocates a zero page and no event is raised.
 #[apply(gmem_and_shmem)]
 fn punch_hole_then_fault_in_minor_mode_maps_zero_without_event(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let a = try_area!(Area::with_alias(mem, 1));
+    let (a, u, _) = try_skip!(registered_minor(mem, 1, |a| fill_alias_page(a, 0, 0xab)));
     let ps = a.page_size();
-    // SAFETY: the alias page is ours and writable.
-    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0xab, ps) };
-    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
-    u.register(a.addr(), a.len(), RegisterMode::MINOR)
-        .expect("REGISTER MINOR");
     a.release(0, ps).expect("punch hole");
-    let (h, seen) = continue_handler(u.clone(), ps);
     // The access completes before it returns, so any fault it raised is seen.
-    let got = a.read_page(0);
-    let errors = h.stop();
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "a hole raised {:?}",
-        seen.lock().unwrap()
-    );
-    assert!(errors.is_empty(), "{errors:?}");
+    let (got, seen) = read_page_0_through_continue(&u, &a);
+    assert!(seen.is_empty(), "a hole raised {seen:?}");
     assert!(got.iter().all(|&b| b == 0), "the hole did not read zero");
 }
 
@@ -318,23 +322,14 @@ fn punch_hole_then_fault_in_minor_mode_maps_zero_without_event(#[case] mem: MemT
 /// alias, and the access then takes a minor fault for the new contents.
 #[apply(gmem_and_shmem)]
 fn minor_fault_after_punch_hole_and_repopulate_maps_the_new_page(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
-    let a = try_area!(Area::with_alias(mem, 1));
+    let (a, u, _) = try_skip!(registered_minor(mem, 1, |a| a.fill_page(0, 0x01)));
     let ps = a.page_size();
-    a.fill_page(0, 0x01);
-    let u = Arc::new(try_skip!(testing::open_uffd(Features::empty())));
-    u.register(a.addr(), a.len(), RegisterMode::MINOR)
-        .expect("REGISTER MINOR");
     a.release(0, ps).expect("punch hole");
-    // SAFETY: the alias page is ours and writable.
-    unsafe { std::ptr::write_bytes(a.alias_page(0) as *mut u8, 0x02, ps) };
-    let (h, seen) = continue_handler(u.clone(), ps);
-    let got = a.read_page(0);
-    let errors = h.stop();
-    assert!(errors.is_empty(), "{errors:?}");
+    fill_alias_page(&a, 0, 0x02);
+    let (got, seen) = read_page_0_through_continue(&u, &a);
     assert!(
         got.iter().all(|&b| b == 0x02),
         "the access did not see the re-sent page"
     );
-    assert_eq!(*seen.lock().unwrap(), vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
+    assert_eq!(seen, vec![(PagefaultFlags::MINOR, a.page(0) as u64)]);
 }

@@ -17,7 +17,8 @@ mod fixture {
     use rstest::rstest;
     use std::io::Write;
 
-    /// Runs the fixture body only when the runner's tests asked for it.
+    /// Runs the fixture body only when the runner's tests asked for it;
+    /// `armed!("VAR")` also needs the variable the test sets, and is its value.
     macro_rules! armed {
         () => {
             if std::env::var_os("UFFDTEST_FIXTURES").is_none() {
@@ -25,6 +26,14 @@ mod fixture {
                 return;
             }
         };
+        ($var:literal) => {{
+            armed!();
+            let Some(value) = std::env::var_os($var) else {
+                println!("SKIP: {} not set", $var);
+                return;
+            };
+            value
+        }};
     }
 
     fn mark(what: &str) {
@@ -114,11 +123,7 @@ mod fixture {
     #[test]
     #[ignore]
     fn fails_every_other_run() {
-        armed!();
-        let Some(p) = std::env::var_os("UFFDTEST_FIXTURE_COUNTER") else {
-            println!("SKIP: UFFDTEST_FIXTURE_COUNTER not set");
-            return;
-        };
+        let p = armed!("UFFDTEST_FIXTURE_COUNTER");
         let runs: u32 = std::fs::read_to_string(&p)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -155,11 +160,7 @@ mod fixture {
     #[test]
     #[ignore]
     fn serial_leaves_sysctl_changed() {
-        armed!();
-        let Some(name) = std::env::var_os("UFFDTEST_FIXTURE_SYSCTL") else {
-            println!("SKIP: UFFDTEST_FIXTURE_SYSCTL not set");
-            return;
-        };
+        let name = armed!("UFFDTEST_FIXTURE_SYSCTL");
         let path = std::path::Path::new("/proc/sys").join(name.to_str().unwrap().replace('.', "/"));
         let v: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
         std::fs::write(&path, (v + 1).to_string()).expect("set the sysctl (root)");
@@ -200,14 +201,17 @@ fn run_fixtures(dir: &Path) -> Command {
     c
 }
 
-/// The scratch directory of a test that needs root `to` do something, or
-/// None (the test skips, saying why) without root.
-fn root_scratch(name: &str, to: &str) -> Option<PathBuf> {
+/// Runs a test that needs root `to` do something in a fresh scratch
+/// directory, removed once the test returned; without root the test skips,
+/// saying why.
+fn as_root_in_scratch(name: &str, to: &str, test: impl FnOnce(&Path)) {
     if !root() {
         println!("SKIP: needs root to {to}");
-        return None;
+        return;
     }
-    Some(scratch(name))
+    let dir = scratch(name);
+    test(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn root() -> bool {
@@ -383,91 +387,87 @@ fn every_outcome_is_reported_once_with_its_cause() {
 #[test]
 #[serial(harness_runner)]
 fn ctrl_c_restores_sysctls_and_reports_the_rest_as_not_run() {
-    let Some(dir) = root_scratch("ctrlc", "set sysctls") else {
-        return;
-    };
-    let mark = dir.join("hang-mark");
-    let stat0 = read_sysctl("vm.stat_interval");
-    let huge0: u64 = read_sysctl("vm.nr_hugepages").parse().unwrap();
-    let stat1 = (stat0.parse::<u64>().unwrap() + 1).to_string();
-    let child = run_fixtures(&dir)
-        .env("UFFDTEST_FIXTURE_MARK", &mark)
-        .args([
-            "-f",
-            "fixture::hangs",
-            "-f",
-            "fixture::passes",
-            "--jobs",
-            "1",
-            "--timeout",
-            "100",
-        ])
-        .args([
-            "--sysctl",
-            &format!("vm.stat_interval={stat1}"),
-            "--hugepages",
-            &(huge0 + 2).to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    as_root_in_scratch("ctrlc", "set sysctls", |dir| {
+        let mark = dir.join("hang-mark");
+        let stat0 = read_sysctl("vm.stat_interval");
+        let huge0: u64 = read_sysctl("vm.nr_hugepages").parse().unwrap();
+        let stat1 = (stat0.parse::<u64>().unwrap() + 1).to_string();
+        let child = run_fixtures(dir)
+            .env("UFFDTEST_FIXTURE_MARK", &mark)
+            .args([
+                "-f",
+                "fixture::hangs",
+                "-f",
+                "fixture::passes",
+                "--jobs",
+                "1",
+                "--timeout",
+                "100",
+            ])
+            .args([
+                "--sysctl",
+                &format!("vm.stat_interval={stat1}"),
+                "--hugepages",
+                &(huge0 + 2).to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !mark.exists() {
+            assert!(Instant::now() < deadline, "the hanging fixture never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(read_sysctl("vm.stat_interval"), stat1, "set for the run");
+        assert_ne!(read_sysctl("vm.nr_hugepages"), huge0.to_string(), "raised for the run");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "the hanging fixture never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(read_sysctl("vm.stat_interval"), stat1, "set for the run");
-    assert_ne!(read_sysctl("vm.nr_hugepages"), huge0.to_string(), "raised for the run");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert!(start.elapsed() < Duration::from_secs(20), "stopped promptly");
-    assert_eq!(out.status.code(), Some(130));
-    assert_eq!(read_sysctl("vm.stat_interval"), stat0, "restored after Ctrl-C");
-    assert_eq!(
-        read_sysctl("vm.nr_hugepages"),
-        huge0.to_string(),
-        "restored after Ctrl-C"
-    );
-    let ktap = String::from_utf8(out.stdout).unwrap();
-    assert!(ktap.contains("fixture::hangs # ERROR interrupted"), "{ktap}");
-    assert!(ktap.contains("fixture::passes # ERROR not run: interrupted"), "{ktap}");
-    std::fs::remove_dir_all(&dir).unwrap();
+        let start = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(20), "stopped promptly");
+        assert_eq!(out.status.code(), Some(130));
+        assert_eq!(read_sysctl("vm.stat_interval"), stat0, "restored after Ctrl-C");
+        assert_eq!(
+            read_sysctl("vm.nr_hugepages"),
+            huge0.to_string(),
+            "restored after Ctrl-C"
+        );
+        let ktap = String::from_utf8(out.stdout).unwrap();
+        assert!(ktap.contains("fixture::hangs # ERROR interrupted"), "{ktap}");
+        assert!(ktap.contains("fixture::passes # ERROR not run: interrupted"), "{ktap}");
+    });
 }
 
 #[test]
 #[serial(harness_runner)]
 fn sysctl_a_case_left_changed_is_restored_after_it() {
-    let Some(dir) = root_scratch("sysctl", "set sysctls") else {
-        return;
-    };
-    let stat0 = read_sysctl("vm.stat_interval");
-    let mut c = run_fixtures(&dir);
-    let json = dir.join("report.json");
-    let out = c
-        .env("UFFDTEST_FIXTURE_SYSCTL", "vm.stat_interval")
-        .args(["-f", "fixture::serial_leaves_sysctl_changed", "--hugepages", "0"])
-        .args(["--sysctl", &format!("vm.stat_interval={stat0}"), "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let c = case(&r, "fixture::serial_leaves_sysctl_changed");
-    assert_eq!(c.status, Status::Pass);
-    assert!(
-        c.diagnostics
-            .iter()
-            .any(|d| d.contains("vm.stat_interval") && d.contains("restored")),
-        "{c:?}"
-    );
-    assert_eq!(read_sysctl("vm.stat_interval"), stat0);
-    std::fs::remove_dir_all(&dir).unwrap();
+    as_root_in_scratch("sysctl", "set sysctls", |dir| {
+        let stat0 = read_sysctl("vm.stat_interval");
+        let mut c = run_fixtures(dir);
+        let json = dir.join("report.json");
+        let out = c
+            .env("UFFDTEST_FIXTURE_SYSCTL", "vm.stat_interval")
+            .args(["-f", "fixture::serial_leaves_sysctl_changed", "--hugepages", "0"])
+            .args(["--sysctl", &format!("vm.stat_interval={stat0}"), "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let c = case(&r, "fixture::serial_leaves_sysctl_changed");
+        assert_eq!(c.status, Status::Pass);
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| d.contains("vm.stat_interval") && d.contains("restored")),
+            "{c:?}"
+        );
+        assert_eq!(read_sysctl("vm.stat_interval"), stat0);
+    });
 }
 
 #[test]
@@ -541,19 +541,17 @@ fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
 
 #[test]
 fn announce_kmsg_names_each_case_in_the_kernel_log() {
-    let Some(dir) = root_scratch("announce", "write /dev/kmsg") else {
-        return;
-    };
-    let watch = uffdtest::runner::kmsg::KmsgWatch::open();
-    let out = run_fixtures(&dir)
-        .args(["--hugepages", "0", "--announce-kmsg", "-f", "fixture::on_mem"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let log = watch.unwrap().read_new();
-    for name in ["fixture::on_mem on anon", "fixture::on_mem on shmem-private"] {
-        let line = format!("uffdtest: start harness_runner: {name}");
-        assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{line} in {log:?}");
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    as_root_in_scratch("announce", "write /dev/kmsg", |dir| {
+        let watch = uffdtest::runner::kmsg::KmsgWatch::open();
+        let out = run_fixtures(dir)
+            .args(["--hugepages", "0", "--announce-kmsg", "-f", "fixture::on_mem"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let log = watch.unwrap().read_new();
+        for name in ["fixture::on_mem on anon", "fixture::on_mem on shmem-private"] {
+            let line = format!("uffdtest: start harness_runner: {name}");
+            assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{line} in {log:?}");
+        }
+    });
 }

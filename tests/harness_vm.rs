@@ -25,6 +25,14 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// The run exited `code`; its stdout and stderr, for the checks that follow.
+#[track_caller]
+fn exited(o: &Output, code: i32) -> (String, String) {
+    let (out, err) = text(o);
+    assert_eq!(o.status.code(), Some(code), "{out}\n{err}");
+    (out, err)
+}
+
 /// The kernel to boot, or the SKIP reason.
 fn kernel() -> Result<PathBuf, String> {
     kernel_from("UFFDTEST_KERNEL")
@@ -102,30 +110,44 @@ fn missing_qemu_names_the_package() {
     assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
 }
 
-/// `uffdtest kconfig --check` on a config in tests/data: the exit code and stdout.
-fn kconfig_check(config: &str) -> (Option<i32>, String) {
+/// `uffdtest kconfig --check` on a config in tests/data exits `code` and
+/// prints each of `lines`.
+#[track_caller]
+fn assert_kconfig_check(config: &str, code: i32, lines: &[&str]) {
     let o = uffdtest()
         .args(["kconfig", "--check"])
         .arg(data(config))
         .output()
         .unwrap();
-    (o.status.code(), text(&o).0)
+    let out = text(&o).0;
+    assert_eq!(o.status.code(), Some(code), "{out}");
+    for line in lines {
+        assert!(out.contains(line), "{out}");
+    }
 }
 
 #[test]
 fn kconfig_check_fails_defconfig_on_required_options() {
-    let (code, out) = kconfig_check("kconfig-x86_64-defconfig-6.12.config");
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("required    CONFIG_USERFAULTFD=y (is not set)"), "{out}");
-    assert!(out.contains("missing 5 required, 8 recommended"), "{out}");
+    assert_kconfig_check(
+        "kconfig-x86_64-defconfig-6.12.config",
+        1,
+        &[
+            "required    CONFIG_USERFAULTFD=y (is not set)",
+            "missing 5 required, 8 recommended",
+        ],
+    );
 }
 
 #[test]
 fn kconfig_check_passes_debian_kernel_listing_debug_options() {
-    let (code, out) = kconfig_check("kconfig-debian-6.12-cloud-amd64.config");
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("recommended CONFIG_KASAN=y (is not set)"), "{out}");
-    assert!(out.contains("missing 0 required, 5 recommended"), "{out}");
+    assert_kconfig_check(
+        "kconfig-debian-6.12-cloud-amd64.config",
+        0,
+        &[
+            "recommended CONFIG_KASAN=y (is not set)",
+            "missing 0 required, 5 recommended",
+        ],
+    );
 }
 
 #[test]
@@ -156,8 +178,7 @@ fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {
     let k = kernel_or_skip!();
     let json = std::env::temp_dir().join(format!("uffdtest-harness-vm-panic-{}.json", std::process::id()));
     let o = vm(&k, &["--inject", "panic", "--json", json.to_str().unwrap()]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let (out, _) = exited(&o, 1);
     assert!(out.contains("# kernel panic during api: "), "{out}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     std::fs::remove_file(&json).unwrap();
@@ -203,8 +224,7 @@ fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {
 fn silent_guest_is_killed_at_the_timeout_with_the_last_console_lines() {
     let k = kernel_or_skip!();
     let o = vm(&k, &["--inject", "hang", "--timeout", "20"]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let (out, _) = exited(&o, 1);
     assert!(
         out.contains("# the guest printed nothing for 20 s and was killed; last console lines:"),
         "{out}"
@@ -224,8 +244,7 @@ fn kernel_that_panics_before_init_is_reported_with_its_console() {
         &k,
         &["--append", "rdinit=/nonexistent", "--append", "init=/nonexistent"],
     );
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let (out, err) = exited(&o, 1);
     assert!(
         out.contains("# kernel panic before any case ran: Kernel panic - not syncing"),
         "{out}"
@@ -248,8 +267,7 @@ fn kernel_without_userfaultfd_is_reported_from_the_guest() {
         }
     };
     let o = vm(&k, &[]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    let (_, err) = exited(&o, 2);
     assert!(
         err.contains("the guest reported: this kernel has no userfaultfd"),
         "{err}"

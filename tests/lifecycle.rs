@@ -11,7 +11,7 @@ use serial_test::{parallel, serial};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 use uffdtest::testing::fdpass::{recv_fd, send_fd, socketpair};
-use uffdtest::testing::mm::{assert_bytes, madvise, release_advice};
+use uffdtest::testing::mm::assert_bytes;
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, read_byte, spawn_child, wait_child, write_byte};
 
@@ -165,16 +165,10 @@ fn ioctls_after_the_owner_exited(#[case] mem: MemType) {
 #[apply(selftest_mem)]
 #[serial(fork)]
 fn fork_descriptor_fails_esrch_once_the_child_exited(#[case] mem: MemType) {
-    require_features!(Features::EVENT_FORK);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_FORK, |_| {}));
     let ps = area.page_size();
-    let uffd = try_skip!(open(Features::EVENT_FORK));
-    register(&uffd, &area);
     let p = park(|| wait_child(spawn_child_raw(|| 0)));
-    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
-        panic!("expected UFFD_EVENT_FORK");
-    };
+    let child = next_fork_event(&uffd);
     assert_eq!(p.join(), ChildExit::Exited(0));
     let src = Buf::filled(ps, 1);
     let got = child.copy(area.page(0), src.addr(), ps, CopyMode::empty());
@@ -196,10 +190,7 @@ fn fork_descriptor_fails_esrch_once_the_child_exited(#[case] mem: MemType) {
 // Closing the descriptor.
 
 fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(open(Features::empty()));
-    register(&uffd, &area);
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::empty(), |_| {}));
     let at = area.page(0) + 100;
     let p = park(move || {
         if write {
@@ -242,17 +233,8 @@ fn close_wakes_a_write_fault_whose_write_then_lands(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn close_releases_a_thread_parked_in_an_event(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(0x19);
-    let uffd = try_skip!(open(Features::EVENT_REMOVE));
-    register(&uffd, &area);
-    let (at, len, advice) = (area.addr(), area.len(), release_advice(mem));
-    let p = park(move || madvise(at, len, advice));
-    assert!(wait_readable(&uffd, LIMIT));
-    assert!(!p.is_done());
-    assert_eq!(p.wait_state('D', LIMIT), Some('D'));
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_REMOVE, |a| a.populate(0x19)));
+    let p = park_release(mem, area.addr(), area.len(), &uffd);
     // Never read: the release ends the wait and the advice goes ahead.
     drop(uffd);
     assert_eq!(p.join(), Ok(()));
@@ -303,10 +285,7 @@ fn poll_on_a_blocking_uffd_reports_pollerr_even_with_a_fault_queued(#[case] mem:
 
 #[apply(selftest_mem)]
 fn read_shorter_than_a_message_fails_einval_and_keeps_it(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(open(Features::empty()));
-    register(&uffd, &area);
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::empty(), |_| {}));
     let at = area.addr();
     let p = park(move || read_byte(at));
     assert_parked_in_fault(&p, &uffd);
@@ -323,10 +302,7 @@ fn read_shorter_than_a_message_fails_einval_and_keeps_it(#[case] mem: MemType) {
 
 #[test]
 fn read_returns_as_many_whole_messages_as_fit() {
-    require_mode!(MemType::Anon, RegisterMode::MISSING);
-    let area = try_area!(Area::new(MemType::Anon, 3));
-    let uffd = try_skip!(open(Features::empty()));
-    register(&uffd, &area);
+    let (area, uffd) = try_skip!(registered_missing(MemType::Anon, 3, Features::empty(), |_| {}));
     let ps = area.page_size();
     let faulters: Vec<_> = (0..3)
         .map(|i| {
@@ -389,10 +365,7 @@ fn fdinfo_counts_pending_and_read_faults() {
 
 #[apply(selftest_mem)]
 fn a_read_fault_is_not_reported_again_until_woken(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(open(Features::empty()));
-    register(&uffd, &area);
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::empty(), |_| {}));
     let at = area.addr() + 5;
     let p = park(move || read_byte(at));
     assert_parked_in_fault(&p, &uffd);
@@ -420,9 +393,7 @@ fn a_read_fault_is_not_reported_again_until_woken(#[case] mem: MemType) {
 #[apply(selftest_mem)]
 #[serial(fork)]
 fn release_during_a_pending_fork_leaves_the_child_unregistered(#[case] mem: MemType) {
-    require_features!(Features::EVENT_FORK);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
+    let area = try_skip!(area_to_register(mem, 1, Features::EVENT_FORK, RegisterMode::MISSING));
     // A fork copies the fd table before it waits in the FORK event, so the
     // child-to-be keeps any uffd of ours open and our close could never
     // release it. The monitor is another process instead: it holds the only

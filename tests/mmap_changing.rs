@@ -14,8 +14,8 @@ use nix::errno::Errno;
 use serial_test::{parallel, serial};
 use std::time::Duration;
 use uffdtest::testing::Buf;
-use uffdtest::testing::mm::{Reservation, align_for, assert_bytes, madvise, mremap, munmap, release_advice};
-use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
+use uffdtest::testing::mm::{assert_bytes, munmap};
+use uffdtest::testing::parked::{park, spawn_child_raw};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -39,13 +39,6 @@ fn assert_eagain(r: Progress, what: &str) {
         }) => println!("# {what}: EAGAIN left the progress field untouched (old ABI)"),
         r => assert_eq!(r, Err(eagain()), "{what}"),
     }
-}
-
-/// The thread is parked in the event wait with its message queued.
-fn assert_parked<T>(p: &Parked<T>, uffd: &Uffd, what: &str) {
-    assert!(wait_readable(uffd, LIMIT), "{what}: no event queued");
-    assert!(!p.is_done(), "{what} returned before its event was read");
-    assert_eq!(p.wait_state('D', LIMIT), Some('D'), "{what}: wchan {:?}", p.wchan());
 }
 
 /// Every resolving ioctl, with zeroed arguments (as the selftest passes)
@@ -103,15 +96,13 @@ fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
     let src = Buf::filled(ps, 0x5a);
     if minor {
         // Page 4 in the page cache, unmapped in the registered view.
-        // SAFETY: the alias is our own shared view of the area's file.
-        unsafe { std::ptr::write_bytes(area.alias_page(4) as *mut u8, 0xc4, ps) };
+        fill_alias_page(&area, 4, 0xc4);
     }
     let uffd = try_skip!(testing::open_uffd(features));
     uffd.register(area.addr(), area.len(), mode).unwrap();
 
-    let (at, advice) = (area.page(0), release_advice(mem));
-    let p = park(move || madvise(at, ps, advice));
-    assert_parked(&p, &uffd, "madvise");
+    let at = area.page(0);
+    let p = park_release(mem, at, ps, &uffd);
     assert_all_refused(&uffd, &area, &src);
     match uffd.read_event(Some(LIMIT)).unwrap() {
         Some(Event::Remove { start, end }) => assert_eq!((start, end), (at as u64, (at + ps) as u64)),
@@ -163,17 +154,11 @@ fn resolving_ioctls_fail_eagain_while_remove_is_pending(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn copy_fails_eagain_while_remap_is_pending(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 2));
-    let (ps, len, old) = (area.page_size(), area.len(), area.addr());
-    let dest = Reservation::new(len, align_for(&area));
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMAP));
-    uffd.register(old, len, RegisterMode::MISSING).unwrap();
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMAP, |_| {}));
+    let (ps, old) = (area.page_size(), area.addr());
     let src = Buf::filled(ps, 0x21);
+    let (p, dest) = park_fixed_mremap(&area, &uffd);
     let to = dest.addr;
-    let p = park(move || mremap(old, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to));
-    assert_parked(&p, &uffd, "mremap");
     // Neither the old nor the new address: the monitor must read first.
     assert_eagain(uffd.copy(old, src.addr(), ps, Default::default()), "COPY");
     assert_eagain(uffd.copy(to, src.addr(), ps, Default::default()), "COPY");
@@ -191,16 +176,12 @@ fn copy_fails_eagain_while_remap_is_pending(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn copy_fails_eagain_while_unmap_is_pending(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 2));
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_UNMAP, |_| {}));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_UNMAP));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let src = Buf::filled(ps, 0x22);
     let (tail, tail_len) = (area.page(1), area.len() - ps);
     let p = park(move || munmap(tail, tail_len).map(|()| 0));
-    assert_parked(&p, &uffd, "munmap");
+    assert_parked_in_event(&p, &uffd, "munmap");
     // Page 0 stays mapped and registered, yet the copy must wait.
     assert_eagain(uffd.copy(area.page(0), src.addr(), ps, Default::default()), "COPY");
     assert!(matches!(
@@ -219,15 +200,11 @@ fn copy_fails_eagain_while_unmap_is_pending(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[serial(fork)]
 fn copy_fails_eagain_while_fork_is_pending(#[case] mem: MemType) {
-    require_features!(Features::EVENT_FORK);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_FORK, |_| {}));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_FORK));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let src = Buf::filled(ps, 0x23);
     let p = park(|| testing::wait_child(spawn_child_raw(|| 0)));
-    assert_parked(&p, &uffd, "fork");
+    assert_parked_in_event(&p, &uffd, "fork");
     assert_eagain(uffd.copy(area.page(0), src.addr(), ps, Default::default()), "COPY");
     assert!(matches!(
         uffd.read_event(Some(LIMIT)).unwrap(),
@@ -243,16 +220,10 @@ fn copy_fails_eagain_while_fork_is_pending(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn wake_register_and_unregister_are_not_refused_while_an_event_is_pending(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMOVE);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
+    let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     let other = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
-    let uffd = try_skip!(testing::open_uffd(Features::EVENT_REMOVE));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
-    let (at, advice) = (area.page(0), release_advice(mem));
-    let p = park(move || madvise(at, ps, advice));
-    assert_parked(&p, &uffd, "madvise");
+    let p = park_release(mem, area.page(0), ps, &uffd);
     // Only the resolving ioctls look at mmap_changing.
     assert_eq!(uffd.wake(area.page(1), ps), Ok(()));
     assert!(uffd.register(other.addr(), other.len(), RegisterMode::MISSING).is_ok());
@@ -271,16 +242,10 @@ fn monitor_reads_the_pending_event_then_retries_the_copy(#[case] mem: MemType) {
     // event (faults are served first) cannot be resolved until the event is
     // read; EAGAIN says so, and the retry then succeeds.
     let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
-    let (ps, advice) = (area.page_size(), release_advice(mem));
-    let (p0, p1) = (area.page(0), area.page(1));
-    let ev = park(move || madvise(p1, ps, advice));
-    assert_parked(&ev, &uffd, "madvise");
+    let (ps, p0) = (area.page_size(), area.page(0));
+    let ev = park_release(mem, area.page(1), ps, &uffd);
     let f = park(move || testing::read_byte(p0));
-    let end = std::time::Instant::now() + LIMIT;
-    while !f.wchan().is_some_and(|w| w.contains("handle_userfault")) {
-        assert!(std::time::Instant::now() < end, "never faulted: {:?}", f.wchan());
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_in_fault(&f);
     let Some(Event::Pagefault { address, .. }) = uffd.read_event(Some(LIMIT)).unwrap() else {
         panic!("the pending fault is read first");
     };

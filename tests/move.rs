@@ -44,7 +44,8 @@ fn fill(area: &Area, page: usize) {
 }
 
 /// A MISSING-registered destination and an unregistered source of the same
-/// type, `npages` each, on a uffd opened with UFFD_FEATURE_MOVE.
+/// type, `npages` each, on a uffd opened with UFFD_FEATURE_MOVE ([`pair`]:
+/// Err is the SKIP reason, a missing UFFD_FEATURE_MOVE first).
 struct Pair {
     dst: Area,
     src: Area,
@@ -60,6 +61,7 @@ fn dontfork(area: &Area) {
 }
 
 fn pair(mem: MemType, npages: usize) -> Result<Pair, String> {
+    offers(Features::MOVE)?;
     testing::register_support(mem, MISSING)?;
     let dst = testing::area(mem, npages)?;
     let src = testing::area(mem, npages)?;
@@ -75,9 +77,25 @@ fn pair(mem: MemType, npages: usize) -> Result<Pair, String> {
     })
 }
 
+/// One area of four pages of `mem`, source and destination at once
+/// (src_vma = dst_vma): the `filled` pages hold their [`pat`], the rest are
+/// holes, and all of it is registered MISSING on a uffd with
+/// UFFD_FEATURE_MOVE. Err is the SKIP reason.
+fn one_area(mem: MemType, filled: &[usize]) -> Result<(Area, Uffd), String> {
+    offers(Features::MOVE)?;
+    testing::register_support(mem, MISSING).expect("MISSING registration");
+    let a = testing::area(mem, 4)?;
+    dontfork(&a);
+    for &page in filled {
+        fill(&a, page);
+    }
+    let uffd = testing::open_uffd(Features::MOVE)?;
+    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    Ok((a, uffd))
+}
+
 #[apply(anon_mem)]
 fn move_one_page_transfers_it(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 2));
     let ps = p.dst.page_size();
     fill(&p.src, 1);
@@ -92,7 +110,6 @@ fn move_one_page_transfers_it(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_resolves_every_fault_byte_for_byte(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let n = 8;
     let p = try_skip!(pair(mem, n));
     let ps = p.dst.page_size();
@@ -123,7 +140,6 @@ fn move_resolves_every_fault_byte_for_byte(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -142,7 +158,6 @@ fn move_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_wakes_the_faulting_thread(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -157,7 +172,6 @@ fn move_wakes_the_faulting_thread(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_from_src_hole_fails_enoent(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     // Nothing ever touched the source: not even a page table.
@@ -170,7 +184,6 @@ fn move_from_src_hole_fails_enoent(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_allow_src_holes_counts_holes_as_moved(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, HOLES), Ok(ps as i64));
@@ -182,7 +195,6 @@ fn move_allow_src_holes_counts_holes_as_moved(#[case] mem: MemType) {
 #[rstest]
 #[case::anon(MemType::Anon)]
 fn move_stops_at_src_hole_with_partial_progress(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 4));
     let ps = p.dst.page_size();
     for i in [0, 1, 3] {
@@ -227,7 +239,6 @@ fn move_onto_populated_dst_fails_eexist(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_of_page_shared_with_child_fails_ebusy(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -259,7 +270,6 @@ fn move_of_page_shared_with_child_fails_ebusy(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_of_zero_page_maps_zero_page(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     // A read fault on the (unregistered, non-THP) source maps the zero page.
@@ -284,13 +294,7 @@ fn move_of_zero_page_maps_zero_page(#[case] mem: MemType) {
 #[rstest]
 #[case::anon(MemType::Anon)]
 fn move_within_the_registered_vma(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
-    testing::register_support(mem, MISSING).unwrap();
-    let a = try_area!(Area::new(mem, 4));
-    dontfork(&a);
-    fill(&a, 0);
-    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
-    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let (a, uffd) = try_skip!(one_area(mem, &[0]));
     let ps = a.page_size();
     // src in the dst VMA is allowed (src_vma = dst_vma).
     assert_eq!(uffd.r#move(a.page(3), a.page(0), ps, NONE), Ok(ps as i64));
@@ -301,14 +305,7 @@ fn move_within_the_registered_vma(#[case] mem: MemType) {
 #[rstest]
 #[case::anon(MemType::Anon)]
 fn move_overlapping_ranges(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
-    testing::register_support(mem, MISSING).unwrap();
-    let a = try_area!(Area::new(mem, 4));
-    dontfork(&a);
-    fill(&a, 0);
-    fill(&a, 1);
-    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
-    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let (a, uffd) = try_skip!(one_area(mem, &[0, 1]));
     let ps = a.page_size();
     // [1,3) <- [0,2): the first destination page is the second source
     // page, which is populated: move_pages has no overlap check of its
@@ -320,7 +317,6 @@ fn move_overlapping_ranges(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_to_dst_not_registered_fails_einval(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -343,7 +339,6 @@ fn move_to_dst_not_registered_fails_einval(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_with_unmapped_dst_or_src_fails_enoent(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -355,7 +350,6 @@ fn move_with_unmapped_dst_or_src_fails_enoent(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_past_the_end_of_a_vma_fails_einval(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 2));
     let ps = p.dst.page_size();
     let dlast = p.dst.page(p.dst.npages() - 1);
@@ -373,7 +367,6 @@ fn move_past_the_end_of_a_vma_fails_einval(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -387,7 +380,6 @@ fn move_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_misaligned_arguments_fail_einval(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 2));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -413,7 +405,6 @@ fn move_misaligned_arguments_fail_einval(#[case] mem: MemType) {
 
 #[apply(anon_mem)]
 fn move_between_different_protections_fails_einval(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
@@ -504,7 +495,6 @@ fn thp_source(p: &Pair) -> Result<(), String> {
 
 #[test]
 fn move_pmd_moves_the_huge_page_whole() {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(MemType::AnonThp, 1));
     let ps = p.dst.page_size();
     let pmd = p.dst.len();
@@ -563,7 +553,6 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
 
 #[test]
 fn move_part_of_a_thp_splits_the_source() {
-    require_features!(Features::MOVE);
     let p = try_skip!(pair(MemType::AnonThp, 1));
     let ps = p.dst.page_size();
     try_skip!(thp_source(&p));
@@ -628,13 +617,7 @@ fn move_works_on_anon_dst_registered_wp_too() {
 #[rstest]
 #[case::anon(MemType::Anon)]
 fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
-    require_features!(Features::MOVE);
-    testing::register_support(mem, MISSING).unwrap();
-    let a = try_area!(Area::new(mem, 4));
-    dontfork(&a);
-    fill(&a, 1);
-    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
-    uffd.register(a.addr(), a.len(), MISSING).unwrap();
+    let (a, uffd) = try_skip!(one_area(mem, &[1]));
     let ps = a.page_size();
     // [2,4) <- [1,3) with only page 1 present: move_pages has no overlap
     // check and walks forward, so the page moves 1 -> 2, then is found

@@ -26,10 +26,10 @@ const NONE: PoisonMode = PoisonMode::empty();
 const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
 
 /// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd
-/// with UFFD_FEATURE_POISON.
+/// with UFFD_FEATURE_POISON. Err is the SKIP reason: a missing
+/// UFFD_FEATURE_POISON, then the memory type.
 fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Result<(Area, Arc<Uffd>), String> {
-    testing::register_support(mem, MISSING)?;
-    let area = testing::area(mem, npages)?;
+    let area = area_to_register(mem, npages, Features::POISON, MISSING)?;
     prep(&area);
     let uffd = testing::open_uffd(Features::POISON)?;
     let ioctls = uffd
@@ -39,18 +39,16 @@ fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Resul
     Ok((area, Arc::new(uffd)))
 }
 
-/// Whether the cases can run on `mem`: UFFD_FEATURE_POISON first, then
-/// MISSING registration. Err is the SKIP reason.
-fn poison_support(mem: MemType) -> Result<(), String> {
-    let missing = caps::caps().missing(Features::POISON);
-    if !missing.is_empty() {
-        return Err(format!("kernel lacks {}", missing.join(", ")));
-    }
-    testing::register_support(mem, MISSING)
-}
-
 fn poison_area(mem: MemType, npages: usize) -> Result<(Area, Arc<Uffd>), String> {
     prepared_area(mem, npages, |_| {})
+}
+
+/// Page `i` of `area` is still a hole: UFFDIO_POISON of it succeeds (it
+/// fails EEXIST over a marker or a page). Poisons it.
+#[track_caller]
+fn assert_still_a_hole(uffd: &Uffd, area: &Area, i: usize, why: &str) {
+    let ps = area.page_size();
+    assert_eq!(uffd.poison(area.page(i), ps, NONE), Ok(ps as i64), "{why}");
 }
 
 /// In a child: a fresh uffd (UFFD_FEATURE_POISON) registered MISSING over
@@ -119,10 +117,9 @@ fn even_poison_odd_zero(area: &Area, uffd: &Arc<Uffd>) -> FaultHandler {
 
 #[apply(all_mem)]
 fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let n = 4;
     // The odd pages alone: resolved with zeros, no signal, one fault each.
-    let area = try_area!(Area::new(mem, n));
+    let area = try_skip!(area_to_register(mem, n, Features::POISON, MISSING));
     let st = in_poison_child(&area, |uffd| {
         let h = even_poison_odd_zero(&area, uffd);
         for i in (1..n).step_by(2) {
@@ -155,7 +152,6 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 4));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.addr(), 4 * ps, NONE), Ok(4 * ps as i64));
@@ -171,8 +167,7 @@ fn poison_reports_the_whole_length_as_updated(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
-    let area = try_area!(Area::new(mem, 1));
+    let area = try_skip!(area_to_register(mem, 1, Features::POISON, MISSING));
     let st = in_poison_child(&area, |uffd| {
         ensure(
             uffd.poison(area.addr(), area.page_size(), NONE) == Ok(area.page_size() as i64),
@@ -186,7 +181,6 @@ fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(prepared_area(mem, 1, |a| a.fill_page(0, 0x29)));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
@@ -195,33 +189,24 @@ fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| a.fill_page(2, 0x2a)));
     let ps = area.page_size();
     if !fill_stops_at_populated_page(&area, |at, len| uffd.poison(at, len, NONE)) {
         return;
     }
-    assert_eq!(
-        uffd.poison(area.page(0), ps, NONE),
-        failed(Errno::EEXIST),
-        "page 0 poisoned"
-    );
-    assert_eq!(
-        uffd.poison(area.page(1), ps, NONE),
-        failed(Errno::EEXIST),
-        "page 1 poisoned"
-    );
+    for i in [0, 1] {
+        assert_eq!(
+            uffd.poison(area.page(i), ps, NONE),
+            failed(Errno::EEXIST),
+            "page {i} poisoned"
+        );
+    }
     assert_eq!(area.read_page(2), vec![0x2a; ps]);
-    assert_eq!(
-        uffd.poison(area.page(3), ps, NONE),
-        Ok(ps as i64),
-        "page 3 was not reached"
-    );
+    assert_still_a_hole(&uffd, &area, 3, "page 3 was not reached");
 }
 
 #[apply(all_mem)]
 fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.page(0), ps, NONE), Ok(ps as i64));
@@ -237,8 +222,7 @@ fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
-    let area = try_area!(Area::new(mem, 1));
+    let area = try_skip!(area_to_register(mem, 1, Features::POISON, MISSING));
     let st = in_poison_child(&area, |uffd| {
         let ps = area.page_size();
         ensure(uffd.poison(area.addr(), ps, NONE) == Ok(ps as i64), code::SETUP)?;
@@ -256,8 +240,7 @@ fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
-    let area = try_area!(Area::new(mem, 1));
+    let area = try_skip!(area_to_register(mem, 1, Features::POISON, MISSING));
     let st = in_poison_child(&area, |uffd| {
         let ps = area.page_size();
         let r = Faulter::read(area.addr() + 2);
@@ -281,23 +264,17 @@ fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     let bits = [1 << 1, 1 << 2, 1 << 63, sys::UFFDIO_POISON_MODE_DONTWAKE | 1 << 1];
     assert_modes_rejected(&bits, |b| {
         uffd.poison(area.page(0), ps, PoisonMode::from_bits_retain(b))
     });
-    assert_eq!(
-        uffd.poison(area.page(0), ps, NONE),
-        Ok(ps as i64),
-        "nothing was poisoned before"
-    );
+    assert_still_a_hole(&uffd, &area, 0, "nothing was poisoned before");
 }
 
 #[apply(all_mem)]
 fn poison_misaligned_range_fails_einval(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 2));
     let ps = area.page_size();
     assert_ranges_rejected(&area, |start, len| uffd.poison(start, len, NONE));
@@ -312,7 +289,6 @@ fn poison_misaligned_range_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_outside_registered_range_fails_enoent(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let other = try_area!(Area::new(mem, 1));
     let ps = area.page_size();
@@ -323,7 +299,6 @@ fn poison_outside_registered_range_fails_enoent(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn poison_beyond_end_of_file(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 2));
     let ps = area.page_size();
     nix::unistd::ftruncate(area.fd().expect("file-backed area"), ps as i64).unwrap();
@@ -348,19 +323,13 @@ fn poison_over_wp_marker_fails_eexist(#[case] mem: MemType) {
     let uffd = try_skip!(testing::open_uffd(feats | Features::POISON));
     uffd.register(area.addr(), area.len(), mode).unwrap();
     let ps = area.page_size();
-    uffd.writeprotect(area.page(0), ps, WriteprotectMode::WP).unwrap();
-    assert_ne!(
-        pagemap::entry(area.page(0)).unwrap() & pagemap::PM_UFFD_WP,
-        0,
-        "marker installed"
-    );
+    install_wp_marker(&uffd, &area, 0);
     // "Refuse to overwrite any PTE, even a PTE marker (e.g. UFFD WP)."
     assert_eq!(uffd.poison(area.page(0), ps, NONE), failed(Errno::EEXIST));
 }
 
 #[apply(all_mem)]
 fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem: MemType) {
-    try_skip!(poison_support(mem));
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.addr(), ps, NONE), Ok(ps as i64));

@@ -82,6 +82,14 @@ fn uffd() -> Result<Uffd, String> {
     testing::open_uffd(Features::empty())
 }
 
+/// An unregistered area of `npages` of `mem`, which the kernel can register
+/// in `mode`, and a fresh uffd to register it with. Err is the SKIP reason,
+/// the memory type first.
+fn area_and_uffd(mem: MemType, mode: RegisterMode, npages: usize) -> Result<(Area, Uffd), String> {
+    let area = area_to_register(mem, npages, Features::empty(), mode)?;
+    Ok((area, uffd()?))
+}
+
 #[apply(all_mem)]
 fn register_grants_documented_ioctls(
     #[case] mem: MemType,
@@ -95,9 +103,7 @@ fn register_grants_documented_ioctls(
         assert_eq!(uffd.register(area.addr(), area.len(), mode), Err(Errno::EINVAL));
         return;
     }
-    require_mode!(mem, mode);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, mode, 2));
     let ioctls = uffd.register(area.addr(), area.len(), mode).expect("UFFDIO_REGISTER");
     assert_eq!(ioctls, documented_ioctls(mem, mode), "{mem} {}", caps::mode_name(mode));
     // The VMA carries exactly the requested modes.
@@ -129,9 +135,7 @@ fn register_mode_zero_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 1));
     // Anything outside UFFD_API_REGISTER_MODES, alone or with a valid bit.
     for bits in [1 << 3, 1 << 4, 1 << 63, sys::UFFDIO_REGISTER_MODE_MISSING | 1 << 3] {
         let mode = RegisterMode::from_bits_retain(bits);
@@ -146,9 +150,7 @@ fn register_unknown_mode_bits_fail_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_misaligned_start_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 2));
     let ps = mem::base_page_size();
     // validate_range: start must be PAGE_SIZE aligned.
     for off in [1, 8, ps / 2] {
@@ -162,9 +164,7 @@ fn register_misaligned_start_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_misaligned_len_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 2));
     let ps = mem::base_page_size();
     for len in [1, ps - 1, ps + 1, area.page_size() + 8] {
         assert_eq!(
@@ -178,17 +178,13 @@ fn register_misaligned_len_fails_einval(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_zero_len_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 1));
     assert_eq!(uffd.register(area.addr(), 0, MISSING), Err(Errno::EINVAL));
 }
 
 #[apply(all_mem)]
 fn register_wrapping_range_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 1));
     let ps = mem::base_page_size();
     // start + len wraps to exactly 0, and to one page past 0.
     for len in [0usize.wrapping_sub(area.addr()), 0usize.wrapping_sub(area.addr()) + ps] {
@@ -220,20 +216,26 @@ fn register_range_without_vma_fails_einval(#[case] mem: MemType) {
     assert_eq!(uffd.register(addr, 2 * ps, MISSING), Err(Errno::EINVAL));
 }
 
-#[apply(all_mem)]
-fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let mut area = try_area!(Area::new(mem, 3));
+/// Three pages of `mem`, where nothing else is mapped around them, with page
+/// `hole` unmapped, registered MISSING as one range: userfaultfd_register
+/// walks the VMAs in the range and never checks for gaps between them, so
+/// a hole is accepted and only VMAs get flags. The uffd holds the
+/// registration. Err is the SKIP reason.
+#[track_caller]
+fn registered_across_hole(mem: MemType, hole: usize) -> Result<(Area, Uffd), String> {
+    let (mut area, uffd) = area_and_uffd(mem, MISSING, 3)?;
     testing::holes::relocate(&mut area);
-    let ps = area.page_size();
-    unmap(area.page(1), ps);
-    let uffd = try_skip!(uffd());
-    // userfaultfd_register walks the VMAs in the range and never checks
-    // for gaps between them: a hole is accepted, only VMAs get flags.
+    unmap(area.page(hole), area.page_size());
     assert_eq!(
         uffd.register(area.addr(), area.len(), MISSING),
         Ok(documented_ioctls(mem, MISSING))
     );
+    Ok((area, uffd))
+}
+
+#[apply(all_mem)]
+fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
+    let (area, _uffd) = try_skip!(registered_across_hole(mem, 1));
     assert_eq!(smaps::uffd_modes(area.page(0)), MISSING);
     assert_eq!(smaps::vma(area.page(1)), None, "the hole stays a hole");
     assert_eq!(smaps::uffd_modes(area.page(2)), MISSING);
@@ -241,23 +243,12 @@ fn register_range_with_hole_registers_the_mapped_parts(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_range_starting_in_hole_registers_what_follows(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let mut area = try_area!(Area::new(mem, 3));
-    testing::holes::relocate(&mut area);
-    let ps = area.page_size();
-    unmap(area.page(0), ps);
-    let uffd = try_skip!(uffd());
-    assert_eq!(
-        uffd.register(area.addr(), area.len(), MISSING),
-        Ok(documented_ioctls(mem, MISSING))
-    );
+    let (area, _uffd) = try_skip!(registered_across_hole(mem, 0));
     assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
     assert_eq!(smaps::uffd_modes(area.page(2)), MISSING);
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn register_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 2));
@@ -271,9 +262,7 @@ fn register_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     assert_eq!(smaps::uffd_modes(area.addr()), RegisterMode::empty());
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn register_hugetlb_end_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 2));
@@ -459,9 +448,7 @@ fn register_subrange_splits_the_vma(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_again_after_unregister_works(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 2));
     for round in 0..3 {
         assert_eq!(
             uffd.register(area.addr(), area.len(), MISSING),
@@ -476,9 +463,7 @@ fn register_again_after_unregister_works(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn register_same_mode_twice_is_a_no_op(#[case] mem: MemType) {
-    require_mode!(mem, MISSING);
-    let area = try_area!(Area::new(mem, 2));
-    let uffd = try_skip!(uffd());
+    let (area, uffd) = try_skip!(area_and_uffd(mem, MISSING, 2));
     let first = uffd.register(area.addr(), area.len(), MISSING).expect("first");
     let second = uffd.register(area.addr(), area.len(), MISSING).expect("second");
     assert_eq!(first, second);

@@ -77,9 +77,7 @@ fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access:
 #[apply(all_mem)]
 #[parallel(fork)]
 fn missing_read_raises_sigbus(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
+    let area = try_skip!(area_to_register(mem, 2, Features::SIGBUS, RegisterMode::MISSING));
     let at = area.page(1) + 3;
     let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         read_byte(at);
@@ -90,9 +88,7 @@ fn missing_read_raises_sigbus(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn missing_write_raises_sigbus(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 2));
+    let area = try_skip!(area_to_register(mem, 2, Features::SIGBUS, RegisterMode::MISSING));
     let at = area.page(0);
     let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         write_byte(at, 1);
@@ -103,13 +99,12 @@ fn missing_write_raises_sigbus(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS | caps::features_for(mem, RegisterMode::WP));
-    require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
+    let wp = caps::features_for(mem, RegisterMode::WP);
+    let area = try_skip!(area_to_register(mem, 1, Features::SIGBUS | wp, RegisterMode::WP));
     let at = area.page(0) + 8;
     let st = in_child(|| {
         area.populate(0x5e);
-        let u = match child_uffd(&area, caps::features_for(mem, RegisterMode::WP), RegisterMode::WP) {
+        let u = match child_uffd(&area, wp, RegisterMode::WP) {
             Ok(u) => u,
             Err(c) => return c,
         };
@@ -134,8 +129,7 @@ fn minor_fault_raises_sigbus(#[case] mem: MemType) {
     let area = try_area!(Area::with_alias(mem, 1));
     // The page is in the page cache (written through the shared alias) but
     // not mapped in the registered view: a minor fault.
-    // SAFETY: the alias is our own shared mapping of the area's file.
-    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4d, area.page_size()) };
+    fill_alias_page(&area, 0, 0x4d);
     let at = area.page(0);
     let st = sigbus_child_access(&area, minor, RegisterMode::MINOR, || {
         read_byte(at);
@@ -307,9 +301,7 @@ fn handler_flow(mem: MemType, wp: bool) {
         f |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
-    require_features!(f);
-    require_mode!(mem, mode);
-    let area = try_area!(Area::new(mem, 4));
+    let area = try_skip!(area_to_register(mem, 4, f, mode));
     let (src, _) = handler_source(&area);
     let st = in_child(|| handler_child(&area, &src, wp));
     assert_eq!(
@@ -346,14 +338,11 @@ fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
             code::SURVIVED
         }))
     });
-    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
-    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
-        panic!("expected UFFD_EVENT_FORK");
-    };
+    let child = next_fork_event(&uffd);
     assert_eq!(forker.join(), sigbus(), "the child's registration keeps SIGBUS");
     // The child is gone; nothing was queued on either descriptor.
-    assert!(child.read_event(Some(Duration::ZERO)).unwrap().is_none());
-    assert!(uffd.read_event(Some(Duration::ZERO)).unwrap().is_none());
+    faulter::assert_no_event(&child);
+    faulter::assert_no_event(&uffd);
     // The parent's range is untouched by the child's fault: still missing,
     // so a copy fills it.
     let ps = area.page_size();
@@ -396,9 +385,7 @@ extern "C" fn record_and_fill(_sig: libc::c_int, info: *mut libc::siginfo_t, _ct
 #[apply(all_mem)]
 #[parallel(fork)]
 fn sigbus_reports_the_exact_fault_address(#[case] mem: MemType) {
-    require_features!(Features::SIGBUS);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
+    let area = try_skip!(area_to_register(mem, 1, Features::SIGBUS, RegisterMode::MISSING));
     let ps = area.page_size();
     let zero = Buf::filled(ps, 0);
     let at = area.addr() + 0x123;
@@ -459,13 +446,9 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
     // access raises SIGBUS. The FORK descriptor, handed to the child over
     // a socket, lets the child's handler resolve each one, once per page.
     let f = Features::SIGBUS | Features::EVENT_FORK;
-    require_features!(f);
-    require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 4));
+    let (area, uffd) = try_skip!(registered_missing(mem, 4, f, |_| {}));
     let ps = area.page_size();
     let (src, n) = handler_source(&area);
-    let uffd = try_skip!(testing::open_uffd(f));
-    uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     let (ours, theirs) = fdpass::socketpair();
     let (sock, base, s) = (theirs.as_raw_fd(), area.addr(), src.addr());
     let forker = park(move || {
@@ -486,19 +469,14 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
             0
         }))
     });
-    assert!(wait_readable(&uffd, LIMIT), "fork queued no FORK event");
-    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(LIMIT)).unwrap() else {
-        panic!("expected UFFD_EVENT_FORK");
-    };
+    let child = next_fork_event(&uffd);
     assert!(fdpass::send_fd(ours.as_raw_fd(), child.as_raw_fd()));
     assert_eq!(
         forker.join(),
         ChildExit::Exited(0),
         "child's exit code names the failed step"
     );
-    assert!(
-        child.read_event(Some(Duration::ZERO)).unwrap().is_none(),
-        "no PAGEFAULT queued"
-    );
-    assert!(uffd.read_event(Some(Duration::ZERO)).unwrap().is_none());
+    // No PAGEFAULT queued.
+    faulter::assert_no_event(&child);
+    faulter::assert_no_event(&uffd);
 }

@@ -18,6 +18,27 @@ pub fn ptr(addr: usize) -> std::ptr::NonNull<std::ffi::c_void> {
     std::ptr::NonNull::new(addr as *mut std::ffi::c_void).expect("non-null address")
 }
 
+/// Fills page `i` of `area`'s alias view with `byte`: the page is then in
+/// the page cache, and not mapped in the registered view (a minor fault).
+pub fn fill_alias_page(area: &Area, i: usize, byte: u8) {
+    // SAFETY: the alias is the area's own shared view of its file, and
+    // page `i` of it is writable.
+    unsafe { std::ptr::write_bytes(area.alias_page(i) as *mut u8, byte, area.page_size()) };
+}
+
+/// Write-protects page `i` of `area`, registered WP on `uffd` and not
+/// populated, and checks a uffd-wp marker now stands in its empty PTE.
+#[track_caller]
+pub fn install_wp_marker(uffd: &Uffd, area: &Area, i: usize) {
+    uffd.writeprotect(area.page(i), area.page_size(), WriteprotectMode::WP)
+        .unwrap();
+    assert_ne!(
+        pagemap::entry(area.page(i)).unwrap() & pagemap::PM_UFFD_WP,
+        0,
+        "marker installed"
+    );
+}
+
 /// A fill (`fill(start, len)`) finds no registered VMA, and fails ENOENT:
 /// in `other`, an unregistered area; over a range running past `area`'s
 /// registered VMA; and in `area` once `uffd` unregistered it.
@@ -70,6 +91,30 @@ pub fn fill_stops_at_populated_page(area: &Area, fill: impl Fn(usize, usize) -> 
     true
 }
 
+/// Guards the waits below against hangs; no case measures time.
+pub const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Ok when UFFDIO_API offers every feature in `features`; Err is the SKIP
+/// reason, worded as `require_features!` words it.
+pub fn offers(features: Features) -> Result<(), String> {
+    let missing = caps::caps().missing(features);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("kernel lacks {}", missing.join(", ")))
+    }
+}
+
+/// An unregistered area of `npages` of `mem`, for a case that registers it
+/// in `mode` on a uffd offering `features`. Err is the SKIP reason, checked
+/// in the cases' order: a missing feature, then the memory type, then the
+/// area itself.
+pub fn area_to_register(mem: MemType, npages: usize, features: Features, mode: RegisterMode) -> Result<Area, String> {
+    offers(features)?;
+    testing::register_support(mem, mode)?;
+    testing::area(mem, npages)
+}
+
 /// An area of `npages` of `mem`, `prep`ared, then registered MISSING on a
 /// fresh uffd offering `features` ([`testing::registered_area`]). Err is
 /// the SKIP reason, checked in the cases' order: a missing feature first,
@@ -80,11 +125,83 @@ pub fn registered_missing(
     features: Features,
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, std::sync::Arc<Uffd>), String> {
-    let missing = caps::caps().missing(features);
-    if !missing.is_empty() {
-        return Err(format!("kernel lacks {}", missing.join(", ")));
-    }
+    offers(features)?;
     testing::registered_area(mem, npages, features, RegisterMode::MISSING, prep)
+}
+
+/// The thread is parked in the event wait: its message is queued, it has
+/// not returned, and it sleeps killable (`D`) until the message is read.
+#[track_caller]
+pub fn assert_parked_in_event<T>(p: &testing::parked::Parked<T>, uffd: &Uffd, what: &str) {
+    assert!(
+        testing::parked::wait_readable(uffd, HANG_GUARD),
+        "{what}: no message queued"
+    );
+    assert!(!p.is_done(), "{what} returned before its event was read");
+    assert_eq!(
+        p.wait_state('D', HANG_GUARD),
+        Some('D'),
+        "{what}: wchan {:?}",
+        p.wchan()
+    );
+}
+
+/// Releases `len` bytes at `at` of a `mem` area in a thread, with the
+/// advice that drops that type's pages (`release_advice`), and checks the
+/// thread parks in the REMOVE event it queued on `uffd` until it is read.
+#[track_caller]
+pub fn park_release(mem: MemType, at: usize, len: usize, uffd: &Uffd) -> testing::parked::Parked<nix::Result<()>> {
+    let advice = testing::mm::release_advice(mem);
+    let p = testing::parked::park(move || testing::mm::madvise(at, len, advice));
+    assert_parked_in_event(&p, uffd, "madvise");
+    p
+}
+
+/// Moves all of `area` with mremap(MREMAP_FIXED) to a fresh reservation, in
+/// a thread that parks in the REMAP event it queued on `uffd`. Returns the
+/// thread (its result is the new address) and the reservation moved to.
+#[track_caller]
+pub fn park_fixed_mremap(
+    area: &Area,
+    uffd: &Uffd,
+) -> (testing::parked::Parked<nix::Result<usize>>, testing::mm::Reservation) {
+    let (old, len) = (area.addr(), area.len());
+    let dest = testing::mm::Reservation::new(len, testing::mm::align_for(area));
+    let to = dest.addr;
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    let p = testing::parked::park(move || testing::mm::mremap(old, len, len, flags, to));
+    assert_parked_in_event(&p, uffd, "mremap");
+    (p, dest)
+}
+
+/// Waits until the thread sleeps in handle_userfault: its fault is queued
+/// (or about to be) and it has not returned.
+#[track_caller]
+pub fn wait_in_fault<T>(p: &testing::parked::Parked<T>) {
+    let end = std::time::Instant::now() + HANG_GUARD;
+    while !p.wchan().is_some_and(|w| w.contains("handle_userfault")) {
+        assert!(!p.is_done(), "the access completed");
+        assert!(
+            std::time::Instant::now() < end,
+            "never reached handle_userfault: {:?}",
+            p.wchan()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Waits for the UFFD_EVENT_FORK that a fork of a registered area queues
+/// on `uffd`, and returns the child's descriptor it carries.
+#[track_caller]
+pub fn next_fork_event(uffd: &Uffd) -> Uffd {
+    assert!(
+        testing::parked::wait_readable(uffd, HANG_GUARD),
+        "fork queued no FORK event"
+    );
+    let Some(Event::Fork { uffd: child }) = uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() else {
+        panic!("expected UFFD_EVENT_FORK");
+    };
+    child
 }
 
 /// Each of `bits`, passed as the mode of a resolving ioctl by `call`, is
@@ -122,42 +239,50 @@ pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::
     }
 }
 
-/// Every memory type (guest-memfd skips where the kernel cannot serve it).
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-#[case::anon_thp(MemType::AnonThp)]
-#[case::guest_memfd(MemType::GuestMemfd)]
-pub fn all_mem(#[case] mem: MemType) {}
+/// A memory-type case list: the rstest_reuse template `$name`, with one
+/// `#[case::$case(MemType::$ty)]` per `$case($ty)`, so a case reads
+/// `<test>::case_N_<case>`.
+macro_rules! mem_template {
+    ($(#[$doc:meta])* $name:ident: $($case:ident($ty:ident)),+ $(,)?) => {
+        $(#[$doc])*
+        #[template]
+        #[rstest]
+        $(#[case::$case(MemType::$ty)])+
+        pub fn $name(#[case] mem: MemType) {}
+    };
+}
 
-/// The five types the kernel's unit tests run on.
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-pub fn selftest_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// Every memory type (guest-memfd skips where the kernel cannot serve it).
+    all_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd)
+}
 
-/// Types with a file behind them (an alias view; MINOR mode).
-/// guest-memfd is here because every shmem case must also run on it.
-#[template]
-#[rstest]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
-#[case::guest_memfd(MemType::GuestMemfd)]
-pub fn file_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// The five types the kernel's unit tests run on.
+    selftest_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate)
+}
 
-/// Anonymous types (MOVE).
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::anon_thp(MemType::AnonThp)]
-pub fn anon_mem(#[case] mem: MemType) {}
+mem_template! {
+    /// Types with a file behind them (an alias view; MINOR mode).
+    /// guest-memfd is here because every shmem case must also run on it.
+    file_mem: shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd)
+}
+
+mem_template! {
+    /// Anonymous types (MOVE).
+    anon_mem: anon(Anon), anon_thp(AnonThp)
+}
+
+mem_template! {
+    /// The shared types with a file behind them: a copy lands in the page
+    /// cache, and MADV_REMOVE (which private mappings refuse) punches holes.
+    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb)
+}
+
+mem_template! {
+    /// The hugetlb types (huge-page alignment rules).
+    hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate)
+}

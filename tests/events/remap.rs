@@ -2,16 +2,10 @@
 
 #[apply(all_mem)]
 fn remap_event_for_a_fixed_move(#[case] mem: MemType) {
-    require_features!(Features::EVENT_REMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 2));
+    let (mut area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMAP, |_| {}));
     let (ps, len, old) = (area.page_size(), area.len(), area.addr());
-    let dest = Reservation::new(len, align_for(&area));
-    let uffd = try_skip!(open(Features::EVENT_REMAP));
-    register(&uffd, &area, RegisterMode::MISSING);
+    let (p, dest) = park_fixed_mremap(&area, &uffd);
     let to = dest.addr;
-    let p = park(move || mremap(old, len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to));
-    assert_parked_in_event(&p, &uffd, "mremap()");
     assert_eq!(expect_remap(next_event(&uffd)), (old as u64, to as u64, len as u64));
     assert_eq!(p.join(), Ok(to));
     area.moved_to(to);

@@ -9,16 +9,6 @@ fn split_at_page_2(area: &Area) {
     assert_eq!(r, 0, "mprotect: {}", Errno::last());
 }
 
-/// Waits until the thread sleeps in handle_userfault (hang guard only).
-fn wait_in_fault<T>(p: &Parked<T>) {
-    let end = Instant::now() + LIMIT;
-    while !p.wchan().is_some_and(|w| w.contains("handle_userfault")) {
-        assert!(!p.is_done(), "the access completed");
-        assert!(Instant::now() < end, "never reached handle_userfault: {:?}", p.wchan());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[apply(all_mem)]
 fn dontneed_across_two_vmas_sends_one_remove_per_vma(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_REMOVE, |_| {}));
@@ -41,25 +31,18 @@ fn dontneed_across_two_vmas_sends_one_remove_per_vma(#[case] mem: MemType) {
 fn munmap_across_two_vmas_sends_one_unmap(#[case] mem: MemType) {
     let (mut area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_UNMAP, |_| {}));
     split_at_page_2(&area);
-    let (start, end) = (area.page(1), area.addr() + area.len());
     // One message per context and range, however many VMAs it covers.
-    let p = park(move || munmap(start, end - start));
-    assert_parked_in_event(&p, &uffd, "munmap");
-    assert_eq!(expect_unmap(next_event(&uffd)), (start as u64, end as u64));
-    assert_eq!(p.join(), Ok(()));
-    area.truncated_to(start - area.addr());
-    assert_no_event(&uffd, "one munmap over two VMAs");
+    let start = area.page(1);
+    munmap_tail_sends_one_unmap(&mut area, &uffd, start, "one munmap over two VMAs");
     drop(uffd);
 }
 
 #[apply(all_mem)]
 fn pending_faults_are_read_before_pending_events(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
-    let (ps, advice) = (area.page_size(), release_advice(mem));
-    let (p0, p1) = (area.page(0), area.page(1));
+    let (ps, p0, p1) = (area.page_size(), area.page(0), area.page(1));
     // The event is queued first...
-    let ev = park(move || madvise(p1, ps, advice));
-    assert_parked_in_event(&ev, &uffd, "madvise");
+    let ev = park_release(mem, p1, ps, &uffd);
     // ...then a fault (the event wait holds no mmap lock).
     let f = park(move || read_byte(p0 + 1));
     wait_in_fault(&f);

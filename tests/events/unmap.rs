@@ -1,15 +1,24 @@
 // UFFD_EVENT_UNMAP. Included by events.rs.
 
+/// munmap from `start` to the end of `area` queues one UNMAP carrying that
+/// range, and munmap waits until it is read; nothing else is queued after.
+/// `area` then ends at `start`.
+#[track_caller]
+fn munmap_tail_sends_one_unmap(area: &mut Area, uffd: &Uffd, start: usize, after: &str) {
+    let end = area.addr() + area.len();
+    let p = park(move || munmap(start, end - start));
+    assert_parked_in_event(&p, uffd, "munmap");
+    assert_eq!(expect_unmap(next_event(uffd)), (start as u64, end as u64));
+    assert_eq!(p.join(), Ok(()));
+    area.truncated_to(start - area.addr());
+    assert_no_event(uffd, after);
+}
+
 #[apply(all_mem)]
 fn unmap_event_for_munmap(#[case] mem: MemType) {
     let (mut area, uffd) = try_skip!(registered_missing(mem, 4, Features::EVENT_UNMAP, |_| {}));
-    let (start, end) = (area.page(2), area.addr() + area.len());
-    let p = park(move || munmap(start, end - start));
-    assert_parked_in_event(&p, &uffd, "munmap()");
-    assert_eq!(expect_unmap(next_event(&uffd)), (start as u64, end as u64));
-    assert_eq!(p.join(), Ok(()));
-    area.truncated_to(start - area.addr());
-    assert_no_event(&uffd, "one munmap");
+    let start = area.page(2);
+    munmap_tail_sends_one_unmap(&mut area, &uffd, start, "one munmap");
     drop(uffd); // before the area's own munmap, which would queue UNMAP again
 }
 
@@ -45,21 +54,14 @@ fn unmap_not_delivered_without_event_unmap(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn unmap_reports_the_whole_munmap_range_even_partly_unregistered(#[case] mem: MemType) {
-    require_features!(Features::EVENT_UNMAP);
-    require_mode!(mem, RegisterMode::MISSING);
-    let mut area = try_area!(Area::new(mem, 4));
+    let mut area = try_skip!(area_to_register(mem, 4, Features::EVENT_UNMAP, RegisterMode::MISSING));
     let uffd = try_skip!(open(Features::EVENT_UNMAP));
     let (ps, half) = (area.page_size(), area.page(2));
     uffd.register(half, 2 * ps, RegisterMode::MISSING).unwrap();
-    let (start, len) = (area.page(1), area.len() - ps);
     // Unlike REMOVE, UNMAP carries the munmap() range itself
     // (userfaultfd_unmap_prep gets the whole range for each VMA).
-    let p = park(move || munmap(start, len));
-    assert_parked_in_event(&p, &uffd, "munmap");
-    assert_eq!(expect_unmap(next_event(&uffd)), (start as u64, (start + len) as u64));
-    assert_eq!(p.join(), Ok(()));
-    area.truncated_to(ps);
-    assert_no_event(&uffd, "one munmap");
+    let start = area.page(1);
+    munmap_tail_sends_one_unmap(&mut area, &uffd, start, "one munmap");
 }
 
 #[apply(hugetlb_mem)]
