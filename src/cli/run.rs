@@ -55,6 +55,9 @@ pub struct Outputs {
     /// Write JSON (per case: status, duration, reason, kernel log excerpt, output) to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write KCIDB I/O JSON (schema 5.3: checkout, build, a test per case as uffd.<binary>.<case>.<memtype>) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -63,6 +66,8 @@ impl Outputs {
             ktap: self.output.clone(),
             junit: self.junit.clone(),
             json: self.json.clone(),
+            kcidb: self.kcidb.clone(),
+            kcidb_submission: None,
         }
     }
 
