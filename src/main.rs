@@ -32,6 +32,10 @@ enum Cmd {
     Compare(uffdtest::cli::gate::CompareArgs),
     /// Merge the reports of `--shard K/N` runs into one (KTAP on stdout; --json, --junit files).
     Merge(uffdtest::cli::gate::MergeArgs),
+    /// One self-contained HTML page of a run's or a compare's JSON (ioctl × memory type matrix, failures).
+    Report(uffdtest::cli::report::ReportArgs),
+    /// Install the suite as a kselftest collection (for the kernel's run_kselftest.sh).
+    Install(uffdtest::cli::install::InstallArgs),
     /// One `git bisect run` step: build, boot, run the cases; 0 good, 1 bad, 125 cannot test.
     Bisect(uffdtest::cli::gate::BisectArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Cmd::Build(args) => uffdtest::cli::gate::build(&args),
         Cmd::Compare(args) => uffdtest::cli::gate::compare(&args),
         Cmd::Merge(args) => uffdtest::cli::gate::merge(&args),
+        Cmd::Report(args) => uffdtest::cli::report::report(&args),
+        Cmd::Install(args) => uffdtest::cli::install::install(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),

@@ -112,6 +112,9 @@ pub struct CompareArgs {
     /// is reported apart, never as a regression.
     #[arg(long = "base-repeat", value_name = "FILE")]
     pub base_repeats: Vec<PathBuf>,
+    /// Write the candidate's cases as KCIDB I/O JSON to FILE, each moved case's `misc` saying how it moved.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
 }
 
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
@@ -144,7 +147,37 @@ pub fn compare(args: &CompareArgs) -> Exit {
     {
         return unreadable(&format!("write {}: {e}", p.display()));
     }
+    if let Some(p) = &args.kcidb
+        && let Err(e) = std::fs::write(p, compare_kcidb(args, &cand, &c))
+    {
+        return unreadable(&format!("write {}: {e}", p.display()));
+    }
     Exit::from_report_code(c.exit_code())
+}
+
+/// The candidate as KCIDB, the comparison in each moved case's `misc`
+/// (`change`: regression, fix, ...; `base_status`).
+fn compare_kcidb(args: &CompareArgs, cand: &crate::runner::Report, c: &crate::gate::compare::Comparison) -> String {
+    use crate::runner::kcidb;
+    let moved: std::collections::HashMap<&str, &crate::gate::compare::CaseChange> =
+        c.changes.iter().map(|x| (x.case.as_str(), x)).collect();
+    let mut s = kcidb::Submission::running_kernel(&format!(
+        "uffdtest compare {} {}: {}",
+        args.base.display(),
+        args.candidate.display(),
+        c.verdict()
+    ));
+    s.kernel = args
+        .candidate
+        .file_stem()
+        .map_or_else(|| "candidate".into(), |f| f.to_string_lossy().into_owned());
+    let misc = |path: &[&str], _: &crate::runner::TestResult| {
+        let x = moved.get(path.join(" / ").as_str())?;
+        let change = serde_json::to_value(x.change).ok()?;
+        let base: Vec<&str> = x.base.iter().map(|s| s.name()).collect();
+        Some(serde_json::json!({ "change": change, "base_status": base }))
+    };
+    serde_json::to_string_pretty(&kcidb::document(cand, &s, &misc)).expect("KCIDB document serialises") + "\n"
 }
 
 #[derive(Args, Debug, Clone)]

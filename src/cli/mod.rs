@@ -4,6 +4,8 @@ pub mod caps;
 pub mod coverage;
 pub mod exit;
 pub mod gate;
+pub mod install;
+pub mod report;
 pub mod run;
 pub mod stress;
 pub mod vm;

@@ -55,6 +55,9 @@ pub struct Outputs {
     /// Write JSON (per case: status, duration, reason, kernel log excerpt, output) to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write KCIDB I/O JSON (schema 5.3: checkout, build, a test per case as uffd.<binary>.<case>.<memtype>) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
 }
 
 impl Outputs {
@@ -63,6 +66,8 @@ impl Outputs {
             ktap: self.output.clone(),
             junit: self.junit.clone(),
             json: self.json.clone(),
+            kcidb: self.kcidb.clone(),
+            kcidb_submission: None,
         }
     }
 
@@ -270,6 +275,7 @@ pub fn run_cmd(a: &RunArgs) -> Exit {
     if let Some(f) = to_file.as_mut() {
         reporters.push(f);
     }
+    let started = std::time::Instant::now();
     let report = match execute(&opts, &mut reporters) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -284,5 +290,26 @@ pub fn run_cmd(a: &RunArgs) -> Exit {
             eprintln!("  {l}");
         }
     }
+    eprint!("{}", closing_summary(&report, started.elapsed()));
     Exit::from_report_code(report.exit_code())
+}
+
+/// What a run ends with on stderr: why cases skipped (reason → count), what
+/// it changed on the machine (put back by now), how long it took, and the
+/// counts again as the last line.
+pub fn closing_summary(r: &Report, elapsed: Duration) -> String {
+    let mut s = String::new();
+    let skips = crate::gate::html::skip_reasons(r);
+    if !skips.is_empty() {
+        s.push_str("uffdtest: skipped, by reason:\n");
+        for (reason, n) in skips {
+            s.push_str(&format!("  {n:>5}  {reason}\n"));
+        }
+    }
+    for d in &r.diagnostics {
+        s.push_str(&format!("uffdtest: {d} (restored at the end)\n"));
+    }
+    s.push_str(&format!("uffdtest: elapsed {:.1} s\n", elapsed.as_secs_f64()));
+    s.push_str(&format!("uffdtest: {}\n", r.totals().summary_line()));
+    s
 }

@@ -153,6 +153,8 @@ pub struct Comparison {
     /// Parse problems of either side, which make "not run" likelier than it looks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Both runs per binary × memory type, for `uffdtest report`'s side-by-side page.
+    pub matrix: super::html::SideBySide,
 }
 
 impl Comparison {
@@ -382,6 +384,10 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
         changes,
         unchanged,
         warnings,
+        matrix: super::html::SideBySide {
+            base: super::html::Matrix::of(base),
+            candidate: super::html::Matrix::of(candidate),
+        },
     }
 }
 

@@ -2,7 +2,7 @@
 //! KTAP. Stages: [`discover`] → [`select`] → [`run`] (each case a
 //! [`process`] whose output [`libtest`] reads, the kernel log watched by
 //! [`kmsg`] with [`klog`]'s idea of a splat, the machine set by [`env`]) →
-//! [`ktap`] and [`report`]; [`result`] is the one model they share.
+//! [`ktap`], [`report`] and [`kcidb`]; [`result`] is the one model they share.
 //!
 //! From the guest's init or any other caller:
 //!
@@ -16,6 +16,7 @@
 pub mod discover;
 pub mod elf;
 pub mod env;
+pub mod kcidb;
 pub mod klog;
 pub mod kmsg;
 pub mod ktap;

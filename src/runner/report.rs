@@ -97,20 +97,54 @@ impl<W: Write> Progress<W> {
         let Some(oldest) = self.running.first() else {
             return self.clear();
         };
-        let mut name = oldest.clone();
-        name.truncate(70);
         let more = if self.running.len() > 1 {
             format!(" (+{})", self.running.len() - 1)
         } else {
             String::new()
         };
-        write!(
-            self.w,
-            "\r\x1b[K[{:>4}/{}] {} failed | running {name}{more}",
-            self.done, self.total, self.failed
-        )?;
+        let head = format!("[{:>4}/{}] {} failed | running ", self.done, self.total, self.failed);
+        let room = terminal_width()
+            .saturating_sub(1 + head.chars().count() + more.chars().count())
+            .max(20);
+        let name = fit(oldest, room);
+        write!(self.w, "\r\x1b[K{head}{name}{more}")?;
         self.w.flush()
     }
+}
+
+/// Columns of the terminal on stderr (80 when it cannot be asked).
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass, and reads nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `binary: case on memtype` in at most `room` characters: the case's
+/// middle gives way (`…`), the binary and the memory type stay whole.
+pub fn fit(name: &str, room: usize) -> String {
+    let len = name.chars().count();
+    if len <= room {
+        return name.to_string();
+    }
+    let (body, tail) = match name.rsplit_once(" on ") {
+        Some((b, m)) => (b, format!(" on {m}")),
+        None => (name, String::new()),
+    };
+    let keep = room.saturating_sub(tail.chars().count() + 1);
+    let front = keep * 2 / 3;
+    let back = keep - front;
+    let chars: Vec<char> = body.chars().collect();
+    if chars.len() <= keep {
+        return format!("{body}{tail}");
+    }
+    let start: String = chars[..front].iter().collect();
+    let end: String = chars[chars.len() - back..].iter().collect();
+    format!("{start}…{end}{tail}")
 }
 
 impl<W: Write> Reporter for Progress<W> {
@@ -211,6 +245,16 @@ pub fn junit(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_name_keeps_the_memory_type_whole() {
+        let n = "writeprotect: wp_unprotect_wakes_the_blocked_writer_and_the_write_lands on hugetlb-private";
+        let f = fit(n, 50);
+        assert_eq!(f.chars().count(), 50, "{f}");
+        assert!(f.starts_with("writeprotect: wp_"), "{f}");
+        assert!(f.ends_with("lands on hugetlb-private"), "{f}");
+        assert_eq!(fit("api: x", 50), "api: x");
+    }
 
     fn sample() -> Report {
         let mut f = TestResult::new("b on shmem", Status::Fail).with_reason("kernel log: WARNING: <x> & \"y\"");

@@ -88,6 +88,9 @@ pub struct TestResult {
     /// Wall time of the case, when it was run (not known from a parsed log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
+    /// When the case started, seconds since the epoch (for the runner's cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix: Option<f64>,
     /// The libtest name (`copy_fills_missing_page::case_2_shmem`), for leaves the runner made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
@@ -123,6 +126,7 @@ impl TestResult {
             status,
             reason: None,
             duration_secs: None,
+            start_unix: None,
             test: None,
             variant: None,
             exit_code: None,
@@ -252,6 +256,9 @@ pub struct Report {
     /// The run was stopped by a signal before every case ran.
     #[serde(default)]
     pub interrupted: bool,
+    /// When the run started, seconds since the epoch (not known from a parsed log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix: Option<f64>,
 }
 
 impl Report {

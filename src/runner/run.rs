@@ -201,6 +201,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     let (mut eb, mut ec) = (0usize, 0usize);
     let mut report = Report {
         diagnostics: notes.clone(),
+        start_unix: Some(super::kcidb::now_unix()),
         ..Report::default()
     };
     // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
@@ -452,6 +453,7 @@ impl Running {
         let kmsgs = self.kmsg.as_mut().map(|k| k.read_new()).unwrap_or_default();
         let mut res = case_result(&self.case, Status::Pass);
         res.duration_secs = Some((now - self.start).as_secs_f64());
+        res.start_unix = Some(super::kcidb::now_unix() - (Instant::now() - self.start).as_secs_f64());
         res.exit_code = status.and_then(|s| s.code());
         res.signal = status.and_then(|s| s.signal()).map(signal_name);
         let timed_out = !matches!(self.phase, Phase::Running);

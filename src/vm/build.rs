@@ -68,7 +68,20 @@ fn suite(e: impl fmt::Display) -> StaticBuildError {
 
 /// The static `/init` and test binaries: given, or built with cargo.
 pub fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), StaticBuildError> {
-    let (built_init, manifest) = match &o.manifest {
+    static_binaries(o.manifest.as_deref(), o.init.as_deref(), &o.source)
+}
+
+/// The static `uffdtest` and test binaries (paths absolute): those of
+/// `manifest` if given, else built from `source`; `init` names the static
+/// `uffdtest`, by default the built one or this executable if it is static.
+/// Each is checked to be static. The guest's `/init` and `uffdtest install`
+/// both take theirs from here.
+pub fn static_binaries(
+    manifest: Option<&Path>,
+    init: Option<&Path>,
+    source: &Path,
+) -> Result<(PathBuf, Manifest), StaticBuildError> {
+    let (built_init, manifest) = match manifest {
         Some(m) => {
             let mut man = Manifest::load(m).map_err(suite)?;
             for b in &mut man.binaries {
@@ -77,16 +90,15 @@ pub fn static_suite(o: &VmOptions) -> Result<(PathBuf, Manifest), StaticBuildErr
             (None, man)
         }
         None => {
-            let (init, man) = build_static(&o.source)?;
+            let (init, man) = build_static(source)?;
             (Some(init), man)
         }
     };
     let this = std::env::current_exe()
         .ok()
         .filter(|e| crate::runner::elf::is_static(e).unwrap_or(false));
-    let init = o
-        .init
-        .clone()
+    let init = init
+        .map(Path::to_path_buf)
         .or(built_init)
         .or(this)
         .ok_or(StaticBuildError::NoStaticInit)?;

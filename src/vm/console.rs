@@ -69,6 +69,8 @@ pub struct Console {
     pub run_done_at: Option<f64>,
     /// Whether the kernel has printed anything yet (boot progress).
     pub kernel_seen: bool,
+    /// The release from the kernel's `Linux version <release> (...)` banner.
+    pub kernel_release: Option<String>,
     /// The kernel halted without powering off (no ACPI): QEMU stays up, so
     /// the host must stop it.
     pub halted: bool,
@@ -83,8 +85,11 @@ pub const TAIL_LINES: usize = 30;
 impl Console {
     pub fn feed(&mut self, raw: &str) {
         let line = strip_prefix(raw).to_string();
-        if raw.contains("Linux version") {
+        if let Some((_, rest)) = raw.split_once("Linux version ") {
             self.kernel_seen = true;
+            if self.kernel_release.is_none() {
+                self.kernel_release = rest.split_whitespace().next().map(str::to_string);
+            }
         }
         if raw.contains("reboot: System halted") || raw.contains("System halted instead") {
             self.halted = true;

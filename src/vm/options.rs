@@ -58,9 +58,24 @@ pub struct ReportFiles {
     pub ktap: Option<PathBuf>,
     pub junit: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// KCIDB I/O JSON, with what it says of the kernel and the run.
+    #[serde(default)]
+    pub kcidb: Option<PathBuf>,
+    #[serde(skip)]
+    pub kcidb_submission: Option<crate::runner::kcidb::Submission>,
 }
 
 impl ReportFiles {
+    /// These files, with the KCIDB checkout naming `kernel` (a release or an image) and the run as `comment`.
+    pub fn with_kernel(&self, kernel: &str, comment: &str) -> ReportFiles {
+        let mut s = crate::runner::kcidb::Submission::running_kernel(comment);
+        s.kernel = kernel.to_string();
+        ReportFiles {
+            kcidb_submission: Some(s),
+            ..self.clone()
+        }
+    }
+
     /// Writes the finished report to the files asked for; the KTAP file only
     /// when `ktap` (`uffdtest run` streams it there as the cases end).
     pub fn write(&self, r: &Report, ktap: bool) {
@@ -76,6 +91,16 @@ impl ReportFiles {
             ),
             (self.junit.as_ref(), crate::runner::report::junit(r)),
             (self.json.as_ref(), crate::runner::report::json(r)),
+            (
+                self.kcidb.as_ref(),
+                self.kcidb.as_ref().map_or_else(String::new, |_| {
+                    let s = self
+                        .kcidb_submission
+                        .clone()
+                        .unwrap_or_else(|| crate::runner::kcidb::Submission::running_kernel("uffdtest run"));
+                    crate::runner::kcidb::to_string(r, &s)
+                }),
+            ),
         ];
         for (path, text) in writes {
             if let Some(p) = path

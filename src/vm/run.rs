@@ -166,12 +166,21 @@ impl Drop for WorkDir {
 /// when the run says nothing about the kernel.
 pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
     let mut stdout = std::io::stdout();
-    let run = run(o, &mut stdout)?;
+    let start_unix = crate::runner::kcidb::now_unix();
+    let mut run = run(o, &mut stdout)?;
     for e in &run.guest_errors {
         eprintln!("uffdtest: the guest reported: {e}");
     }
     let _ = run.summarise(&mut stdout.lock());
-    o.reports.write(&run.report, true);
+    run.report.start_unix.get_or_insert(start_unix);
+    let kernel = run
+        .console
+        .kernel_release
+        .clone()
+        .unwrap_or_else(|| o.kernel.display().to_string());
+    o.reports
+        .with_kernel(&kernel, &format!("uffdtest vm --accel {}", run.accel))
+        .write(&run.report, true);
     let ran_any = run.report.leaves().iter().any(|(_, t)| t.status != Status::Crashed);
     if !run.guest_errors.is_empty() && !ran_any {
         return Err(VmError::GuestRanNothing);

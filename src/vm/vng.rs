@@ -208,7 +208,9 @@ pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
         );
     }
     let report = crate::runner::parse_ktap(&ktap).map_err(|_| VmError::VngNoKtap(status))?;
-    o.reports.write(&report, true);
+    o.reports
+        .with_kernel(&o.kernel.display().to_string(), "uffdtest vm --runner vng")
+        .write(&report, true);
     if status != 0 {
         eprintln!("uffdtest: vng exited {status}; the verdict comes from the KTAP (cases it lacks count as crashed)");
     }
