@@ -3,8 +3,9 @@
 //! A harness test (the `harness_` prefix keeps it out of the suite the runner runs): it reads files, not the kernel.
 
 use std::path::PathBuf;
-use uffdtest::gate::compare::{Change, Comparison, compare, read_report, render_markdown, render_text};
+use uffdtest::gate::compare::{Change, Comparison, Policy, compare, read_report, render_markdown, render_text};
 use uffdtest::runner::Report;
+use uffdtest::runner::result::{Status, TestResult};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +18,7 @@ fn report(name: &str) -> Report {
 }
 
 fn cmp(base: &str, cand: &str) -> Comparison {
-    compare(&report(base), &report(cand))
+    compare(&report(base), &report(cand), Policy::default())
 }
 
 /// (case, change) of every moved case, in the order the report lists them.
@@ -165,12 +166,68 @@ fn a_pass_that_becomes_a_skip_fails_the_gate_and_the_way_back_does_not() {
     assert_eq!(c.exit_code(), 1);
     assert_eq!(
         c.verdict(),
-        "REGRESSION: 4 regressed case(s) (4 of them pass → skip), 0 new kernel splat(s)"
+        "REGRESSION: 4 regressed case(s) (4 pass → skip), 0 new kernel splat(s)"
     );
     let back = cmp("host-run1.edited-hugetlb-skips.ktap", "host-run1.ktap");
     assert!(back.changes.iter().all(|x| x.change == Change::Unskipped));
     assert_eq!(back.changes.len(), 4);
     assert_eq!(back.exit_code(), 0);
+}
+
+/// The first passing leaf of `r` (binary / case), after `edit` changed it in place or dropped it (`edit` → false).
+fn edit_first_pass(r: &mut Report, edit: impl Fn(&mut TestResult) -> bool) -> String {
+    for bin in &mut r.tests {
+        if let Some(i) = bin.subtests.iter().position(|t| t.status == Status::Pass) {
+            let key = format!("{} / {}", bin.name, bin.subtests[i].name);
+            if !edit(&mut bin.subtests[i]) {
+                bin.subtests.remove(i);
+            }
+            return key;
+        }
+    }
+    panic!("no passing case to edit");
+}
+
+#[test]
+fn a_pass_that_becomes_an_xfail_or_goes_missing_fails_the_gate() {
+    let base = report("host-run1.ktap");
+    let mut xfail = base.clone();
+    let xcase = edit_first_pass(&mut xfail, |t| {
+        t.status = Status::Xfail;
+        t.reason = Some("known issue: declared".into());
+        true
+    });
+    let c = compare(&base, &xfail, Policy::default());
+    assert_eq!(moved(&c), [(xcase, Change::NewlyXfail)]);
+    assert_eq!(c.exit_code(), 1);
+    assert!(c.verdict().contains("1 pass → xfail"), "{}", c.verdict());
+
+    let mut missing = base.clone();
+    let mcase = edit_first_pass(&mut missing, |_| false);
+    let c = compare(&base, &missing, Policy::default());
+    assert_eq!(moved(&c), [(mcase, Change::Removed)]);
+    assert_eq!(c.exit_code(), 1);
+    assert!(c.verdict().contains("1 pass → missing"), "{}", c.verdict());
+}
+
+#[test]
+fn allow_new_skips_relaxes_skip_xfail_and_missing_but_not_failures() {
+    let relaxed = Policy { allow_new_skips: true };
+    let c = compare(
+        &report("host-run1.ktap"),
+        &report("host-run1.edited-hugetlb-skips.ktap"),
+        relaxed,
+    );
+    assert_eq!(c.count(Change::NewlySkipped), 4);
+    assert_eq!(c.exit_code(), 0);
+    assert_eq!(c.verdict(), "OK: no regression, no new kernel splat");
+    let base = report("host-run1.ktap");
+    let mut missing = base.clone();
+    edit_first_pass(&mut missing, |_| false);
+    assert_eq!(compare(&base, &missing, relaxed).exit_code(), 0);
+    let failing = compare(&base, &report("host-run1.edited-register-fails.ktap"), relaxed);
+    assert!(failing.regressions() > 0);
+    assert_eq!(failing.exit_code(), 1);
 }
 
 #[test]
@@ -191,7 +248,7 @@ fn a_case_flaky_in_the_base_is_reported_apart_not_as_a_regression() {
     // Two real runs of the base as `--repeat 2` would give them: the copy cases passed once and timed out once.
     let mut base = report("host-run1.ktap");
     base.tests.extend(report("host-run1.edited-copy-passes.ktap").tests);
-    let c = compare(&base, &report("host-run1.ktap"));
+    let c = compare(&base, &report("host-run1.ktap"), Policy::default());
     assert_eq!(
         moved(&c),
         cases(
@@ -203,7 +260,11 @@ fn a_case_flaky_in_the_base_is_reported_apart_not_as_a_regression() {
     );
     assert_eq!(c.exit_code(), 0);
     // A case stable in the base still regresses.
-    let c = compare(&base, &report("host-run1.edited-register-fails.ktap"));
+    let c = compare(
+        &base,
+        &report("host-run1.edited-register-fails.ktap"),
+        Policy::default(),
+    );
     assert_eq!(c.count(Change::Regression), 2);
     assert_eq!(c.count(Change::FlakyInBase), 6);
 }
@@ -214,7 +275,7 @@ fn a_log_that_ends_early_turns_missing_passes_into_regressions() {
     let text = std::fs::read_to_string(data("host-run1.ktap")).unwrap();
     let cut = text.find("  ok 9 register_zero_len_fails_einval on shmem").unwrap();
     let truncated = uffdtest::runner::parse_ktap(&text[..cut]).unwrap();
-    let c = compare(&report("host-run1.ktap"), &truncated);
+    let c = compare(&report("host-run1.ktap"), &truncated, Policy::default());
     let lost = c.changes.iter().filter(|x| x.change == Change::Regression).count();
     assert_eq!(lost, 6, "{}", render_text(&c));
     assert!(c.changes.iter().all(|x| x.case.contains("register_zero_len")));
@@ -267,7 +328,7 @@ fn shard_reports_merge_back_into_the_unsharded_run() {
             .collect()
     };
     assert_eq!(results(a), results(b));
-    assert_eq!(compare(&whole, &merged).changes, vec![]);
+    assert_eq!(compare(&whole, &merged, Policy::default()).changes, vec![]);
 }
 
 #[test]

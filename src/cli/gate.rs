@@ -115,6 +115,10 @@ pub struct CompareArgs {
     /// Write the candidate's cases as KCIDB I/O JSON to FILE, each moved case's `misc` saying how it moved.
     #[arg(long, value_name = "FILE")]
     pub kcidb: Option<PathBuf>,
+    /// Do not fail on a case that passed in the base and skips, XFAILs or is missing in the candidate (for two
+    /// machines set up differently on purpose; a kernel gate runs both sides alike and keeps this off).
+    #[arg(long)]
+    pub allow_new_skips: bool,
 }
 
 /// Exit 0 when nothing regressed, 1 on any regression or new kernel splat, 2 when an input cannot be read.
@@ -135,7 +139,10 @@ pub fn compare(args: &CompareArgs) -> Exit {
             Err(e) => return unreadable(&e),
         }
     }
-    let c = compare::compare(&base, &cand);
+    let policy = compare::Policy {
+        allow_new_skips: args.allow_new_skips,
+    };
+    let c = compare::compare(&base, &cand, policy);
     let text = match args.format {
         Format::Text => compare::render_text(&c),
         Format::Md => compare::render_markdown(&c),

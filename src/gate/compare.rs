@@ -82,6 +82,9 @@ pub enum Change {
     /// memory type vanished, or a probe now says no. Gating when the base
     /// passed, since a SKIP must never be the way a regression gets through.
     NewlySkipped,
+    /// Passed in the base, fails in the candidate as a declared known issue
+    /// (XFAIL): the declaration matched a kernel it was not written for.
+    NewlyXfail,
     /// Skipped in the base, passes in the candidate.
     Unskipped,
     /// Failed in both, but differently (fail → timeout); still failing.
@@ -102,6 +105,7 @@ impl Change {
             Change::Regression => "Regressions",
             Change::Fix => "Fixes",
             Change::NewlySkipped => "Newly skipped",
+            Change::NewlyXfail => "Newly known failures (XFAIL)",
             Change::Unskipped => "Un-skipped",
             Change::FailureChanged => "Still failing, differently",
             Change::New => "New cases",
@@ -127,6 +131,17 @@ pub struct CaseChange {
     /// For a new case that looks like a renamed removed one (same binary, same variant, one of each): its old name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renamed_from: Option<String>,
+    /// Whether this change fails the gate (see [`Policy`]).
+    pub gating: bool,
+}
+
+/// What the gate tolerates beyond a case that keeps its outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Let a case that passed in the base skip, XFAIL or vanish in the
+    /// candidate (`compare --allow-new-skips`): for runs on machines that
+    /// differ on purpose (huge pages, swap), never for a kernel gate.
+    pub allow_new_skips: bool,
 }
 
 /// A kernel splat seen in the candidate whose signature (see
@@ -163,7 +178,7 @@ impl Comparison {
     }
 
     pub fn regressions(&self) -> usize {
-        self.changes.iter().filter(|x| is_gating(x)).count()
+        self.changes.iter().filter(|x| x.gating).count()
     }
 
     /// 1 on any regression or new splat, else 0.
@@ -180,25 +195,35 @@ impl Comparison {
         if r == 0 && s == 0 {
             return "OK: no regression, no new kernel splat".into();
         }
-        let skipped = self
-            .changes
-            .iter()
-            .filter(|x| x.change == Change::NewlySkipped && is_gating(x))
-            .count();
-        let of_which = match skipped {
+        let lost = |c: Change, what: &str| {
+            let n = self.changes.iter().filter(|x| x.change == c && x.gating).count();
+            (n > 0).then(|| format!("{n} pass → {what}"))
+        };
+        let parts: Vec<String> = [
+            lost(Change::NewlySkipped, "skip"),
+            lost(Change::NewlyXfail, "xfail"),
+            lost(Change::Removed, "missing"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let of_which = match parts.len() {
             0 => String::new(),
-            n => format!(" ({n} of them pass → skip)"),
+            _ => format!(" ({})", parts.join(", ")),
         };
         format!("REGRESSION: {r} regressed case(s){of_which}, {s} new kernel splat(s)")
     }
 }
 
-fn is_gating(c: &CaseChange) -> bool {
+fn is_gating(c: &CaseChange, policy: Policy) -> bool {
+    let passed = !c.base.is_empty() && c.base.iter().all(|s| *s == Status::Pass);
     match c.change {
         Change::Regression => true,
         Change::FlakyInCandidate => c.base.iter().all(|s| !s.is_failure()),
-        // A case that failed in the base and skips now has not lost a pass.
-        Change::NewlySkipped => c.base.iter().all(|s| !s.is_failure()),
+        // A pass that no longer shows as one: the case was the gate's, and
+        // a SKIP, a declared failure or a missing line must not end that.
+        // (A case that failed in the base has no pass to lose.)
+        Change::NewlySkipped | Change::NewlyXfail | Change::Removed => passed && !policy.allow_new_skips,
         _ => false,
     }
 }
@@ -265,6 +290,9 @@ fn judge(base: &[Status], cand: &[Status]) -> Option<Change> {
         (Class::Bad, Class::Ok) => Some(Change::Fix),
         (Class::Ok | Class::Bad, Class::Skip) => Some(Change::NewlySkipped),
         (Class::Skip, Class::Ok) => Some(Change::Unskipped),
+        (Class::Ok, Class::Ok) if cand.contains(&Status::Xfail) && !base.contains(&Status::Xfail) => {
+            Some(Change::NewlyXfail)
+        }
         (Class::Bad, Class::Bad) => {
             let (bs, cs): (HashSet<_>, HashSet<_>) = (base.iter().collect(), cand.iter().collect());
             (bs != cs).then_some(Change::FailureChanged)
@@ -311,7 +339,7 @@ fn group(key: &str) -> &str {
 }
 
 /// Compare `candidate` against `base`.
-pub fn compare(base: &Report, candidate: &Report) -> Comparison {
+pub fn compare(base: &Report, candidate: &Report, policy: Policy) -> Comparison {
     let (b, c) = (side(base), side(candidate));
     let truncated = candidate.interrupted || !candidate.parse_errors.is_empty();
     let mut changes = Vec::new();
@@ -331,6 +359,7 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
                         candidate: cs,
                         reason: reason(cruns).or_else(|| reason(bruns)),
                         renamed_from: None,
+                        gating: false,
                     }),
                     None => unchanged += 1,
                 }
@@ -345,6 +374,7 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
                         candidate: vec![Status::Crashed],
                         reason: Some("not run: the candidate's log ended before it".into()),
                         renamed_from: None,
+                        gating: false,
                     })
                 }
             }
@@ -356,6 +386,7 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
                 candidate: vec![],
                 reason: None,
                 renamed_from: None,
+                gating: false,
             }),
         }
     }
@@ -368,9 +399,15 @@ pub fn compare(base: &Report, candidate: &Report) -> Comparison {
             candidate: statuses(cruns),
             reason: reason(cruns),
             renamed_from: None,
+            gating: false,
         });
     }
     pair_renames(&mut changes, &b, &c);
+    let renamed: HashSet<String> = changes.iter().filter_map(|x| x.renamed_from.clone()).collect();
+    for x in &mut changes {
+        // A probable rename keeps its outcome under the new name, judged there.
+        x.gating = is_gating(x, policy) && !(x.change == Change::Removed && renamed.contains(&x.case));
+    }
     changes.sort_by_key(|x| x.change);
     let mut warnings: Vec<String> = base.parse_errors.iter().map(|e| format!("base: {e}")).collect();
     warnings.extend(candidate.parse_errors.iter().map(|e| format!("candidate: {e}")));
@@ -602,7 +639,9 @@ mod tests {
     #[case(&[Status::Fail], &[Status::Timeout], Some(Change::FailureChanged))]
     #[case(&[Status::Pass, Status::Fail], &[Status::Fail], Some(Change::FlakyInBase))]
     #[case(&[Status::Pass, Status::Pass], &[Status::Pass, Status::Fail], Some(Change::FlakyInCandidate))]
-    #[case(&[Status::Pass], &[Status::Xfail], None)]
+    #[case(&[Status::Pass], &[Status::Xfail], Some(Change::NewlyXfail))]
+    #[case(&[Status::Xfail], &[Status::Xfail], None)]
+    #[case(&[Status::Xfail], &[Status::Pass], None)]
     #[case(&[Status::Skip, Status::Skip], &[Status::Skip], None)]
     fn transitions(#[case] base: &[Status], #[case] cand: &[Status], #[case] want: Option<Change>) {
         assert_eq!(judge(base, cand), want);

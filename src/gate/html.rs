@@ -142,6 +142,16 @@ pub struct ChangeDoc {
     pub candidate: Vec<Status>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Fails the gate (a regression, or a pass turned skip/xfail/missing);
+    /// JSON from before the field read as `change == "regression"`.
+    #[serde(default)]
+    pub gating: Option<bool>,
+}
+
+impl ChangeDoc {
+    fn gates(&self) -> bool {
+        self.gating.unwrap_or(self.change == "regression")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,7 +397,7 @@ fn statuses(s: &[Status]) -> String {
 
 /// The page for a comparison.
 pub fn compare_page(c: &CompareDoc, title: &str) -> String {
-    let regressions = c.changes.iter().filter(|x| x.change == "regression").count();
+    let regressions = c.changes.iter().filter(|x| x.gates()).count();
     let bad = regressions > 0 || !c.new_splats.is_empty();
     let mut b = String::new();
     let _ = writeln!(b, "<h1>uffdtest compare: {}</h1>", esc(title));
@@ -414,7 +424,7 @@ pub fn compare_page(c: &CompareDoc, title: &str) -> String {
         let moved: Vec<(String, String)> = c
             .changes
             .iter()
-            .filter(|x| x.change == "regression")
+            .filter(|x| x.gates())
             .map(|x| {
                 let (binary, case) = x.case.split_once(" / ").unwrap_or(("", &x.case));
                 (binary.to_string(), column(case.rsplit_once(" on ").map(|(_, m)| m)))
