@@ -6,19 +6,10 @@
 # Usage: .ci/ktap-check.sh LOG   (KUNIT_DIR caches the unpacked kunit_tool)
 set -euo pipefail
 log=$(realpath "$1")  # kunit.py chdirs to the kernel tree's root
-# kunit.py insists on living under tools/testing/kunit.
-kunit=${KUNIT_DIR:-/tmp/uffdtest-kunit}/tools/testing/kunit
-
-if [ ! -f "$kunit/kunit.py" ]; then
-    tmp=$(mktemp -d)
-    chmod 777 "$tmp"  # apt's _apt user downloads into it
-    (cd "$tmp" && apt-get download -qq linux-source-6.12)
-    mkdir -p "${kunit%/tools/testing/kunit}"
-    dpkg-deb --fsys-tarfile "$tmp"/linux-source-6.12_*.deb \
-        | tar -xO ./usr/src/linux-source-6.12.tar.xz \
-        | tar -xJ -C "${kunit%/tools/testing/kunit}" --strip-components=1 linux-source-6.12/tools/testing/kunit
-    rm -rf "$tmp"
-fi
+# kunit.py insists on living under tools/testing/kunit; linux-tools.sh unpacks it there once.
+dir=${KUNIT_DIR:-/tmp/uffdtest-kunit}
+bash "$(dirname "$0")/linux-tools.sh" "$dir"
+kunit=$dir/tools/testing/kunit
 
 # Ours: the plain closing line `N passed, N failed, N skipped`.
 read -r pass fail skip < <(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/p' "$log" | tail -1)
