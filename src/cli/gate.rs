@@ -201,6 +201,13 @@ pub struct MergeArgs {
     /// Also write the merged JUnit XML.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Also write the merged run as KCIDB I/O JSON (one checkout, one build, every shard's cases).
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
+    /// The kernel the shards ran, for the KCIDB checkout (its release or image name; default: the running kernel's
+    /// release, right only when the shards ran on this machine's kernel).
+    #[arg(long, value_name = "NAME", requires = "kcidb")]
+    pub kernel: Option<String>,
 }
 
 /// Exits as the merged run would have (kselftest: 0 pass, 1 any failure, 4 all skipped); 2 if they do not merge.
@@ -223,10 +230,19 @@ pub fn merge(args: &MergeArgs) -> Exit {
     };
     let mut text = Vec::new();
     ktap::write_report(&mut text, &merged).expect("write to memory");
+    let mut kcidb =
+        crate::runner::kcidb::Submission::running_kernel(&format!("uffdtest merge of {} shard(s)", shards.len()));
+    if let Some(k) = &args.kernel {
+        kcidb.kernel = k.clone();
+    }
     let writes = [
         (args.ktap.as_ref(), text.clone()),
         (args.json.as_ref(), report::json(&merged).into_bytes()),
         (args.junit.as_ref(), report::junit(&merged).into_bytes()),
+        (
+            args.kcidb.as_ref(),
+            crate::runner::kcidb::to_string(&merged, &kcidb).into_bytes(),
+        ),
     ];
     for (path, bytes) in writes {
         if let Some(p) = path
