@@ -38,6 +38,8 @@ enum Cmd {
     Install(uffdtest::cli::install::InstallArgs),
     /// One `git bisect run` step: build, boot, run the cases; 0 good, 1 bad, 125 cannot test.
     Bisect(uffdtest::cli::gate::BisectArgs),
+    /// Hunt flaky cases: run the selection several times under a hostile load, name every case that changed outcome.
+    Flakes(uffdtest::cli::flakes::FlakesArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
     Stress(uffdtest::cli::stress::StressArgs),
     /// Fault round-trip latency and resolve rates per memory type (a table; --json).
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Report(args) => uffdtest::cli::report::report(&args),
         Cmd::Install(args) => uffdtest::cli::install::install(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
+        Cmd::Flakes(args) => uffdtest::cli::flakes::flakes(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
         Cmd::VmChild => uffdtest::cli::vm::child_cmd(),

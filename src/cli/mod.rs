@@ -3,6 +3,7 @@
 pub mod caps;
 pub mod coverage;
 pub mod exit;
+pub mod flakes;
 pub mod gate;
 pub mod install;
 pub mod report;

@@ -238,11 +238,10 @@ pub fn list(sel: &Selection) -> Exit {
     Exit::Ok
 }
 
-pub fn run_cmd(a: &RunArgs) -> Exit {
-    let path = match manifest(&a.sel.manifest, a.sel.build, &[]) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
+/// The runner's options from `run`'s arguments, building the tests first
+/// when `--build` asks: shared with `flakes`, which runs the same selection.
+pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
+    let path = manifest(&a.sel.manifest, a.sel.build, &[]).map_err(fail)?;
     let mut opts = options(&a.sel, path);
     if let Some(j) = a.jobs {
         opts.jobs = j.max(1);
@@ -254,6 +253,14 @@ pub fn run_cmd(a: &RunArgs) -> Exit {
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;
     opts.handle_signals = true;
+    Ok(opts)
+}
+
+pub fn run_cmd(a: &RunArgs) -> Exit {
+    let opts = match run_options(a) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
 
     let file = match &a.out.output {
         Some(p) => match std::fs::File::create(p) {
