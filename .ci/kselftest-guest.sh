@@ -33,6 +33,11 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# What udev would add: runner.sh writes each test's output to /dev/stdout.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tmpfs tmpfs /tmp
 mkdir -p /dev/shm /dev/hugepages
@@ -64,4 +69,5 @@ if ! grep -q 'kselftest-guest: run_kselftest.sh exited' "$out"; then
     echo "kselftest-guest: the guest ended before run_kselftest.sh did"
     exit 1
 fi
+sed -i 's/\r$//' "$out"  # the serial port's line ends
 KSELFTEST_LOG=$out bash "$here/kselftest-check.sh" "$dir"
