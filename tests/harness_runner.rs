@@ -242,7 +242,8 @@ fn repeat_reports_every_pass_and_names_the_flaky_case() {
     let json = dir.join("report.json");
     let out = run_fixtures(&dir)
         .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
-        .args(["--hugepages", "0", "--repeat", "3", "--json"])
+        // One at a time: the passes of one case would otherwise run side by side and race on the counter.
+        .args(["--hugepages", "0", "--repeat", "3", "-j", "1", "--json"])
         .arg(&json)
         .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
         .output()
