@@ -253,7 +253,10 @@ fn read_with_no_message_fails_eagain_and_poll_reports_nothing() {
 
 #[test]
 fn read_and_poll_before_the_handshake() {
-    let uffd = try_skip!(Uffd::open(testing::default_flags()).map_err(|e| e.to_string()));
+    if let Err(e) = caps::require_open(testing::default_flags()) {
+        skip!("{e}");
+    }
+    let uffd = Uffd::open(testing::default_flags()).expect("userfaultfd(2)");
     // userfaultfd_read_iter refuses an uninitialised context...
     assert_eq!(read_bytes(uffd.as_raw_fd(), MSG), Err(Errno::EINVAL));
     // ...and userfaultfd_poll reports only POLLERR.
