@@ -190,9 +190,10 @@ pub mod progress {
         err(errno, Partial::neg(errno))
     }
 
-    /// Refused before the fill loop ran: the progress field keeps what we sent (0).
+    /// Refused before the fill loop ran: the progress field keeps the
+    /// sentinel the library preset ([`Partial::UNTOUCHED`]).
     pub fn rejected(errno: Errno) -> Progress {
-        err(errno, 0)
+        err(errno, Partial::UNTOUCHED)
     }
 }
 
