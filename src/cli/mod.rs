@@ -5,6 +5,7 @@ pub mod coverage;
 pub mod exit;
 pub mod gate;
 pub mod install;
+pub mod known;
 pub mod report;
 pub mod run;
 pub mod stress;
