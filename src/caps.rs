@@ -66,6 +66,10 @@ pub struct Caps {
     /// userfaultfd(2) with UFFD_USER_MODE_ONLY: Ok or the failing step.
     #[serde(serialize_with = "ser_outcome")]
     pub syscall: Result<(), OpenError>,
+    /// userfaultfd(2) without UFFD_USER_MODE_ONLY (needs CAP_SYS_PTRACE or
+    /// `vm.unprivileged_userfaultfd=1`): Ok or the failing step.
+    #[serde(serialize_with = "ser_outcome")]
+    pub syscall_full: Result<(), OpenError>,
     /// `/dev/userfaultfd` + USERFAULTFD_IOC_NEW + UFFDIO_API: Ok or the errno.
     #[serde(serialize_with = "ser_outcome")]
     pub dev_userfaultfd: Result<(), Errno>,
@@ -175,7 +179,7 @@ fn probe() -> Caps {
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let umo = open_api(OpenFlags::UFFD_USER_MODE_ONLY);
-    let full = open_api(OpenFlags::empty()).ok();
+    let full = open_api(OpenFlags::empty());
     let dev = Uffd::open_dev(OpenFlags::O_CLOEXEC)
         .and_then(|u| u.api(Features::empty()))
         .map(drop);
@@ -187,9 +191,10 @@ fn probe() -> Caps {
         release,
         root: nix::unistd::geteuid().is_root(),
         syscall: umo.map(drop),
+        syscall_full: full.map(drop),
         dev_userfaultfd: dev,
         features,
-        features_full: full.map(|f| f.0),
+        features_full: full.ok().map(|f| f.0),
         api_ioctls,
         event_fork_allowed,
         unprivileged_userfaultfd: read_trim("/proc/sys/vm/unprivileged_userfaultfd").and_then(|s| s.parse().ok()),
@@ -253,8 +258,17 @@ pub enum Unsupported {
     GuestMemfd { mode: RegisterMode, errno: Errno },
     /// The registration probe could not run; its reason.
     Unprobed(String),
-    /// userfaultfd(2) refused this process (EPERM, ENOSYS).
+    /// userfaultfd(2) refused this process (EPERM, ENOSYS), as the
+    /// `syscall` probe (user-mode-only) or `syscall_full` probe found.
     NoUserfaultfd(Errno),
+    /// userfaultfd(2) without UFFD_USER_MODE_ONLY refused this process, as
+    /// the `syscall_full` probe found.
+    NoFullUserfaultfd(Errno),
+    /// `/dev/userfaultfd` could not be used, as the `dev_userfaultfd` probe found.
+    NoDevUserfaultfd(Errno),
+    /// A behaviour the kernel added without a feature bit, as its probe
+    /// ([`behaviours`]) found missing.
+    Missing(Behaviour),
     /// UFFDIO_API refused UFFD_FEATURE_EVENT_FORK: no CAP_SYS_PTRACE.
     EventForkNeedsPtrace,
 }
@@ -277,6 +291,11 @@ impl std::fmt::Display for Unsupported {
             ),
             Unsupported::Unprobed(why) => f.write_str(why),
             Unsupported::NoUserfaultfd(e) => write!(f, "cannot open a userfaultfd: {e}"),
+            Unsupported::NoFullUserfaultfd(e) => {
+                write!(f, "cannot open a userfaultfd without UFFD_USER_MODE_ONLY: {e}")
+            }
+            Unsupported::NoDevUserfaultfd(e) => write!(f, "cannot use /dev/userfaultfd: {e}"),
+            Unsupported::Missing(b) => write!(f, "kernel has no {}", b.what()),
             Unsupported::EventForkNeedsPtrace => f.write_str("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE"),
         }
     }
@@ -346,17 +365,149 @@ impl From<Unsupported> for OpenFailure {
     }
 }
 
-/// [`Uffd::open_api`], telling the refusals a kernel or an unprivileged
-/// process may give (EPERM or ENOSYS from userfaultfd(2), EPERM for
-/// EVENT_FORK) from failures.
-pub fn open_uffd(flags: OpenFlags, features: Features) -> Result<Uffd, OpenFailure> {
-    match Uffd::open_api(flags, features) {
-        Ok((u, _)) => Ok(u),
-        Err(OpenError::Open(e @ (Errno::EPERM | Errno::ENOSYS))) => Err(Unsupported::NoUserfaultfd(e).into()),
-        Err(OpenError::Api(Errno::EPERM)) if features.contains(Features::EVENT_FORK) => {
-            Err(Unsupported::EventForkNeedsPtrace.into())
+/// Whether this process can open a uffd with `flags`, from the probes
+/// alone (`syscall`, `syscall_full`), never from the caller's own call.
+pub fn require_open(flags: OpenFlags) -> Result<(), Unsupported> {
+    let c = caps();
+    let probe = if flags.contains(OpenFlags::UFFD_USER_MODE_ONLY) {
+        &c.syscall
+    } else {
+        &c.syscall_full
+    };
+    match probe {
+        Err(OpenError::Open(e @ (Errno::EPERM | Errno::ENOSYS))) if flags.contains(OpenFlags::UFFD_USER_MODE_ONLY) => {
+            Err(Unsupported::NoUserfaultfd(*e))
         }
-        Err(e) => Err(OpenFailure::Failed(e)),
+        Err(OpenError::Open(e @ (Errno::EPERM | Errno::ENOSYS))) => Err(Unsupported::NoFullUserfaultfd(*e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `/dev/userfaultfd` can be used, from the `dev_userfaultfd` probe.
+pub fn require_dev() -> Result<(), Unsupported> {
+    match caps().dev_userfaultfd {
+        Err(e @ (Errno::ENOENT | Errno::EACCES | Errno::EPERM | Errno::ENODEV)) => {
+            Err(Unsupported::NoDevUserfaultfd(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`Uffd::open_api`] where the probes say it can work: a refusal the
+/// probes foresaw (no userfaultfd for this process, EVENT_FORK without
+/// CAP_SYS_PTRACE) is `Unsupported`, decided before the call; any error of
+/// the call itself is `Failed`, never a reason to skip.
+pub fn open_uffd(flags: OpenFlags, features: Features) -> Result<Uffd, OpenFailure> {
+    require_open(flags)?;
+    if features.contains(Features::EVENT_FORK) && !caps().event_fork_allowed {
+        return Err(Unsupported::EventForkNeedsPtrace.into());
+    }
+    Uffd::open_api(flags, features)
+        .map(|(u, _)| u)
+        .map_err(OpenFailure::Failed)
+}
+
+/// Kernel behaviours added without a feature bit, each found by its own
+/// probe on its own uffd and memory: a case that needs one skips on the
+/// probe's answer, never on its own call's errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// UFFDIO_WRITEPROTECT over several VMAs in one call (6.4).
+    MultiVmaWriteprotect,
+    /// UFFDIO_CONTINUE_MODE_WP (6.4).
+    ContinueModeWp,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 2] = [Behaviour::MultiVmaWriteprotect, Behaviour::ContinueModeWp];
+
+    /// What the kernel lacks, as a SKIP reason says it.
+    pub fn what(self) -> &'static str {
+        match self {
+            Behaviour::MultiVmaWriteprotect => "multi-VMA UFFDIO_WRITEPROTECT (6.4): one VMA per call",
+            Behaviour::ContinueModeWp => "UFFDIO_CONTINUE_MODE_WP (6.4)",
+        }
+    }
+
+    /// The probe's name in `uffdtest caps`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::MultiVmaWriteprotect => "multi-VMA WRITEPROTECT",
+            Behaviour::ContinueModeWp => "CONTINUE_MODE_WP",
+        }
+    }
+
+    fn probe(self) -> Result<bool, String> {
+        match self {
+            Behaviour::MultiVmaWriteprotect => probe_multi_vma_writeprotect(),
+            Behaviour::ContinueModeWp => probe_continue_mode_wp(),
+        }
+    }
+}
+
+static BEHAVIOURS: [LazyLock<Result<bool, String>>; 2] = [
+    LazyLock::new(|| Behaviour::MultiVmaWriteprotect.probe()),
+    LazyLock::new(|| Behaviour::ContinueModeWp.probe()),
+];
+
+/// A behaviour probe's answer: Ok(true) present, Ok(false) absent, Err why
+/// the probe could not run (its prerequisite feature is missing).
+pub fn behaviour(b: Behaviour) -> &'static Result<bool, String> {
+    &BEHAVIOURS[b as usize]
+}
+
+/// Every behaviour probe with its answer.
+pub fn behaviours() -> Vec<(Behaviour, &'static Result<bool, String>)> {
+    Behaviour::ALL.iter().map(|&b| (b, behaviour(b))).collect()
+}
+
+/// Ok when the kernel has `b`; the probe's prerequisite missing is its own
+/// reason.
+pub fn require_behaviour(b: Behaviour) -> Result<(), Unsupported> {
+    match behaviour(b) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Unsupported::Missing(b)),
+        Err(why) => Err(Unsupported::Unprobed(why.clone())),
+    }
+}
+
+/// Two registered anon VMAs (different modes keep them apart), one
+/// WRITEPROTECT over both: Ok before multi-VMA support fails ENOENT.
+fn probe_multi_vma_writeprotect() -> Result<bool, String> {
+    require_features(Features::PAGEFAULT_FLAG_WP).map_err(|e| e.to_string())?;
+    let area = Area::new(MemType::Anon, 2).map_err(|e| e.to_string())?;
+    let uffd = open_uffd(OpenFlags::DEFAULT, Features::PAGEFAULT_FLAG_WP).map_err(|e| e.to_string())?;
+    let ps = area.page_size();
+    uffd.register(area.page(0), ps, RegisterMode::MISSING | RegisterMode::WP)
+        .map_err(|e| format!("probe REGISTER: {e}"))?;
+    uffd.register(area.page(1), ps, RegisterMode::WP)
+        .map_err(|e| format!("probe REGISTER: {e}"))?;
+    match uffd.writeprotect(area.addr(), area.len(), crate::uffd::WriteprotectMode::WP) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => panic!("probe: UFFDIO_WRITEPROTECT over two registered VMAs: {e}"),
+    }
+}
+
+/// UFFDIO_CONTINUE with MODE_WP over a range no VMA covers: a kernel
+/// without the mode refuses the bit EINVAL before looking for a VMA; one
+/// with it goes on and fails ENOENT.
+fn probe_continue_mode_wp() -> Result<bool, String> {
+    require_features(Features::MINOR_SHMEM).map_err(|e| e.to_string())?;
+    let uffd = open_uffd(OpenFlags::DEFAULT, Features::empty()).map_err(|e| e.to_string())?;
+    // A page mapped then unmapped: nothing is there while we ask.
+    let area = Area::new(MemType::Anon, 1).map_err(|e| e.to_string())?;
+    let (addr, len) = (area.addr(), area.len());
+    drop(area);
+    match uffd.r#continue(addr, len, crate::uffd::ContinueMode::WP) {
+        Err(crate::uffd::Partial {
+            errno: Errno::EINVAL, ..
+        }) => Ok(false),
+        Err(crate::uffd::Partial {
+            errno: Errno::ENOENT, ..
+        }) => Ok(true),
+        other => panic!("probe: UFFDIO_CONTINUE_MODE_WP over an unmapped range: {other:?}"),
     }
 }
 

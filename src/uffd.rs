@@ -147,6 +147,11 @@ pub struct Partial {
 }
 
 impl Partial {
+    /// What the library presets every progress field to, so "the kernel left
+    /// it untouched" reads apart from 0 bytes (as the selftests' mmap-changing
+    /// case presets its own sentinel): neither a byte count nor `-errno`.
+    pub const UNTOUCHED: i64 = i64::MIN;
+
     /// `-errno`, which the kernel writes when nothing was done.
     pub fn neg(errno: Errno) -> i64 {
         -(errno as i64)
@@ -155,7 +160,11 @@ impl Partial {
 
 impl std::fmt::Display for Partial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (progress {})", self.errno, self.progress)
+        if self.progress == Partial::UNTOUCHED {
+            write!(f, "{} (progress field untouched)", self.errno)
+        } else {
+            write!(f, "{} (progress {})", self.errno, self.progress)
+        }
     }
 }
 
@@ -308,7 +317,7 @@ impl Uffd {
             src: src as u64,
             len: len as u64,
             mode: mode.bits(),
-            copy: 0,
+            copy: Partial::UNTOUCHED,
         };
         // SAFETY: arg is a valid uffdio_copy; the kernel checks the addresses.
         let res = unsafe { sys::uffdio_copy(self.raw(), &mut arg) };
@@ -320,7 +329,7 @@ impl Uffd {
         let mut arg = sys::uffdio_zeropage {
             range: range(start, len),
             mode: mode.bits(),
-            zeropage: 0,
+            zeropage: Partial::UNTOUCHED,
         };
         // SAFETY: arg is a valid uffdio_zeropage.
         let res = unsafe { sys::uffdio_zeropage(self.raw(), &mut arg) };
@@ -334,7 +343,7 @@ impl Uffd {
             src: src as u64,
             len: len as u64,
             mode: mode.bits(),
-            r#move: 0,
+            r#move: Partial::UNTOUCHED,
         };
         // SAFETY: arg is a valid uffdio_move.
         let res = unsafe { sys::uffdio_move(self.raw(), &mut arg) };
@@ -356,7 +365,7 @@ impl Uffd {
         let mut arg = sys::uffdio_continue {
             range: range(start, len),
             mode: mode.bits(),
-            mapped: 0,
+            mapped: Partial::UNTOUCHED,
         };
         // SAFETY: arg is a valid uffdio_continue.
         let res = unsafe { sys::uffdio_continue(self.raw(), &mut arg) };
@@ -368,7 +377,7 @@ impl Uffd {
         let mut arg = sys::uffdio_poison {
             range: range(start, len),
             mode: mode.bits(),
-            updated: 0,
+            updated: Partial::UNTOUCHED,
         };
         // SAFETY: arg is a valid uffdio_poison.
         let res = unsafe { sys::uffdio_poison(self.raw(), &mut arg) };

@@ -556,3 +556,64 @@ fn announce_kmsg_names_each_case_in_the_kernel_log() {
         }
     });
 }
+
+#[test]
+#[serial(harness_runner)]
+fn declared_failure_is_xfail_strict_fails_and_declared_pass_is_xpass() {
+    let dir = scratch("known");
+    let known = dir.join("known-issues.toml");
+    std::fs::write(
+        &known,
+        r#"
+[[issue]]
+cases = ["harness_runner/fixture::fails_with_assertion", "harness_runner/fixture::passes"]
+fix = "0123456789ab"
+subject = "fix the fixture"
+reason = "the fixture fails on purpose"
+"#,
+    )
+    .unwrap();
+    let run = |filter: &str, extra: &[&str]| {
+        let json = dir.join("r.json");
+        let out = run_fixtures(&dir)
+            .args(["--hugepages", "0", "--no-kmsg", "-f", filter, "--json"])
+            .arg(&json)
+            .arg("--known-issues")
+            .arg(&known)
+            .args(extra)
+            .output()
+            .unwrap();
+        let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (out, r)
+    };
+    // Declared failure: XFAIL with the fix named, exit 0.
+    let (out, r) = run("fixture::fails_with_assertion", &[]);
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{ktap}");
+    assert!(
+        ktap.contains(
+            "ok 1 fixture::fails_with_assertion # XFAIL the fixture fails on purpose; fixed by 0123456789ab (\"fix the fixture\")"
+        ),
+        "{ktap}"
+    );
+    assert!(
+        ktap.contains("# Totals: pass:0 fail:0 xfail:1 xpass:0 skip:0 error:0"),
+        "{ktap}"
+    );
+    assert_eq!(case(&r, "fixture::fails_with_assertion").status, Status::Xfail);
+    // --strict ignores the file: the failure fails.
+    let (out, r) = run("fixture::fails_with_assertion", &["--strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(case(&r, "fixture::fails_with_assertion").status, Status::Fail);
+    // A declared case that passes is XPASS, reported and failing the run.
+    let (out, r) = run("fixture::passes", &[]);
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{ktap}");
+    assert!(
+        ktap.contains("not ok 1 fixture::passes # XPASS declared known issue did not reproduce"),
+        "{ktap}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("XPASS harness_runner: fixture::passes"));
+    assert_eq!(case(&r, "fixture::passes").status, Status::Xpass);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -116,7 +116,7 @@ fn ioctls_after_the_owner_exited(#[case] mem: MemType) {
     // (they return before writing it).
     let esrch = Partial {
         errno: Errno::ESRCH,
-        progress: 0,
+        progress: Partial::UNTOUCHED,
     };
     assert_eq!(u.copy(at, src.addr(), ps, CopyMode::empty()), Err(esrch), "COPY");
     assert_eq!(u.zeropage(at, ps, ZeropageMode::empty()), Err(esrch), "ZEROPAGE");
@@ -127,7 +127,7 @@ fn ioctls_after_the_owner_exited(#[case] mem: MemType) {
     } else {
         Partial {
             errno: Errno::EINVAL,
-            progress: 0,
+            progress: Partial::UNTOUCHED,
         }
     };
     assert_eq!(u.poison(at, ps, PoisonMode::empty()), Err(poison_want), "POISON");
@@ -140,7 +140,7 @@ fn ioctls_after_the_owner_exited(#[case] mem: MemType) {
     // MOVE refuses a descriptor of another mm before looking for it.
     let einval = Partial {
         errno: Errno::EINVAL,
-        progress: 0,
+        progress: Partial::UNTOUCHED,
     };
     assert_eq!(u.r#move(at, src.addr(), ps, MoveMode::empty()), Err(einval), "MOVE");
     // REGISTER and UNREGISTER report the missing mm as ENOMEM.
@@ -176,7 +176,7 @@ fn fork_descriptor_fails_esrch_once_the_child_exited(#[case] mem: MemType) {
         got,
         Err(Partial {
             errno: Errno::ESRCH,
-            progress: 0
+            progress: Partial::UNTOUCHED
         })
     );
     // The parent's descriptor is unaffected.
@@ -253,7 +253,10 @@ fn read_with_no_message_fails_eagain_and_poll_reports_nothing() {
 
 #[test]
 fn read_and_poll_before_the_handshake() {
-    let uffd = try_skip!(Uffd::open(testing::default_flags()).map_err(|e| e.to_string()));
+    if let Err(e) = caps::require_open(testing::default_flags()) {
+        skip!("{e}");
+    }
+    let uffd = Uffd::open(testing::default_flags()).expect("userfaultfd(2)");
     // userfaultfd_read_iter refuses an uninitialised context...
     assert_eq!(read_bytes(uffd.as_raw_fd(), MSG), Err(Errno::EINVAL));
     // ...and userfaultfd_poll reports only POLLERR.

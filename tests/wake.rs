@@ -60,9 +60,10 @@ fn wake_wrapping_or_out_of_range_fails_einval() {
 
 #[test]
 fn wake_before_handshake_fails_einval() {
-    let Ok(u) = Uffd::open(testing::default_flags()) else {
-        skip!("cannot open a userfaultfd");
-    };
+    if let Err(e) = caps::require_open(testing::default_flags()) {
+        skip!("{e}");
+    }
+    let u = Uffd::open(testing::default_flags()).expect("userfaultfd(2)");
     let a = try_area!(Area::new(MemType::Anon, 1));
     assert_eq!(u.wake(a.addr(), a.len()), Err(Errno::EINVAL));
 }

@@ -1,7 +1,7 @@
 //! `uffdtest caps`: the capability probe as a table or JSON.
 
 use crate::caps::{
-    Registration, caps, feature_names, guest_memfd_caps, guest_memfd_registration, ioctl_names, mode_name,
+    Registration, behaviours, caps, feature_names, guest_memfd_caps, guest_memfd_registration, ioctl_names, mode_name,
     registration_matrix,
 };
 use crate::cli::Exit;
@@ -54,6 +54,7 @@ pub fn table() -> String {
     row(&mut s, "kernel", &c.release);
     row(&mut s, "root", yes(c.root));
     row(&mut s, "userfaultfd(2)", &res(&c.syscall));
+    row(&mut s, "userfaultfd(2), full", &res(&c.syscall_full));
     row(&mut s, "/dev/userfaultfd", &res(&c.dev_userfaultfd));
     row(
         &mut s,
@@ -98,6 +99,17 @@ pub fn table() -> String {
             format!("UFFD_FEATURE_{name}"),
             yes(c.features.contains(bit))
         );
+    }
+    let _ = writeln!(
+        s,
+        "\nbehaviours without a feature bit (each probed on its own uffd and memory):"
+    );
+    for (b, r) in behaviours() {
+        let answer = match r {
+            Ok(v) => yes(*v).to_string(),
+            Err(why) => format!("not probed: {why}"),
+        };
+        let _ = writeln!(s, "  {:<34} {answer}", b.name());
     }
     let g = guest_memfd_caps();
     let _ = writeln!(s, "\nguest_memfd (KVM):");
@@ -163,5 +175,9 @@ pub fn json() -> String {
         .map(|(mode, r)| serde_json::json!({"mode": mode_name(mode), "result": r}))
         .collect();
     v["feature_names"] = serde_json::json!(feature_names(c.features));
+    v["behaviours"] = behaviours()
+        .into_iter()
+        .map(|(b, r)| serde_json::json!({"behaviour": b, "result": r}))
+        .collect();
     serde_json::to_string_pretty(&v).expect("json")
 }

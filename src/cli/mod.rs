@@ -6,6 +6,7 @@ pub mod exit;
 pub mod flakes;
 pub mod gate;
 pub mod install;
+pub mod known;
 pub mod report;
 pub mod run;
 pub mod stress;

@@ -2,7 +2,7 @@
 
 use crate::cli::Exit;
 use crate::runner::report::{Ktap, Progress};
-use crate::runner::{Report, Reporter, RunOptions, discover, execute, plan};
+use crate::runner::{Report, Reporter, RunOptions, Status, discover, execute, plan};
 use crate::vm::ReportFiles;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -122,6 +122,8 @@ pub struct RunArgs {
     /// Write `uffdtest: start <binary>: <case>` to /dev/kmsg before each case.
     #[arg(long)]
     pub announce_kmsg: bool,
+    #[command(flatten)]
+    pub known: crate::cli::known::KnownArgs,
     #[command(flatten)]
     pub out: Outputs,
 }
@@ -253,6 +255,7 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;
     opts.handle_signals = true;
+    opts.known = crate::cli::known::host_expectations(&a.known).map_err(fail)?;
     Ok(opts)
 }
 
@@ -311,6 +314,22 @@ pub fn closing_summary(r: &Report, elapsed: Duration) -> String {
         s.push_str("uffdtest: skipped, by reason:\n");
         for (reason, n) in skips {
             s.push_str(&format!("  {n:>5}  {reason}\n"));
+        }
+    }
+    let declared: Vec<_> = r
+        .leaves()
+        .into_iter()
+        .filter(|(_, t)| matches!(t.status, Status::Xfail | Status::Xpass))
+        .collect();
+    if !declared.is_empty() {
+        s.push_str("uffdtest: declared known issues (known-issues.toml):\n");
+        for (path, t) in declared {
+            let reason = t.reason.as_deref().unwrap_or("");
+            s.push_str(&format!(
+                "  {} {}: {reason}\n",
+                t.status.name().to_uppercase(),
+                path.join(": ")
+            ));
         }
     }
     for d in &r.diagnostics {

@@ -19,6 +19,8 @@ pub struct VmArgs {
     pub kernel: PathBuf,
     #[command(flatten)]
     pub sel: Selection,
+    #[command(flatten)]
+    pub known: crate::cli::known::KnownArgs,
     /// Accelerator: auto uses KVM only if it can run the guest, else TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
@@ -148,12 +150,26 @@ impl VmArgs {
 
 /// `uffdtest vm`.
 pub fn vm_cmd(a: &VmArgs) -> Exit {
-    run(&a.options())
+    run_known(&a.options(), &a.known)
 }
 
 /// The run of `o`, exiting as its report says; 2 when there is none worth judging.
+/// Declared known issues come from the default file.
 pub fn run(o: &VmOptions) -> Exit {
-    match vm::run_and_report(o) {
+    let default = crate::cli::known::KnownArgs {
+        known_issues: crate::cli::known::DEFAULT_FILE.into(),
+        strict: false,
+    };
+    run_known(o, &default)
+}
+
+/// [`run`] with the known issues of `k` (none under `--strict`).
+pub fn run_known(o: &VmOptions, k: &crate::cli::known::KnownArgs) -> Exit {
+    let known = match k.issues() {
+        Ok(k) => k,
+        Err(e) => return Exit::CouldNotRun.because("uffdtest", e),
+    };
+    match vm::run_and_report(o, known.as_ref()) {
         Ok(report) => Exit::from_report_code(report.exit_code()),
         // The guest's own errors are on stderr already.
         Err(VmError::GuestRanNothing) => Exit::CouldNotRun,

@@ -436,7 +436,7 @@ fn thp_map(len: usize) -> Result<NonNull<c_void>, Unavailable> {
     // SAFETY: the range is our mapping.
     match unsafe { madvise(p, len, MmapAdvise::MADV_HUGEPAGE) } {
         Ok(()) => Ok(p),
-        Err(Errno::EINVAL) => Err(Unavailable::Skip("MADV_HUGEPAGE → EINVAL: kernel has no THP".into())),
+        // THP is there (pmd_size() read it from sysfs): a refusal is a failure.
         Err(e) => Err(err("madvise(MADV_HUGEPAGE)", e)),
     }
 }
@@ -447,12 +447,8 @@ fn memfd(mem: MemType, len: usize) -> Result<OwnedFd, Unavailable> {
     if mem.is_hugetlb() {
         flags |= MFdFlags::MFD_HUGETLB;
     }
-    let fd = memfd_create(c"uffdtest", flags).map_err(|e| match e {
-        Errno::EINVAL if mem.is_hugetlb() => {
-            Unavailable::Skip("memfd_create(MFD_HUGETLB) → EINVAL: no hugetlbfs".into())
-        }
-        e => err("memfd_create", e),
-    })?;
+    // hugetlb's page size was read from sysfs before: a refusal is a failure.
+    let fd = memfd_create(c"uffdtest", flags).map_err(|e| err("memfd_create", e))?;
     nix::unistd::ftruncate(&fd, len as i64).map_err(|e| err("ftruncate", e))?;
     Ok(fd)
 }

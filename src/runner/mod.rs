@@ -3,6 +3,7 @@
 //! [`process`] whose output [`libtest`] reads, the kernel log watched by
 //! [`kmsg`] with [`klog`]'s idea of a splat, the machine set by [`env`]) →
 //! [`ktap`], [`report`] and [`kcidb`]; [`result`] is the one model they share.
+//! [`known`] turns declared known failures into XFAIL.
 //!
 //! From the guest's init or any other caller:
 //!
@@ -19,6 +20,7 @@ pub mod env;
 pub mod kcidb;
 pub mod klog;
 pub mod kmsg;
+pub mod known;
 pub mod ktap;
 pub mod libtest;
 pub mod process;

@@ -82,6 +82,9 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Extra environment for the cases.
     pub case_env: Vec<(String, String)>,
+    /// Declared known failures and the facts to judge them by: a matching
+    /// failure is reported XFAIL, a matching pass XPASS ([`super::known`]).
+    pub known: Option<super::known::Expectations>,
 }
 
 impl Default for RunOptions {
@@ -105,6 +108,7 @@ impl Default for RunOptions {
             sysctls: Vec::new(),
             handle_signals: false,
             case_env: Vec::new(),
+            known: None,
         }
     }
 }
@@ -234,6 +238,9 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 let r = running.swap_remove(i);
                 let notes = env.check(&opts.sysctls);
                 res.diagnostics.extend(notes);
+                if let Some(k) = &opts.known {
+                    k.apply(&plan.binaries[r.at.0].name, &mut res);
+                }
                 emit(Event::CaseEnded {
                     case: &r.case,
                     result: &res,

@@ -57,6 +57,17 @@ macro_rules! require_features {
     }};
 }
 
+/// Skips unless the kernel has a behaviour that has no feature bit, as its
+/// own probe ([`crate::caps::behaviour`]) found.
+#[macro_export]
+macro_rules! require_behaviour {
+    ($b:expr) => {
+        if let Err(e) = $crate::caps::require_behaviour($b) {
+            $crate::skip!("{}", e);
+        }
+    };
+}
+
 /// Skips unless the process runs as root.
 #[macro_export]
 macro_rules! require_root {
@@ -118,14 +129,15 @@ pub fn default_flags() -> OpenFlags {
 }
 
 /// Opens a user-mode-only uffd and completes UFFDIO_API with `features`.
-/// Err is a SKIP reason: the kernel lacks a feature, or privilege is missing.
+/// Err is a SKIP reason, decided by the probes alone (the kernel lacks a
+/// feature, or privilege is missing); a failing call panics.
 pub fn open_uffd(features: Features) -> Result<Uffd, String> {
     crate::caps::require_features(features).map_err(|u| u.to_string())?;
     open_uffd_flags(default_flags(), features)
 }
 
-/// [`open_uffd`] with explicit open flags; panics on a failure that is no
-/// reason to skip.
+/// [`open_uffd`] with explicit open flags; panics on a failure the probes
+/// did not foresee.
 pub fn open_uffd_flags(flags: OpenFlags, features: Features) -> Result<Uffd, String> {
     match crate::caps::open_uffd(flags, features) {
         Ok(u) => Ok(u),
@@ -178,9 +190,10 @@ pub mod progress {
         err(errno, Partial::neg(errno))
     }
 
-    /// Refused before the fill loop ran: the progress field keeps what we sent (0).
+    /// Refused before the fill loop ran: the progress field keeps the
+    /// sentinel the library preset ([`Partial::UNTOUCHED`]).
     pub fn rejected(errno: Errno) -> Progress {
-        err(errno, 0)
+        err(errno, Partial::UNTOUCHED)
     }
 }
 

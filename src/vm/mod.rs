@@ -22,10 +22,15 @@ pub use options::{ReportFiles, Runner, VmOptions};
 
 /// `uffdtest vm`: the run with its KTAP on stdout, a summary, the report
 /// files. Ok is the report that decides the exit; Err says why there is
-/// none worth judging.
-pub fn run_and_report(o: &VmOptions) -> Result<crate::runner::Report, VmError> {
+/// none worth judging. `known`: declared known issues, judged by the
+/// guest's release (QEMU; under vng the guest's own `uffdtest run` reads
+/// its known-issues file).
+pub fn run_and_report(
+    o: &VmOptions,
+    known: Option<&crate::runner::known::KnownIssues>,
+) -> Result<crate::runner::Report, VmError> {
     match o.runner {
-        Runner::Qemu => run::run_and_report(o),
+        Runner::Qemu => run::run_and_report(o, known),
         Runner::Vng => vng::run_and_report(o),
     }
 }

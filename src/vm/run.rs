@@ -18,6 +18,7 @@ pub use super::session::GuestEnd;
 use super::session::{Session, boot_once};
 use super::verdict::{add_durations, verdict};
 use crate::runner::discover;
+use crate::runner::known::{Expectations, Facts, KnownIssues};
 use crate::runner::{Report, Status};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -164,12 +165,20 @@ impl Drop for WorkDir {
 /// `uffdtest vm` with QEMU: the run with its KTAP on stdout, then how it
 /// went (splats, how the guest ended, timings) and the report files. Err
 /// when the run says nothing about the kernel.
-pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
+pub fn run_and_report(o: &VmOptions, known: Option<&KnownIssues>) -> Result<Report, VmError> {
     let mut stdout = std::io::stdout();
     let start_unix = crate::runner::kcidb::now_unix();
     let mut run = run(o, &mut stdout)?;
     for e in &run.guest_errors {
         eprintln!("uffdtest: the guest reported: {e}");
+    }
+    if let Some(k) = known {
+        let _ = judge_known(
+            &mut run.report,
+            k,
+            run.console.kernel_release.clone(),
+            &mut stdout.lock(),
+        );
     }
     let _ = run.summarise(&mut stdout.lock());
     run.report.start_unix.get_or_insert(start_unix);
@@ -192,6 +201,38 @@ pub fn run_and_report(o: &VmOptions) -> Result<Report, VmError> {
         });
     }
     Ok(run.report)
+}
+
+/// Applies the declared known issues to the guest's results, judged by the
+/// guest's release (the console banner; the guest's probes are not seen from
+/// here, so an issue conditioned on a probe fact does not match), and names
+/// each XFAIL/XPASS as a diagnostic after the relayed KTAP.
+fn judge_known(
+    report: &mut Report,
+    k: &KnownIssues,
+    release: Option<String>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let e = Expectations {
+        issues: k.clone(),
+        facts: Facts {
+            release,
+            ..Facts::default()
+        },
+    };
+    e.apply_report(report);
+    for (path, t) in report.leaves() {
+        if matches!(t.status, Status::Xfail | Status::Xpass) {
+            let reason = t.reason.as_deref().unwrap_or("");
+            writeln!(
+                out,
+                "# {} {}: {reason}",
+                t.status.name().to_uppercase(),
+                path.join(": ")
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl VmRun {

@@ -1,30 +1,12 @@
 // CONTINUE on ranges registered MINOR and WP: UFFDIO_CONTINUE_MODE_WP and
 // what a plain CONTINUE maps there. Included by continue.rs.
 
-/// UFFDIO_CONTINUE_MODE_WP (6.4) has no feature bit, so probe it: a kernel
-/// without it refuses the mode bit EINVAL before looking for a VMA; one with
-/// it goes on, finds the unregistered alias view and fails ENOENT.
-fn has_continue_mode_wp(area: &Area, uffd: &Uffd) -> bool {
-    match uffd.r#continue(area.alias_page(0), area.page_size(), ContinueMode::WP) {
-        Err(Partial {
-            errno: Errno::EINVAL, ..
-        }) => false,
-        Err(Partial {
-            errno: Errno::ENOENT, ..
-        }) => true,
-        other => panic!("UFFDIO_CONTINUE_MODE_WP probe on the unregistered alias: {other:?}"),
-    }
-}
-
 #[apply(file_mem)]
 fn continue_mode_wp_maps_page_write_protected(#[case] mem: MemType) {
     let mode = RegisterMode::MINOR | RegisterMode::WP;
     require_mode!(mem, mode);
+    require_behaviour!(caps::Behaviour::ContinueModeWp);
     let (area, uffd) = try_skip!(minor_area(mem, 2, mode));
-    require!(
-        has_continue_mode_wp(&area, &uffd),
-        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
-    );
     let ps = area.page_size();
     for i in 0..2 {
         fill_alias(&area, i, pattern(i));
@@ -71,11 +53,8 @@ fn continue_without_mode_wp_on_minor_wp_range_maps_writable(#[case] mem: MemType
 #[apply(file_mem)]
 fn continue_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MINOR);
+    require_behaviour!(caps::Behaviour::ContinueModeWp);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
-    require!(
-        has_continue_mode_wp(&area, &uffd),
-        "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)"
-    );
     fill_alias(&area, 0, |_| 3);
     assert_eq!(
         uffd.r#continue(area.addr(), area.page_size(), ContinueMode::WP),

@@ -163,19 +163,12 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
         "no REMOVE message"
     );
     assert_eq!(t.settle(), State::Blocked);
-    // Two ABIs, and no feature bit tells them apart: 6.12 writes -EAGAIN
-    // into `mapped`; 6.1 fails before touching it, so it keeps the 0 the
-    // library passed in. Both are pinned; any other answer fails.
-    match uffd.r#continue(area.page(0), ps, ContinueMode::empty()) {
-        Err(Partial {
-            errno: Errno::EAGAIN,
-            progress: 0,
-        }) => println!("# EAGAIN left `mapped` untouched (old ABI)"),
-        r => assert_eq!(
-            r,
-            failed(Errno::EAGAIN)
-        ),
-    }
+    // The fixed ABI (95567729173e): -EAGAIN in `mapped`, not the sentinel
+    // the library preset.
+    assert_eq!(
+        uffd.r#continue(area.page(0), ps, ContinueMode::empty()),
+        failed(Errno::EAGAIN)
+    );
     assert!(!pagemap::is_present(area.page(0)));
     match uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() {
         Some(Event::Remove { start, end }) => assert_eq!((start as usize, end as usize), (a, a + ps)),

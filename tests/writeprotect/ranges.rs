@@ -30,6 +30,8 @@ fn writeprotect_on_unregistered_memory_fails_enoent(#[case] mem: MemType) {
 #[apply(selftest_mem)]
 fn writeprotect_stops_at_first_unregistered_vma_with_enoent(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
+    // Before multi-VMA writeprotect there is no walk to stop.
+    require_behaviour!(caps::Behaviour::MultiVmaWriteprotect);
     let area = try_area!(Area::new(mem, 2));
     area.populate(1);
     let uffd = try_skip!(testing::open_uffd(caps::features_for(mem, RegisterMode::WP)));
@@ -37,34 +39,15 @@ fn writeprotect_stops_at_first_unregistered_vma_with_enoent(#[case] mem: MemType
     // The VMAs are walked in order: the registered head is protected
     // before the unregistered tail fails the call.
     assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
-    if !multi_vma_writeprotect() {
-        assert!(!wp_bit(area.page(0)), "one-VMA ABI: the refused call protects nothing");
-        skip!("kernel writeprotects one VMA per call: no walk to stop (multi-VMA is 6.4)");
-    }
     assert!(wp_bit(area.page(0)), "head VMA protected before the failure");
     assert!(!wp_bit(area.page(1)));
-}
-
-/// Multi-VMA UFFDIO_WRITEPROTECT (6.4) has no feature bit: probe it over two
-/// registered anon VMAs (different modes keep them apart). Before it the
-/// range must lie in one VMA and the call fails ENOENT.
-fn multi_vma_writeprotect() -> bool {
-    let area = Area::new(MemType::Anon, 2).expect("an anon area");
-    let uffd = testing::open_uffd(Features::PAGEFAULT_FLAG_WP).expect("a uffd with PAGEFAULT_FLAG_WP");
-    let ps = area.page_size();
-    uffd.register(area.page(0), ps, RegisterMode::MISSING | RegisterMode::WP)
-        .unwrap();
-    uffd.register(area.page(1), ps, RegisterMode::WP).unwrap();
-    match uffd.writeprotect(area.addr(), area.len(), WP) {
-        Ok(()) => true,
-        Err(Errno::ENOENT) => false,
-        Err(e) => panic!("UFFDIO_WRITEPROTECT over two registered VMAs: {e}"),
-    }
 }
 
 #[apply(selftest_mem)]
 fn writeprotect_skips_unmapped_holes(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
+    // Before multi-VMA writeprotect (6.4) a range must lie in one VMA.
+    require_behaviour!(caps::Behaviour::MultiVmaWriteprotect);
     let mut area = try_area!(Area::new(mem, 3));
     // Far from where other threads map, so the hole stays a hole.
     testing::holes::relocate(&mut area);
@@ -77,17 +60,7 @@ fn writeprotect_skips_unmapped_holes(#[case] mem: MemType) {
     uffd.register(area.page(0), ps, RegisterMode::WP).unwrap();
     uffd.register(area.page(2), ps, RegisterMode::WP).unwrap();
     // for_each_vma_range only visits mapped VMAs: the hole is no error.
-    // No feature bit tells the ABIs apart: before multi-VMA writeprotect
-    // (6.4; Debian 12's 6.1) the range must lie in one VMA, so the call
-    // fails ENOENT having protected nothing; pinned, then skipped.
-    match uffd.writeprotect(area.addr(), 3 * ps, WP) {
-        Ok(()) => {}
-        Err(Errno::ENOENT) => {
-            assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(2)));
-            skip!("kernel writeprotects one VMA per call: a range over a hole fails ENOENT (multi-VMA is 6.4)");
-        }
-        Err(e) => panic!("UFFDIO_WRITEPROTECT over a hole: {e}"),
-    }
+    assert_eq!(uffd.writeprotect(area.addr(), 3 * ps, WP), Ok(()), "over a hole");
     assert!(wp_bit(area.page(0)) && wp_bit(area.page(2)));
     uffd.writeprotect(area.addr(), 3 * ps, UNPROTECT).unwrap();
     assert!(!wp_bit(area.page(0)) && !wp_bit(area.page(2)));
