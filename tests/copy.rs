@@ -595,6 +595,7 @@ fn copy_into_minor_only_range_fills_the_hole(#[case] mem: MemType) {
     let ioctls = uffd.register(area.addr(), area.len(), minor).unwrap();
     // The mask offers COPY in MINOR mode too, and mfill_atomic does not
     // look at the registration mode.
+    assert_ioctls(ioctls, mem, minor);
     assert!(ioctls.contains(Ioctls::COPY | Ioctls::CONTINUE), "{ioctls:?}");
     let ps = area.page_size();
     let src = source(ps, 1);

@@ -35,6 +35,7 @@ fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Resul
     let ioctls = uffd
         .register(area.addr(), area.len(), MISSING)
         .expect("UFFDIO_REGISTER");
+    assert_ioctls(ioctls, mem, MISSING);
     assert!(ioctls.contains(Ioctls::POISON | Ioctls::COPY), "{ioctls:?}");
     Ok((area, Arc::new(uffd)))
 }
@@ -59,7 +60,7 @@ fn child_uffd(area: &Area) -> Result<Arc<Uffd>, i32> {
     let ioctls = uffd
         .register(area.addr(), area.len(), MISSING)
         .map_err(|_| code::SETUP)?;
-    ensure(ioctls.contains(Ioctls::POISON | Ioctls::COPY), code::SETUP)?;
+    ensure(ioctls == expected_ioctls(area.mem(), MISSING), code::SETUP)?;
     Ok(Arc::new(uffd))
 }
 
