@@ -11,8 +11,10 @@ pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
 pub mod ioctls;
+pub mod signal;
 pub mod wp;
 pub use ioctls::*;
+pub use signal::*;
 pub use wp::*;
 
 /// `addr` as the pointer nix's mman calls take.
