@@ -457,6 +457,7 @@ fn move_into_file_memory_fails_einval(#[case] mem: MemType) {
     // Registration offers MOVE on shmem (UFFD_API_RANGE_IOCTLS) though
     // move_pages only takes private anonymous VMAs; hugetlb's BASIC set
     // leaves it out.
+    assert_ioctls(ioctls, mem, MISSING);
     assert_eq!(ioctls.contains(Ioctls::MOVE), !mem.is_hugetlb(), "{ioctls:?}");
     assert_eq!(uffd.r#move(dst.page(0), src.addr(), ps, NONE), failed(Errno::EINVAL));
     assert!(!pagemap::is_present(dst.page(0)));

@@ -14,16 +14,21 @@ use common::*;
 use faulter::{Faulter, State, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MmapAdvise, madvise};
-use nix::sys::signal::Signal;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use testing::progress::{err, failed};
-use testing::{Buf, ChildExit, FaultHandler};
+use testing::{Buf, FaultHandler};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: PoisonMode = PoisonMode::empty();
-const SIGBUS: ChildExit = ChildExit::Signaled(Signal::SIGBUS);
+
+/// The SIGBUS a read or write at `addr` of a poisoned page of `area`
+/// raises: BUS_MCEERR_AR at the exact address, losing one page of the
+/// area's size (a huge page on hugetlb).
+fn poisoned(area: &Area, addr: usize) -> Ended {
+    Ended::Died(FaultSignal::poisoned(addr, area.page_size()))
+}
 
 /// An area of `npages`, `prep`ared, then registered MISSING on a fresh uffd
 /// with UFFD_FEATURE_POISON. Err is the SKIP reason: a missing
@@ -35,6 +40,7 @@ fn prepared_area(mem: MemType, npages: usize, prep: impl FnOnce(&Area)) -> Resul
     let ioctls = uffd
         .register(area.addr(), area.len(), MISSING)
         .expect("UFFDIO_REGISTER");
+    assert_ioctls(ioctls, mem, MISSING);
     assert!(ioctls.contains(Ioctls::POISON | Ioctls::COPY), "{ioctls:?}");
     Ok((area, Arc::new(uffd)))
 }
@@ -59,13 +65,13 @@ fn child_uffd(area: &Area) -> Result<Arc<Uffd>, i32> {
     let ioctls = uffd
         .register(area.addr(), area.len(), MISSING)
         .map_err(|_| code::SETUP)?;
-    ensure(ioctls.contains(Ioctls::POISON | Ioctls::COPY), code::SETUP)?;
+    ensure(ioctls == expected_ioctls(area.mem(), MISSING), code::SETUP)?;
     Ok(Arc::new(uffd))
 }
 
 /// Runs `f` in a forked child holding its own uffd ([`child_uffd`]) over
-/// `area`; `Err(code)` becomes the exit status.
-fn in_poison_child(area: &Area, f: impl FnOnce(&Arc<Uffd>) -> Result<(), i32>) -> ChildExit {
+/// `area`; `Err(code)` becomes the exit status, a fault signal is recorded.
+fn in_poison_child(area: &Area, f: impl FnOnce(&Arc<Uffd>) -> Result<(), i32>) -> Ended {
     in_child(|| f(&child_uffd(area)?))
 }
 
@@ -83,9 +89,10 @@ fn ensure(cond: bool, code: i32) -> Result<(), i32> {
     if cond { Ok(()) } else { Err(code) }
 }
 
-/// Runs `f` in a forked child; `Err(code)` becomes its exit status.
-fn in_child(f: impl FnOnce() -> Result<(), i32>) -> ChildExit {
-    testing::in_child(|| match f() {
+/// Runs `f` in a forked child ([`in_signal_child`]); `Err(code)` becomes
+/// its exit status.
+fn in_child(f: impl FnOnce() -> Result<(), i32>) -> Ended {
+    in_signal_child(|| match f() {
         Ok(()) => 0,
         Err(c) => c,
     })
@@ -128,7 +135,7 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
         ensure(h.events() == n / 2, code::WRONG_EVENTS)?;
         ensure(h.stop().is_empty(), code::HANDLER)
     });
-    assert_eq!(st, ChildExit::Exited(0));
+    assert_eq!(st, Ended::Exited(0));
     // Then each even page, read or written: the poisoned fault is SIGBUS.
     for target in (0..n).step_by(2) {
         for write in [false, true] {
@@ -145,7 +152,11 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
                 }
                 Err(code::NO_SIGBUS)
             });
-            assert_eq!(st, SIGBUS, "page {target}, write {write}");
+            assert_eq!(
+                st,
+                poisoned(&area, area.page(target) + 1),
+                "page {target}, write {write}"
+            );
         }
     }
 }
@@ -173,10 +184,10 @@ fn poisoned_page_raises_sigbus_without_a_fault_message(#[case] mem: MemType) {
             uffd.poison(area.addr(), area.page_size(), NONE) == Ok(area.page_size() as i64),
             code::SETUP,
         )?;
-        testing::read_byte(area.addr());
+        testing::read_byte(area.addr() + 5);
         Err(code::NO_SIGBUS)
     });
-    assert_eq!(st, SIGBUS);
+    assert_eq!(st, poisoned(&area, area.addr() + 5));
 }
 
 #[apply(all_mem)]
@@ -235,7 +246,7 @@ fn poison_then_madv_dontneed_faults_missing_again(#[case] mem: MemType) {
         ensure(*seen.lock().unwrap() == vec![area.addr() as u64], code::WRONG_EVENTS)?;
         ensure(h.stop().is_empty(), code::HANDLER)
     });
-    assert_eq!(st, ChildExit::Exited(0));
+    assert_eq!(st, Ended::Exited(0));
 }
 
 #[apply(all_mem)]
@@ -259,7 +270,8 @@ fn poison_dontwake_leaves_faulter_blocked_until_wake(#[case] mem: MemType) {
         r.join();
         Err(code::NO_SIGBUS)
     });
-    assert_eq!(st, SIGBUS);
+    // The blocked reader's own retry takes it, at the byte it read.
+    assert_eq!(st, poisoned(&area, area.addr() + 2));
 }
 
 #[apply(all_mem)]
@@ -333,14 +345,14 @@ fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem:
     let (area, uffd) = try_skip!(poison_area(mem, 1));
     let ps = area.page_size();
     assert_eq!(uffd.poison(area.addr(), ps, NONE), Ok(ps as i64));
-    let st = testing::access_in_child(area.addr(), testing::Access::Read);
+    let st = access_in_signal_child(area.addr() + 7, testing::Access::Read);
     if mem.is_shared() {
         // No anon_vma: fork copies no page tables (vma_needs_copy), and the
         // child, whose VMA lost the registration, faults in a zero page.
-        assert_eq!(st, ChildExit::Exited(0));
+        assert_eq!(st, Ended::Exited(0));
     } else {
         // Private VMAs copy their PTEs, and copy_pte_marker keeps poison.
-        assert_eq!(st, SIGBUS);
+        assert_eq!(st, poisoned(&area, area.addr() + 7));
     }
     // The parent still holds its marker.
     assert_eq!(uffd.poison(area.addr(), ps, NONE), failed(Errno::EEXIST));

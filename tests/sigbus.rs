@@ -19,15 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 use uffdtest::testing::fdpass;
 use uffdtest::testing::parked::{park, spawn_child_raw, wait_readable};
-use uffdtest::testing::{Buf, ChildExit, in_child, read_byte, wait_child, write_byte};
+use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// Pages the handler flows touch (anon-thp areas have hundreds).
 const TOUCH: usize = 8;
 
-fn sigbus() -> ChildExit {
-    ChildExit::Signaled(nix::sys::signal::Signal::SIGBUS)
+/// How a child that accessed `addr` in SIGBUS mode ends: BUS_ADRERR at the
+/// exact byte (handle_userfault's VM_FAULT_SIGBUS), and death by it.
+fn sigbus_at(addr: usize) -> Ended {
+    Ended::Died(FaultSignal::adrerr(addr))
 }
 
 fn seed(page: usize) -> u8 {
@@ -48,6 +50,8 @@ mod code {
     pub const HANDLER_WP: i32 = 72;
     pub const HANDLER_AGAIN: i32 = 73;
     pub const HANDLER_CODE: i32 = 74;
+    pub const HANDLER_ADDR: i32 = 75;
+    pub const REFAULT: i32 = 76;
 }
 
 /// In the child: a SIGBUS uffd registered over `area` in `mode`.
@@ -63,8 +67,8 @@ fn child_uffd(area: &Area, extra: Features, mode: RegisterMode) -> Result<Uffd, 
 
 /// In a child: registers its own SIGBUS uffd over `area` ([`child_uffd`]),
 /// then makes `access`, which must not return (exit SURVIVED if it does).
-fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access: impl FnOnce()) -> ChildExit {
-    in_child(|| {
+fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access: impl FnOnce()) -> Ended {
+    in_signal_child(|| {
         let _u = match child_uffd(area, extra, mode) {
             Ok(u) => u,
             Err(c) => return c,
@@ -82,18 +86,18 @@ fn missing_read_raises_sigbus(#[case] mem: MemType) {
     let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         read_byte(at);
     });
-    assert_eq!(st, sigbus());
+    assert_eq!(st, sigbus_at(at));
 }
 
 #[apply(all_mem)]
 #[parallel(fork)]
 fn missing_write_raises_sigbus(#[case] mem: MemType) {
     let area = try_skip!(area_to_register(mem, 2, Features::SIGBUS, RegisterMode::MISSING));
-    let at = area.page(0);
+    let at = area.page(0) + 0x41;
     let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
         write_byte(at, 1);
     });
-    assert_eq!(st, sigbus());
+    assert_eq!(st, sigbus_at(at));
 }
 
 #[apply(all_mem)]
@@ -102,7 +106,7 @@ fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
     let wp = caps::features_for(mem, RegisterMode::WP);
     let area = try_skip!(area_to_register(mem, 1, Features::SIGBUS | wp, RegisterMode::WP));
     let at = area.page(0) + 8;
-    let st = in_child(|| {
+    let st = in_signal_child(|| {
         area.populate(0x5e);
         let u = match child_uffd(&area, wp, RegisterMode::WP) {
             Ok(u) => u,
@@ -117,7 +121,7 @@ fn wp_write_raises_sigbus_but_reads_pass(#[case] mem: MemType) {
         write_byte(at, 1);
         code::SURVIVED
     });
-    assert_eq!(st, sigbus());
+    assert_eq!(st, sigbus_at(at));
 }
 
 #[apply(file_mem)]
@@ -130,11 +134,11 @@ fn minor_fault_raises_sigbus(#[case] mem: MemType) {
     // The page is in the page cache (written through the shared alias) but
     // not mapped in the registered view: a minor fault.
     fill_alias_page(&area, 0, 0x4d);
-    let at = area.page(0);
+    let at = area.page(0) + 0x11;
     let st = sigbus_child_access(&area, minor, RegisterMode::MINOR, || {
         read_byte(at);
     });
-    assert_eq!(st, sigbus());
+    assert_eq!(st, sigbus_at(at));
 }
 
 // ---------------------------------------------------------------------------
@@ -145,6 +149,8 @@ static H_BASE: AtomicUsize = AtomicUsize::new(0);
 static H_PS: AtomicUsize = AtomicUsize::new(0);
 static H_SRC: AtomicUsize = AtomicUsize::new(0);
 static H_WP: AtomicBool = AtomicBool::new(false);
+/// The byte the child is about to touch: si_addr must name it exactly.
+static H_EXPECT: AtomicUsize = AtomicUsize::new(0);
 static H_MISSING: AtomicUsize = AtomicUsize::new(0);
 static H_WPS: AtomicUsize = AtomicUsize::new(0);
 /// Per page: 0 untouched, 1 copied, 2 un-protected.
@@ -192,6 +198,9 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let (addr, si_code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
     if si_code != libc::BUS_ADRERR {
         die(code::HANDLER_CODE);
+    }
+    if addr != H_EXPECT.load(Ordering::Relaxed) {
+        die(code::HANDLER_ADDR);
     }
     let (base, ps) = (H_BASE.load(Ordering::Relaxed), H_PS.load(Ordering::Relaxed));
     let page = addr & !(ps - 1);
@@ -242,12 +251,38 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     }
 }
 
+/// Whether page `i` at `at` holds `seed(i)` in every byte but `changed`,
+/// which holds `!seed(i)`. Reads the page whole (it is resolved by now).
+fn page_holds(at: usize, ps: usize, i: usize, changed: Option<usize>) -> bool {
+    // SAFETY: a mapped, resolved page of the child's area.
+    let page = unsafe { std::slice::from_raw_parts(at as *const u8, ps) };
+    page.iter()
+        .enumerate()
+        .all(|(o, &b)| b == if Some(o) == changed { !seed(i) } else { seed(i) })
+}
+
+/// Touches `addr` (a write of `v`, or a read), telling the handler first
+/// which byte its si_addr must name.
+fn touch(addr: usize, write: Option<u8>) -> u8 {
+    H_EXPECT.store(addr, Ordering::Relaxed);
+    match write {
+        Some(v) => {
+            write_byte(addr, v);
+            v
+        }
+        None => read_byte(addr),
+    }
+}
+
 /// The child of the handler flows: every page of the first TOUCH faults
 /// through SIGBUS, is resolved by the handler, and then reads (and, with
-/// `wp`, writes) through. Even pages are read first; with `wp`, odd pages
-/// are written first, which must signal twice (missing, then WP).
-fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
-    let (extra, mode) = if wp {
+/// `wp`, writes) through, each page then compared whole. Even pages are
+/// read first; with `wp`, odd pages are written first, which must signal
+/// twice (missing, then WP). With `refork` (upstream's second half), the
+/// pages are then released and a child forked under EVENT_FORK per page
+/// must die of SIGBUS at its first access of it.
+fn handler_child(area: &Area, src: &Buf, wp: bool, refork: bool) -> i32 {
+    let (mut extra, mode) = if wp {
         (
             caps::features_for(area.mem(), RegisterMode::WP),
             RegisterMode::MISSING | RegisterMode::WP,
@@ -255,6 +290,9 @@ fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
     } else {
         (Features::empty(), RegisterMode::MISSING)
     };
+    if refork {
+        extra |= Features::EVENT_FORK;
+    }
     let u = match child_uffd(area, extra, mode) {
         Ok(u) => u,
         Err(c) => return c,
@@ -267,18 +305,18 @@ fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
     for i in 0..n {
         let at = area.page(i);
         if wp && i % 2 == 1 {
-            write_byte(at + 1, !seed(i));
-            if read_byte(at) != seed(i) || read_byte(at + 1) != !seed(i) {
+            touch(at + 1, Some(!seed(i)));
+            if !page_holds(at, ps, i, Some(1)) {
                 return code::DATA;
             }
             continue;
         }
-        if read_byte(at) != seed(i) || read_byte(at + ps - 1) != seed(i) {
+        if touch(at, None) != seed(i) || !page_holds(at, ps, i, None) {
             return code::DATA;
         }
         if wp {
-            write_byte(at, !seed(i));
-            if read_byte(at) != !seed(i) {
+            touch(at, Some(!seed(i)));
+            if !page_holds(at, ps, i, Some(0)) {
                 return code::DATA;
             }
         }
@@ -288,25 +326,65 @@ fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
         return code::COUNT;
     }
     // SIGBUS mode queues no PAGEFAULT message.
-    match u.read_event(Some(Duration::ZERO)) {
-        Ok(None) => 0,
-        _ => code::QUEUED,
+    if !matches!(u.read_event(Some(Duration::ZERO)), Ok(None)) {
+        return code::QUEUED;
     }
+    if refork {
+        return refault_in_forked_children(area, &u, n);
+    }
+    0
 }
 
-fn handler_flow(mem: MemType, wp: bool) {
+/// Upstream's second half: releases the `n` resolved pages, then forks a
+/// child per page while this thread reads the FORK event (fork waits for
+/// it); each child inherits the SIGBUS registration through it, and its
+/// first access of the released page must die of BUS_ADRERR right there.
+fn refault_in_forked_children(area: &Area, u: &Uffd, n: usize) -> i32 {
+    if area.release(0, n * area.page_size()).is_err() {
+        return code::SETUP;
+    }
+    for i in 0..n {
+        let at = area.page(i) + 5 * i;
+        let forker = park(move || access_in_signal_child(at, testing::Access::Read));
+        if !wait_readable(u, LIMIT) {
+            return code::REFAULT;
+        }
+        let Ok(Some(Event::Fork { uffd: child })) = u.read_event(Some(Duration::ZERO)) else {
+            return code::REFAULT;
+        };
+        if forker.join() != sigbus_at(at) {
+            return code::REFAULT;
+        }
+        // The child's faults queued nothing on its descriptor.
+        if !matches!(child.read_event(Some(Duration::ZERO)), Ok(None)) {
+            return code::QUEUED;
+        }
+    }
+    // Released, still missing here too: nothing was filled behind our back.
+    if (0..n).any(|i| pagemap::is_present(area.page(i))) {
+        return code::DATA;
+    }
+    0
+}
+
+fn handler_flow(mem: MemType, wp: bool, refork: bool) {
     let mut f = Features::SIGBUS;
     let mut mode = RegisterMode::MISSING;
     if wp {
         f |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
+    if refork {
+        // The probe: may this process ask for EVENT_FORK at all?
+        f |= Features::EVENT_FORK;
+        try_skip!(testing::open_uffd(f));
+    }
     let area = try_skip!(area_to_register(mem, 4, f, mode));
     let (src, _) = handler_source(&area);
-    let st = in_child(|| handler_child(&area, &src, wp));
+    let st = in_signal_child(|| handler_child(&area, &src, wp, refork));
     assert_eq!(
         st,
-        ChildExit::Exited(0),
+        Ended::Exited(0),
         "child's exit code names the failed step (see mod code)"
     );
 }
@@ -314,13 +392,25 @@ fn handler_flow(mem: MemType, wp: bool) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn sigbus_handler_copy_resolves_each_missing_page_once(#[case] mem: MemType) {
-    handler_flow(mem, false);
+    handler_flow(mem, false, false);
 }
 
 #[apply(all_mem)]
 #[parallel(fork)]
 fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType) {
-    handler_flow(mem, true);
+    handler_flow(mem, true, false);
+}
+
+/// Upstream's sigbus and sigbus-wp in full: the faults resolved from the
+/// handler, then the range released, and a child forked under EVENT_FORK
+/// refaults each page into SIGBUS again.
+#[apply(all_mem)]
+#[parallel(fork)]
+fn released_pages_sigbus_again_in_a_child_forked_under_event_fork(
+    #[case] mem: MemType,
+    #[values(false, true)] wp: bool,
+) {
+    handler_flow(mem, wp, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -331,15 +421,20 @@ fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType
 fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
     let f = Features::SIGBUS | Features::EVENT_FORK;
     let (area, uffd) = try_skip!(registered_missing(mem, 2, f, |_| {}));
-    let at = area.page(1);
+    let at = area.page(1) + 0x77;
+    let rec = std::sync::Arc::new(Recorder::new());
+    let r = rec.clone();
     let forker = park(move || {
-        wait_child(spawn_child_raw(move || {
+        r.ended(wait_child(spawn_child_raw(|| {
+            if !r.arm() {
+                return code::SETUP;
+            }
             read_byte(at);
             code::SURVIVED
-        }))
+        })))
     });
     let child = next_fork_event(&uffd);
-    assert_eq!(forker.join(), sigbus(), "the child's registration keeps SIGBUS");
+    assert_eq!(forker.join(), sigbus_at(at), "the child's registration keeps SIGBUS");
     // The child is gone; nothing was queued on either descriptor.
     faulter::assert_no_event(&child);
     faulter::assert_no_event(&uffd);
@@ -351,7 +446,7 @@ fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
         uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
         Ok(ps as i64)
     );
-    assert_eq!(area.read(at, 1)[0], 0x2b);
+    assert_eq!(area.read_page(1), vec![0x2b; ps]);
 }
 
 // ---------------------------------------------------------------------------
@@ -365,7 +460,10 @@ static X_SRC: AtomicUsize = AtomicUsize::new(0);
 /// Records si_addr, then zero-fills the page so the access can retry.
 extern "C" fn record_and_fill(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (addr, si_code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+    if si_code != libc::BUS_ADRERR {
+        die(code::HANDLER_CODE);
+    }
     X_ADDR.store(addr, Ordering::Relaxed);
     let ps = X_PS.load(Ordering::Relaxed);
     // COPY from a zeroed source: hugetlb has no ZEROPAGE.
@@ -389,7 +487,7 @@ fn sigbus_reports_the_exact_fault_address(#[case] mem: MemType) {
     let ps = area.page_size();
     let zero = Buf::filled(ps, 0);
     let at = area.addr() + 0x123;
-    let st = in_child(|| {
+    let st = in_signal_child(|| {
         let u = match child_uffd(&area, Features::empty(), RegisterMode::MISSING) {
             Ok(u) => u,
             Err(c) => return c,
@@ -406,7 +504,7 @@ fn sigbus_reports_the_exact_fault_address(#[case] mem: MemType) {
                 return code::SETUP;
             }
         }
-        if read_byte(at) != 0 {
+        if read_byte(at) != 0 || area.read_page(0) != vec![0; ps] {
             return code::DATA;
         }
         // si_addr is the exact address, not the page (unlike a PAGEFAULT
@@ -417,7 +515,7 @@ fn sigbus_reports_the_exact_fault_address(#[case] mem: MemType) {
             code::COUNT
         }
     });
-    assert_eq!(st, ChildExit::Exited(0));
+    assert_eq!(st, Ended::Exited(0));
 }
 
 #[apply(all_mem)]
@@ -459,7 +557,7 @@ fn forked_child_resolves_its_sigbus_faults_through_the_fork_descriptor(#[case] m
             }
             for i in 0..n {
                 let at = base + i * ps;
-                if read_byte(at + 9) != seed(i) || read_byte(at + ps - 1) != seed(i) {
+                if touch(at + 9, None) != seed(i) || !page_holds(at, ps, i, None) {
                     return code::DATA;
                 }
             }

@@ -10,7 +10,11 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+pub mod ioctls;
+pub mod signal;
 pub mod wp;
+pub use ioctls::*;
+pub use signal::*;
 pub use wp::*;
 
 /// `addr` as the pointer nix's mman calls take.
