@@ -16,14 +16,13 @@
 
 mod common;
 use common::*;
-use nix::sys::mman::{MmapAdvise, madvise};
 use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
-use pagemap::{PM_PRESENT, PM_UFFD_WP};
+use pagemap::{PM_PRESENT, PM_SWAP, PM_UFFD_WP};
 use serial_test::serial;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
-use testing::ChildExit;
+use testing::{ChildExit, swap};
 
 /// Bits 0-54 of a present entry: the page frame number (root only).
 const PM_PFN: u64 = (1 << 55) - 1;
@@ -164,27 +163,38 @@ fn read_u64(fd: &OwnedFd) -> Option<u64> {
     }
 }
 
-/// Drops the parent's mapping of the page the way that keeps uffd-wp:
-/// shared memory gets a PTE marker, private memory would be swapped out
-/// (MADV_PAGEOUT; without swap it stays mapped, protected either way).
-fn zap(area: &Area) {
-    let advice = if area.mem().is_shared() {
-        MmapAdvise::MADV_DONTNEED
-    } else {
-        MmapAdvise::MADV_PAGEOUT
-    };
-    // SAFETY: our own area.
-    let r = unsafe {
-        madvise(
-            std::ptr::NonNull::new(area.addr() as *mut _).unwrap(),
-            area.len(),
-            advice,
-        )
-    };
-    if area.mem().is_shared() {
-        r.expect("MADV_DONTNEED");
+/// Drops the parent's mapping of the page the way that keeps uffd-wp, and
+/// proves it went: shared memory gets a PTE marker (MADV_DONTNEED; the page
+/// stays in the file), swappable private memory a swap entry
+/// (`swap::page_out`, which checks the page left memory). Private hugetlb
+/// is never paged out (MADV_PAGEOUT refuses VM_HUGETLB: EINVAL), so there
+/// MADV_DONTNEED drops the page and leaves a marker. Returns what pagemap
+/// shows of the parent's entry then: a marker or a swap entry is a
+/// swap-format entry (PM_SWAP), except hugetlb's, which pagemap reports as
+/// PM_UFFD_WP alone.
+fn zap(area: &Area) -> u64 {
+    let (a, len) = (area.addr(), area.len());
+    let mem = area.mem();
+    if !mem.is_shared() && !mem.is_hugetlb() {
+        // The one page the case filled: on anon-thp the rest of the THP is
+        // zeros, which splitting it for reclaim maps to the shared zero page
+        // (never paged out).
+        swap::page_out(a, area.page_size());
+        return PM_SWAP | PM_UFFD_WP;
     }
-    // MADV_PAGEOUT's answer is advisory (hugetlb refuses it: EINVAL).
+    if !mem.is_shared() {
+        assert_eq!(
+            testing::mm::madvise(a, len, libc::MADV_PAGEOUT),
+            Err(nix::errno::Errno::EINVAL),
+            "MADV_PAGEOUT on hugetlb"
+        );
+    }
+    testing::mm::madvise(a, len, libc::MADV_DONTNEED).expect("MADV_DONTNEED");
+    if mem.is_hugetlb() {
+        PM_UFFD_WP
+    } else {
+        PM_SWAP | PM_UFFD_WP
+    }
 }
 
 /// The child ended well and its entry carries the WP bit iff `want_wp`
@@ -236,17 +246,40 @@ fn fork_keeps_or_drops(mem: MemType, event: bool) {
     check_child(&c, event, "fork of a protected page");
     assert!(pagemap::is_uffd_wp(a), "the parent keeps its bit");
 
-    zap(&area);
-    assert!(
-        pagemap::is_uffd_wp(a),
+    protect(&uffd, &area, false);
+    assert!(!pagemap::is_uffd_wp(a), "un-protect clears the bit");
+    assert!(area.read_page(0) == vec![0x5a; area.page_size()], "contents survive");
+    faulter::assert_no_event(&uffd);
+}
+
+/// The page is zapped ([`zap`]) while protected, then the process forks:
+/// the marker or swap entry is copied with its bit only into a child that
+/// EVENT_FORK keeps registered. Swappable private types need a swap
+/// device, so the zap leaves a swap entry rather than the page.
+fn fork_of_zapped_page(mem: MemType, event: bool) {
+    if !mem.is_shared() && !mem.is_hugetlb() {
+        try_skip!(swap::available());
+    }
+    let (area, uffd) = try_skip!(wp_page(mem, event));
+    let (a, len, ps) = (area.addr(), area.len(), area.page_size());
+    protect(&uffd, &area, true);
+    let want = zap(&area);
+    let mask = PM_PRESENT | PM_SWAP | PM_UFFD_WP;
+    assert_eq!(
+        entry(a) & mask,
+        want,
         "zapping keeps the parent's bit (marker or swap entry)"
     );
+
     let c = fork_and_look(&uffd, event, a, len, false);
     check_child(&c, event, "fork of a zapped protected page");
+    assert_eq!(entry(a) & mask, want, "the fork left the parent's entry alone");
 
     protect(&uffd, &area, false);
     assert!(!pagemap::is_uffd_wp(a), "un-protect clears the bit");
-    assert_eq!(testing::read_byte(a), 0x5a, "contents survive the zap");
+    // Only private hugetlb lost the page to the zap: it reads back zeros.
+    let byte = if mem == MemType::HugetlbPrivate { 0 } else { 0x5a };
+    assert!(area.read_page(0) == vec![byte; ps], "contents after the zap");
     assert!(!pagemap::is_uffd_wp(a), "faulting the page back in leaves it clear");
     faulter::assert_no_event(&uffd);
 }
@@ -266,6 +299,21 @@ fn fork_with_event_keeps_wp_in_child(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::EVENT_FORK);
     fork_keeps_or_drops(mem, true);
+}
+
+#[apply(all_mem)]
+#[serial(fork)]
+fn fork_of_zapped_page_without_event_drops_wp_in_child(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    fork_of_zapped_page(mem, false);
+}
+
+#[apply(all_mem)]
+#[serial(fork)]
+fn fork_of_zapped_page_with_event_keeps_wp_in_child(#[case] mem: MemType) {
+    require_mode!(mem, RegisterMode::WP);
+    require_features!(Features::EVENT_FORK);
+    fork_of_zapped_page(mem, true);
 }
 
 /// Skips unless some long-term pin works here; returns how pins are taken.

@@ -16,6 +16,7 @@ pub mod pagemap_scan;
 pub mod parked;
 pub mod pin;
 pub mod smaps;
+pub mod swap;
 
 use crate::caps::OpenFailure;
 use crate::mem::{Area, MemType, Unavailable};
