@@ -40,10 +40,15 @@ impl LoadConfig {
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn mem_available() -> Option<usize> {
+    meminfo("MemAvailable:")
+}
+
+/// A /proc/meminfo field, in bytes.
+fn meminfo(field: &str) -> Option<usize> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: usize = s
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -185,13 +190,15 @@ fn spin(stop: &AtomicBool) {
     }
 }
 
-/// Writes every page, pages half of the area out (reclaim, swap where there
+/// Writes every page, pages part of the area out (reclaim, swap where there
 /// is swap), drops the rest (freeing folios to fragment the free lists) and
 /// starts again: the memory pressure that makes reclaim and compaction run
-/// beside the cases.
+/// beside the cases. What it pages out stays within a quarter of the free
+/// swap, so the cases that page out themselves still find room.
 fn churn(area: &Area, stop: &AtomicBool, rounds: &AtomicU64) {
     let page = crate::mem::base_page_size();
-    let half = (area.len / 2) & !(page - 1);
+    let swap_room = meminfo("SwapFree:").unwrap_or(0) / 4;
+    let half = (area.len / 2).min(swap_room.max(page)) & !(page - 1);
     while !stop.load(Ordering::Relaxed) {
         let base = area.ptr.as_ptr().cast::<u8>();
         for off in (0..area.len).step_by(page) {
