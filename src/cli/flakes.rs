@@ -184,7 +184,16 @@ pub fn flakes(a: &FlakesArgs) -> Exit {
             cfg.memory_bytes = m << 20;
         }
         match Load::start(&cfg) {
-            Ok(l) => Some(l),
+            Ok(l) => {
+                eprintln!(
+                    "uffdtest flakes: load on: {} spinning threads, {} MiB churned, compaction every {} ms",
+                    cfg.cpu_threads,
+                    cfg.memory_bytes >> 20,
+                    cfg.compact_every.as_millis()
+                );
+                l.warm_up(std::time::Duration::from_secs(60));
+                Some(l)
+            }
             Err(e) => return Exit::CouldNotRun.because("uffdtest flakes", e),
         }
     };

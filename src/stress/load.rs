@@ -140,6 +140,15 @@ impl Load {
         Ok(())
     }
 
+    /// Waits until the churn has been through its area once (at most
+    /// `limit`), so that the first pass already runs under pressure.
+    pub fn warm_up(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        while self.churn_rounds.load(Ordering::Relaxed) == 0 && start.elapsed() < limit && !self.threads.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn totals(&self) -> LoadTotals {
         LoadTotals {
             churn_rounds: self.churn_rounds.load(Ordering::Relaxed),
