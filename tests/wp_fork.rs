@@ -5,7 +5,12 @@
 //!
 //! Every case takes `#[serial(fork)]`: a fork anywhere in this process
 //! queues a FORK message on every EVENT_FORK uffd of the process, so two
-//! forking cases side by side would read each other's messages.
+//! forking cases side by side would read each other's messages. The pin
+//! cases add `gup_test`, which the runner does not keep per process: the
+//! kernel's gup_test holds one global set of long-term pins, and any
+//! process's PIN_LONGTERM_TEST_STOP, or the close of its gup_test fd
+//! (`gup_test_release()`), unpins everybody's; two pinning cases at once
+//! would unpin each other and the fork would no longer copy.
 //!
 //! Kernels without 5a2f8d22ace4 ("mm/hugetlb: fix uffd-wp during fork()",
 //! v6.4-rc1, in 6.3.2 as 4daf7b0c434c; not in 6.1.y, 6.1.192 still lacks
@@ -359,7 +364,7 @@ fn pinned_parent_fork(mem: MemType, event: bool) {
 }
 
 #[apply(all_mem)]
-#[serial(fork)]
+#[serial(fork, gup_test)]
 fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     pinned_parent_fork(mem, false);
@@ -369,7 +374,7 @@ fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
 /// during fork()"): the early CoW (hugetlb_install_page()) made a fresh
 /// entry without the bit.
 #[apply(all_mem)]
-#[serial(fork)]
+#[serial(fork, gup_test)]
 fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::EVENT_FORK);
@@ -383,7 +388,7 @@ fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
 /// hugetlb_wp() never CoWs a uffd-wp entry and the child's VMA has no uffd
 /// to resolve it. The child's deadline turns that into a failure.
 #[apply(all_mem)]
-#[serial(fork)]
+#[serial(fork, gup_test)]
 fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     try_skip!(pin_available());
@@ -399,7 +404,7 @@ fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
 }
 
 #[apply(all_mem)]
-#[serial(fork)]
+#[serial(fork, gup_test)]
 fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
     // The unshare a read-only pin forces must carry the WP bit over.
     // A write pin (io_uring) cannot test this: on a protected page it is
