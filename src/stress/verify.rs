@@ -194,22 +194,11 @@ pub const EMPTY: u8 = 0;
 pub const CLAIMED: u8 = 1;
 pub const FILLED: u8 = 2;
 
-/// Which body words the audit after bounce `n` compares: all of them after
-/// the last bounce and in the soak (`every`); on `ver` bounces (bit 2) one
-/// eighth, a different eighth each time; otherwise none (headers only).
-/// Bodies never change and each bounce copies them on, so a wrong byte
-/// from any bounce is still found by the last audit, named by its page.
-pub fn audit_words(ps: usize, n: u64, every: bool) -> std::ops::Range<usize> {
-    let all = BODY / 8..ps / 8;
-    if every || n == 0 {
-        return all;
-    }
-    if n & 4 == 0 {
-        return 0..0;
-    }
-    let eighth = (ps / 8).div_ceil(8);
-    let k = (n as usize + n as usize / 8) % 8;
-    (k * eighth).max(all.start)..((k + 1) * eighth).min(all.end)
+/// Which body words every audit compares: all of them, every bounce, so a
+/// wrong byte is named by the bounce that made it (a sampled audit would
+/// find it only bounces later, if the bytes travelled on unchanged).
+pub fn audit_words(ps: usize) -> std::ops::Range<usize> {
+    BODY / 8..ps / 8
 }
 
 /// Per-page bookkeeping of one bounce, written by every thread.

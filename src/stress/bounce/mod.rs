@@ -11,9 +11,8 @@
 //! Ours adds: on shmem and hugetlb, bounces with an odd number of those four
 //! bits set are minor bounces: the destination is registered MISSING|MINOR
 //! and filled through its alias, and faults are resolved with CONTINUE.
-//! Every bounce audits every page's header and accounting; bodies are
-//! compared on bit-2 bounces (an eighth) and in full after the last
-//! (upstream checks only counters, on bit-2 bounces).
+//! Every bounce audits every page whole: header, accounting and every body
+//! byte (upstream checks only counters, on bit-2 bounces).
 
 mod config;
 mod resolve;
@@ -192,8 +191,6 @@ pub struct Bounce {
     increments: AtomicU64,
     verified: AtomicU64,
     verified_bytes: AtomicU64,
-    /// Whether this bounce is audited as the soak's (every byte).
-    every: AtomicBool,
     wake_rd: OwnedFd,
     wake_wr: OwnedFd,
     tids: Mutex<Vec<libc::pthread_t>>,

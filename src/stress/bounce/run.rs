@@ -70,10 +70,9 @@ impl Bounce {
     }
 
     /// One bounce; returns the stats line.
-    fn bounce(&self, n: u64, every: bool, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, Finding> {
+    fn bounce(&self, n: u64, disrupt: Option<&(dyn Fn(u64) + Sync)>) -> Result<String, Finding> {
         let mode = Mode(n);
-        self.every.store(every, Relaxed);
-        let words = verify::audit_words(self.ps, n, every);
+        let words = verify::audit_words(self.ps);
         let minor = self.minor_ok && mode.minor();
         self.mode.store(n, Relaxed);
         self.minor.store(minor, Relaxed);
@@ -170,16 +169,10 @@ impl Bounce {
             line += &format!(" {spurious} spurious");
         }
         line += &format!(
-            ", {} updates, {} pages verified{}",
+            ", {} updates, {} pages verified ({} bytes each)",
             self.increments.load(Relaxed) - before,
             self.npages,
-            if words.len() * 8 + verify::BODY == self.ps {
-                " (every byte)".to_string()
-            } else if words.is_empty() {
-                " (headers)".to_string()
-            } else {
-                format!(" (headers, bytes {:#x}..{:#x})", words.start * 8, words.end * 8)
-            }
+            verify::BODY + words.len() * 8
         );
         let errs = self.nerrors.load(Relaxed) - errs_before;
         if errs > 0 {
@@ -305,7 +298,6 @@ fn setup(cfg: &Config, extra: Option<MakeExtra>) -> Result<(Bounce, Option<Featu
             increments: AtomicU64::new(0),
             verified: AtomicU64::new(0),
             verified_bytes: AtomicU64::new(0),
-            every: AtomicBool::new(true),
             wake_rd: rd,
             wake_wr: wr,
             tids: Mutex::new(Vec::new()),
@@ -356,9 +348,7 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
         while n > 0 && cfg.duration.is_none_or(|d| start.elapsed() < d) {
             n -= 1;
             let minor = b.minor_ok && Mode(n).minor();
-            // The soak audits every byte every bounce (see audit_words).
-            let every = cfg.duration.is_some();
-            match b.bounce(n, every, disrupt.as_ref().map(|d| d as &(dyn Fn(u64) + Sync))) {
+            match b.bounce(n, disrupt.as_ref().map(|d| d as &(dyn Fn(u64) + Sync))) {
                 Ok(line) => {
                     if !cfg.quiet && !cfg.soak {
                         let _ = writeln!(out, "{line}");

@@ -111,7 +111,7 @@ impl Bounce {
     fn audit_stripe(&self, i: usize) {
         let wid = i;
         let chunk = self.npages.div_ceil(2 * self.nslices);
-        let words = verify::audit_words(self.ps, self.mode.load(Relaxed), self.every.load(Relaxed));
+        let words = verify::audit_words(self.ps);
         let bytes = (verify::BODY + words.len() * 8) as u64;
         let r = Rules {
             wp: self.wp_now(),
