@@ -51,7 +51,6 @@ mod code {
     pub const HANDLER_AGAIN: i32 = 73;
     pub const HANDLER_CODE: i32 = 74;
     pub const HANDLER_ADDR: i32 = 75;
-    pub const REFAULT: i32 = 76;
 }
 
 /// In the child: a SIGBUS uffd registered over `area` in `mode`.
@@ -278,11 +277,9 @@ fn touch(addr: usize, write: Option<u8>) -> u8 {
 /// through SIGBUS, is resolved by the handler, and then reads (and, with
 /// `wp`, writes) through, each page then compared whole. Even pages are
 /// read first; with `wp`, odd pages are written first, which must signal
-/// twice (missing, then WP). With `refork` (upstream's second half), the
-/// pages are then released and a child forked under EVENT_FORK per page
-/// must die of SIGBUS at its first access of it.
-fn handler_child(area: &Area, src: &Buf, wp: bool, refork: bool) -> i32 {
-    let (mut extra, mode) = if wp {
+/// twice (missing, then WP).
+fn handler_child(area: &Area, src: &Buf, wp: bool) -> i32 {
+    let (extra, mode) = if wp {
         (
             caps::features_for(area.mem(), RegisterMode::WP),
             RegisterMode::MISSING | RegisterMode::WP,
@@ -290,9 +287,6 @@ fn handler_child(area: &Area, src: &Buf, wp: bool, refork: bool) -> i32 {
     } else {
         (Features::empty(), RegisterMode::MISSING)
     };
-    if refork {
-        extra |= Features::EVENT_FORK;
-    }
     let u = match child_uffd(area, extra, mode) {
         Ok(u) => u,
         Err(c) => return c,
@@ -329,59 +323,19 @@ fn handler_child(area: &Area, src: &Buf, wp: bool, refork: bool) -> i32 {
     if !matches!(u.read_event(Some(Duration::ZERO)), Ok(None)) {
         return code::QUEUED;
     }
-    if refork {
-        return refault_in_forked_children(area, &u, n);
-    }
     0
 }
 
-/// Upstream's second half: releases the `n` resolved pages, then forks a
-/// child per page while this thread reads the FORK event (fork waits for
-/// it); each child inherits the SIGBUS registration through it, and its
-/// first access of the released page must die of BUS_ADRERR right there.
-fn refault_in_forked_children(area: &Area, u: &Uffd, n: usize) -> i32 {
-    if area.release(0, n * area.page_size()).is_err() {
-        return code::SETUP;
-    }
-    for i in 0..n {
-        let at = area.page(i) + 5 * i;
-        let forker = park(move || access_in_signal_child(at, testing::Access::Read));
-        if !wait_readable(u, LIMIT) {
-            return code::REFAULT;
-        }
-        let Ok(Some(Event::Fork { uffd: child })) = u.read_event(Some(Duration::ZERO)) else {
-            return code::REFAULT;
-        };
-        if forker.join() != sigbus_at(at) {
-            return code::REFAULT;
-        }
-        // The child's faults queued nothing on its descriptor.
-        if !matches!(child.read_event(Some(Duration::ZERO)), Ok(None)) {
-            return code::QUEUED;
-        }
-    }
-    // Released, still missing here too: nothing was filled behind our back.
-    if (0..n).any(|i| pagemap::is_present(area.page(i))) {
-        return code::DATA;
-    }
-    0
-}
-
-fn handler_flow(mem: MemType, wp: bool, refork: bool) {
+fn handler_flow(mem: MemType, wp: bool) {
     let mut f = Features::SIGBUS;
     let mut mode = RegisterMode::MISSING;
     if wp {
         f |= caps::features_for(mem, RegisterMode::WP);
         mode |= RegisterMode::WP;
     }
-    if refork {
-        // The probe: may this process ask for EVENT_FORK at all?
-        f |= Features::EVENT_FORK;
-        try_skip!(testing::open_uffd(f));
-    }
     let area = try_skip!(area_to_register(mem, 4, f, mode));
     let (src, _) = handler_source(&area);
-    let st = in_signal_child(|| handler_child(&area, &src, wp, refork));
+    let st = in_signal_child(|| handler_child(&area, &src, wp));
     assert_eq!(
         st,
         Ended::Exited(0),
@@ -392,25 +346,13 @@ fn handler_flow(mem: MemType, wp: bool, refork: bool) {
 #[apply(all_mem)]
 #[parallel(fork)]
 fn sigbus_handler_copy_resolves_each_missing_page_once(#[case] mem: MemType) {
-    handler_flow(mem, false, false);
+    handler_flow(mem, false);
 }
 
 #[apply(all_mem)]
 #[parallel(fork)]
 fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType) {
-    handler_flow(mem, true, false);
-}
-
-/// Upstream's sigbus and sigbus-wp in full: the faults resolved from the
-/// handler, then the range released, and a child forked under EVENT_FORK
-/// refaults each page into SIGBUS again.
-#[apply(all_mem)]
-#[parallel(fork)]
-fn released_pages_sigbus_again_in_a_child_forked_under_event_fork(
-    #[case] mem: MemType,
-    #[values(false, true)] wp: bool,
-) {
-    handler_flow(mem, wp, true);
+    handler_flow(mem, true);
 }
 
 // ---------------------------------------------------------------------------
