@@ -319,3 +319,25 @@ fn bisect_step_judges_the_guest_run() {
         "{v}"
     );
 }
+
+#[test]
+fn guest_swap_comes_from_the_kernels_own_zram() {
+    // CI's kernel is a Debian package unpacked with dpkg-deb -x: zram is a
+    // module under <image dir>/../lib/modules/<release>, and its
+    // dependencies must come before it.
+    use uffdtest::vm::initramfs::{GuestSwap, swap_modules};
+    let k = kernel_or_skip!();
+    let mods = match swap_modules(&k, None, None) {
+        Ok(GuestSwap::Modules(m)) => m,
+        Ok(GuestSwap::BuiltIn) => return,
+        Err(why) => panic!("no swap for the guest: {why}"),
+    };
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    let zram = names.iter().position(|n| *n == "zram").expect("zram packed");
+    let zsmalloc = names.iter().position(|n| *n == "zsmalloc").expect("zsmalloc packed");
+    assert!(zsmalloc < zram, "dependencies load first: {names:?}");
+    assert!(
+        mods.iter().all(|m| m.image.starts_with(b"\x7fELF")),
+        "uncompressed: {names:?}"
+    );
+}

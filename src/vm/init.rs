@@ -17,6 +17,15 @@ pub const HEARTBEAT: &str = "uffdtest: heartbeat";
 /// What the init writes to the kernel log once the last case is over.
 pub const RUN_DONE: &str = "uffdtest: guest run done";
 
+/// What the init writes to the kernel log when the guest gets no swap
+/// device (the swap cases then skip), followed by why.
+pub const NO_SWAP: &str = "uffdtest: no swap device in the guest: ";
+
+/// The zram device the init swaps on, and its size: room for every page
+/// the swap cases page out many times over (they compress well).
+const ZRAM: &str = "zram0";
+const ZRAM_BYTES: u64 = 256 << 20;
+
 /// Diagnostic prefix of a guest-side error the host shows as is.
 pub const GUEST_ERROR: &str = "uffdtest-guest: error: ";
 
@@ -144,6 +153,10 @@ pub fn main() -> ! {
 fn run() -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
+    match swap_on() {
+        Ok(what) => kmsg(&format!("uffdtest: swap on {what}")),
+        Err(why) => kmsg(&format!("{NO_SWAP}{why}")),
+    }
     let mut port = open_ktap_port()?;
     let dir = Path::new("/");
     let text = std::fs::read_to_string(dir.join(super::initramfs::GUEST_CONFIG)).map_err(InitError::ReadConfig)?;
@@ -196,6 +209,84 @@ fn mount_all() -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+/// Loads the modules the host packed (`/modules/NN-name.ko`, in order),
+/// sizes zram0, writes a swap header on it and swaps on it, so the swap
+/// cases run: zram writes synchronously, so a page paged out leaves the
+/// swap cache at once. Ok says what; Err why there is no swap.
+fn swap_on() -> Result<String, String> {
+    let mut mods: Vec<_> = std::fs::read_dir(Path::new("/").join(super::initramfs::MODULES_DIR))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    mods.sort();
+    for m in &mods {
+        let image = std::fs::read(m).map_err(|e| format!("{}: {e}", m.display()))?;
+        load_module(&image).map_err(|e| format!("init_module({}): {e}", m.display()))?;
+    }
+    let sys = Path::new("/sys/block").join(ZRAM);
+    if !sys.exists() {
+        return Err("the kernel has no zram (CONFIG_ZRAM, see qemu/uffd.config)".into());
+    }
+    std::fs::write(sys.join("disksize"), ZRAM_BYTES.to_string())
+        .map_err(|e| format!("cannot size {ZRAM} (its compressor missing?): {e}"))?;
+    let dev = Path::new("/dev").join(ZRAM);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !dev.exists() {
+        if std::time::Instant::now() > until {
+            return Err(format!("{} never appeared", dev.display()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let header = swap_header(ZRAM_BYTES, page_size());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev)
+        .map_err(|e| format!("cannot open {}: {e}", dev.display()))?;
+    f.write_all(&header)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write the swap header on {}: {e}", dev.display()))?;
+    drop(f);
+    let path = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).expect("no NUL in a path");
+    // SAFETY: a NUL-terminated path; flags 0 (default priority).
+    if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
+        return Err(format!("swapon({}): {}", dev.display(), nix::errno::Errno::last()));
+    }
+    Ok(format!(
+        "{} ({} MiB, {} module(s) loaded)",
+        dev.display(),
+        ZRAM_BYTES >> 20,
+        mods.len()
+    ))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// init_module(2) of an uncompressed module image, no parameters; a module
+/// already there (EEXIST) is fine.
+fn load_module(image: &[u8]) -> Result<(), nix::errno::Errno> {
+    // SAFETY: the image and the empty parameter string outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_init_module, image.as_ptr(), image.len(), c"".as_ptr()) };
+    match nix::errno::Errno::result(r) {
+        Ok(_) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The first page of a swap area of `bytes`, as mkswap(8) writes it
+/// (`union swap_header` in include/linux/swap.h): `version` 1 at 1024,
+/// `last_page` (the last usable page's index) at 1028, no bad pages, and
+/// the magic `SWAPSPACE2` ending the page.
+pub fn swap_header(bytes: u64, page: usize) -> Vec<u8> {
+    let mut h = vec![0u8; page];
+    let last_page = (bytes / page as u64 - 1) as u32;
+    h[1024..1028].copy_from_slice(&1u32.to_ne_bytes());
+    h[1028..1032].copy_from_slice(&last_page.to_ne_bytes());
+    h[page - 10..].copy_from_slice(b"SWAPSPACE2");
+    h
 }
 
 /// Opens ttyS1 raw: no `\n` → `\r\n`, no echo, no flow control.
@@ -305,5 +396,20 @@ impl Reporter for FaultInjector {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_header_is_what_mkswap_writes() {
+        // mkswap(8) on 256 MiB: version 1, last_page 0xffff, SWAPSPACE2.
+        let h = swap_header(256 << 20, 4096);
+        assert_eq!(h.len(), 4096);
+        assert_eq!(h[1024..1036], [1, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&h[4086..], b"SWAPSPACE2");
+        assert!(h[..1024].iter().all(|&b| b == 0), "boot bits left alone");
     }
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub const GUEST_CONFIG: &str = "etc/uffdtest-guest.json";
 /// Where the test binaries go, and the manifest that lists them.
 pub const TESTS_DIR: &str = "tests";
+/// Where the kernel modules the init loads go, `NN-name.ko` in load order.
+pub const MODULES_DIR: &str = "modules";
 
 /// What goes into the initramfs.
 #[derive(Debug, Clone)]
@@ -22,6 +24,16 @@ pub struct Contents {
     pub tests: Manifest,
     /// The guest's orders, serialised as JSON.
     pub guest_config: String,
+    /// Kernel modules for the init to load, in load order ([`swap_modules`]).
+    pub modules: Vec<Module>,
+}
+
+/// One kernel module, uncompressed, as init_module(2) takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// As the kernel names it (`-` read as `_`): `zram`, `zsmalloc`.
+    pub name: String,
+    pub image: Vec<u8>,
 }
 
 /// A newc archive being written. Entries must come parents first.
@@ -110,7 +122,17 @@ pub fn write(path: &Path, c: &Contents) -> Result<(), VmError> {
 /// `/tests/<name>`, `/tests/uffdtest-tests.json`, `/etc/uffdtest-guest.json`.
 pub fn pack<W: Write>(out: W, c: &Contents) -> io::Result<W> {
     let mut a = Archive::new(out);
-    for d in ["dev", "proc", "sys", "tmp", "etc", "mnt", "mnt/huge", TESTS_DIR] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "etc",
+        "mnt",
+        "mnt/huge",
+        TESTS_DIR,
+        MODULES_DIR,
+    ] {
         a.dir(d)?;
     }
     a.char_dev("dev/console", 5, 1)?;
@@ -127,7 +149,215 @@ pub fn pack<W: Write>(out: W, c: &Contents) -> io::Result<W> {
     let manifest = serde_json::to_string_pretty(&guest).expect("manifest serialises");
     a.bytes(&format!("{TESTS_DIR}/{MANIFEST_NAME}"), 0o644, manifest.as_bytes())?;
     a.bytes(GUEST_CONFIG, 0o644, c.guest_config.as_bytes())?;
+    for (i, m) in c.modules.iter().enumerate() {
+        a.bytes(&format!("{MODULES_DIR}/{i:02}-{}.ko", m.name), 0o644, &m.image)?;
+    }
     a.finish()
+}
+
+/// The kernel release an x86 bzImage names in its setup header
+/// (`kernel_version` at 0x20E points at the string, 0x200 bytes on;
+/// Documentation/arch/x86/boot.rst): `6.12.118+deb12-cloud-amd64`.
+pub fn kernel_release(image: &Path) -> Option<String> {
+    let mut f = File::open(image).ok()?;
+    let mut head = vec![0u8; 0x10000];
+    let n = f.read(&mut head).ok()?;
+    head.truncate(n);
+    let off = u16::from_le_bytes([*head.get(0x20E)?, *head.get(0x20F)?]) as usize + 0x200;
+    let s = head.get(off..)?;
+    let end = s.iter().position(|&b| b == 0 || b == b' ')?;
+    let r = std::str::from_utf8(&s[..end]).ok()?;
+    (!r.is_empty()).then(|| r.to_string())
+}
+
+/// The swap device the guest gets: zram, built in or loaded from modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestSwap {
+    /// zram is built in (or the config is unknown): nothing to load.
+    BuiltIn,
+    /// These modules, in load order, bring zram and its compressor.
+    Modules(Vec<Module>),
+}
+
+/// Where `kernel`'s modules are: its build tree, `<image dir>/../lib/modules/<release>`
+/// (a Debian package unpacked with `dpkg-deb -x`), or `/lib/modules/<release>`.
+fn modules_dirs(image: &Path, tree: Option<&Path>, release: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = tree.map(Path::to_path_buf).into_iter().collect();
+    if let Some(dir) = image.parent() {
+        v.push(dir.join("..").join("lib/modules").join(release));
+    }
+    v.push(Path::new("/lib/modules").join(release));
+    v.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+/// The config beside the kernel: the build tree's `.config`, or
+/// `config-<release>` next to the image (as /boot and Debian's packages have it).
+fn kernel_config(image: &Path, config: Option<&Path>, release: Option<&str>) -> Option<String> {
+    let p = config
+        .map(Path::to_path_buf)
+        .or_else(|| Some(image.parent()?.join(format!("config-{}", release?))))?;
+    std::fs::read_to_string(p).ok()
+}
+
+/// What the guest needs for a swap device (zram, which writes synchronously,
+/// so a paged-out page leaves the swap cache at once): nothing if zram is
+/// built in, else zram's module with its dependencies and the compressor
+/// its default algorithm names, from the kernel's own modules. Err says why
+/// the guest gets no swap (its swap cases then skip).
+pub fn swap_modules(image: &Path, tree: Option<&Path>, config: Option<&Path>) -> Result<GuestSwap, String> {
+    let release = kernel_release(image);
+    let cfg = kernel_config(image, config, release.as_deref()).map(|t| super::kconfig::parse_config(&t));
+    let opt = |k: &str| cfg.as_ref().and_then(|c| c.get(k).cloned());
+    if cfg.is_some() {
+        if opt("CONFIG_SWAP").as_deref() != Some("y") {
+            return Err("the kernel has no CONFIG_SWAP".into());
+        }
+        match opt("CONFIG_ZRAM").as_deref() {
+            Some("y") => return Ok(GuestSwap::BuiltIn),
+            Some("m") => {}
+            _ => return Err("the kernel has no CONFIG_ZRAM".into()),
+        }
+    }
+    let release = release.ok_or("cannot read the kernel release from the image")?;
+    let dirs = modules_dirs(image, tree, &release);
+    let index =
+        dirs.iter()
+            .flat_map(|d| index_modules(d))
+            .fold(std::collections::HashMap::new(), |mut m, (name, path)| {
+                m.entry(name).or_insert(path);
+                m
+            });
+    if !index.contains_key("zram") {
+        if cfg.is_none() {
+            return Ok(GuestSwap::BuiltIn);
+        }
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(format!(
+            "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: {})",
+            if looked.is_empty() {
+                "no <image dir>/../lib/modules/<release> nor /lib/modules/<release>".to_string()
+            } else {
+                looked.join(", ")
+            }
+        ));
+    }
+    let mut order = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    add_with_deps("zram", &index, &mut seen, &mut order)?;
+    // zram allocates its compressor by name; through the crypto API (6.1) a
+    // modular algorithm is only found if loaded first (no modprobe in the guest).
+    if let Some(alg) = opt("CONFIG_ZRAM_DEF_COMP") {
+        let alg = alg.trim_matches('"');
+        let alias = format!("alias=crypto-{alg}");
+        let provides = |p: &PathBuf| read_module(p).is_ok_and(|img| modinfo(&img).contains(&alias.as_str()));
+        // The module named like the algorithm (`lzo` for lzo-rle) first;
+        // else any crypto module: unpacking every module would take long.
+        let by_name = [alg.replace('-', "_"), alg.split('-').next().unwrap_or(alg).to_string()]
+            .into_iter()
+            .find(|n| index.get(n).is_some_and(provides));
+        let provider = by_name.or_else(|| {
+            index
+                .iter()
+                .filter(|(_, p)| p.components().any(|c| c.as_os_str() == "crypto"))
+                .find(|(_, p)| provides(p))
+                .map(|(n, _)| n.clone())
+        });
+        if let Some(name) = provider {
+            add_with_deps(&name, &index, &mut seen, &mut order)?;
+        }
+    }
+    Ok(GuestSwap::Modules(order))
+}
+
+/// Every `*.ko[.xz|.zst|.gz]` under `dir`, by module name.
+fn index_modules(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(p);
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(module_name) {
+                out.push((name, p));
+            }
+        }
+    }
+    out
+}
+
+/// `zram.ko.xz` → `zram`; `lz4_compress.ko` → `lz4_compress`; else None.
+fn module_name(file: &str) -> Option<String> {
+    let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
+    Some(stem.replace('-', "_"))
+}
+
+/// The module's bytes, decompressed with the tool its suffix names.
+fn read_module(path: &Path) -> Result<Vec<u8>, String> {
+    let name = path.to_string_lossy();
+    let tool = [(".xz", "xz"), (".zst", "zstd"), (".gz", "gzip")]
+        .iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map(|(_, t)| *t);
+    match tool {
+        None => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
+        Some(t) => {
+            let out = std::process::Command::new(t)
+                .arg("-dc")
+                .arg(path)
+                .output()
+                .map_err(|e| format!("cannot run {t} to unpack {}: {e}", path.display()))?;
+            if !out.status.success() {
+                return Err(format!("{t} -dc {}: {}", path.display(), out.status));
+            }
+            Ok(out.stdout)
+        }
+    }
+}
+
+/// The `key=value` strings of a module's `.modinfo` (found by scanning:
+/// they are NUL-separated, and the keys we read occur nowhere else).
+fn modinfo(image: &[u8]) -> Vec<&str> {
+    image
+        .split(|&b| b == 0)
+        .filter_map(|s| std::str::from_utf8(s).ok())
+        .filter(|s| s.starts_with("depends=") || s.starts_with("alias=") || s.starts_with("name="))
+        .collect()
+}
+
+/// Appends `name`'s dependencies (its modinfo `depends=`), then `name`.
+fn add_with_deps(
+    name: &str,
+    index: &std::collections::HashMap<String, PathBuf>,
+    seen: &mut std::collections::HashSet<String>,
+    order: &mut Vec<Module>,
+) -> Result<(), String> {
+    if !seen.insert(name.to_string()) {
+        return Ok(());
+    }
+    let path = index
+        .get(name)
+        .ok_or_else(|| format!("module {name} (a dependency of zram) not found"))?;
+    let image = read_module(path)?;
+    let deps: Vec<String> = modinfo(&image)
+        .iter()
+        .filter_map(|s| s.strip_prefix("depends="))
+        .flat_map(|d| d.split(','))
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace('-', "_"))
+        .collect();
+    for d in deps {
+        add_with_deps(&d, index, seen, order)?;
+    }
+    order.push(Module {
+        name: name.to_string(),
+        image,
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -185,6 +415,10 @@ mod tests {
                 }],
             },
             guest_config: "{}".into(),
+            modules: vec![Module {
+                name: "zram".into(),
+                image: b"\x7fELF".to_vec(),
+            }],
         };
         let data = pack(Vec::new(), &c).unwrap();
         let got = entries(&data);
@@ -197,6 +431,7 @@ mod tests {
             "tests/api",
             "tests/uffdtest-tests.json",
             GUEST_CONFIG,
+            "modules/00-zram.ko",
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
@@ -205,5 +440,61 @@ mod tests {
         let m = &got.iter().find(|e| e.0 == "tests/uffdtest-tests.json").unwrap().2;
         let m: Manifest = serde_json::from_slice(m).unwrap();
         assert_eq!(m.binaries[0].path, PathBuf::from("api"));
+    }
+
+    #[test]
+    fn module_names_drop_the_suffix_and_read_dashes_as_underscores() {
+        assert_eq!(module_name("zram.ko.xz").as_deref(), Some("zram"));
+        assert_eq!(module_name("lz4-compress.ko").as_deref(), Some("lz4_compress"));
+        assert_eq!(module_name("zram.ko.zst").as_deref(), Some("zram"));
+        assert_eq!(module_name("modules.order"), None);
+    }
+
+    #[test]
+    fn modinfo_strings_are_found_between_nuls() {
+        let img = b"\x7fELF\0junk\0depends=zsmalloc,lz4_compress\0alias=crypto-lzo-rle\0name=zram\0";
+        assert_eq!(
+            modinfo(img),
+            ["depends=zsmalloc,lz4_compress", "alias=crypto-lzo-rle", "name=zram"]
+        );
+    }
+
+    #[test]
+    fn kernel_release_comes_from_the_setup_header() {
+        let mut img = vec![0u8; 0x400];
+        img[0x20E..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        img[0x300..0x300 + 9].copy_from_slice(b"6.12.1 #1");
+        let p = std::env::temp_dir().join(format!("uffdtest-krel-{}", std::process::id()));
+        std::fs::write(&p, &img).unwrap();
+        assert_eq!(kernel_release(&p).as_deref(), Some("6.12.1"));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_kernel_without_zram_or_swap_says_so() {
+        let dir = std::env::temp_dir().join(format!("uffdtest-swapmods-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("vmlinuz-9.9.9");
+        let mut img = vec![0u8; 0x400];
+        img[0x20E..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        img[0x300..0x306].copy_from_slice(b"9.9.9 ");
+        std::fs::write(&image, &img).unwrap();
+        let cfg = dir.join("config-9.9.9");
+        std::fs::write(&cfg, "CONFIG_SWAP=y\n# CONFIG_ZRAM is not set\n").unwrap();
+        assert_eq!(
+            swap_modules(&image, None, None),
+            Err("the kernel has no CONFIG_ZRAM".into())
+        );
+        std::fs::write(&cfg, "CONFIG_ZRAM=y\n").unwrap();
+        assert_eq!(
+            swap_modules(&image, None, None),
+            Err("the kernel has no CONFIG_SWAP".into())
+        );
+        std::fs::write(&cfg, "CONFIG_SWAP=y\nCONFIG_ZRAM=y\n").unwrap();
+        assert_eq!(swap_modules(&image, None, None), Ok(GuestSwap::BuiltIn));
+        std::fs::write(&cfg, "CONFIG_SWAP=y\nCONFIG_ZRAM=m\n").unwrap();
+        let e = swap_modules(&image, None, None).unwrap_err();
+        assert!(e.contains("no zram module for 9.9.9"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,9 +1,9 @@
 //! Checks a kernel `.config` against the suite's fragment, `qemu/uffd.config`.
 //!
 //! The fragment is a plain Kconfig fragment (usable with `merge_config.sh`
-//! and `vng --config`) split by two marker comments, `# uffdtest: required`
-//! and `# uffdtest: recommended`, so one file says both what to set and how
-//! much each option matters.
+//! and `vng --config`) split by marker comments, `# uffdtest: required`,
+//! `# uffdtest: recommended` and `# uffdtest: swap`, so one file says both
+//! what to set and how much each option matters.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +19,9 @@ pub enum Need {
     Required,
     /// Makes the kernel catch what the suite provokes.
     Recommended,
+    /// Gives the guest its swap device; without it the swap cases skip. A
+    /// module (`=m`) does too: `uffdtest vm` loads it from the kernel's modules.
+    Swap,
 }
 
 impl fmt::Display for Need {
@@ -26,6 +29,7 @@ impl fmt::Display for Need {
         f.pad(match self {
             Need::Required => "required",
             Need::Recommended => "recommended",
+            Need::Swap => "swap",
         })
     }
 }
@@ -63,8 +67,9 @@ impl fmt::Display for Missing {
 /// Reads the fragment's options with their need.
 ///
 /// Accepted format: `CONFIG_X=v` lines; `# uffdtest: required` and
-/// `# uffdtest: recommended` switch the need of the lines after them (the
-/// default is required); other comments and blank lines are ignored.
+/// `# uffdtest: recommended` and `# uffdtest: swap` switch the need of the
+/// lines after them (the default is required); other comments and blank
+/// lines are ignored.
 pub fn parse_fragment(text: &str) -> Result<Vec<Want>, String> {
     let mut need = Need::Required;
     let mut out = Vec::new();
@@ -73,6 +78,7 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Want>, String> {
         match t {
             "# uffdtest: required" => need = Need::Required,
             "# uffdtest: recommended" => need = Need::Recommended,
+            "# uffdtest: swap" => need = Need::Swap,
             _ if t.is_empty() || t.starts_with('#') => {}
             _ => {
                 let (name, value) = t
@@ -100,11 +106,21 @@ pub fn parse_config(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Whether `config` has what `w` wants: its value, or for a swap option
+/// wanted built in, a module (the harness loads it).
+fn satisfied(w: &Want, config: &HashMap<String, String>) -> bool {
+    match config.get(&w.name) {
+        Some(v) if *v == w.value => true,
+        Some(v) => w.need == Need::Swap && w.value == "y" && v == "m",
+        None => false,
+    }
+}
+
 /// The options of `fragment` that `config` lacks, required ones first.
 pub fn check(fragment: &[Want], config: &HashMap<String, String>) -> Vec<Missing> {
     let mut out: Vec<Missing> = fragment
         .iter()
-        .filter(|w| config.get(&w.name) != Some(&w.value))
+        .filter(|w| !satisfied(w, config))
         .map(|w| Missing {
             want: w.clone(),
             found: config.get(&w.name).cloned(),
@@ -116,16 +132,24 @@ pub fn check(fragment: &[Want], config: &HashMap<String, String>) -> Vec<Missing
 
 /// The human report of [`check`]; ends with the fix.
 pub fn report(config_path: &str, total: usize, missing: &[Missing]) -> String {
-    let required = missing.iter().filter(|m| m.want.need == Need::Required).count();
-    let recommended = missing.len() - required;
+    let count = |n: Need| missing.iter().filter(|m| m.want.need == n).count();
+    let (required, recommended, swap) = (count(Need::Required), count(Need::Recommended), count(Need::Swap));
     let mut s = String::new();
     for m in missing {
         s += &format!("{m}\n");
     }
     s += &format!(
-        "{config_path}: {} of {total} options set; missing {required} required, {recommended} recommended\n",
-        total - missing.len()
+        "{config_path}: {} of {total} options set; missing {required} required, {recommended} recommended{}\n",
+        total - missing.len(),
+        if swap > 0 {
+            format!(", {swap} for swap")
+        } else {
+            String::new()
+        }
     );
+    if swap > 0 {
+        s += "the guest gets no swap device, so `uffdtest vm` skips the swap cases (no active swap device)\n";
+    }
     if required > 0 {
         s += "this kernel cannot run the suite: merge qemu/uffd.config (scripts/kconfig/merge_config.sh -m .config \
               qemu/uffd.config && make olddefconfig) and rebuild\n";
@@ -148,6 +172,25 @@ mod tests {
         assert_eq!(req("CONFIG_DEVTMPFS"), Some(Need::Required));
         assert_eq!(req("CONFIG_KASAN"), Some(Need::Recommended));
         assert_eq!(req("CONFIG_GUP_TEST"), Some(Need::Recommended));
+        assert_eq!(req("CONFIG_SWAP"), Some(Need::Swap));
+        assert_eq!(req("CONFIG_ZRAM"), Some(Need::Swap));
+    }
+
+    #[test]
+    fn a_swap_option_may_be_a_module_others_may_not() {
+        let frag = parse_fragment("CONFIG_A=y\n# uffdtest: swap\nCONFIG_Z=y\nCONFIG_S=y\n").unwrap();
+        let cfg = parse_config("CONFIG_A=m\nCONFIG_Z=m\n");
+        let got: Vec<(String, Need)> = check(&frag, &cfg)
+            .into_iter()
+            .map(|m| (m.want.name, m.want.need))
+            .collect();
+        assert_eq!(
+            got,
+            [("CONFIG_A".into(), Need::Required), ("CONFIG_S".into(), Need::Swap)]
+        );
+        let r = report("x", 3, &check(&frag, &cfg));
+        assert!(r.contains("missing 1 required, 0 recommended, 1 for swap"), "{r}");
+        assert!(r.contains("skips the swap cases"), "{r}");
     }
 
     #[test]
@@ -197,6 +240,7 @@ mod tests {
     fn debian_6_12_cloud_kernel_lacks_only_debug_options() {
         let m = check_file("kconfig-debian-6.12-cloud-amd64.config");
         assert_eq!(names(&m, Need::Required), Vec::<&str>::new());
+        assert_eq!(names(&m, Need::Swap), Vec::<&str>::new(), "zram is a module there");
         assert_eq!(
             names(&m, Need::Recommended),
             [

@@ -63,6 +63,15 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, VmError> {
         return Err(VmError::NothingSelected);
     }
     let initrd = work.path.join("initramfs.cpio");
+    let tree = o.kernel.is_dir().then_some(o.kernel.as_path());
+    let modules = match initramfs::swap_modules(&kernel.image, tree, kernel.config.as_deref()) {
+        Ok(initramfs::GuestSwap::Modules(m)) => m,
+        Ok(initramfs::GuestSwap::BuiltIn) => Vec::new(),
+        Err(why) => {
+            eprintln!("uffdtest: the guest gets no swap device ({why}); its swap cases will skip");
+            Vec::new()
+        }
+    };
     let guest_config = serde_json::to_string(&o.guest).expect("guest config serialises");
     initramfs::write(
         &initrd,
@@ -70,6 +79,7 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, VmError> {
             init,
             tests: manifest,
             guest_config,
+            modules,
         },
     )?;
 
