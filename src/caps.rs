@@ -438,7 +438,7 @@ impl Behaviour {
         }
     }
 
-    fn probe(self) -> Result<bool, String> {
+    fn probe(self) -> Result<bool, Unsupported> {
         match self {
             Behaviour::MultiVmaWriteprotect => probe_multi_vma_writeprotect(),
             Behaviour::ContinueModeWp => probe_continue_mode_wp(),
@@ -446,19 +446,19 @@ impl Behaviour {
     }
 }
 
-static BEHAVIOURS: [LazyLock<Result<bool, String>>; 2] = [
+static BEHAVIOURS: [LazyLock<Result<bool, Unsupported>>; 2] = [
     LazyLock::new(|| Behaviour::MultiVmaWriteprotect.probe()),
     LazyLock::new(|| Behaviour::ContinueModeWp.probe()),
 ];
 
 /// A behaviour probe's answer: Ok(true) present, Ok(false) absent, Err why
 /// the probe could not run (its prerequisite feature is missing).
-pub fn behaviour(b: Behaviour) -> &'static Result<bool, String> {
+pub fn behaviour(b: Behaviour) -> &'static Result<bool, Unsupported> {
     &BEHAVIOURS[b as usize]
 }
 
 /// Every behaviour probe with its answer.
-pub fn behaviours() -> Vec<(Behaviour, &'static Result<bool, String>)> {
+pub fn behaviours() -> Vec<(Behaviour, &'static Result<bool, Unsupported>)> {
     Behaviour::ALL.iter().map(|&b| (b, behaviour(b))).collect()
 }
 
@@ -468,21 +468,26 @@ pub fn require_behaviour(b: Behaviour) -> Result<(), Unsupported> {
     match behaviour(b) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Unsupported::Missing(b)),
-        Err(why) => Err(Unsupported::Unprobed(why.clone())),
+        Err(why) => Err(why.clone()),
     }
+}
+
+/// A probe that could not set itself up, and why.
+fn unprobed(e: impl std::fmt::Display) -> Unsupported {
+    Unsupported::Unprobed(e.to_string())
 }
 
 /// Two registered anon VMAs (different modes keep them apart), one
 /// WRITEPROTECT over both: Ok before multi-VMA support fails ENOENT.
-fn probe_multi_vma_writeprotect() -> Result<bool, String> {
-    require_features(Features::PAGEFAULT_FLAG_WP).map_err(|e| e.to_string())?;
-    let area = Area::new(MemType::Anon, 2).map_err(|e| e.to_string())?;
-    let uffd = open_uffd(OpenFlags::DEFAULT, Features::PAGEFAULT_FLAG_WP).map_err(|e| e.to_string())?;
+fn probe_multi_vma_writeprotect() -> Result<bool, Unsupported> {
+    require_features(Features::PAGEFAULT_FLAG_WP)?;
+    let area = Area::new(MemType::Anon, 2).map_err(unprobed)?;
+    let uffd = open_uffd(OpenFlags::DEFAULT, Features::PAGEFAULT_FLAG_WP).map_err(unprobed)?;
     let ps = area.page_size();
     uffd.register(area.page(0), ps, RegisterMode::MISSING | RegisterMode::WP)
-        .map_err(|e| format!("probe REGISTER: {e}"))?;
+        .map_err(|e| unprobed(format!("probe REGISTER: {e}")))?;
     uffd.register(area.page(1), ps, RegisterMode::WP)
-        .map_err(|e| format!("probe REGISTER: {e}"))?;
+        .map_err(|e| unprobed(format!("probe REGISTER: {e}")))?;
     match uffd.writeprotect(area.addr(), area.len(), crate::uffd::WriteprotectMode::WP) {
         Ok(()) => Ok(true),
         Err(Errno::ENOENT) => Ok(false),
@@ -493,11 +498,11 @@ fn probe_multi_vma_writeprotect() -> Result<bool, String> {
 /// UFFDIO_CONTINUE with MODE_WP over a range no VMA covers: a kernel
 /// without the mode refuses the bit EINVAL before looking for a VMA; one
 /// with it goes on and fails ENOENT.
-fn probe_continue_mode_wp() -> Result<bool, String> {
-    require_features(Features::MINOR_SHMEM).map_err(|e| e.to_string())?;
-    let uffd = open_uffd(OpenFlags::DEFAULT, Features::empty()).map_err(|e| e.to_string())?;
+fn probe_continue_mode_wp() -> Result<bool, Unsupported> {
+    require_features(Features::MINOR_SHMEM)?;
+    let uffd = open_uffd(OpenFlags::DEFAULT, Features::empty()).map_err(unprobed)?;
     // A page mapped then unmapped: nothing is there while we ask.
-    let area = Area::new(MemType::Anon, 1).map_err(|e| e.to_string())?;
+    let area = Area::new(MemType::Anon, 1).map_err(unprobed)?;
     let (addr, len) = (area.addr(), area.len());
     drop(area);
     match uffd.r#continue(addr, len, crate::uffd::ContinueMode::WP) {

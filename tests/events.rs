@@ -21,15 +21,6 @@ use uffdtest::testing::{Buf, ChildExit, read_byte, wait_child, write_byte};
 /// Guards against hangs; no case measures time.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Types whose mappings may grow (hugetlb refuses growing mremap).
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::anon_thp(MemType::AnonThp)]
-fn growable_mem(#[case] mem: MemType) {}
-
 fn open(features: Features) -> Result<Uffd, String> {
     testing::open_uffd(features)
 }

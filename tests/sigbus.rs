@@ -77,26 +77,31 @@ fn sigbus_child_access(area: &Area, extra: Features, mode: RegisterMode, access:
     })
 }
 
-#[apply(all_mem)]
-#[parallel(fork)]
-fn missing_read_raises_sigbus(#[case] mem: MemType) {
+/// A child's access at byte `off` of page `page` of a MISSING SIGBUS
+/// registration dies of SIGBUS right there.
+fn missing_access_raises_sigbus(mem: MemType, page: usize, off: usize, write: bool) {
     let area = try_skip!(area_to_register(mem, 2, Features::SIGBUS, RegisterMode::MISSING));
-    let at = area.page(1) + 3;
+    let at = area.page(page) + off;
     let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
-        read_byte(at);
+        if write {
+            write_byte(at, 1);
+        } else {
+            read_byte(at);
+        }
     });
     assert_eq!(st, sigbus_at(at));
 }
 
 #[apply(all_mem)]
 #[parallel(fork)]
+fn missing_read_raises_sigbus(#[case] mem: MemType) {
+    missing_access_raises_sigbus(mem, 1, 3, false);
+}
+
+#[apply(all_mem)]
+#[parallel(fork)]
 fn missing_write_raises_sigbus(#[case] mem: MemType) {
-    let area = try_skip!(area_to_register(mem, 2, Features::SIGBUS, RegisterMode::MISSING));
-    let at = area.page(0) + 0x41;
-    let st = sigbus_child_access(&area, Features::empty(), RegisterMode::MISSING, || {
-        write_byte(at, 1);
-    });
-    assert_eq!(st, sigbus_at(at));
+    missing_access_raises_sigbus(mem, 0, 0x41, true);
 }
 
 #[apply(all_mem)]

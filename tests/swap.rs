@@ -32,15 +32,6 @@ use testing::swap;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 
-/// The memory types reclaim swaps out.
-#[template]
-#[rstest]
-#[case::anon(MemType::Anon)]
-#[case::shmem(MemType::Shmem)]
-#[case::shmem_private(MemType::ShmemPrivate)]
-#[case::anon_thp(MemType::AnonThp)]
-fn swap_mem(#[case] mem: MemType) {}
-
 /// The swappable types whose PTE holds the swap entry.
 #[template]
 #[rstest]
@@ -66,6 +57,16 @@ fn fill(area: &Area) {
 
 fn expected(ps: usize, page: usize) -> Vec<u8> {
     (0..ps).map(|i| pat(page, i)).collect()
+}
+
+/// A refused fill over page 1's swap entry changed nothing: the page is
+/// still out (its pagemap bits are `out`), every page reads back its
+/// contents, and no event was queued.
+#[track_caller]
+fn assert_left_alone(area: &Area, uffd: &Uffd, out: u64) {
+    assert_eq!(bits(area.page(1)), out, "the page is still out");
+    assert_contents(area);
+    assert_no_event(uffd);
 }
 
 /// Every page of `area` holds its [`pat`]: reads swap everything back in.
@@ -104,7 +105,7 @@ fn swapped_area(
     })
 }
 
-#[apply(swap_mem)]
+#[apply(small_page_mem)]
 fn copy_over_swap_entry_fails_eexist(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(swapped_area(mem, 2, Features::empty(), MISSING));
     let ps = area.page_size();
@@ -113,12 +114,10 @@ fn copy_over_swap_entry_fails_eexist(#[case] mem: MemType) {
         uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
         failed(Errno::EEXIST)
     );
-    assert_eq!(bits(area.page(1)), out_bits(mem), "the page is still out");
-    assert_contents(&area);
-    assert_no_event(&uffd);
+    assert_left_alone(&area, &uffd, out_bits(mem));
 }
 
-#[apply(swap_mem)]
+#[apply(small_page_mem)]
 fn zeropage_over_swap_entry_fails_eexist(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(swapped_area(mem, 2, Features::empty(), MISSING));
     let ps = area.page_size();
@@ -126,9 +125,7 @@ fn zeropage_over_swap_entry_fails_eexist(#[case] mem: MemType) {
         uffd.zeropage(area.page(1), ps, ZeropageMode::empty()),
         failed(Errno::EEXIST)
     );
-    assert_eq!(bits(area.page(1)), out_bits(mem), "the page is still out");
-    assert_contents(&area);
-    assert_no_event(&uffd);
+    assert_left_alone(&area, &uffd, out_bits(mem));
 }
 
 #[apply(private_swap_mem)]
@@ -139,9 +136,7 @@ fn poison_over_swap_entry_fails_eexist(#[case] mem: MemType) {
         uffd.poison(area.page(1), ps, PoisonMode::empty()),
         failed(Errno::EEXIST)
     );
-    assert_eq!(bits(area.page(1)), PM_SWAP, "the swap entry stays");
-    assert_contents(&area);
-    assert_no_event(&uffd);
+    assert_left_alone(&area, &uffd, PM_SWAP);
 }
 
 /// A MISSING-registered destination and a filled, unregistered source of
@@ -209,7 +204,7 @@ fn move_of_swap_cache_page_moves_entry_and_folio(#[case] mem: MemType) {
     move_swap_entry(&dst, &src, &uffd, true);
 }
 
-#[apply(swap_mem)]
+#[apply(small_page_mem)]
 fn writeprotect_of_swap_entries_sets_and_clears_the_bit(#[case] mem: MemType) {
     let features = caps::features_for(mem, RegisterMode::WP);
     let (area, uffd) = try_skip!(swapped_area(mem, 2, features, RegisterMode::WP));
@@ -236,7 +231,7 @@ fn writeprotect_of_swap_entries_sets_and_clears_the_bit(#[case] mem: MemType) {
     assert_no_event(&uffd);
 }
 
-#[apply(swap_mem)]
+#[apply(small_page_mem)]
 fn swap_in_of_protected_entry_keeps_wp_and_write_faults(#[case] mem: MemType) {
     let features = caps::features_for(mem, RegisterMode::WP);
     let (area, uffd) = try_skip!(swapped_area(mem, 2, features, RegisterMode::WP));

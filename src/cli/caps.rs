@@ -177,7 +177,14 @@ pub fn json() -> String {
     v["feature_names"] = serde_json::json!(feature_names(c.features));
     v["behaviours"] = behaviours()
         .into_iter()
-        .map(|(b, r)| serde_json::json!({"behaviour": b, "result": r}))
+        .map(|(b, r)| {
+            // As the JSON has always shown a probe: {"Ok": bool} or {"Err": "why"}.
+            let r = match r {
+                Ok(present) => serde_json::json!({ "Ok": present }),
+                Err(why) => serde_json::json!({ "Err": why.to_string() }),
+            };
+            serde_json::json!({"behaviour": b, "result": r})
+        })
         .collect();
     serde_json::to_string_pretty(&v).expect("json")
 }

@@ -38,6 +38,11 @@ pub fn install(a: &InstallArgs) -> Exit {
         source: a.source.clone(),
         timeout_secs: a.timeout,
         run_args: a.run_args.clone(),
+        // The launchers' `uffdtest run` reads the known issues from its cwd, the collection.
+        data_files: Some(a.source.join(crate::cli::known::DEFAULT_FILE))
+            .filter(|p| p.exists())
+            .into_iter()
+            .collect(),
     };
     let done = match kselftest::install(&opts) {
         Ok(d) => d,

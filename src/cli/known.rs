@@ -24,7 +24,7 @@ pub struct KnownArgs {
 
 impl KnownArgs {
     /// The issues to apply; None under `--strict`.
-    pub fn issues(&self) -> Result<Option<KnownIssues>, String> {
+    pub fn issues(&self) -> Result<Option<KnownIssues>, crate::runner::known::KnownError> {
         if self.strict {
             return Ok(None);
         }
@@ -61,7 +61,7 @@ pub fn host_facts() -> Facts {
 }
 
 /// The expectations for a run on this machine.
-pub fn host_expectations(a: &KnownArgs) -> Result<Option<Expectations>, String> {
+pub fn host_expectations(a: &KnownArgs) -> Result<Option<Expectations>, crate::runner::known::KnownError> {
     Ok(a.issues()?.map(|issues| Expectations {
         issues,
         facts: host_facts(),

@@ -132,19 +132,18 @@ pub struct CompareDoc {
     pub matrix: Option<SideBySide>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A moved case as `compare --format json` writes it; fields it leaves
+/// out (an empty side, an older report) read as empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct ChangeDoc {
     pub case: String,
     pub change: String,
-    #[serde(default)]
     pub base: Vec<Status>,
-    #[serde(default)]
     pub candidate: Vec<Status>,
-    #[serde(default)]
     pub reason: Option<String>,
     /// Fails the gate (a regression, or a pass turned skip/xfail/missing);
     /// JSON from before the field read as `change == "regression"`.
-    #[serde(default)]
     pub gating: Option<bool>,
 }
 

@@ -54,6 +54,9 @@ pub struct InstallOptions {
     pub timeout_secs: u64,
     /// Extra arguments every launcher passes to `uffdtest run` (e.g. `--jobs 1`).
     pub run_args: Vec<String>,
+    /// Data files the runner reads from its working directory (the
+    /// collection's, under runner.sh), copied in beside the launchers.
+    pub data_files: Vec<PathBuf>,
 }
 
 /// What was installed.
@@ -122,6 +125,10 @@ pub fn install(o: &InstallOptions) -> Result<Installed, InstallError> {
         let mut b = b.clone();
         b.path = Path::new("bin").join(&b.name);
         installed.binaries.push(b);
+    }
+    for f in &o.data_files {
+        let to = coll.join(f.file_name().unwrap_or(f.as_os_str()));
+        std::fs::copy(f, &to).map_err(io_err(f))?;
     }
     let man_path = coll.join(MANIFEST_NAME);
     // The listing rides along so each launcher starts its first case at once.

@@ -71,34 +71,72 @@ pub struct Expectations {
     pub facts: Facts,
 }
 
+/// Why a known-issues file was refused: a run must not go on with a
+/// declaration it misread.
+#[derive(Debug)]
+pub enum KnownError {
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Not TOML of the expected shape.
+    Toml(toml::de::Error),
+    /// Entry `n` (1-based) is malformed.
+    Entry { n: usize, problem: String },
+    /// A problem in the file at `path`.
+    In {
+        path: std::path::PathBuf,
+        source: Box<KnownError>,
+    },
+}
+
+impl std::fmt::Display for KnownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KnownError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            KnownError::Toml(e) => write!(f, "{e}"),
+            KnownError::Entry { n, problem } => write!(f, "issue {n}: {problem}"),
+            KnownError::In { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for KnownError {}
+
 impl KnownIssues {
     /// Parses and checks the file (every range and fix well-formed).
-    pub fn parse(text: &str) -> Result<KnownIssues, String> {
-        let k: KnownIssues = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<KnownIssues, KnownError> {
+        let k: KnownIssues = toml::from_str(text).map_err(KnownError::Toml)?;
         for (i, issue) in k.issue.iter().enumerate() {
-            let n = i + 1;
+            let entry = |problem: String| KnownError::Entry { n: i + 1, problem };
             if issue.cases.is_empty() {
-                return Err(format!("issue {n}: `cases` is empty"));
+                return Err(entry("`cases` is empty".into()));
             }
             if let Some(r) = &issue.kernel {
-                parse_range(r).map_err(|e| format!("issue {n}: kernel {r:?}: {e}"))?;
+                parse_range(r).map_err(|e| entry(format!("kernel {r:?}: {e}")))?;
             }
             if issue.fix.len() < 12 || !issue.fix.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "issue {n}: fix {:?} is not a commit id (12 or more hex digits)",
+                return Err(entry(format!(
+                    "fix {:?} is not a commit id (12 or more hex digits)",
                     issue.fix
-                ));
+                )));
             }
         }
         Ok(k)
     }
 
     /// Reads `path`; a missing file declares nothing.
-    pub fn load(path: &std::path::Path) -> Result<KnownIssues, String> {
+    pub fn load(path: &std::path::Path) -> Result<KnownIssues, KnownError> {
         match std::fs::read_to_string(path) {
-            Ok(t) => KnownIssues::parse(&t).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(t) => KnownIssues::parse(&t).map_err(|e| KnownError::In {
+                path: path.into(),
+                source: Box::new(e),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownIssues::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => Err(KnownError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
@@ -324,7 +362,7 @@ reason = "r"
         }
         fields.push(line.into());
         let text = format!("[[issue]]\n{}\n", fields.join("\n"));
-        let e = KnownIssues::parse(&text).unwrap_err();
+        let e = KnownIssues::parse(&text).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
 

@@ -215,26 +215,26 @@ fn mount_all() -> Result<(), InitError> {
 /// sizes zram0, writes a swap header on it and swaps on it, so the swap
 /// cases run: zram writes synchronously, so a page paged out leaves the
 /// swap cache at once. Ok says what; Err why there is no swap.
-fn swap_on() -> Result<String, String> {
+fn swap_on() -> Result<String, NoSwap> {
     let mut mods: Vec<_> = std::fs::read_dir(Path::new("/").join(super::initramfs::MODULES_DIR))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     mods.sort();
     for m in &mods {
-        let image = std::fs::read(m).map_err(|e| format!("{}: {e}", m.display()))?;
-        load_module(&image).map_err(|e| format!("init_module({}): {e}", m.display()))?;
+        let image = std::fs::read(m).map_err(|e| NoSwap::Io(format!("{}", m.display()), e))?;
+        load_module(&image).map_err(|e| NoSwap::Syscall(format!("init_module({})", m.display()), e))?;
     }
     let sys = Path::new("/sys/block").join(ZRAM);
     if !sys.exists() {
-        return Err("the kernel has no zram (CONFIG_ZRAM, see qemu/uffd.config)".into());
+        return Err(NoSwap::NoZram);
     }
     std::fs::write(sys.join("disksize"), ZRAM_BYTES.to_string())
-        .map_err(|e| format!("cannot size {ZRAM} (its compressor missing?): {e}"))?;
+        .map_err(|e| NoSwap::Io(format!("cannot size {ZRAM} (its compressor missing?)"), e))?;
     let dev = Path::new("/dev").join(ZRAM);
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while !dev.exists() {
         if std::time::Instant::now() > until {
-            return Err(format!("{} never appeared", dev.display()));
+            return Err(NoSwap::NoDevice(dev));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -242,15 +242,18 @@ fn swap_on() -> Result<String, String> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(&dev)
-        .map_err(|e| format!("cannot open {}: {e}", dev.display()))?;
+        .map_err(|e| NoSwap::Io(format!("cannot open {}", dev.display()), e))?;
     f.write_all(&header)
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write the swap header on {}: {e}", dev.display()))?;
+        .map_err(|e| NoSwap::Io(format!("cannot write the swap header on {}", dev.display()), e))?;
     drop(f);
     let path = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).expect("no NUL in a path");
     // SAFETY: a NUL-terminated path; flags 0 (default priority).
     if unsafe { libc::swapon(path.as_ptr(), 0) } != 0 {
-        return Err(format!("swapon({}): {}", dev.display(), nix::errno::Errno::last()));
+        return Err(NoSwap::Syscall(
+            format!("swapon({})", dev.display()),
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(format!(
         "{} ({} MiB, {} module(s) loaded)",
@@ -258,6 +261,27 @@ fn swap_on() -> Result<String, String> {
         ZRAM_BYTES >> 20,
         mods.len()
     ))
+}
+
+/// Why the guest has no swap; the swap cases then skip, saying so.
+#[derive(Debug)]
+enum NoSwap {
+    /// What failed, and how.
+    Io(String, std::io::Error),
+    Syscall(String, nix::errno::Errno),
+    NoZram,
+    NoDevice(std::path::PathBuf),
+}
+
+impl std::fmt::Display for NoSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoSwap::Io(what, e) => write!(f, "{what}: {e}"),
+            NoSwap::Syscall(what, e) => write!(f, "{what}: {e}"),
+            NoSwap::NoZram => write!(f, "the kernel has no zram (CONFIG_ZRAM, see qemu/uffd.config)"),
+            NoSwap::NoDevice(d) => write!(f, "{} never appeared", d.display()),
+        }
+    }
 }
 
 fn page_size() -> usize {

@@ -287,6 +287,12 @@ mem_template! {
 }
 
 mem_template! {
+    /// The types on base pages or THPs: those reclaim can swap out and whose
+    /// mappings may grow (hugetlb refuses both).
+    small_page_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), anon_thp(AnonThp)
+}
+
+mem_template! {
     /// The hugetlb types (huge-page alignment rules).
     hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate)
 }

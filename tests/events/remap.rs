@@ -21,7 +21,7 @@ fn remap_event_for_a_fixed_move(#[case] mem: MemType) {
     assert_eq!(f.join(), 0x42);
 }
 
-#[apply(growable_mem)]
+#[apply(small_page_mem)]
 fn remap_event_for_a_growing_move_carries_the_old_length(#[case] mem: MemType) {
     require_features!(Features::EVENT_REMAP);
     require_mode!(mem, RegisterMode::MISSING);
