@@ -275,6 +275,46 @@ fn repeat_reports_every_pass_and_names_the_flaky_case() {
 
 #[test]
 #[serial(harness_runner)]
+fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {
+    let dir = scratch("max-fail");
+    let json = dir.join("report.json");
+    // Plan order: fails_with_assertion, on_mem (2 cases), passes, skips.
+    let out = run_fixtures(&dir)
+        .args(["--hugepages", "0", "-j", "1", "--max-fail", "1", "--json"])
+        .arg(&json)
+        .args([
+            "-f",
+            "fixture::fails_with_assertion",
+            "-f",
+            "fixture::passes",
+            "-f",
+            "fixture::skips",
+        ])
+        .args(["-f", "fixture::on_mem"])
+        .output()
+        .unwrap();
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{ktap}");
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let leaves = r.leaves();
+    assert_eq!(leaves.len(), 5, "every selected case is reported\n{ktap}");
+    let failed: Vec<_> = leaves.iter().filter(|(_, t)| t.status == Status::Fail).collect();
+    assert_eq!(failed.len(), 1, "{ktap}");
+    assert_eq!(failed[0].1.test.as_deref(), Some("fixture::fails_with_assertion"));
+    // -j 1 in plan order: the failure comes first, so nothing else ran.
+    for (_, t) in leaves.iter().filter(|(_, t)| t.status != Status::Fail) {
+        assert_eq!(
+            (t.status, t.reason.as_deref()),
+            (Status::Skip, Some("not run: --max-fail 1 reached")),
+            "{}",
+            t.name
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
 fn every_outcome_is_reported_once_with_its_cause() {
     let dir = scratch("outcomes");
     let mark = dir.join("hang-mark");
