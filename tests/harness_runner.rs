@@ -49,6 +49,16 @@ mod fixture {
         assert_eq!(2 + 2, 4);
     }
 
+    /// Leaves a file in the run's directory and says where it was.
+    #[test]
+    #[ignore]
+    fn writes_into_the_run_dir() {
+        let to = armed!("UFFDTEST_FIXTURE_RUN_DIR_MARK");
+        let dir = std::env::var("UFFDTEST_RUN_DIR").expect("the runner names the run's directory");
+        std::fs::write(std::path::Path::new(&dir).join("fixture"), "x").expect("the run dir exists");
+        std::fs::write(to, dir).expect("write the marker file");
+    }
+
     #[test]
     #[ignore]
     fn fails_with_assertion() {
@@ -309,6 +319,25 @@ fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {
 
 #[test]
 #[serial(harness_runner)]
+fn each_run_gets_a_directory_of_its_own_removed_at_its_end() {
+    // The suite's probe cache looks for it under the runner's name for it.
+    assert_eq!(uffdtest::runner::run::RUN_DIR_ENV, uffdtest::caps::RUN_DIR_ENV);
+    let dir = scratch("run-dir");
+    let mark = dir.join("mark");
+    let out = run_fixtures(&dir)
+        .env("UFFDTEST_FIXTURE_RUN_DIR_MARK", &mark)
+        .args(["--hugepages", "0", "-f", "fixture::writes_into_the_run_dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let run_dir = std::fs::read_to_string(&mark).unwrap();
+    assert!(run_dir.contains("uffdtest-run-"), "{run_dir}");
+    assert!(!Path::new(&run_dir).exists(), "{run_dir} is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
 fn every_outcome_is_reported_once_with_its_cause() {
     let dir = scratch("outcomes");
     let mark = dir.join("hang-mark");
@@ -522,7 +551,7 @@ fn list_selects_by_memory_type_glob_and_shard() {
         ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
     );
     let all = list(&["-f", "fixture::"]);
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), 13);
     let (a, b) = (
         list(&["-f", "fixture::", "--shard", "1/2"]),
         list(&["-f", "fixture::", "--shard", "2/2"]),

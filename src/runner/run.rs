@@ -166,6 +166,22 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     if plan.binaries.is_empty() {
         return Err(PlanError::nothing_selected(opts));
     }
+    let run_dir = RunDir::create();
+    let with_dir;
+    let opts = match &run_dir {
+        Some(d) => {
+            with_dir = RunOptions {
+                case_env: [
+                    opts.case_env.clone(),
+                    vec![(RUN_DIR_ENV.into(), d.0.display().to_string())],
+                ]
+                .concat(),
+                ..opts.clone()
+            };
+            &with_dir
+        }
+        None => opts,
+    };
     let (env, mut notes) = Env::setup(opts.hugepages, &opts.sysctls);
     let kmsg_ok = if opts.watch_kmsg {
         match KmsgWatch::open() {
@@ -320,6 +336,32 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     drop(env);
     emit(Event::Finished { report: &report });
     Ok(report)
+}
+
+/// Where the runner tells each case its run's directory.
+pub const RUN_DIR_ENV: &str = "UFFDTEST_RUN_DIR";
+
+/// A directory the cases of one run share, removed when the run ends: a
+/// case that works out something every case needs (the suite's capability
+/// probes) leaves it there for the processes after it, which then need not
+/// work it out again. Nothing a case writes there decides another's verdict
+/// by itself: what is left there is what the first one found.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create() -> Option<RunDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("uffdtest-run-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).ok().map(|()| RunDir(dir))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A fresh result for a case, named as KTAP shows it.
