@@ -5,6 +5,7 @@
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
 pub mod faulter;
+pub mod fdinfo;
 pub mod fdpass;
 pub mod files;
 pub mod handler;
