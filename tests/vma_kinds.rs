@@ -258,23 +258,23 @@ fn setup(kind: Kind, features: Features) -> Result<(Mapping, Uffd), String> {
     Ok((m, testing::open_uffd(features)?))
 }
 
+/// Every [`Kind`], as cases named for it.
+#[template]
 #[rstest]
-fn register_by_vma_kind(
-    #[values(
-        Kind::DevZeroPrivate,
-        Kind::DevZeroShared,
-        Kind::SysvShm,
-        Kind::SysvShmHugetlb,
-        Kind::MemfdSecret,
-        Kind::Droppable,
-        Kind::ShadowStack,
-        Kind::Vdso,
-        Kind::Vvar,
-        Kind::DevMem
-    )]
-    kind: Kind,
-    #[values(MISSING, WP, MINOR)] mode: RegisterMode,
-) {
+#[case::devzero_private(Kind::DevZeroPrivate)]
+#[case::devzero_shared(Kind::DevZeroShared)]
+#[case::sysv_shm(Kind::SysvShm)]
+#[case::sysv_shm_hugetlb(Kind::SysvShmHugetlb)]
+#[case::memfd_secret(Kind::MemfdSecret)]
+#[case::droppable(Kind::Droppable)]
+#[case::shadow_stack(Kind::ShadowStack)]
+#[case::vdso(Kind::Vdso)]
+#[case::vvar(Kind::Vvar)]
+#[case::dev_mem(Kind::DevMem)]
+fn kinds(#[case] kind: Kind) {}
+
+#[apply(kinds)]
+fn register_by_vma_kind(#[case] kind: Kind, #[values(MISSING, WP, MINOR)] mode: RegisterMode) {
     let takes = |mem: MemType| !(mode == MINOR && mem.is_anon());
     let want = match kind.registers_as() {
         Some(mem) if takes(mem) => {
@@ -289,22 +289,8 @@ fn register_by_vma_kind(
     assert_eq!(smaps::uffd_modes(m.addr), registered);
 }
 
-#[rstest]
-fn register_wp_only_with_wp_async_by_vma_kind(
-    #[values(
-        Kind::DevZeroPrivate,
-        Kind::DevZeroShared,
-        Kind::SysvShm,
-        Kind::SysvShmHugetlb,
-        Kind::MemfdSecret,
-        Kind::Droppable,
-        Kind::ShadowStack,
-        Kind::Vdso,
-        Kind::Vvar,
-        Kind::DevMem
-    )]
-    kind: Kind,
-) {
+#[apply(kinds)]
+fn register_wp_only_with_wp_async_by_vma_kind(#[case] kind: Kind) {
     let f = Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP;
     require_features!(f);
     let want = if kind.refused_outright() {
@@ -332,7 +318,15 @@ fn devzero_mapping_serves_missing_faults(#[case] share: i32) {
     assert_eq!(faulter::next_pagefault(&uffd), (PagefaultFlags::empty(), m.addr));
     let ps = mem::base_page_size();
     let src = testing::Buf::filled(ps, 0x6b);
-    assert_eq!(uffd.copy(m.addr, src.addr(), ps, CopyMode::empty()), Ok(ps as i64));
+    let copied = uffd.copy(m.addr, src.addr(), ps, CopyMode::empty());
+    if copied.is_err() {
+        // Free the faulter before the mapping goes (UNREGISTER wakes it),
+        // so a failing case fails alone.
+        uffd.unregister(m.addr, m.len).unwrap();
+        f.join();
+        panic!("UFFDIO_COPY into {kind:?}: {copied:?}");
+    }
+    assert_eq!(copied, Ok(ps as i64));
     assert_eq!(f.join(), 0x6b);
     faulter::assert_no_event(&uffd);
 }
