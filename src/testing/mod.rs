@@ -5,6 +5,7 @@
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
 pub mod faulter;
+pub mod fdinfo;
 pub mod fdpass;
 pub mod files;
 pub mod handler;
@@ -17,6 +18,7 @@ pub mod parked;
 pub mod pin;
 pub mod smaps;
 pub mod swap;
+pub mod vmchild;
 
 use crate::caps::OpenFailure;
 use crate::mem::{Area, MemType, Unavailable};
