@@ -41,13 +41,11 @@ pub struct Issue {
     /// Facts that must all be present (`NAME`) or absent (`!NAME`).
     #[serde(default)]
     pub facts: Vec<String>,
-    /// The upstream commit that fixes it (12+ hex digits), and its subject.
-    #[serde(default)]
+    /// The upstream commit that fixes it (12+ hex digits), and its subject
+    /// (serde reads an absent `Option` field as None).
     pub fix: Option<String>,
-    #[serde(default)]
     pub subject: Option<String>,
     /// For a bug with no upstream fix yet: where it is written up.
-    #[serde(default)]
     pub unfixed: Option<String>,
     pub reason: String,
 }
