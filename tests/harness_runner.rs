@@ -128,6 +128,39 @@ mod fixture {
             .expect("write /dev/kmsg");
     }
 
+    /// With `pin_waits_for_the_warning`, two cases whose lives overlap
+    /// around one warning: this one logs it (every run), the other only
+    /// waits through it.
+    #[test]
+    #[ignore]
+    fn pin_logs_the_warning() {
+        let dir = std::path::PathBuf::from(armed!("UFFDTEST_FIXTURE_PIN"));
+        wait_for(&dir.join("started"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .expect("open /dev/kmsg");
+        f.write_all(b"<4>WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture-pin (injected by tests/harness_runner.rs, not a kernel bug)\n")
+            .expect("write /dev/kmsg");
+        std::fs::write(dir.join("warned"), "").unwrap();
+    }
+
+    #[test]
+    #[ignore]
+    fn pin_waits_for_the_warning() {
+        let dir = std::path::PathBuf::from(armed!("UFFDTEST_FIXTURE_PIN"));
+        std::fs::write(dir.join("started"), "").unwrap();
+        wait_for(&dir.join("warned"));
+    }
+
+    fn wait_for(file: &std::path::Path) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !file.exists() {
+            assert!(std::time::Instant::now() < end, "{} never came", file.display());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Passes, then fails, then passes...: counts its runs in the file
     /// named by UFFDTEST_FIXTURE_COUNTER, as a flaky case would behave.
     #[test]
@@ -321,7 +354,7 @@ fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {
 #[serial(harness_runner)]
 fn each_run_gets_a_directory_of_its_own_removed_at_its_end() {
     // The suite's probe cache looks for it under the runner's name for it.
-    assert_eq!(uffdtest::runner::run::RUN_DIR_ENV, uffdtest::caps::RUN_DIR_ENV);
+    assert_eq!(uffdtest::runner::env::RUN_DIR_ENV, uffdtest::caps::RUN_DIR_ENV);
     let dir = scratch("run-dir");
     let mark = dir.join("mark");
     let out = run_fixtures(&dir)
@@ -334,6 +367,33 @@ fn each_run_gets_a_directory_of_its_own_removed_at_its_end() {
     assert!(run_dir.contains("uffdtest-run-"), "{run_dir}");
     assert!(!Path::new(&run_dir).exists(), "{run_dir} is left behind");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
+fn a_splat_beside_another_case_is_pinned_by_re_running_both_alone() {
+    as_root_in_scratch("pin", "write /dev/kmsg", |dir| {
+        let mut c = run_fixtures(dir);
+        c.env("UFFDTEST_FIXTURE_PIN", dir)
+            .args(["--hugepages", "0", "--jobs", "2", "-f", "fixture::pin_"]);
+        let (out, r) = with_json_report(c, dir);
+        let ktap = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{ktap}");
+        let warner = case(&r, "fixture::pin_logs_the_warning");
+        assert_eq!(warner.status, Status::Fail, "{ktap}");
+        assert!(
+            warner.diagnostics[0].contains("it logged one again"),
+            "{:?}",
+            warner.diagnostics
+        );
+        let waiter = case(&r, "fixture::pin_waits_for_the_warning");
+        assert_eq!(waiter.status, Status::Pass, "{ktap}");
+        assert!(
+            waiter.diagnostics[0].contains("another case logged it again"),
+            "{:?}",
+            waiter.diagnostics
+        );
+    });
 }
 
 #[test]
@@ -551,7 +611,7 @@ fn list_selects_by_memory_type_glob_and_shard() {
         ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
     );
     let all = list(&["-f", "fixture::"]);
-    assert_eq!(all.len(), 13);
+    assert_eq!(all.len(), 15);
     let (a, b) = (
         list(&["-f", "fixture::", "--shard", "1/2"]),
         list(&["-f", "fixture::", "--shard", "2/2"]),
@@ -594,6 +654,8 @@ fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
 }
 
 #[test]
+// Beside another test's injected warning its cases would fail.
+#[serial(harness_runner)]
 fn announce_kmsg_names_each_case_in_the_kernel_log() {
     as_root_in_scratch("announce", "write /dev/kmsg", |dir| {
         let watch = uffdtest::runner::kmsg::KmsgWatch::open();

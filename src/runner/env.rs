@@ -207,6 +207,32 @@ pub fn catch_signals() -> Result<(), EnvError> {
     Ok(())
 }
 
+/// Where the runner tells each case its run's directory.
+pub const RUN_DIR_ENV: &str = "UFFDTEST_RUN_DIR";
+
+/// A directory the cases of one run share, removed when the run ends: a
+/// case that works out something every case needs (the suite's capability
+/// probes) leaves it there for the processes after it, which then need not
+/// work it out again. Nothing a case writes there decides another's verdict
+/// by itself: what is left there is what the first one found.
+pub struct RunDir(pub std::path::PathBuf);
+
+impl RunDir {
+    pub fn create() -> Option<RunDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("uffdtest-run-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).ok().map(|()| RunDir(dir))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

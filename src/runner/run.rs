@@ -27,7 +27,8 @@
 //! Results reach the reporters in plan order, whatever order parallel cases
 //! end in; `CaseStarted` comes as it happens (for the progress line).
 
-use super::env::{Env, catch_signals, interrupted};
+use super::attribute::{Suspect, pin_splats};
+use super::env::{Env, RUN_DIR_ENV, RunDir, catch_signals, interrupted};
 use super::klog;
 use super::kmsg::{self, KmsgWatch};
 use super::libtest::{failure_lines, libtest_verdict};
@@ -232,6 +233,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
     let is_init = std::process::id() == 1;
     let mut failed = 0usize;
+    let mut suspects: Vec<Suspect> = Vec::new();
     loop {
         let stop = interrupted();
         let enough = opts.max_fail.is_some_and(|m| failed >= m);
@@ -250,7 +252,10 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 break;
             }
             emit(Event::CaseStarted { case });
-            running.push(Running::start(opts, case, (b, c), kmsg_ok, &exited_tx));
+            let mut r = Running::start(opts, case, (b, c), kmsg_ok, &exited_tx);
+            r.overlapped = !running.is_empty();
+            running.iter_mut().for_each(|o| o.overlapped = true);
+            running.push(r);
             next += 1;
         }
         // Reap.
@@ -264,13 +269,22 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 if let Some(k) = &opts.known {
                     k.apply(&plan.binaries[r.at.0].name, &mut res);
                 }
-                failed += usize::from(res.status.is_failure());
                 emit(Event::CaseEnded {
                     case: &r.case,
                     result: &res,
                 });
-                results[r.at.0][r.at.1] = Some(res);
                 any = true;
+                // A splat beside other cases may be theirs: judged once the rest has run.
+                if let Some(sig) = r.splat.clone().filter(|_| r.overlapped && !stop) {
+                    suspects.push(Suspect {
+                        at: r.at,
+                        sig,
+                        first: res,
+                    });
+                    continue;
+                }
+                failed += usize::from(res.status.is_failure());
+                results[r.at.0][r.at.1] = Some(res);
             } else {
                 i += 1;
             }
@@ -281,6 +295,25 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                     Some(case_result(&plan.binaries[b].cases[c], Status::Error).with_reason("not run: interrupted"));
             }
             next = queue.len();
+        }
+        if running.is_empty() && (next >= queue.len() || stop || enough) && !suspects.is_empty() {
+            let rerun = |at: (usize, usize)| {
+                let case = &plan.binaries[at.0].cases[at.1];
+                let mut r = Running::start(opts, case, at, kmsg_ok, &exited_tx);
+                loop {
+                    if let Some(mut res) = r.poll(opts) {
+                        if let Some(k) = &opts.known {
+                            k.apply(&plan.binaries[at.0].name, &mut res);
+                        }
+                        return (res, r.splat);
+                    }
+                    let _ = exited.recv_timeout(Duration::from_millis(20));
+                }
+            };
+            for (at, res) in pin_splats(std::mem::take(&mut suspects), stop, rerun) {
+                failed += usize::from(res.status.is_failure());
+                results[at.0][at.1] = Some(res);
+            }
         }
         if enough && running.is_empty() && next < queue.len() {
             let why = format!("not run: --max-fail {} reached", opts.max_fail.unwrap_or(0));
@@ -338,32 +371,6 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     Ok(report)
 }
 
-/// Where the runner tells each case its run's directory.
-pub const RUN_DIR_ENV: &str = "UFFDTEST_RUN_DIR";
-
-/// A directory the cases of one run share, removed when the run ends: a
-/// case that works out something every case needs (the suite's capability
-/// probes) leaves it there for the processes after it, which then need not
-/// work it out again. Nothing a case writes there decides another's verdict
-/// by itself: what is left there is what the first one found.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn create() -> Option<RunDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("uffdtest-run-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).ok().map(|()| RunDir(dir))
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A fresh result for a case, named as KTAP shows it.
 fn case_result(case: &Case, status: Status) -> TestResult {
     let mut t = TestResult::new(&case.name, status);
@@ -398,6 +405,10 @@ struct Running {
     interrupted: bool,
     /// Where the case's threads were blocked at its deadline.
     hang_report: Vec<String>,
+    /// Another case ran at some moment of this one's life.
+    overlapped: bool,
+    /// The signature of the splat logged while it ran, if any.
+    splat: Option<String>,
 }
 
 impl Running {
@@ -432,6 +443,8 @@ impl Running {
             start_error: None,
             interrupted: false,
             hang_report: Vec::new(),
+            overlapped: false,
+            splat: None,
         };
         match spawn(opts, case) {
             Ok((child, rx)) => {
@@ -541,6 +554,7 @@ impl Running {
         let kmsgs: Vec<String> = kmsgs.into_iter().filter(|m| !kmsg::is_foreign_fixture(m)).collect();
         let excerpt = klog::excerpt(&kmsgs);
         if let Some(first) = excerpt.iter().find(|m| klog::is_splat(m)) {
+            self.splat = Some(klog::signature(first).unwrap_or_else(|| first.clone()));
             if matches!(res.status, Status::Pass | Status::Skip) {
                 res.status = Status::Fail;
                 res.reason = Some(format!("kernel log: {first}"));
