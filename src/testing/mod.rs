@@ -7,6 +7,7 @@
 pub mod faulter;
 pub mod fdpass;
 pub mod files;
+pub mod foreign;
 pub mod handler;
 pub mod holes;
 pub mod knob;

@@ -88,8 +88,55 @@ pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
              default) made reserving the huge pages take 0.6 s of the guest's start under TCG",
         ),
     ];
+    let gigantic = gigantic_pages(b.memory_mib);
+    if gigantic > 0 {
+        p.push((
+            format!("hugepagesz=1G hugepages={gigantic}"),
+            "1 GiB huge pages can only be had reliably at boot, before memory fragments; the \
+             1 GiB hugetlb cases skip without them",
+        ));
+    }
     p.extend(b.extra_cmdline.iter().map(|s| (s.clone(), "from --append")));
     p
+}
+
+/// Guest memory kept for everything but 1 GiB huge pages: the kernel, the
+/// 2 MiB pool the init reserves, zram and the cases themselves.
+const MIB_BESIDES_GIGANTIC: u32 = 3072;
+
+/// 1 GiB huge pages to reserve at boot in a guest of `memory_mib`: what is
+/// left over [`MIB_BESIDES_GIGANTIC`], whole GiBs, at most 2. The default
+/// 4096 MiB gives one.
+pub fn gigantic_pages(memory_mib: u32) -> u32 {
+    (memory_mib.saturating_sub(MIB_BESIDES_GIGANTIC) / 1024).min(2)
+}
+
+/// How many NUMA nodes the guest gets: two, so migration between nodes
+/// (move_pages(2), mbind) has somewhere to go.
+pub const NUMA_NODES: u32 = 2;
+
+/// `-object memory-backend-ram` and `-numa node` per node: the memory split
+/// evenly (the first node takes the odd MiB), CPUs dealt round-robin. With
+/// one CPU the second node is memory-only, which Linux takes as well.
+fn numa_args(b: &Boot) -> Vec<String> {
+    let mut out = Vec::new();
+    let per = b.memory_mib / NUMA_NODES;
+    for n in 0..NUMA_NODES {
+        let mib = if n == 0 {
+            b.memory_mib - per * (NUMA_NODES - 1)
+        } else {
+            per
+        };
+        out.push("-object".into());
+        out.push(format!("memory-backend-ram,id=mem{n},size={mib}M"));
+        let mut node = format!("node,nodeid={n},memdev=mem{n}");
+        for cpu in (n..b.cpus).step_by(NUMA_NODES as usize) {
+            node += &format!(",cpus={cpu}");
+        }
+        out.push("-numa".into());
+        out.push(node);
+    }
+    out
 }
 
 /// `-accel` and `-cpu`: the host's CPU under KVM; under TCG `max`, so the
@@ -154,6 +201,7 @@ pub fn qemu_args(b: &Boot) -> Vec<String> {
     [
         accel_args(b.accel),
         machine_args(b),
+        numa_args(b),
         lifecycle_args(),
         serial_args(b),
         kernel_args(b),
@@ -313,6 +361,46 @@ mod tests {
         let append = qemu_args(&boot()).last().unwrap().clone();
         assert!(append.starts_with("console=ttyS0 panic=-1 oops=panic"), "{append}");
         assert!(append.ends_with(" nokaslr"), "{append}");
+    }
+
+    #[test]
+    fn two_numa_nodes_split_memory_and_cpus() {
+        let args = qemu_args(&boot()).join(" ");
+        for want in [
+            "-object memory-backend-ram,id=mem0,size=1024M -numa node,nodeid=0,memdev=mem0,cpus=0",
+            "-object memory-backend-ram,id=mem1,size=1024M -numa node,nodeid=1,memdev=mem1,cpus=1",
+        ] {
+            assert!(args.contains(want), "{want:?} not in {args}");
+        }
+        let odd = Boot {
+            memory_mib: 3001,
+            cpus: 1,
+            ..boot()
+        };
+        let args = qemu_args(&odd).join(" ");
+        assert!(
+            args.contains("id=mem0,size=1501M -numa node,nodeid=0,memdev=mem0,cpus=0 "),
+            "{args}"
+        );
+        assert!(
+            args.contains("id=mem1,size=1500M -numa node,nodeid=1,memdev=mem1 "),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn gigantic_pages_only_where_memory_allows() {
+        assert_eq!(gigantic_pages(2048), 0);
+        assert_eq!(gigantic_pages(4095), 0);
+        assert_eq!(gigantic_pages(4096), 1);
+        assert_eq!(gigantic_pages(8192), 2);
+        let b = Boot {
+            memory_mib: 4096,
+            ..boot()
+        };
+        let append = qemu_args(&b).last().unwrap().clone();
+        assert!(append.contains(" hugepagesz=1G hugepages=1 "), "{append}");
+        assert!(!qemu_args(&boot()).last().unwrap().contains("hugepagesz"));
     }
 
     #[test]

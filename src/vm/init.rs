@@ -153,6 +153,9 @@ pub fn main() -> ! {
 fn run() -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
+    if let Err(e) = enable_memcg() {
+        kmsg(&format!("uffdtest: no memory controller for child cgroups: {e}"));
+    }
     match swap_on() {
         Ok(what) => kmsg(&format!("uffdtest: swap on {what}")),
         Err(why) => kmsg(&format!("{NO_SWAP}{why}")),
@@ -196,7 +199,15 @@ const MOUNTS: &[(&str, &str, &str, bool)] = &[
     ("tmpfs", "/tmp", "tmpfs", false),
     ("tmpfs", "/dev/shm", "tmpfs", false),
     ("hugetlbfs", "/dev/hugepages", "hugetlbfs", false),
+    // The memcg cases make child cgroups with memory.max here.
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2", false),
 ];
+
+/// Lets child cgroups of the root take the memory controller (cgroup v2
+/// enables no controller below the root until asked); Err is why not.
+fn enable_memcg() -> std::io::Result<()> {
+    std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+}
 
 fn mount_all() -> Result<(), InitError> {
     use nix::mount::{MsFlags, mount};
