@@ -11,6 +11,7 @@ pub mod foreign;
 pub mod handler;
 pub mod holes;
 pub mod knob;
+pub mod ksm;
 pub mod mm;
 pub mod pagemap;
 pub mod pagemap_scan;
