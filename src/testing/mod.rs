@@ -13,6 +13,7 @@ pub mod holes;
 pub mod knob;
 pub mod ksm;
 pub mod mm;
+pub mod numa;
 pub mod pagemap;
 pub mod pagemap_scan;
 pub mod parked;
