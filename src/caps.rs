@@ -583,10 +583,10 @@ pub fn ksm_support() -> Result<(), String> {
     }
 }
 
-/// The NUMA nodes with memory (`/sys/devices/system/node/has_normal_memory`,
-/// a list such as `0-1`); a kernel without CONFIG_NUMA has one.
+/// The NUMA nodes with memory (`/sys/devices/system/node/has_memory`, a
+/// list such as `0-1`); a kernel without CONFIG_NUMA has one.
 pub fn memory_nodes() -> Vec<u32> {
-    let text = std::fs::read_to_string("/sys/devices/system/node/has_normal_memory").unwrap_or_else(|_| "0".into());
+    let text = std::fs::read_to_string("/sys/devices/system/node/has_memory").unwrap_or_else(|_| "0".into());
     text.trim()
         .split(',')
         .filter(|s| !s.is_empty())

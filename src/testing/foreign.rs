@@ -35,6 +35,11 @@ impl Words {
         Words { addr: p as usize }
     }
 
+    /// The page's address, for a child to read or write bytes through.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
     pub fn get(&self, i: usize) -> i64 {
         assert!(i < Words::LEN);
         // SAFETY: word i of our page.

@@ -10,6 +10,7 @@ pub mod files;
 pub mod foreign;
 pub mod handler;
 pub mod holes;
+pub mod kaccess;
 pub mod knob;
 pub mod ksm;
 pub mod mm;
