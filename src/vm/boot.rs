@@ -367,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn two_numa_nodes_split_memory_and_cpus() {
+    fn two_numa_nodes_split_memory_with_every_cpu_on_the_first() {
         let args = qemu_args(&boot()).join(" ");
         for want in [
             "-object memory-backend-ram,id=mem0,size=1024M -numa node,nodeid=0,memdev=mem0,cpus=0-1 ",
@@ -382,7 +382,7 @@ mod tests {
         };
         let args = qemu_args(&odd).join(" ");
         assert!(
-            args.contains("id=mem0,size=1501M -numa node,nodeid=0,memdev=mem0,cpus=0 "),
+            args.contains("id=mem0,size=1501M -numa node,nodeid=0,memdev=mem0,cpus=0-0 "),
             "{args}"
         );
         assert!(
