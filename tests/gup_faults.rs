@@ -1,6 +1,7 @@
 //! Faults the kernel takes on a process's behalf, not a user load: GUP
 //! (MADV_POPULATE_READ/WRITE, mlock(2), process_vm_readv/writev from
-//! another process) and copy_to/from_user (read(2)/write(2) on a pipe)
+//! another process, io_uring's IORING_REGISTER_BUFFERS long-term pin) and
+//! copy_to/from_user (read(2)/write(2) on a pipe)
 //! into a registered page, and /proc/pid/mem (FOLL_FORCE) into a missing
 //! or write-protected one.
 //!
@@ -42,6 +43,7 @@ fn registered(
     if !caps::caps().root {
         return Err("needs root: a uffd that takes kernel faults needs CAP_SYS_PTRACE; mlock(2)".into());
     }
+    kind.available()?;
     let area = area_to_register(mem, 1, features, MISSING)?;
     let access = Arc::new(Access::new(kind, area.addr(), area.page_size()));
     let uffd = testing::open_uffd_flags(flags, features)?;
@@ -222,6 +224,13 @@ kernel_access_cases!(PipeRead:
     read_into_the_page_lands_once_released,
     read_into_the_page_fails_efault_on_a_user_mode_only_uffd,
     read_into_the_page_fails_efault_with_sigbus);
+
+kernel_access_cases!(IoUringBuffers:
+    io_uring_buffer_registration_waits_for_the_monitor,
+    io_uring_buffer_registration_retries_after_a_bare_wake,
+    io_uring_buffer_registration_pins_zeros_once_released,
+    io_uring_buffer_registration_fails_efault_on_a_user_mode_only_uffd,
+    io_uring_buffer_registration_fails_efault_with_sigbus);
 
 kernel_access_cases!(PipeWrite:
     write_from_the_page_waits_for_the_monitor,

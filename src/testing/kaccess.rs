@@ -29,6 +29,9 @@ pub enum Kind {
     PipeRead,
     /// write(2) to a pipe from the page: copy_from_user reads it.
     PipeWrite,
+    /// IORING_REGISTER_BUFFERS over the page: a long-term write pin
+    /// (pin_user_pages_fast, FOLL_WRITE | FOLL_LONGTERM), released at once.
+    IoUringBuffers,
 }
 
 /// The bytes the byte-copying kinds move through the page: `pattern(i)`.
@@ -43,15 +46,39 @@ impl Kind {
     /// Whether the kernel writes the page (the fault carries WRITE).
     pub fn writes(self, shared: bool) -> bool {
         match self {
-            Kind::PopulateWrite | Kind::VmWritev | Kind::PipeRead => true,
+            Kind::PopulateWrite | Kind::VmWritev | Kind::PipeRead | Kind::IoUringBuffers => true,
             Kind::Mlock => !shared,
             Kind::PopulateRead | Kind::VmReadv | Kind::PipeWrite => false,
         }
     }
 
+    /// Ok when this kernel and process can make this access at all; Err
+    /// is the SKIP reason (io_uring_setup refused: disabled or not built).
+    pub fn available(self) -> Result<(), String> {
+        if self != Kind::IoUringBuffers {
+            return Ok(());
+        }
+        let mut params = [0u8; 120];
+        // SAFETY: io_uring_setup reads and writes the params struct we pass.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+        match Errno::result(fd) {
+            // SAFETY: the kernel just returned this fd to us.
+            Ok(fd) => drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }),
+            Err(e) => {
+                return Err(format!(
+                    "no io_uring: io_uring_setup {e} (CONFIG_IO_URING, kernel.io_uring_disabled)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this kind fills the page by itself (GUP only faults it in).
     fn only_faults(self) -> bool {
-        matches!(self, Kind::PopulateRead | Kind::PopulateWrite | Kind::Mlock)
+        matches!(
+            self,
+            Kind::PopulateRead | Kind::PopulateWrite | Kind::Mlock | Kind::IoUringBuffers
+        )
     }
 
     /// The errno the call fails with when the fault is refused
@@ -136,6 +163,11 @@ impl Access {
                     .map(|n| n as usize)
             }
             Kind::VmReadv | Kind::VmWritev => self.run_in_child(),
+            Kind::IoUringBuffers => match super::pin::io_uring_write(at, len) {
+                Ok(pin) => pin.release().map(|_| 0),
+                Err(super::pin::PinError::RegisterBuffers(e)) => Err(e),
+                Err(e) => panic!("io_uring went away since the probe: {e}"),
+            },
         }
     }
 
