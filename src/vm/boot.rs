@@ -101,13 +101,18 @@ pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
     p
 }
 
-/// Guest memory kept for everything but 1 GiB huge pages: the kernel, the
-/// 2 MiB pool the init reserves, zram and the cases themselves.
-const MIB_BESIDES_GIGANTIC: u32 = 3072;
+/// Guest memory kept for everything but 1 GiB huge pages. Not only what the
+/// kernel, the 2 MiB pool, zram and the cases use: QEMU's pc machine puts
+/// 3 GiB below 4 GiB (the last of it under a BIOS hole, the initrd at its
+/// top) and the rest above, and each node keeps its memmap and NODE_DATA at
+/// its top, so with 4 GiB no aligned GiB was free (seen on Debian 6.12,
+/// at boot and at run time). From 6 GiB on, node 1 is [4 GiB, 7 GiB) and
+/// has clean GiBs below its top.
+const MIB_BESIDES_GIGANTIC: u32 = 5120;
 
 /// 1 GiB huge pages to reserve at boot in a guest of `memory_mib`: what is
 /// left over [`MIB_BESIDES_GIGANTIC`], whole GiBs, at most 2. The default
-/// 4096 MiB gives one.
+/// 6144 MiB gives one.
 pub fn gigantic_pages(memory_mib: u32) -> u32 {
     (memory_mib.saturating_sub(MIB_BESIDES_GIGANTIC) / 1024).min(2)
 }
@@ -394,11 +399,11 @@ mod tests {
     #[test]
     fn gigantic_pages_only_where_memory_allows() {
         assert_eq!(gigantic_pages(2048), 0);
-        assert_eq!(gigantic_pages(4095), 0);
-        assert_eq!(gigantic_pages(4096), 1);
+        assert_eq!(gigantic_pages(6143), 0);
+        assert_eq!(gigantic_pages(6144), 1);
         assert_eq!(gigantic_pages(8192), 2);
         let b = Boot {
-            memory_mib: 4096,
+            memory_mib: 6144,
             ..boot()
         };
         let append = qemu_args(&b).last().unwrap().clone();
