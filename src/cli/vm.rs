@@ -26,8 +26,8 @@ pub struct VmArgs {
     pub accel: AccelChoice,
     #[arg(long, value_enum, default_value_t = Runner::Qemu)]
     pub runner: Runner,
-    /// Guest memory in MiB.
-    #[arg(short = 'm', long, default_value_t = 2048, value_name = "MIB")]
+    /// Guest memory in MiB, split over two NUMA nodes; from 6144 on, 1 GiB of it is a boot-time 1 GiB huge page.
+    #[arg(short = 'm', long, default_value_t = 6144, value_name = "MIB")]
     pub memory: u32,
     /// Guest CPUs.
     #[arg(long, default_value_t = 2, value_name = "N")]
