@@ -510,7 +510,7 @@ fn copy_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
     let fd = area.fd().expect("file-backed area");
     // Shrink the file under the mapping: page 1 now lies past EOF.
     nix::unistd::ftruncate(fd, ps as i64).unwrap();
-    if mem == MemType::HugetlbPrivate {
+    if mem.is_hugetlb() && !mem.is_shared() {
         // hugetlb_mfill_atomic_pte checks i_size only for shared VMAs: a
         // private hugetlb mapping gets its anonymous page past EOF
         // (mfill_file_over_size covers shmem, shared and private).

@@ -259,20 +259,22 @@ macro_rules! mem_template {
 mem_template! {
     /// Every memory type (guest-memfd skips where the kernel cannot serve it).
     all_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd)
+        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd),
+        hugetlb_1g(Hugetlb1g), hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
-    /// The five types the kernel's unit tests run on.
+    /// The five types the kernel's unit tests run on, and hugetlb on 1 GiB pages.
     selftest_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate)
+        hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g), hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
     /// Types with a file behind them (an alias view; MINOR mode).
     /// guest-memfd is here because every shmem case must also run on it.
     file_mem: shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd)
+        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd), hugetlb_1g(Hugetlb1g),
+        hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
@@ -283,7 +285,7 @@ mem_template! {
 mem_template! {
     /// The shared types with a file behind them: a copy lands in the page
     /// cache, and MADV_REMOVE (which private mappings refuse) punches holes.
-    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb)
+    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb), hugetlb_1g(Hugetlb1g)
 }
 
 mem_template! {
@@ -293,6 +295,7 @@ mem_template! {
 }
 
 mem_template! {
-    /// The hugetlb types (huge-page alignment rules).
-    hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate)
+    /// The hugetlb types (huge-page alignment rules), on both page sizes.
+    hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g),
+        hugetlb_1g_private(Hugetlb1gPrivate)
 }
