@@ -73,9 +73,9 @@ impl PageSize {
     pub fn free(self) -> usize {
         match self {
             PageSize::Default => free(),
-            PageSize::Gigantic => {
-                sysfs("free_hugepages").unwrap_or(0).saturating_sub(sysfs("resv_hugepages").unwrap_or(0))
-            }
+            PageSize::Gigantic => sysfs("free_hugepages")
+                .unwrap_or(0)
+                .saturating_sub(sysfs("resv_hugepages").unwrap_or(0)),
         }
     }
 
@@ -234,4 +234,46 @@ pub fn ensure_free_of(size: PageSize, pages: usize) -> Result<(), Shortage> {
     } else {
         Err(wrap(Shortage::Fragmented { pages, now, want }))
     }
+}
+
+/// The lock file that serialises 1 GiB areas across processes.
+const GIGANTIC_LOCK: &str = "/tmp/uffdtest-hugetlb-1g.lock";
+
+/// A claim on the 1 GiB pool: while one is held, no other process of the
+/// suite maps 1 GiB pages. The pool is tiny (a host rarely finds more than
+/// a few free gigabytes in one piece once it has run a while), so the
+/// runner's parallel cases take turns instead of racing for it and
+/// skipping at random. Threads of one process share one lease.
+#[derive(Debug)]
+pub struct Lease {
+    _file: std::fs::File,
+}
+
+static LEASE: Mutex<std::sync::Weak<Lease>> = Mutex::new(std::sync::Weak::new());
+
+/// Takes the 1 GiB pool, waiting for any other process holding it.
+pub fn lease_gigantic() -> std::io::Result<std::sync::Arc<Lease>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut g = LEASE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = g.upgrade() {
+        return Ok(l);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .create(true)
+        .append(true)
+        .mode(0o666)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(GIGANTIC_LOCK)?;
+    // SAFETY: flock on a descriptor we own; it blocks until granted.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let l = std::sync::Arc::new(Lease { _file: file });
+    *g = std::sync::Arc::downgrade(&l);
+    Ok(l)
 }

@@ -197,6 +197,9 @@ pub struct Area {
     /// The VM a guest_memfd belongs to; a field, so it drops after the
     /// mappings are gone.
     vm: Option<crate::kvm::Vm>,
+    /// For 1 GiB pages: the pool's lease, dropped last, once the mappings
+    /// and the file are gone and the pages back in the pool.
+    _lease: Option<std::sync::Arc<hugetlb::Lease>>,
 }
 
 // SAFETY: an Area is a plain address range; the mapping lives until drop.
@@ -208,6 +211,18 @@ impl Area {
     /// Maps `npages` unpopulated pages (huge pages for hugetlb; for
     /// `anon-thp`, base pages rounded up to whole PMD-aligned PMDs).
     pub fn new(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
+        Area::new_reserving(mem, npages, npages)
+    }
+
+    /// [`Area::new`], making sure `reserve` pages of a hugetlb pool are free
+    /// (more than `npages` when another view will reserve pages too).
+    fn new_reserving(mem: MemType, npages: usize, reserve: usize) -> Result<Area, Unavailable> {
+        let lease = match mem.hugetlb_pool() {
+            Some(hugetlb::PageSize::Gigantic) if mem.page_size().is_some() => {
+                Some(hugetlb::lease_gigantic().map_err(|e| Unavailable::Error(format!("lease the 1 GiB pool: {e}")))?)
+            }
+            _ => None,
+        };
         let page_size = mem.page_size().ok_or_else(|| {
             Unavailable::Skip(mem.hugetlb_pool().unwrap_or(hugetlb::PageSize::Default).absent().into())
         })?;
@@ -239,7 +254,7 @@ impl Area {
             | MemType::Hugetlb1g
             | MemType::Hugetlb1gPrivate => {
                 if let Some(pool) = mem.hugetlb_pool() {
-                    hugetlb::ensure_free_of(pool, npages).map_err(|e| Unavailable::Skip(e.to_string()))?;
+                    hugetlb::ensure_free_of(pool, reserve).map_err(|e| Unavailable::Skip(e.to_string()))?;
                 }
                 let fd = memfd(mem, len)?;
                 let flags = if mem.is_shared() {
@@ -260,13 +275,21 @@ impl Area {
             fd,
             alias: None,
             vm,
+            _lease: lease,
         })
     }
 
     /// Like [`Area::new`], plus a second MAP_SHARED view of the same file,
     /// which minor-fault tests fill while the main view is registered.
     pub fn with_alias(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
-        let mut a = Area::new(mem, npages)?;
+        // A MAP_SHARED view of hugetlb reserves the file's pages, a
+        // MAP_PRIVATE main view its own as well: twice the pages.
+        let reserve = if mem.is_hugetlb() && !mem.is_shared() {
+            2 * npages
+        } else {
+            npages
+        };
+        let mut a = Area::new_reserving(mem, npages, reserve)?;
         let fd =
             a.fd.as_ref()
                 .ok_or_else(|| Unavailable::Skip(format!("{mem} has no file to alias")))?;

@@ -264,6 +264,14 @@ mem_template! {
 }
 
 mem_template! {
+    /// Every memory type but hugetlb on 1 GiB pages: for the stress binary,
+    /// whose workers each take a page per CPU of two areas (4 GiB on two
+    /// CPUs, more than a host can be expected to keep free in one piece).
+    stress_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
+        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd)
+}
+
+mem_template! {
     /// The five types the kernel's unit tests run on, and hugetlb on 1 GiB pages.
     selftest_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
         hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g), hugetlb_1g_private(Hugetlb1gPrivate)
