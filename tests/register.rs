@@ -299,7 +299,6 @@ fn register_is_free_again_once_the_owner_is_closed(#[case] mem: MemType) {
 #[rstest]
 #[case::shmem(MemType::Shmem)]
 #[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_1g(MemType::Hugetlb1g)]
 fn register_readonly_shared_mapping_fails_eperm(
     #[case] mem: MemType,
     #[values(MISSING, WP, MINOR)] mode: RegisterMode,
@@ -320,7 +319,6 @@ fn register_readonly_shared_mapping_fails_eperm(
 #[rstest]
 #[case::shmem_private(MemType::ShmemPrivate)]
 #[case::hugetlb_private(MemType::HugetlbPrivate)]
-#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate)]
 fn register_readonly_private_mapping_is_allowed(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 1));

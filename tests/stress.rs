@@ -59,7 +59,7 @@ fn assert_audited(t: &Totals, bounces: u64) {
 /// bounce's pages, and on MAP_PRIVATE shmem a write racing another thread's
 /// COW can come as a spurious MISSING|WRITE fault on a mapped page
 /// (docs/findings), which the engine counts apart; only there.
-#[apply(stress_mem)]
+#[apply(all_mem)]
 fn bounce_keeps_every_counter_and_byte(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
     let Some(t) = run(&short(mem), false) else { return };
@@ -85,7 +85,7 @@ fn bounce_keeps_every_counter_and_byte(#[case] mem: MemType) {
     }
 }
 
-#[apply(stress_mem)]
+#[apply(all_mem)]
 fn audit_names_the_corrupted_page(#[case] mem: MemType) {
     let a = try_area!(Area::new(mem, 3));
     let ps = a.page_size();
@@ -116,7 +116,7 @@ fn audit_names_the_corrupted_page(#[case] mem: MemType) {
 /// flight. Each event must come exactly as often as its cause.
 /// Serial: a fork raises UFFD_EVENT_FORK on every EVENT_FORK uffd of the
 /// process, so two soaks at once would see (and wait on) each other's.
-#[apply(stress_mem)]
+#[apply(all_mem)]
 #[serial_test::serial(uffd_event_fork)]
 fn soak_events_arrive_once_per_cause(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);

@@ -33,7 +33,6 @@ fn remove_event_for_madv_remove(#[case] mem: MemType) {
 #[case::anon(MemType::Anon, Errno::EINVAL)]
 #[case::shmem_private(MemType::ShmemPrivate, Errno::EACCES)]
 #[case::hugetlb_private(MemType::HugetlbPrivate, Errno::EACCES)]
-#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate, Errno::EACCES)]
 fn madv_remove_refused_on_private_memory_sends_nothing(#[case] mem: MemType, #[case] want: Errno) {
     let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     // madvise_remove() refuses before it reaches userfaultfd_remove().
