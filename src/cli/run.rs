@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// Raise vm.nr_hugepages to at least N for the run (restored after; never lowered).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub hugepages: u64,
+    /// Raise the 1 GiB hugetlb pool to at least N pages for the run (restored after; never lowered).
+    #[arg(long = "hugepages-1g", default_value_t = 2, value_name = "N")]
+    pub hugepages_1g: u64,
     /// Set a sysctl for the run, restored after (e.g. vm.unprivileged_userfaultfd=1). Repeatable.
     #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub sysctls: Vec<(String, String)>,
@@ -269,6 +272,7 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     opts.timeout = Duration::from_secs(a.timeout);
     opts.stress_timeout = Duration::from_secs(a.stress_timeout);
     opts.hugepages = Some(a.hugepages);
+    opts.hugepages_1g = Some(a.hugepages_1g);
     opts.sysctls = a.sysctls.clone();
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;

@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub announce_kmsg: bool,
     /// Raise vm.nr_hugepages to at least this for the run.
     pub hugepages: Option<u64>,
+    /// Raise the 1 GiB hugetlb pool to at least this many pages for the run.
+    pub hugepages_1g: Option<u64>,
     /// Sysctls set for the run (`vm.unprivileged_userfaultfd`, `1`), restored after.
     pub sysctls: Vec<(String, String)>,
     /// Catch SIGINT/SIGTERM/SIGHUP to stop cleanly (see [`super::env::catch_signals`]).
@@ -111,6 +113,7 @@ impl Default for RunOptions {
             watch_kmsg: true,
             announce_kmsg: false,
             hugepages: Some(64),
+            hugepages_1g: Some(2),
             sysctls: Vec::new(),
             handle_signals: false,
             case_env: Vec::new(),
@@ -183,7 +186,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
         }
         None => opts,
     };
-    let (env, mut notes) = Env::setup(opts.hugepages, &opts.sysctls);
+    let (env, mut notes) = Env::setup(opts.hugepages, opts.hugepages_1g, &opts.sysctls);
     let kmsg_ok = if opts.watch_kmsg {
         match KmsgWatch::open() {
             Ok(_) => true,
