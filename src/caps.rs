@@ -11,7 +11,9 @@ use serde::Serialize;
 use std::sync::LazyLock;
 
 mod cache;
+mod mm;
 pub use cache::RUN_DIR_ENV;
+pub use mm::*;
 
 /// The outcome of registering one page of a memory type in one mode.
 #[derive(Debug, Clone, Serialize)]
@@ -573,64 +575,4 @@ pub fn mode_name(mode: RegisterMode) -> String {
     } else {
         names.join("+")
     }
-}
-
-// ---------------------------------------------------------------------------
-// mm machinery the cross-feature cases meet (KSM, NUMA, guard regions): each
-// a small probe of its own, Err the SKIP reason.
-
-/// KSM is built in (CONFIG_KSM): `/sys/kernel/mm/ksm/run` exists.
-pub fn ksm_support() -> Result<(), String> {
-    if std::path::Path::new("/sys/kernel/mm/ksm/run").exists() {
-        Ok(())
-    } else {
-        Err("kernel has no KSM (CONFIG_KSM): /sys/kernel/mm/ksm/run is missing".into())
-    }
-}
-
-/// The NUMA nodes with memory (`/sys/devices/system/node/has_memory`, a
-/// list such as `0-1`); a kernel without CONFIG_NUMA has one.
-pub fn memory_nodes() -> Vec<u32> {
-    let text = std::fs::read_to_string("/sys/devices/system/node/has_memory").unwrap_or_else(|_| "0".into());
-    text.trim()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .flat_map(|r| match r.split_once('-') {
-            Some((a, b)) => a.parse().unwrap_or(0)..=b.parse().unwrap_or(0),
-            None => {
-                let n = r.parse().unwrap_or(0);
-                n..=n
-            }
-        })
-        .collect()
-}
-
-/// Two NUMA nodes with memory, for migrating between them: Ok((from, to)).
-pub fn two_memory_nodes() -> Result<(u32, u32), String> {
-    match memory_nodes()[..] {
-        [a, b, ..] => Ok((a, b)),
-        _ => Err("needs two NUMA nodes with memory; this machine has one (uffdtest vm gives the guest two)".into()),
-    }
-}
-
-/// MADV_GUARD_INSTALL (6.13); not in libc 0.2 yet.
-pub const MADV_GUARD_INSTALL: i32 = 102;
-/// MADV_GUARD_REMOVE (6.13).
-pub const MADV_GUARD_REMOVE: i32 = 103;
-
-/// Whether madvise takes MADV_GUARD_INSTALL: installed on one page of a
-/// fresh private anonymous mapping of its own. A kernel without guard
-/// regions refuses the advice EINVAL.
-pub fn guard_regions() -> Result<(), String> {
-    static PROBE: LazyLock<Result<(), String>> = LazyLock::new(|| {
-        let area = Area::new(MemType::Anon, 1).map_err(|e| format!("guard-region probe: {e}"))?;
-        // SAFETY: advice on our own fresh mapping.
-        let r = unsafe { libc::madvise(area.addr() as *mut libc::c_void, area.len(), MADV_GUARD_INSTALL) };
-        match Errno::result(r) {
-            Ok(_) => Ok(()),
-            Err(Errno::EINVAL) => Err("kernel has no guard regions (MADV_GUARD_INSTALL → EINVAL; 6.13+)".into()),
-            Err(e) => panic!("probe: MADV_GUARD_INSTALL on a private anonymous page: {e}"),
-        }
-    });
-    PROBE.clone()
 }

@@ -25,7 +25,7 @@ fn merged(mem: MemType, npages: usize, byte: u8) -> Result<(Area, Ksmd), String>
     }
     let area = testing::area(mem, npages)?;
     area.populate(byte);
-    let ksmd = Ksmd::start()?;
+    let ksmd = Ksmd::start().map_err(|e| e.to_string())?;
     madvise(area.addr(), area.len(), libc::MADV_MERGEABLE).expect("MADV_MERGEABLE");
     let n = area.npages();
     assert!(

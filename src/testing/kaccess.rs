@@ -10,6 +10,26 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+/// io_uring_setup refused (disabled or not built); Display is the SKIP reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoIoUring(pub Errno);
+
+impl std::fmt::Display for NoIoUring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no io_uring: io_uring_setup {} (CONFIG_IO_URING, kernel.io_uring_disabled)",
+            self.0
+        )
+    }
+}
+
+impl From<NoIoUring> for String {
+    fn from(e: NoIoUring) -> String {
+        e.to_string()
+    }
+}
+
 /// One way the kernel reaches a user page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -54,7 +74,7 @@ impl Kind {
 
     /// Ok when this kernel and process can make this access at all; Err
     /// is the SKIP reason (io_uring_setup refused: disabled or not built).
-    pub fn available(self) -> Result<(), String> {
+    pub fn available(self) -> Result<(), NoIoUring> {
         if self != Kind::IoUringBuffers {
             return Ok(());
         }
@@ -64,11 +84,7 @@ impl Kind {
         match Errno::result(fd) {
             // SAFETY: the kernel just returned this fd to us.
             Ok(fd) => drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }),
-            Err(e) => {
-                return Err(format!(
-                    "no io_uring: io_uring_setup {e} (CONFIG_IO_URING, kernel.io_uring_disabled)"
-                ));
-            }
+            Err(e) => return Err(NoIoUring(e)),
         }
         Ok(())
     }

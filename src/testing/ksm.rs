@@ -16,12 +16,12 @@ const KSM: &str = "/sys/kernel/mm/ksm";
 
 impl Ksmd {
     /// Err is the knob that could not be set.
-    pub fn start() -> Result<Ksmd, String> {
+    pub fn start() -> Result<Ksmd, super::knob::KnobError> {
         let mut knobs = Vec::new();
         // Merging a page takes two scans of it (unstable tree, then stable);
         // scan whole areas each pass and do not sleep long between passes.
         for (k, v) in [("pages_to_scan", "4096"), ("sleep_millisecs", "1"), ("run", "1")] {
-            knobs.push(Knob::set(format!("{KSM}/{k}"), v).map_err(|e| e.to_string())?);
+            knobs.push(Knob::set(format!("{KSM}/{k}"), v)?);
         }
         Ok(Ksmd { _knobs: knobs })
     }
