@@ -199,12 +199,23 @@ fn manifest(sel_manifest: &Option<PathBuf>, build: Option<Build>) -> Result<Path
     Ok(path)
 }
 
+/// Memory types whose cases run only when `--mem` names them: each case
+/// clears and copies whole GiB pages, seconds apiece (their 32 cases took
+/// 31 s alone on the 2-core host, two thirds of the whole suite's case time).
+pub const ON_REQUEST: &[&str] = &["hugetlb-1g", "hugetlb-1g-private"];
+
+/// Whether `mem` asks for any [`ON_REQUEST`] type.
+pub fn requests_1g(mem: &[String]) -> bool {
+    mem.iter().any(|m| ON_REQUEST.contains(&m.as_str()))
+}
+
 fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     RunOptions {
         manifest,
         filters: sel.filters.clone(),
         skip: sel.skip.clone(),
         mem: sel.mem.clone(),
+        on_request: ON_REQUEST.iter().map(|s| s.to_string()).collect(),
         ioctl: sel.ioctl.clone(),
         shard: sel.shard,
         run_ignored: sel.run_ignored,
@@ -272,7 +283,8 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     opts.timeout = Duration::from_secs(a.timeout);
     opts.stress_timeout = Duration::from_secs(a.stress_timeout);
     opts.hugepages = Some(a.hugepages);
-    opts.hugepages_1g = Some(a.hugepages_1g);
+    // The 1 GiB pool is raised (and memory compacted for it) only for a run that asks for those cases.
+    opts.hugepages_1g = Some(if requests_1g(&a.sel.mem) { a.hugepages_1g } else { 0 });
     opts.sysctls = a.sysctls.clone();
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;

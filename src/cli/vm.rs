@@ -138,6 +138,7 @@ impl VmArgs {
             filters: self.sel.filters.clone(),
             skip: self.sel.skip.clone(),
             mem: self.sel.mem.clone(),
+            on_request: crate::cli::run::ON_REQUEST.iter().map(|s| s.to_string()).collect(),
             ioctl: self.sel.ioctl.clone(),
             shard: self.sel.shard,
             run_ignored: self.sel.run_ignored,

@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub skip: Vec<String>,
     /// Keep cases of these variants (memory types: `anon`, `shmem-private`).
     pub mem: Vec<String>,
+    /// Variants whose cases run only when `mem` names them (each case costs
+    /// seconds); otherwise they are reported as skipped, saying how to run them.
+    pub on_request: Vec<String>,
     /// Keep cases of these binaries (ioctl or feature: `copy`, `api`).
     pub ioctl: Vec<String>,
     /// Run only shard K of N (1-based), cases dealt round-robin in plan order.
@@ -101,6 +104,7 @@ impl Default for RunOptions {
             filters: Vec::new(),
             skip: Vec::new(),
             mem: Vec::new(),
+            on_request: Vec::new(),
             ioctl: Vec::new(),
             shard: None,
             repeat: 1,
@@ -113,7 +117,7 @@ impl Default for RunOptions {
             watch_kmsg: true,
             announce_kmsg: false,
             hugepages: Some(64),
-            hugepages_1g: Some(2),
+            hugepages_1g: None,
             sysctls: Vec::new(),
             handle_signals: false,
             case_env: Vec::new(),
@@ -246,6 +250,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 r.kill_now();
             }
         }
+        let mut any_instant = false;
         // Launch while there is room; a serial case waits for an empty slot set
         // and then runs alone.
         while !stop && !enough && next < queue.len() && running.len() < jobs {
@@ -253,6 +258,17 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             let case = &plan.binaries[b].cases[c];
             if case.serial && !running.is_empty() || running.iter().any(|r| r.serial) {
                 break;
+            }
+            if let Some(v) = case
+                .variant
+                .as_ref()
+                .filter(|v| opts.on_request.contains(v) && !opts.mem.contains(v))
+            {
+                let why = format!("{v} runs on request only: --mem {v}");
+                results[b][c] = Some(case_result(case, Status::Skip).with_reason(why));
+                next += 1;
+                any_instant = true;
+                continue;
             }
             emit(Event::CaseStarted { case });
             let mut r = Running::start(opts, case, (b, c), kmsg_ok, &exited_tx);
@@ -263,7 +279,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
         }
         // Reap.
         let mut i = 0;
-        let mut any = false;
+        let mut any = any_instant;
         while i < running.len() {
             if let Some(mut res) = running[i].poll(opts) {
                 let r = running.swap_remove(i);

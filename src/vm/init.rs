@@ -90,6 +90,9 @@ pub struct GuestConfig {
     pub filters: Vec<String>,
     pub skip: Vec<String>,
     pub mem: Vec<String>,
+    /// Variants run only when `mem` names them ([`RunOptions::on_request`]).
+    #[serde(default)]
+    pub on_request: Vec<String>,
     pub ioctl: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<(usize, usize)>,
@@ -118,6 +121,7 @@ impl GuestConfig {
             filters: self.filters.clone(),
             skip: self.skip.clone(),
             mem: self.mem.clone(),
+            on_request: self.on_request.clone(),
             ioctl: self.ioctl.clone(),
             shard: self.shard,
             run_ignored: self.run_ignored,
