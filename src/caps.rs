@@ -178,7 +178,8 @@ fn thp_sizes() -> Vec<usize> {
     v
 }
 
-fn probe() -> Caps {
+/// Probes now, whatever a run already knows (`uffdtest bench --suite` times it).
+pub fn probe() -> Caps {
     let uname = nix::sys::utsname::uname().ok();
     let release = uname
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -445,7 +446,8 @@ impl Behaviour {
         }
     }
 
-    fn probe(self) -> Result<bool, Unsupported> {
+    /// Probes now, whatever a run already knows.
+    pub fn probe(self) -> Result<bool, Unsupported> {
         match self {
             Behaviour::MultiVmaWriteprotect => probe_multi_vma_writeprotect(),
             Behaviour::ContinueModeWp => probe_continue_mode_wp(),

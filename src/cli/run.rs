@@ -166,7 +166,7 @@ fn fail(msg: impl std::fmt::Display) -> Exit {
 }
 
 /// How `--build` builds the test binaries.
-enum Build<'a> {
+pub(crate) enum Build<'a> {
     /// As `uffdtest vm` does (static, optimised, debug assertions on): the
     /// host run and the guest share one build, and the heavy cases (stress,
     /// page-sized compares) run at full speed; debug code took four times
@@ -178,7 +178,10 @@ enum Build<'a> {
 
 /// Builds the tests if asked and returns the manifest path.
 /// The runner's error passes through as it is, whatever its type.
-fn manifest(sel_manifest: &Option<PathBuf>, build: Option<Build>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) fn manifest(
+    sel_manifest: &Option<PathBuf>,
+    build: Option<Build>,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
     if let Some(how) = build {
         let m = match how {
@@ -209,7 +212,7 @@ pub fn requests_1g(mem: &[String]) -> bool {
     mem.iter().any(|m| ON_REQUEST.contains(&m.as_str()))
 }
 
-fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
+pub(crate) fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     RunOptions {
         manifest,
         filters: sel.filters.clone(),

@@ -94,10 +94,20 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead: run the whole suite (or `--mem`'s cases) and say where its
+    /// time goes: process start, probes, the cases' own work, the runner.
+    #[arg(long)]
+    pub suite: bool,
+    /// With --suite: build the test binaries first, as `run --build` does.
+    #[arg(long, requires = "suite")]
+    pub build: bool,
 }
 
 /// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
 pub fn bench(a: &BenchArgs) -> Exit {
+    if a.suite {
+        return crate::cli::bench_suite::suite(&a.mem, a.build, a.json);
+    }
     let mems = if a.mem.is_empty() {
         // Every type but guest-memfd, which needs KVM and is not a selftest
         // type, and the 1 GiB hugetlb types, whose 8-page minimum is 8 GiB.

@@ -1,0 +1,171 @@
+//! `uffdtest bench --suite`: where a full run's time goes. A case costs a
+//! process (exec, libtest start-up), the capability probe (once per run
+//! since caps/cache.rs; timed here as each process once paid it), its own
+//! work, and the runner's bookkeeping. Each is measured apart: start-up by
+//! running every test binary with a filter that matches nothing, the probes
+//! in this process, and the run itself with the CPU of the runner and of
+//! its cases read from getrusage.
+
+use crate::cli::Exit;
+use crate::cli::run::{Build, Selection, manifest, options};
+use crate::mem::MemType;
+use crate::runner::{Reporter, execute, plan};
+use serde::Serialize;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Times each binary is started with nothing to run.
+const STARTS: usize = 5;
+
+#[derive(Debug, Serialize)]
+pub struct SuiteCost {
+    pub cases: usize,
+    pub jobs: usize,
+    pub wall_s: f64,
+    /// CPU of the runner process itself (user + system).
+    pub runner_cpu_s: f64,
+    /// CPU of every case process (and what they forked).
+    pub cases_cpu_s: f64,
+    /// A test binary started with nothing to run: median wall, mean CPU.
+    pub start_wall_ms: f64,
+    pub start_cpu_ms: f64,
+    /// Each probe's cost in this process: what every case paid before the
+    /// run shared them.
+    pub probes_ms: Vec<(String, f64)>,
+}
+
+impl SuiteCost {
+    /// The breakdown per case as a table.
+    pub fn table(&self) -> String {
+        let n = self.cases.max(1) as f64;
+        let start_cpu = self.start_cpu_ms / 1e3 * n;
+        let probes: f64 = self.probes_ms.iter().map(|(_, ms)| ms).sum();
+        let own = (self.cases_cpu_s - start_cpu).max(0.0);
+        let mut s = format!(
+            "{} cases, -j {}: wall {:.1} s, CPU {:.1} s ({:.2} ms a case)\n\n",
+            self.cases,
+            self.jobs,
+            self.wall_s,
+            self.runner_cpu_s + self.cases_cpu_s,
+            (self.runner_cpu_s + self.cases_cpu_s) * 1e3 / n
+        );
+        s.push_str(&format!("{:<44} {:>10} {:>12}\n", "CPU", "run total", "per case"));
+        let rows = [
+            ("process start (exec, libtest)", start_cpu),
+            ("the cases' own work", own),
+            ("runner (spawn, capture, kmsg, reports)", self.runner_cpu_s),
+        ];
+        for (what, secs) in rows {
+            s.push_str(&format!("{what:<44} {secs:>8.2} s {:>9.2} ms\n", secs * 1e3 / n));
+        }
+        s.push_str(&format!(
+            "{:<44} {:>8.2} s {:>9.2} ms\n",
+            "capability probes (once per run)",
+            probes / 1e3,
+            probes / n
+        ));
+        s.push_str(&format!(
+            "\nA test binary started with nothing to run: {:.2} ms wall (median of {STARTS}), {:.2} ms CPU.\n",
+            self.start_wall_ms, self.start_cpu_ms
+        ));
+        s.push_str("Probes, as each case process paid them before they were shared:\n");
+        for (name, ms) in &self.probes_ms {
+            s.push_str(&format!("  {name:<40} {ms:>8.2} ms\n"));
+        }
+        s
+    }
+}
+
+fn cpu(who: nix::sys::resource::UsageWho) -> f64 {
+    let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    nix::sys::resource::getrusage(who).map_or(0.0, |u| tv(u.user_time()) + tv(u.system_time()))
+}
+
+fn timed_ms<T>(f: impl FnOnce() -> T) -> f64 {
+    let t = Instant::now();
+    std::hint::black_box(f());
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs the selection (built first with `build`) and measures it.
+pub fn measure(mem: &[MemType], build: bool) -> Result<SuiteCost, Box<dyn std::error::Error>> {
+    use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
+    let sel = Selection {
+        manifest: None,
+        build,
+        filters: Vec::new(),
+        skip: Vec::new(),
+        mem: mem.iter().map(|m| m.to_string()).collect(),
+        ioctl: Vec::new(),
+        shard: None,
+        run_ignored: false,
+        repeat: 1,
+    };
+    let path = manifest(&sel.manifest, build.then_some(Build::Suite))?;
+    let mut opts = options(&sel, path);
+    opts.handle_signals = true;
+    let planned = plan(&opts)?;
+
+    let mut walls = Vec::new();
+    let children = cpu(RUSAGE_CHILDREN);
+    for b in planned.binaries.iter().filter_map(|b| b.cases.first()) {
+        for _ in 0..STARTS {
+            let t = Instant::now();
+            Command::new(&b.path)
+                .args(["__uffdtest_matches_nothing__", "--exact", "--test-threads=1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            walls.push(t.elapsed());
+        }
+    }
+    let start_cpu_ms = (cpu(RUSAGE_CHILDREN) - children) * 1e3 / walls.len().max(1) as f64;
+    walls.sort();
+    let start_wall_ms = walls
+        .get(walls.len() / 2)
+        .copied()
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+        * 1e3;
+
+    let mut probes_ms = vec![(
+        "caps (UFFDIO_API, /dev/userfaultfd, sysfs)".to_string(),
+        timed_ms(crate::caps::probe),
+    )];
+    for b in crate::caps::Behaviour::ALL {
+        probes_ms.push((format!("behaviour: {}", b.name()), timed_ms(|| b.probe())));
+    }
+    probes_ms.push((
+        "guest_memfd registration (KVM VMs)".into(),
+        timed_ms(|| crate::caps::probe_registration(MemType::GuestMemfd, crate::uffd::RegisterMode::MISSING)),
+    ));
+
+    let (self0, children0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
+    let t = Instant::now();
+    let report = execute(&opts, &mut [] as &mut [&mut dyn Reporter])?;
+    Ok(SuiteCost {
+        cases: report.totals().total(),
+        jobs: opts.jobs,
+        wall_s: t.elapsed().as_secs_f64(),
+        runner_cpu_s: cpu(RUSAGE_SELF) - self0,
+        cases_cpu_s: cpu(RUSAGE_CHILDREN) - children0,
+        start_wall_ms,
+        start_cpu_ms,
+        probes_ms,
+    })
+}
+
+/// `uffdtest bench --suite`.
+pub fn suite(mem: &[MemType], build: bool, json: bool) -> Exit {
+    match measure(mem, build) {
+        Ok(c) if json => {
+            println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+            Exit::Ok
+        }
+        Ok(c) => {
+            print!("{}", c.table());
+            Exit::Ok
+        }
+        Err(e) => Exit::CouldNotRun.because("uffdtest bench --suite", e),
+    }
+}
