@@ -379,20 +379,18 @@ fn a_splat_beside_another_case_is_pinned_by_re_running_both_alone() {
         let (out, r) = with_json_report(c, dir);
         let ktap = String::from_utf8(out.stdout).unwrap();
         assert_eq!(out.status.code(), Some(1), "{ktap}");
-        let warner = case(&r, "fixture::pin_logs_the_warning");
-        assert_eq!(warner.status, Status::Fail, "{ktap}");
-        assert!(
-            warner.diagnostics[0].contains("it logged one again"),
-            "{:?}",
-            warner.diagnostics
-        );
-        let waiter = case(&r, "fixture::pin_waits_for_the_warning");
-        assert_eq!(waiter.status, Status::Pass, "{ktap}");
-        assert!(
-            waiter.diagnostics[0].contains("another case logged it again"),
-            "{:?}",
-            waiter.diagnostics
-        );
+        for (test, status, said) in [
+            ("fixture::pin_logs_the_warning", Status::Fail, "it logged one again"),
+            (
+                "fixture::pin_waits_for_the_warning",
+                Status::Pass,
+                "another case logged it again",
+            ),
+        ] {
+            let t = case(&r, test);
+            assert_eq!(t.status, status, "{test}\n{ktap}");
+            assert!(t.diagnostics[0].contains(said), "{test}: {:?}", t.diagnostics);
+        }
     });
 }
 

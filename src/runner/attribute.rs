@@ -79,6 +79,12 @@ mod tests {
         }
     }
 
+    /// Two cases that both saw `WARNING at f`; case 1 logs `again` when re-run alone.
+    fn two_beside_one_splat(again: Option<&str>) -> Vec<((usize, usize), TestResult)> {
+        let suspects = vec![suspect(0, "WARNING at f"), suspect(1, "WARNING at f")];
+        pin_splats(suspects, false, |at| rerun_result(at.1, again.filter(|_| at.1 == 1)))
+    }
+
     fn rerun_result(n: usize, splat: Option<&str>) -> (TestResult, Option<String>) {
         let status = if splat.is_some() { Status::Fail } else { Status::Pass };
         (TestResult::new(format!("c{n}"), status), splat.map(String::from))
@@ -86,11 +92,7 @@ mod tests {
 
     #[test]
     fn the_splat_is_pinned_on_the_case_that_logs_it_again_alone() {
-        let out = pin_splats(
-            vec![suspect(0, "WARNING at f"), suspect(1, "WARNING at f")],
-            false,
-            |at| rerun_result(at.1, (at.1 == 1).then_some("WARNING at f")),
-        );
+        let out = two_beside_one_splat(Some("WARNING at f"));
         let st: Vec<_> = out.iter().map(|(at, r)| (at.1, r.status)).collect();
         assert_eq!(st, [(0, Status::Pass), (1, Status::Fail)]);
         assert!(out[0].1.diagnostics[0].contains("another case logged it again"));
@@ -98,11 +100,7 @@ mod tests {
 
     #[test]
     fn a_splat_nobody_logs_again_fails_every_case_beside_it() {
-        let out = pin_splats(
-            vec![suspect(0, "WARNING at f"), suspect(1, "WARNING at f")],
-            false,
-            |at| rerun_result(at.1, None),
-        );
+        let out = two_beside_one_splat(None);
         assert!(out.iter().all(|(_, r)| r.status == Status::Fail));
         assert!(out[1].1.diagnostics[0].contains("not pinned on one case"));
     }
@@ -110,11 +108,7 @@ mod tests {
     #[test]
     fn another_splat_alone_is_no_alibi() {
         // Case 1 logs a different splat alone: it fails on that; case 0 is not cleared.
-        let out = pin_splats(
-            vec![suspect(0, "WARNING at f"), suspect(1, "WARNING at f")],
-            false,
-            |at| rerun_result(at.1, (at.1 == 1).then_some("BUG at g")),
-        );
+        let out = two_beside_one_splat(Some("BUG at g"));
         assert!(out.iter().all(|(_, r)| r.status == Status::Fail));
     }
 
