@@ -17,6 +17,7 @@ pub mod parked;
 pub mod pin;
 pub mod smaps;
 pub mod swap;
+pub mod thp;
 
 use crate::caps::OpenFailure;
 use crate::mem::{Area, MemType, Unavailable};
