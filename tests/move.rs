@@ -17,13 +17,16 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
+use serial_test::file_serial;
 use std::sync::Arc;
+use testing::knob::Knob;
 use testing::progress::{err, failed, rejected};
 use testing::{ChildExit, FaultHandler, smaps};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: MoveMode = MoveMode::empty();
 const HOLES: MoveMode = MoveMode::ALLOW_SRC_HOLES;
+const USE_ZERO_PAGE: &str = "/sys/kernel/mm/transparent_hugepage/use_zero_page";
 
 fn pat(page: usize, i: usize) -> u8 {
     (page.wrapping_mul(41) + i.wrapping_mul(13) + 3) as u8
@@ -478,28 +481,29 @@ fn move_from_file_memory_fails_einval(#[case] mem: MemType) {
     assert_eq!(src.read_page(0), vec![0x18; ps]);
 }
 
-/// A populated source that is one PMD-mapped THP, or the SKIP reason.
-fn thp_source(p: &Pair) -> Result<(), String> {
+/// Fills the source and makes it one PMD-mapped THP: MADV_COLLAPSE works
+/// whatever the THP policy, so on a kernel with THP (the area exists) a
+/// small-page source is a failure, not a skip.
+fn thp_source(p: &Pair) {
     for i in 0..p.src.npages() {
         fill(&p.src, i);
     }
-    let v = smaps::vma(p.src.addr()).expect("source VMA");
-    if v.anon_huge < p.src.len() {
-        return Err(format!(
-            "the source got {} of {} bytes as THP (memory fragmented?)",
-            v.anon_huge,
-            p.src.len()
-        ));
-    }
-    Ok(())
+    testing::thp::collapse_or_fail(p.src.addr(), p.src.len());
+    assert_eq!(smaps::vma(p.src.addr()).expect("source VMA").anon_huge, p.src.len());
 }
 
+/// THP policy `madvise` with the key held: the destination's fault must
+/// take the huge-PMD path that leaves its PMD empty, which `never` would
+/// turn into a PTE table.
 #[test]
+#[file_serial(thp)]
 fn move_pmd_moves_the_huge_page_whole() {
+    require_root!("sets the THP policy");
     let p = try_skip!(pair(MemType::AnonThp, 1));
+    let _policy = testing::thp::anon_pmd_policy("madvise");
     let ps = p.dst.page_size();
     let pmd = p.dst.len();
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     // A fault on the THP-enabled destination leaves its PMD empty
     // (do_huge_pmd_anonymous_page hands over before installing anything).
     let r = Faulter::read(p.dst.addr() + 3);
@@ -538,7 +542,7 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
         src,
         uffd: Arc::new(uffd),
     };
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     let r = Faulter::read(p.dst.page(9) + 1);
     assert_eq!(next_pagefault(&p.uffd).1, p.dst.page(9));
     assert_eq!(r.settle(), State::Blocked);
@@ -556,7 +560,7 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
 fn move_part_of_a_thp_splits_the_source() {
     let p = try_skip!(pair(MemType::AnonThp, 1));
     let ps = p.dst.page_size();
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     // Shorter than a PMD: split_huge_pmd, then split_folio, then one PTE.
     assert_eq!(
         p.uffd.r#move(p.dst.page(5), p.src.page(5), 2 * ps, NONE),
@@ -574,14 +578,16 @@ fn move_part_of_a_thp_splits_the_source() {
     assert_eq!(p.src.read_page(7), expected(ps, 7));
 }
 
+/// The huge zero page is mapped only under a THP policy that covers the
+/// area and with `use_zero_page` on: both are set here, with the key held.
 #[test]
+#[file_serial(thp)]
 fn move_pmd_from_huge_zero_page() {
     require_features!(Features::MOVE);
-    let use_zero = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false);
-    require!(use_zero, "THP use_zero_page is off");
+    require_root!("sets the THP policy");
     let p = try_skip!(pair(MemType::AnonThp, 1));
+    let _policy = testing::thp::anon_pmd_policy("madvise");
+    let _zero = Knob::set(USE_ZERO_PAGE, "1").unwrap_or_else(|e| panic!("{e}"));
     let pmd = p.dst.len();
     // A read fault on an empty THP-enabled PMD maps the huge zero page.
     assert_eq!(testing::read_byte(p.src.addr()), 0);
