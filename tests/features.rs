@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 use nix::errno::Errno;
-use serial_test::serial;
+use serial_test::{file_serial, serial};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use uffdtest::testing::knob::Knob;
@@ -292,7 +292,8 @@ fn unprivileged_open(flags: OpenFlags) -> ChildExit {
 }
 
 #[test]
-#[serial(sysctl, fork)]
+#[serial(fork)]
+#[file_serial(sysctl)]
 fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
     require_root!("setting the sysctl and dropping privileges");
     require!(std::path::Path::new(SYSCTL).exists(), "no {SYSCTL}");
@@ -323,7 +324,8 @@ fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
 }
 
 #[test]
-#[serial(sysctl, fork)]
+#[serial(fork)]
+#[file_serial(sysctl)]
 fn dev_userfaultfd_ignores_the_sysctl() {
     require_root!("setting the sysctl and dropping privileges");
     require!(std::path::Path::new(SYSCTL).exists(), "no {SYSCTL}");
