@@ -206,8 +206,9 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    let (area, uffd) =
-        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x55)));
+    let (area, uffd) = try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| {
+        fill_page_pinned(a, 2, 0x55)
+    }));
     let ps = area.page_size();
     let src = source(ps, 4);
     if !fill_stops_at_populated_page(&area, |at, len| uffd.copy(at, src.addr(), len, NONE)) {

@@ -200,7 +200,7 @@ fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| a.fill_page(2, 0x2a)));
+    let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| fill_page_pinned(a, 2, 0x2a)));
     let ps = area.page_size();
     if !fill_stops_at_populated_page(&area, |at, len| uffd.poison(at, len, NONE)) {
         return;

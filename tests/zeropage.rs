@@ -135,8 +135,9 @@ fn zeropage_retried_through_alias(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) =
-        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x21)));
+    let (area, uffd) = try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| {
+        fill_page_pinned(a, 2, 0x21)
+    }));
     let ps = area.page_size();
     if mem.is_hugetlb() {
         assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
