@@ -329,14 +329,16 @@ fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
 fn dev_userfaultfd_ignores_the_sysctl() {
     require_root!("setting the sysctl and dropping privileges");
     require!(std::path::Path::new(SYSCTL).exists(), "no {SYSCTL}");
-    let dev = match nix::fcntl::open(
+    if let Err(e) = caps::require_dev() {
+        skip!("{e}");
+    }
+    // The dev_userfaultfd probe opened it: a refusal now is a failure.
+    let dev = nix::fcntl::open(
         "/dev/userfaultfd",
         nix::fcntl::OFlag::O_RDWR,
         nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(f) => f,
-        Err(e) => skip!("cannot open /dev/userfaultfd: {e}"),
-    };
+    )
+    .expect("open /dev/userfaultfd");
     let _g = sysctl("0");
     let raw = dev.as_raw_fd();
     // Access is decided when the device is opened: a child that inherits

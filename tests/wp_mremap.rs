@@ -140,21 +140,35 @@ fn mremap_to(from: usize, len: usize, to: usize) -> usize {
     p as usize
 }
 
+/// Pages the folio out with MADV_PAGEOUT and checks every PTE became a
+/// swap entry. Err is the SKIP reason (no swap device, from the caps
+/// probe); a folio that does not leave memory is a failure. Reclaim may
+/// skip a folio another CPU briefly holds, so the advice is repeated a few
+/// times first.
 fn swap_out(addr: usize, len: usize) -> Result<(), String> {
     if !caps::caps().swap {
         return Err("no active swap device: MADV_PAGEOUT cannot swap out".into());
     }
-    // SAFETY: our own mapping.
-    let r = unsafe { libc::madvise(addr as *mut _, len, libc::MADV_PAGEOUT) };
-    Errno::result(r).map_err(|e| format!("MADV_PAGEOUT: {e}"))?;
-    let swapped = entries(addr, len)
-        .iter()
-        .filter(|&&e| e & pagemap::PM_SWAP != 0)
-        .count();
-    if swapped * mem::base_page_size() != len {
-        return Err("MADV_PAGEOUT did not swap every page out (swap full?)".into());
+    let swapped = || {
+        entries(addr, len)
+            .iter()
+            .filter(|&&e| e & pagemap::PM_SWAP != 0)
+            .count()
+    };
+    for _ in 0..10 {
+        // SAFETY: our own mapping.
+        let r = unsafe { libc::madvise(addr as *mut _, len, libc::MADV_PAGEOUT) };
+        Errno::result(r).unwrap_or_else(|e| panic!("MADV_PAGEOUT: {e}"));
+        if swapped() * mem::base_page_size() == len {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    Ok(())
+    panic!(
+        "MADV_PAGEOUT left {} of {} pages in memory (swap full?)",
+        len / mem::base_page_size() - swapped(),
+        len / mem::base_page_size()
+    );
 }
 
 /// The flow every case shares: protect one folio, optionally swap it out,

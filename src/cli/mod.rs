@@ -9,6 +9,7 @@ pub mod install;
 pub mod known;
 pub mod report;
 pub mod run;
+pub mod skips;
 pub mod stress;
 pub mod vm;
 
