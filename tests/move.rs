@@ -634,3 +634,45 @@ fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
     assert!(!pagemap::is_present(a.page(2)));
     assert_eq!(a.read_page(3), expected(ps, 1));
 }
+
+/// Two pages across a PMD boundary, from a source of small pages or of two
+/// THPs (made by MADV_COLLAPSE): a move shorter than a PMD splits each
+/// source THP it touches, then moves PTE by PTE across two page tables on
+/// both sides.
+#[rstest]
+#[case::small_source(false)]
+#[case::thp_source(true)]
+fn move_across_a_pmd_boundary(#[case] thp: bool) {
+    let Some(pmd) = mem::pmd_size() else {
+        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
+    };
+    let ps = mem::base_page_size();
+    let b = pmd / ps;
+    let p = try_skip!(pair(MemType::AnonThp, 2 * b));
+    if thp {
+        thp_source(&p);
+    } else {
+        // SAFETY: our own area.
+        unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+        for i in b - 2..b + 2 {
+            fill(&p.src, i);
+        }
+    }
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(b - 1), p.src.page(b - 1), 2 * ps, NONE),
+        Ok(2 * ps as i64)
+    );
+    for i in [b - 1, b] {
+        assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
+        assert!(!pagemap::is_present(p.src.page(i)), "src page {i} still mapped");
+    }
+    for i in [b - 2, b + 1] {
+        assert_eq!(p.src.read_page(i), expected(ps, i), "src page {i} stays");
+        assert!(!pagemap::is_present(p.dst.page(i)), "dst page {i} filled");
+    }
+    assert_eq!(
+        smaps::vma(p.src.addr()).unwrap().anon_huge,
+        0,
+        "no source PMD left whole"
+    );
+}

@@ -357,3 +357,26 @@ fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem:
     // The parent still holds its marker.
     assert_eq!(uffd.poison(area.addr(), ps, NONE), failed(Errno::EEXIST));
 }
+
+/// Two pages across a PMD boundary: both poisoned (markers in two page
+/// tables, each refusing a second one), or, with a THP beyond the boundary,
+/// the first page then EAGAIN.
+#[rstest]
+#[case::holes(boundary::FarSide::Holes)]
+#[case::thp(boundary::FarSide::Thp)]
+fn poison_across_a_pmd_boundary(#[case] far: boundary::FarSide) {
+    let (area, uffd, b) = try_skip!(boundary::fill_across(Features::POISON, far, |u, at, len| u.poison(at, len, NONE)));
+    let ps = area.page_size();
+    let poisoned = if far == boundary::FarSide::Holes {
+        vec![b - 1, b]
+    } else {
+        vec![b - 1]
+    };
+    for i in poisoned {
+        assert!(
+            !pagemap::is_present(area.page(i)),
+            "page {i} holds a marker, not a page"
+        );
+        assert_eq!(uffd.poison(area.page(i), ps, NONE), failed(Errno::EEXIST), "page {i}");
+    }
+}

@@ -276,3 +276,20 @@ fn zeropage_maps_the_shared_zero_page_on_private_memory(#[case] mem: MemType) {
         assert_eq!(a, b, "both map the zero page");
     }
 }
+
+/// Two pages across a PMD boundary: both zero-filled in two page tables,
+/// or, with a THP beyond the boundary, the first page then EAGAIN.
+#[rstest]
+#[case::holes(boundary::FarSide::Holes)]
+#[case::thp(boundary::FarSide::Thp)]
+fn zeropage_across_a_pmd_boundary(#[case] far: boundary::FarSide) {
+    let (area, _uffd, b) =
+        try_skip!(boundary::fill_across(Features::empty(), far, |u, at, len| u.zeropage(at, len, NONE)));
+    let ps = area.page_size();
+    assert!(pagemap::is_present(area.page(b - 1)));
+    assert_eq!(area.read_page(b - 1), vec![0; ps]);
+    if far == boundary::FarSide::Holes {
+        assert!(pagemap::is_present(area.page(b)));
+        assert_eq!(area.read_page(b), vec![0; ps]);
+    }
+}

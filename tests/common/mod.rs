@@ -10,6 +10,7 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+pub mod boundary;
 pub mod ioctls;
 pub mod signal;
 pub mod wp;
