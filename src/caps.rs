@@ -1,4 +1,4 @@
-//! What the running kernel can do, probed once per process.
+//! What the running kernel can do, probed once per run ([`cache`]).
 //!
 //! Tests gate on these facts (UFFDIO_API bits, registration answers, free
 //! huge pages, privilege), never on a kernel version: distro kernels backport.
@@ -9,6 +9,11 @@ use crate::uffd::{Features, Ioctls, OpenError, OpenFlags, RegisterMode, Uffd};
 use nix::errno::Errno;
 use serde::Serialize;
 use std::sync::LazyLock;
+
+mod cache;
+mod mm;
+pub use cache::RUN_DIR_ENV;
+pub use mm::*;
 
 /// The outcome of registering one page of a memory type in one mode.
 #[derive(Debug, Clone, Serialize)]
@@ -210,7 +215,7 @@ fn probe() -> Caps {
     }
 }
 
-static CAPS: LazyLock<Caps> = LazyLock::new(probe);
+static CAPS: LazyLock<Caps> = LazyLock::new(|| cache::shared("caps", probe));
 
 /// The running kernel's capabilities, probed on first use.
 pub fn caps() -> &'static Caps {
@@ -322,7 +327,9 @@ pub fn registration_support(mem: MemType, mode: RegisterMode) -> Result<(), Unsu
         return Ok(());
     }
     if mem == MemType::GuestMemfd {
-        return match probe_registration(mem, mode) {
+        // Two KVM VMs a probe: once per run, not once per case.
+        let probe = || probe_registration(mem, mode);
+        return match cache::shared(&format!("register-guest_memfd-{}", mode.bits()), probe) {
             Registration::Granted(_) => Ok(()),
             Registration::Refused(errno) => Err(Unsupported::GuestMemfd { mode, errno }),
             Registration::Unprobed(why) => Err(Unsupported::Unprobed(why)),
@@ -410,7 +417,7 @@ pub fn open_uffd(flags: OpenFlags, features: Features) -> Result<Uffd, OpenFailu
 /// Kernel behaviours added without a feature bit, each found by its own
 /// probe on its own uffd and memory: a case that needs one skips on the
 /// probe's answer, never on its own call's errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Behaviour {
     /// UFFDIO_WRITEPROTECT over several VMAs in one call (6.4).
@@ -447,8 +454,8 @@ impl Behaviour {
 }
 
 static BEHAVIOURS: [LazyLock<Result<bool, Unsupported>>; 2] = [
-    LazyLock::new(|| Behaviour::MultiVmaWriteprotect.probe()),
-    LazyLock::new(|| Behaviour::ContinueModeWp.probe()),
+    LazyLock::new(|| cache::shared("multi_vma_writeprotect", || Behaviour::MultiVmaWriteprotect.probe())),
+    LazyLock::new(|| cache::shared("continue_mode_wp", || Behaviour::ContinueModeWp.probe())),
 ];
 
 /// A behaviour probe's answer: Ok(true) present, Ok(false) absent, Err why

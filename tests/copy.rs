@@ -391,7 +391,9 @@ fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(missing_area(mem, 2));
     let hp = area.page_size();
     let bp = mem::base_page_size();
-    let src = source(hp, 2);
+    // One filled source page (write_bytes): a per-byte pattern over a 1 GiB
+    // page outlasts the deadline in a debug build.
+    let src = Buf::filled(hp + bp, 0x5c);
     // Base-page aligned passes validate_range; mfill_atomic_hugetlb then
     // wants dst and len aligned to the huge page.
     assert_eq!(
@@ -405,6 +407,7 @@ fn copy_hugetlb_needs_huge_page_alignment(#[case] mem: MemType) {
     );
     assert!(!pagemap::is_present(area.page(0)));
     assert_eq!(uffd.copy(area.page(0), src.addr(), hp, NONE), Ok(hp as i64));
+    assert!(area.read_page(0) == vec![0x5c; hp], "the copied huge page");
 }
 
 #[apply(all_mem)]
@@ -511,7 +514,7 @@ fn copy_beyond_end_of_file_fails_efault(#[case] mem: MemType) {
     let fd = area.fd().expect("file-backed area");
     // Shrink the file under the mapping: page 1 now lies past EOF.
     nix::unistd::ftruncate(fd, ps as i64).unwrap();
-    if mem == MemType::HugetlbPrivate {
+    if mem.is_hugetlb() && !mem.is_shared() {
         // hugetlb_mfill_atomic_pte checks i_size only for shared VMAs: a
         // private hugetlb mapping gets its anonymous page past EOF
         // (mfill_file_over_size covers shmem, shared and private).

@@ -49,6 +49,16 @@ mod fixture {
         assert_eq!(2 + 2, 4);
     }
 
+    /// Leaves a file in the run's directory and says where it was.
+    #[test]
+    #[ignore]
+    fn writes_into_the_run_dir() {
+        let to = armed!("UFFDTEST_FIXTURE_RUN_DIR_MARK");
+        let dir = std::env::var("UFFDTEST_RUN_DIR").expect("the runner names the run's directory");
+        std::fs::write(std::path::Path::new(&dir).join("fixture"), "x").expect("the run dir exists");
+        std::fs::write(to, dir).expect("write the marker file");
+    }
+
     #[test]
     #[ignore]
     fn fails_with_assertion() {
@@ -116,6 +126,39 @@ mod fixture {
         };
         f.write_all(b"<4>WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture (injected by tests/harness_runner.rs, not a kernel bug)\n")
             .expect("write /dev/kmsg");
+    }
+
+    /// With `pin_waits_for_the_warning`, two cases whose lives overlap
+    /// around one warning: this one logs it (every run), the other only
+    /// waits through it.
+    #[test]
+    #[ignore]
+    fn pin_logs_the_warning() {
+        let dir = std::path::PathBuf::from(armed!("UFFDTEST_FIXTURE_PIN"));
+        wait_for(&dir.join("started"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .expect("open /dev/kmsg");
+        f.write_all(b"<4>WARNING: CPU: 0 PID: 0 at uffdtest-harness-fixture-pin (injected by tests/harness_runner.rs, not a kernel bug)\n")
+            .expect("write /dev/kmsg");
+        std::fs::write(dir.join("warned"), "").unwrap();
+    }
+
+    #[test]
+    #[ignore]
+    fn pin_waits_for_the_warning() {
+        let dir = std::path::PathBuf::from(armed!("UFFDTEST_FIXTURE_PIN"));
+        std::fs::write(dir.join("started"), "").unwrap();
+        wait_for(&dir.join("warned"));
+    }
+
+    fn wait_for(file: &std::path::Path) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !file.exists() {
+            assert!(std::time::Instant::now() < end, "{} never came", file.display());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Passes, then fails, then passes...: counts its runs in the file
@@ -214,6 +257,14 @@ fn as_root_in_scratch(name: &str, to: &str, test: impl FnOnce(&Path)) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `c` with `--json` into `dir` and returns its output and the report it wrote.
+fn with_json_report(mut c: Command, dir: &Path) -> (std::process::Output, Report) {
+    let json = dir.join("report.json");
+    let out = c.arg("--json").arg(&json).output().unwrap();
+    let r = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (out, r)
+}
+
 fn root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -239,20 +290,16 @@ fn read_sysctl(name: &str) -> String {
 #[serial(harness_runner)]
 fn repeat_reports_every_pass_and_names_the_flaky_case() {
     let dir = scratch("repeat");
-    let json = dir.join("report.json");
-    let out = run_fixtures(&dir)
-        .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
+    let mut c = run_fixtures(&dir);
+    c.env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
         // One at a time: the passes of one case would otherwise run side by side and race on the counter.
-        .args(["--hugepages", "0", "--repeat", "3", "-j", "1", "--json"])
-        .arg(&json)
-        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
-        .output()
-        .unwrap();
+        .args(["--hugepages", "0", "--repeat", "3", "-j", "1"])
+        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"]);
+    let (out, r) = with_json_report(c, &dir);
     let ktap = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "the failing pass fails the run\n{ktap}");
     assert!(ktap.contains("\n1..3\n"), "one top-level block per pass\n{ktap}");
-    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = |test: &str| -> Vec<Status> {
         r.leaves()
             .into_iter()
@@ -275,24 +322,90 @@ fn repeat_reports_every_pass_and_names_the_flaky_case() {
 
 #[test]
 #[serial(harness_runner)]
+fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {
+    let dir = scratch("max-fail");
+    let mut c = run_fixtures(&dir);
+    // Plan order: fails_with_assertion, on_mem (2 cases), passes, skips.
+    c.args(["--hugepages", "0", "-j", "1", "--max-fail", "1"]);
+    for f in ["fails_with_assertion", "passes", "skips", "on_mem"] {
+        c.arg("-f").arg(format!("fixture::{f}"));
+    }
+    let (out, r) = with_json_report(c, &dir);
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{ktap}");
+    let leaves = r.leaves();
+    assert_eq!(leaves.len(), 5, "every selected case is reported\n{ktap}");
+    let failed: Vec<_> = leaves.iter().filter(|(_, t)| t.status == Status::Fail).collect();
+    assert_eq!(failed.len(), 1, "{ktap}");
+    assert_eq!(failed[0].1.test.as_deref(), Some("fixture::fails_with_assertion"));
+    // -j 1 in plan order: the failure comes first, so nothing else ran.
+    for (_, t) in leaves.iter().filter(|(_, t)| t.status != Status::Fail) {
+        assert_eq!(
+            (t.status, t.reason.as_deref()),
+            (Status::Skip, Some("not run: --max-fail 1 reached")),
+            "{}",
+            t.name
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
+fn each_run_gets_a_directory_of_its_own_removed_at_its_end() {
+    // The suite's probe cache looks for it under the runner's name for it.
+    assert_eq!(uffdtest::runner::env::RUN_DIR_ENV, uffdtest::caps::RUN_DIR_ENV);
+    let dir = scratch("run-dir");
+    let mark = dir.join("mark");
+    let out = run_fixtures(&dir)
+        .env("UFFDTEST_FIXTURE_RUN_DIR_MARK", &mark)
+        .args(["--hugepages", "0", "-f", "fixture::writes_into_the_run_dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let run_dir = std::fs::read_to_string(&mark).unwrap();
+    assert!(run_dir.contains("uffdtest-run-"), "{run_dir}");
+    assert!(!Path::new(&run_dir).exists(), "{run_dir} is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
+fn a_splat_beside_another_case_is_pinned_by_re_running_both_alone() {
+    as_root_in_scratch("pin", "write /dev/kmsg", |dir| {
+        let mut c = run_fixtures(dir);
+        c.env("UFFDTEST_FIXTURE_PIN", dir)
+            .args(["--hugepages", "0", "--jobs", "2", "-f", "fixture::pin_"]);
+        let (out, r) = with_json_report(c, dir);
+        let ktap = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{ktap}");
+        let warner = case(&r, "fixture::pin_logs_the_warning");
+        assert_eq!(warner.status, Status::Fail, "{ktap}");
+        assert!(
+            warner.diagnostics[0].contains("it logged one again"),
+            "{:?}",
+            warner.diagnostics
+        );
+        let waiter = case(&r, "fixture::pin_waits_for_the_warning");
+        assert_eq!(waiter.status, Status::Pass, "{ktap}");
+        assert!(
+            waiter.diagnostics[0].contains("another case logged it again"),
+            "{:?}",
+            waiter.diagnostics
+        );
+    });
+}
+
+#[test]
+#[serial(harness_runner)]
 fn every_outcome_is_reported_once_with_its_cause() {
     let dir = scratch("outcomes");
     let mark = dir.join("hang-mark");
-    let (out, r) = {
-        let mut c = run_fixtures(&dir);
-        c.env("UFFDTEST_FIXTURE_MARK", &mark);
-        let json = dir.join("report.json");
-        let out = c
-            .args(["-f", "fixture::", "--skip", "sysctl", "--hugepages", "0"])
-            .args(["--timeout", "3", "--jobs", "2", "--json"])
-            .arg(&json)
-            .output()
-            .unwrap();
-        (
-            out,
-            serde_json::from_str::<Report>(&std::fs::read_to_string(&json).unwrap()).unwrap(),
-        )
-    };
+    let mut c = run_fixtures(&dir);
+    c.env("UFFDTEST_FIXTURE_MARK", &mark)
+        .args(["-f", "fixture::", "--skip", "sysctl", "--hugepages", "0"])
+        .args(["--timeout", "3", "--jobs", "2"]);
+    let (out, r) = with_json_report(c, &dir);
     let ktap = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "failures make exit 1\n{ktap}");
 
@@ -498,7 +611,7 @@ fn list_selects_by_memory_type_glob_and_shard() {
         ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
     );
     let all = list(&["-f", "fixture::"]);
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), 15);
     let (a, b) = (
         list(&["-f", "fixture::", "--shard", "1/2"]),
         list(&["-f", "fixture::", "--shard", "2/2"]),
@@ -541,6 +654,8 @@ fn exit_code_is_4_when_everything_skipped_and_2_when_nothing_selected() {
 }
 
 #[test]
+// Beside another test's injected warning its cases would fail.
+#[serial(harness_runner)]
 fn announce_kmsg_names_each_case_in_the_kernel_log() {
     as_root_in_scratch("announce", "write /dev/kmsg", |dir| {
         let watch = uffdtest::runner::kmsg::KmsgWatch::open();

@@ -145,9 +145,7 @@ fn unregister_range_with_hole_clears_the_mapped_parts(#[case] mem: MemType) {
     assert_eq!(smaps::uffd_modes(area.page(2)), RegisterMode::empty());
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn unregister_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));
@@ -156,9 +154,7 @@ fn unregister_hugetlb_start_not_huge_aligned_fails_einval(#[case] mem: MemType) 
     assert_eq!(smaps::uffd_modes(area.addr()), MISSING);
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn unregister_hugetlb_end_not_huge_aligned_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(registered(mem, 2, MISSING, Features::empty()));

@@ -209,9 +209,7 @@ fn one_wake_releases_every_fault_in_range(#[case] mem: MemType) {
     assert_no_event(&uffd);
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn wake_matches_the_huge_page_start_without_exact_address(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let (area, uffd) = try_skip!(missing_area(mem, 1));

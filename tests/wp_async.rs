@@ -488,9 +488,7 @@ fn wp_async_alone_registers_any_file_mapping(#[case] flags: i32) {
     assert_eq!(written(addr, addr + len), [(addr + 2 * ps, addr + 3 * ps)]);
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn wp_matching_on_part_of_a_hugetlb_page_backs_out(#[case] mem: MemType) {
     // A huge page cannot be re-protected in part: pagemap_scan_hugetlb_entry
     // withdraws the partial run, ends the walk at the huge page's start and

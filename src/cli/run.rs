@@ -15,7 +15,7 @@ pub struct Selection {
     /// The test manifest [default: uffdtest-tests.json next to this executable].
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
-    /// Build the test binaries first (`cargo test --no-run`) and write the manifest.
+    /// Build the test binaries first (static and optimised, as `uffdtest vm` builds them) and write the manifest.
     #[arg(long)]
     pub build: bool,
     /// Keep cases whose name contains PATTERN, or matches it as a glob (`*`, `?`). Repeatable.
@@ -104,6 +104,9 @@ pub struct RunArgs {
     /// Cases run in parallel (serial cases still run alone) [default: number of CPUs].
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
+    /// Stop starting cases after N failures; the rest are reported as skipped ("not run").
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_fail: Option<u64>,
     /// Per-case timeout in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
@@ -113,6 +116,9 @@ pub struct RunArgs {
     /// Raise vm.nr_hugepages to at least N for the run (restored after; never lowered).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub hugepages: u64,
+    /// Raise the 1 GiB hugetlb pool to at least N pages for the run (restored after; never lowered).
+    #[arg(long = "hugepages-1g", default_value_t = 2, value_name = "N")]
+    pub hugepages_1g: u64,
     /// Set a sysctl for the run, restored after (e.g. vm.unprivileged_userfaultfd=1). Repeatable.
     #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub sysctls: Vec<(String, String)>,
@@ -159,16 +165,30 @@ fn fail(msg: impl std::fmt::Display) -> Exit {
     Exit::CouldNotRun.because("uffdtest", msg)
 }
 
+/// How `--build` builds the test binaries.
+enum Build<'a> {
+    /// As `uffdtest vm` does (static, optimised, debug assertions on): the
+    /// host run and the guest share one build, and the heavy cases (stress,
+    /// page-sized compares) run at full speed; debug code took four times
+    /// the CPU of this over the whole suite.
+    Suite,
+    /// `cargo test --no-run` with these arguments (`build-tests`).
+    Cargo(&'a [String]),
+}
+
 /// Builds the tests if asked and returns the manifest path.
 /// The runner's error passes through as it is, whatever its type.
-fn manifest(
-    sel_manifest: &Option<PathBuf>,
-    build: bool,
-    cargo_args: &[String],
-) -> Result<PathBuf, Box<dyn std::error::Error>> {
+fn manifest(sel_manifest: &Option<PathBuf>, build: Option<Build>) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = sel_manifest.clone().unwrap_or_else(discover::default_manifest);
-    if build {
-        let m = discover::build_manifest(cargo_args)?;
+    if let Some(how) = build {
+        let m = match how {
+            Build::Cargo(args) => discover::build_manifest(args)?,
+            Build::Suite => {
+                let (_, mut m) = crate::vm::build::build_static(&std::env::current_dir()?)?;
+                m.record_listings(&path)?;
+                m
+            }
+        };
         m.write(&path)?;
         eprintln!(
             "uffdtest: {} test binaries listed in {}",
@@ -194,7 +214,7 @@ fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
 }
 
 pub fn build_tests(a: &BuildTestsArgs) -> Exit {
-    match manifest(&a.manifest, true, &a.cargo_args) {
+    match manifest(&a.manifest, Some(Build::Cargo(&a.cargo_args))) {
         Ok(p) => {
             println!("{}", p.display());
             Exit::Ok
@@ -205,7 +225,7 @@ pub fn build_tests(a: &BuildTestsArgs) -> Exit {
 
 /// Prints every selected case: binary (ioctl), memory type, serial/ignored marks, name.
 pub fn list(sel: &Selection) -> Exit {
-    let path = match manifest(&sel.manifest, sel.build, &[]) {
+    let path = match manifest(&sel.manifest, sel.build.then_some(Build::Suite)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -243,14 +263,16 @@ pub fn list(sel: &Selection) -> Exit {
 /// The runner's options from `run`'s arguments, building the tests first
 /// when `--build` asks: shared with `flakes`, which runs the same selection.
 pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
-    let path = manifest(&a.sel.manifest, a.sel.build, &[]).map_err(fail)?;
+    let path = manifest(&a.sel.manifest, a.sel.build.then_some(Build::Suite)).map_err(fail)?;
     let mut opts = options(&a.sel, path);
     if let Some(j) = a.jobs {
         opts.jobs = j.max(1);
     }
+    opts.max_fail = a.max_fail.map(|n| n as usize);
     opts.timeout = Duration::from_secs(a.timeout);
     opts.stress_timeout = Duration::from_secs(a.stress_timeout);
     opts.hugepages = Some(a.hugepages);
+    opts.hugepages_1g = Some(a.hugepages_1g);
     opts.sysctls = a.sysctls.clone();
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;

@@ -99,8 +99,12 @@ pub struct BenchArgs {
 /// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
 pub fn bench(a: &BenchArgs) -> Exit {
     let mems = if a.mem.is_empty() {
-        // Every type but guest-memfd, which needs KVM and is not a selftest type.
-        MemType::ALL.into_iter().filter(|m| *m != MemType::GuestMemfd).collect()
+        // Every type but guest-memfd, which needs KVM and is not a selftest
+        // type, and the 1 GiB hugetlb types, whose 8-page minimum is 8 GiB.
+        MemType::ALL
+            .into_iter()
+            .filter(|m| *m != MemType::GuestMemfd && m.hugetlb_pool() != Some(crate::mem::hugetlb::PageSize::Gigantic))
+            .collect()
     } else {
         a.mem.clone()
     };

@@ -1,7 +1,8 @@
 //! The memory types userfaultfd serves, and areas of them to register.
 //!
 //! Names match the kernel selftests (`anon`, `shmem`, `shmem-private`,
-//! `hugetlb`, `hugetlb-private`) plus `anon-thp`. An [`Area`] knows how its
+//! `hugetlb`, `hugetlb-private`) plus `anon-thp`, `guest-memfd` and the
+//! hugetlb types on 1 GiB pages (`hugetlb-1g`, `hugetlb-1g-private`). An [`Area`] knows how its
 //! type maps, aliases and releases memory, so a test says only what it checks.
 
 use nix::errno::Errno;
@@ -11,10 +12,10 @@ use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::Mutex;
 
 mod buf;
 pub mod guest_memfd;
+pub mod hugetlb;
 
 pub use buf::Buf;
 
@@ -36,11 +37,17 @@ pub enum MemType {
     AnonThp,
     /// A KVM guest_memfd mapped MAP_SHARED (host mmap since 6.18).
     GuestMemfd,
+    /// A hugetlb memfd of 1 GiB pages (MFD_HUGE_1GB) mapped MAP_SHARED.
+    #[serde(rename = "hugetlb-1g")]
+    Hugetlb1g,
+    /// A hugetlb memfd of 1 GiB pages mapped MAP_PRIVATE.
+    #[serde(rename = "hugetlb-1g-private")]
+    Hugetlb1gPrivate,
 }
 
 impl MemType {
     /// Every type, in the selftests' order, then ours.
-    pub const ALL: [MemType; 7] = [
+    pub const ALL: [MemType; 9] = [
         MemType::Anon,
         MemType::Shmem,
         MemType::ShmemPrivate,
@@ -48,6 +55,8 @@ impl MemType {
         MemType::HugetlbPrivate,
         MemType::AnonThp,
         MemType::GuestMemfd,
+        MemType::Hugetlb1g,
+        MemType::Hugetlb1gPrivate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +68,8 @@ impl MemType {
             MemType::HugetlbPrivate => "hugetlb-private",
             MemType::AnonThp => "anon-thp",
             MemType::GuestMemfd => "guest-memfd",
+            MemType::Hugetlb1g => "hugetlb-1g",
+            MemType::Hugetlb1gPrivate => "hugetlb-1g-private",
         }
     }
 
@@ -70,11 +81,23 @@ impl MemType {
 
     /// MAP_SHARED mappings: page cache pages visible through every mapping.
     pub fn is_shared(self) -> bool {
-        matches!(self, MemType::Shmem | MemType::Hugetlb | MemType::GuestMemfd)
+        matches!(
+            self,
+            MemType::Shmem | MemType::Hugetlb | MemType::GuestMemfd | MemType::Hugetlb1g
+        )
     }
 
     pub fn is_hugetlb(self) -> bool {
-        matches!(self, MemType::Hugetlb | MemType::HugetlbPrivate)
+        self.hugetlb_pool().is_some()
+    }
+
+    /// The hugetlb pool the type's pages come from; None if not hugetlb.
+    pub fn hugetlb_pool(self) -> Option<hugetlb::PageSize> {
+        match self {
+            MemType::Hugetlb | MemType::HugetlbPrivate => Some(hugetlb::PageSize::Default),
+            MemType::Hugetlb1g | MemType::Hugetlb1gPrivate => Some(hugetlb::PageSize::Gigantic),
+            _ => None,
+        }
     }
 
     pub fn is_shmem(self) -> bool {
@@ -94,10 +117,9 @@ impl MemType {
     /// The unit uffd works in on this type: the huge page size for hugetlb,
     /// the base page otherwise (uffd resolves anon THP areas per PTE).
     pub fn page_size(self) -> Option<usize> {
-        if self.is_hugetlb() {
-            hugetlb::default_size()
-        } else {
-            Some(base_page_size())
+        match self.hugetlb_pool() {
+            Some(pool) => pool.bytes(),
+            None => Some(base_page_size()),
         }
     }
 }
@@ -175,6 +197,9 @@ pub struct Area {
     /// The VM a guest_memfd belongs to; a field, so it drops after the
     /// mappings are gone.
     vm: Option<crate::kvm::Vm>,
+    /// For 1 GiB pages: the pool's lease, dropped last, once the mappings
+    /// and the file are gone and the pages back in the pool.
+    _lease: Option<std::sync::Arc<hugetlb::Lease>>,
 }
 
 // SAFETY: an Area is a plain address range; the mapping lives until drop.
@@ -186,9 +211,21 @@ impl Area {
     /// Maps `npages` unpopulated pages (huge pages for hugetlb; for
     /// `anon-thp`, base pages rounded up to whole PMD-aligned PMDs).
     pub fn new(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
-        let page_size = mem
-            .page_size()
-            .ok_or_else(|| Unavailable::Skip("kernel has no hugetlb page size (CONFIG_HUGETLBFS off?)".into()))?;
+        Area::new_reserving(mem, npages, npages)
+    }
+
+    /// [`Area::new`], making sure `reserve` pages of a hugetlb pool are free
+    /// (more than `npages` when another view will reserve pages too).
+    fn new_reserving(mem: MemType, npages: usize, reserve: usize) -> Result<Area, Unavailable> {
+        let lease = match mem.hugetlb_pool() {
+            Some(hugetlb::PageSize::Gigantic) if mem.page_size().is_some() => {
+                Some(hugetlb::lease_gigantic().map_err(|e| Unavailable::Error(format!("lease the 1 GiB pool: {e}")))?)
+            }
+            _ => None,
+        };
+        let page_size = mem.page_size().ok_or_else(|| {
+            Unavailable::Skip(mem.hugetlb_pool().unwrap_or(hugetlb::PageSize::Default).absent().into())
+        })?;
         let mut len = npages * page_size;
         if mem == MemType::AnonThp {
             // THP needs whole PMDs; round up so any page count works.
@@ -210,9 +247,14 @@ impl Area {
                 vm = Some(v);
                 (p, Some(fd))
             }
-            MemType::Shmem | MemType::ShmemPrivate | MemType::Hugetlb | MemType::HugetlbPrivate => {
-                if mem.is_hugetlb() {
-                    hugetlb::ensure_free(npages).map_err(|e| Unavailable::Skip(e.to_string()))?;
+            MemType::Shmem
+            | MemType::ShmemPrivate
+            | MemType::Hugetlb
+            | MemType::HugetlbPrivate
+            | MemType::Hugetlb1g
+            | MemType::Hugetlb1gPrivate => {
+                if let Some(pool) = mem.hugetlb_pool() {
+                    hugetlb::ensure_free_of(pool, reserve).map_err(|e| Unavailable::Skip(e.to_string()))?;
                 }
                 let fd = memfd(mem, len)?;
                 let flags = if mem.is_shared() {
@@ -233,13 +275,21 @@ impl Area {
             fd,
             alias: None,
             vm,
+            _lease: lease,
         })
     }
 
     /// Like [`Area::new`], plus a second MAP_SHARED view of the same file,
     /// which minor-fault tests fill while the main view is registered.
     pub fn with_alias(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
-        let mut a = Area::new(mem, npages)?;
+        // A MAP_SHARED view of hugetlb reserves the file's pages, a
+        // MAP_PRIVATE main view its own as well: twice the pages.
+        let reserve = if mem.is_hugetlb() && !mem.is_shared() {
+            2 * npages
+        } else {
+            npages
+        };
+        let mut a = Area::new_reserving(mem, npages, reserve)?;
         let fd =
             a.fd.as_ref()
                 .ok_or_else(|| Unavailable::Skip(format!("{mem} has no file to alias")))?;
@@ -444,114 +494,13 @@ fn thp_map(len: usize) -> Result<NonNull<c_void>, Unavailable> {
 fn memfd(mem: MemType, len: usize) -> Result<OwnedFd, Unavailable> {
     use nix::sys::memfd::{MFdFlags, memfd_create};
     let mut flags = MFdFlags::MFD_CLOEXEC;
-    if mem.is_hugetlb() {
-        flags |= MFdFlags::MFD_HUGETLB;
+    match mem.hugetlb_pool() {
+        Some(hugetlb::PageSize::Default) => flags |= MFdFlags::MFD_HUGETLB,
+        Some(hugetlb::PageSize::Gigantic) => flags |= MFdFlags::MFD_HUGETLB | MFdFlags::MFD_HUGE_1GB,
+        None => {}
     }
     // hugetlb's page size was read from sysfs before: a refusal is a failure.
     let fd = memfd_create(c"uffdtest", flags).map_err(|e| err("memfd_create", e))?;
     nix::unistd::ftruncate(&fd, len as i64).map_err(|e| err("ftruncate", e))?;
     Ok(fd)
-}
-
-/// Huge page accounting for the hugetlb types.
-pub mod hugetlb {
-    use super::Mutex;
-
-    fn meminfo(key: &str) -> Option<usize> {
-        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-    }
-
-    /// The default huge page size; None without hugetlbfs.
-    pub fn default_size() -> Option<usize> {
-        meminfo("Hugepagesize").filter(|&kb| kb > 0).map(|kb| kb * 1024)
-    }
-
-    /// Free default-size huge pages.
-    pub fn free() -> usize {
-        meminfo("HugePages_Free").unwrap_or(0)
-    }
-
-    const NR: &str = "/proc/sys/vm/nr_hugepages";
-
-    pub fn nr_hugepages() -> Option<usize> {
-        std::fs::read_to_string(NR).ok()?.trim().parse().ok()
-    }
-
-    pub fn set_nr_hugepages(n: usize) -> std::io::Result<()> {
-        std::fs::write(NR, n.to_string())
-    }
-
-    /// Serialises changes to vm.nr_hugepages inside this process.
-    static LOCK: Mutex<Option<usize>> = Mutex::new(None);
-
-    extern "C" fn restore() {
-        if let Ok(g) = LOCK.lock()
-            && let Some(orig) = *g
-        {
-            let _ = set_nr_hugepages(orig);
-        }
-    }
-
-    /// Headroom added on top of what one area needs, so concurrent cases in
-    /// one process do not each raise the pool.
-    const SLACK: usize = 64;
-
-    /// Why `pages` huge pages could not be made free; Display is the
-    /// SKIP reason.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Shortage {
-        NoSysctl,
-        NotRoot { pages: usize, free: usize },
-        Fragmented { pages: usize, now: usize, want: usize },
-    }
-
-    impl std::fmt::Display for Shortage {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                Shortage::NoSysctl => f.write_str("no /proc/sys/vm/nr_hugepages: kernel has no hugetlb"),
-                Shortage::NotRoot { pages, free } => write!(
-                    f,
-                    "need {pages} free huge pages, {free} free; run as root or raise vm.nr_hugepages"
-                ),
-                Shortage::Fragmented { pages, now, want } => write!(
-                    f,
-                    "need {pages} free huge pages, only {now} after raising vm.nr_hugepages to {want} (memory fragmented?)"
-                ),
-            }
-        }
-    }
-
-    impl std::error::Error for Shortage {}
-
-    /// Makes sure `pages` huge pages are free. As root the pool is raised
-    /// (and put back when the process exits); otherwise Err says why not.
-    pub fn ensure_free(pages: usize) -> Result<(), Shortage> {
-        let mut g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let free = free();
-        if free >= pages {
-            return Ok(());
-        }
-        let Some(nr) = nr_hugepages() else {
-            return Err(Shortage::NoSysctl);
-        };
-        if !nix::unistd::geteuid().is_root() {
-            return Err(Shortage::NotRoot { pages, free });
-        }
-        let want = nr + (pages - free) + SLACK;
-        if g.is_none() {
-            *g = Some(nr);
-            // SAFETY: registering a plain extern "C" fn with no captures.
-            unsafe { libc::atexit(restore) };
-        }
-        let _ = set_nr_hugepages(want);
-        let now = self::free();
-        if now >= pages {
-            Ok(())
-        } else {
-            Err(Shortage::Fragmented { pages, now, want })
-        }
-    }
 }

@@ -73,9 +73,10 @@ pub struct Env {
 
 impl Env {
     /// Snapshots the watched sysctls (and those in `set`), raises
-    /// `vm.nr_hugepages` to at least `hugepages` (never lowers it), then sets
-    /// `set`. Returns notes for the KTAP header (what could not be done and why).
-    pub fn setup(hugepages: Option<u64>, set: &[(String, String)]) -> (Env, Vec<String>) {
+    /// `vm.nr_hugepages` to at least `hugepages` and the 1 GiB pool to at
+    /// least `gigantic` (never lowers them), then sets `set`. Returns notes
+    /// for the KTAP header (what could not be done and why).
+    pub fn setup(hugepages: Option<u64>, gigantic: Option<u64>, set: &[(String, String)]) -> (Env, Vec<String>) {
         let mut notes = Vec::new();
         let mut names: Vec<String> = WATCHED.iter().map(|s| s.to_string()).collect();
         names.extend(set.iter().map(|(k, _)| k.clone()));
@@ -113,6 +114,9 @@ impl Env {
                     ));
                 }
             }
+        }
+        if let Some(want) = gigantic {
+            notes.extend(raise_gigantic(want, root));
         }
         for (k, v) in set {
             remember(k);
@@ -160,6 +164,41 @@ impl Drop for Env {
     }
 }
 
+/// The 1 GiB hugetlb pool's size (absent on kernels or arches without it).
+pub const GIGANTIC_POOL: &str = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
+
+/// Raises the 1 GiB pool to `want` pages for the run, remembering the old
+/// size; a note says what happened, or nothing when the pool already has
+/// enough or the kernel has none.
+fn raise_gigantic(want: u64, root: bool) -> Option<String> {
+    let read = || -> Option<u64> { std::fs::read_to_string(GIGANTIC_POOL).ok()?.trim().parse().ok() };
+    let have = read()?;
+    if have >= want {
+        return None;
+    }
+    if !root {
+        return Some(format!(
+            "not root: the 1 GiB hugetlb pool stays {have} (wanted {want}); hugetlb-1g cases may skip"
+        ));
+    }
+    if let Err(e) = std::fs::write(GIGANTIC_POOL, want.to_string()) {
+        return Some(format!("cannot set {GIGANTIC_POOL}={want}: {e}"));
+    }
+    SAVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((PathBuf::from(GIGANTIC_POOL), have.to_string()));
+    let got = read().unwrap_or(0);
+    Some(format!(
+        "1 GiB hugetlb pool raised from {have} to {got} for the run (wanted {want}){}",
+        if got < want {
+            "; memory too fragmented for more"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// Writes back what [`Env::setup`] saved (also callable from the signal thread).
 fn restore_saved() {
     let saved = SAVED.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -205,6 +244,32 @@ pub fn catch_signals() -> Result<(), EnvError> {
         })
         .map_err(EnvError::SignalThread)?;
     Ok(())
+}
+
+/// Where the runner tells each case its run's directory.
+pub const RUN_DIR_ENV: &str = "UFFDTEST_RUN_DIR";
+
+/// A directory the cases of one run share, removed when the run ends: a
+/// case that works out something every case needs (the suite's capability
+/// probes) leaves it there for the processes after it, which then need not
+/// work it out again. Nothing a case writes there decides another's verdict
+/// by itself: what is left there is what the first one found.
+pub struct RunDir(pub std::path::PathBuf);
+
+impl RunDir {
+    pub fn create() -> Option<RunDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("uffdtest-run-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).ok().map(|()| RunDir(dir))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[cfg(test)]

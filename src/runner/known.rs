@@ -16,6 +16,9 @@
 //! subject = "mm/hugetlb: fix uffd-wp during fork()"
 //! reason = "private hugetlb keeps uffd-wp in a child without EVENT_FORK"
 //! ```
+//!
+//! A bug upstream has not fixed yet names where it is written up instead of
+//! `fix` and `subject`: `unfixed = "docs/findings/devzero-private-fill.md"`.
 
 use super::result::{Report, Status, TestResult};
 use super::select::matches_pattern;
@@ -27,7 +30,7 @@ use std::collections::BTreeSet;
 #[serde(deny_unknown_fields)]
 pub struct Issue {
     /// `binary/test` globs (`*`, `?`) or substrings, the test without its
-    /// `::case_N_variant` suffix.
+    /// `::case_N_variant` suffix, or with it (and its other parameters).
     pub cases: Vec<String>,
     /// Variants (memory types) it is declared for; empty: every variant.
     #[serde(default)]
@@ -38,9 +41,12 @@ pub struct Issue {
     /// Facts that must all be present (`NAME`) or absent (`!NAME`).
     #[serde(default)]
     pub facts: Vec<String>,
-    /// The upstream commit that fixes it (12+ hex digits), and its subject.
-    pub fix: String,
-    pub subject: String,
+    /// The upstream commit that fixes it (12+ hex digits), and its subject
+    /// (serde reads an absent `Option` field as None).
+    pub fix: Option<String>,
+    pub subject: Option<String>,
+    /// For a bug with no upstream fix yet: where it is written up.
+    pub unfixed: Option<String>,
     pub reason: String,
 }
 
@@ -115,11 +121,19 @@ impl KnownIssues {
             if let Some(r) = &issue.kernel {
                 parse_range(r).map_err(|e| entry(format!("kernel {r:?}: {e}")))?;
             }
-            if issue.fix.len() < 12 || !issue.fix.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(entry(format!(
-                    "fix {:?} is not a commit id (12 or more hex digits)",
-                    issue.fix
-                )));
+            match (&issue.fix, &issue.subject, &issue.unfixed) {
+                (Some(fix), Some(_), None) => {
+                    if fix.len() < 12 || !fix.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(entry(format!("fix {fix:?} is not a commit id (12 or more hex digits)")));
+                    }
+                }
+                (None, None, Some(_)) => {}
+                _ => {
+                    return Err(entry(
+                        "needs `fix` and `subject` (the upstream fix), or `unfixed` (where the bug is written up) alone"
+                            .into(),
+                    ));
+                }
             }
         }
         Ok(k)
@@ -145,8 +159,13 @@ impl KnownIssues {
     pub fn matching(&self, binary: &str, test: &str, variant: Option<&str>, facts: &Facts) -> Option<&Issue> {
         let base = test.split("::case_").next().unwrap_or(test);
         let name = format!("{binary}/{base}");
+        // The whole libtest name too, for a declaration that holds for some
+        // parameters only (`register::case_06_droppable::mode_1_MISSING`).
+        let full = format!("{binary}/{test}");
         self.issue.iter().find(|i| {
-            i.cases.iter().any(|c| matches_pattern(c, &name))
+            i.cases
+                .iter()
+                .any(|c| matches_pattern(c, &name) || matches_pattern(c, &full))
                 && (i.mem.is_empty() || variant.is_some_and(|v| i.mem.iter().any(|m| m == v)))
                 && i.kernel
                     .as_deref()
@@ -160,9 +179,17 @@ impl KnownIssues {
 }
 
 impl Issue {
-    /// The XFAIL reason: `<reason>; fixed by <fix> ("<subject>")`.
+    /// The XFAIL reason: `<reason>; fixed by <fix> ("<subject>")`, or
+    /// `<reason>; not fixed upstream (<where>)`.
     pub fn directive(&self) -> String {
-        format!("{}; fixed by {} (\"{}\")", self.reason, self.fix, self.subject)
+        match (&self.fix, &self.subject, &self.unfixed) {
+            (Some(fix), Some(subject), _) => format!("{}; fixed by {fix} (\"{subject}\")", self.reason),
+            (_, _, unfixed) => format!(
+                "{}; not fixed upstream ({})",
+                self.reason,
+                unfixed.as_deref().unwrap_or("?")
+            ),
+        }
     }
 }
 
@@ -360,6 +387,7 @@ reason = "r"
     #[case::bad_range("kernel = \"about 6.1\"", "no comparison")]
     #[case::bad_fix("fix = \"v6.4\"", "not a commit id")]
     #[case::unknown_key("severity = \"high\"", "unknown field")]
+    #[case::fixed_and_unfixed("unfixed = \"docs/findings/x.md\"", "or `unfixed`")]
     fn malformed_entries_are_refused(#[case] line: &str, #[case] want: &str) {
         let mut fields = vec![
             "cases = [\"a/b\"]".to_string(),
@@ -373,6 +401,20 @@ reason = "r"
         let text = format!("[[issue]]\n{}\n", fields.join("\n"));
         let e = KnownIssues::parse(&text).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
+    }
+
+    #[test]
+    fn an_unfixed_bug_names_where_it_is_written_up() {
+        let k = KnownIssues::parse("[[issue]]\ncases = [\"a/b\"]\nunfixed = \"docs/findings/x.md\"\nreason = \"r\"\n")
+            .unwrap();
+        assert_eq!(k.issue[0].directive(), "r; not fixed upstream (docs/findings/x.md)");
+        let half = "[[issue]]\ncases = [\"a/b\"]\nfix = \"0123456789ab\"\nreason = \"r\"\n";
+        assert!(
+            KnownIssues::parse(half)
+                .unwrap_err()
+                .to_string()
+                .contains("needs `fix` and `subject`")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! std::process::exit(report.exit_code());
 //! ```
 
+pub mod attribute;
 pub mod discover;
 pub mod elf;
 pub mod env;

@@ -27,7 +27,8 @@
 //! Results reach the reporters in plan order, whatever order parallel cases
 //! end in; `CaseStarted` comes as it happens (for the progress line).
 
-use super::env::{Env, catch_signals, interrupted};
+use super::attribute::{Suspect, pin_splats};
+use super::env::{Env, RUN_DIR_ENV, RunDir, catch_signals, interrupted};
 use super::klog;
 use super::kmsg::{self, KmsgWatch};
 use super::libtest::{failure_lines, libtest_verdict};
@@ -62,6 +63,10 @@ pub struct RunOptions {
     pub repeat: usize,
     /// Cases run at once (serial cases still run alone).
     pub jobs: usize,
+    /// Stop starting cases once this many have failed (nextest's
+    /// `--max-fail`); the rest are reported as skipped, not run. A killed
+    /// mutant or a bisect step then costs seconds, not the whole suite.
+    pub max_fail: Option<usize>,
     pub timeout: Duration,
     /// For cases whose binary or name contains `stress`.
     pub stress_timeout: Duration,
@@ -75,6 +80,8 @@ pub struct RunOptions {
     pub announce_kmsg: bool,
     /// Raise vm.nr_hugepages to at least this for the run.
     pub hugepages: Option<u64>,
+    /// Raise the 1 GiB hugetlb pool to at least this many pages for the run.
+    pub hugepages_1g: Option<u64>,
     /// Sysctls set for the run (`vm.unprivileged_userfaultfd`, `1`), restored after.
     pub sysctls: Vec<(String, String)>,
     /// Catch SIGINT/SIGTERM/SIGHUP to stop cleanly (see [`super::env::catch_signals`]).
@@ -98,6 +105,7 @@ impl Default for RunOptions {
             shard: None,
             repeat: 1,
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            max_fail: None,
             timeout: Duration::from_secs(60),
             stress_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(3),
@@ -105,6 +113,7 @@ impl Default for RunOptions {
             watch_kmsg: true,
             announce_kmsg: false,
             hugepages: Some(64),
+            hugepages_1g: Some(2),
             sysctls: Vec::new(),
             handle_signals: false,
             case_env: Vec::new(),
@@ -161,7 +170,23 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     if plan.binaries.is_empty() {
         return Err(PlanError::nothing_selected(opts));
     }
-    let (env, mut notes) = Env::setup(opts.hugepages, &opts.sysctls);
+    let run_dir = RunDir::create();
+    let with_dir;
+    let opts = match &run_dir {
+        Some(d) => {
+            with_dir = RunOptions {
+                case_env: [
+                    opts.case_env.clone(),
+                    vec![(RUN_DIR_ENV.into(), d.0.display().to_string())],
+                ]
+                .concat(),
+                ..opts.clone()
+            };
+            &with_dir
+        }
+        None => opts,
+    };
+    let (env, mut notes) = Env::setup(opts.hugepages, opts.hugepages_1g, &opts.sysctls);
     let kmsg_ok = if opts.watch_kmsg {
         match KmsgWatch::open() {
             Ok(_) => true,
@@ -210,8 +235,11 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     };
     // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
     let is_init = std::process::id() == 1;
+    let mut failed = 0usize;
+    let mut suspects: Vec<Suspect> = Vec::new();
     loop {
         let stop = interrupted();
+        let enough = opts.max_fail.is_some_and(|m| failed >= m);
         if stop {
             report.interrupted = true;
             for r in &mut running {
@@ -220,14 +248,17 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
         }
         // Launch while there is room; a serial case waits for an empty slot set
         // and then runs alone.
-        while !stop && next < queue.len() && running.len() < jobs {
+        while !stop && !enough && next < queue.len() && running.len() < jobs {
             let (b, c) = queue[next];
             let case = &plan.binaries[b].cases[c];
             if case.serial && !running.is_empty() || running.iter().any(|r| r.serial) {
                 break;
             }
             emit(Event::CaseStarted { case });
-            running.push(Running::start(opts, case, (b, c), kmsg_ok, &exited_tx));
+            let mut r = Running::start(opts, case, (b, c), kmsg_ok, &exited_tx);
+            r.overlapped = !running.is_empty();
+            running.iter_mut().for_each(|o| o.overlapped = true);
+            running.push(r);
             next += 1;
         }
         // Reap.
@@ -245,8 +276,18 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                     case: &r.case,
                     result: &res,
                 });
-                results[r.at.0][r.at.1] = Some(res);
                 any = true;
+                // A splat beside other cases may be theirs: judged once the rest has run.
+                if let Some(sig) = r.splat.clone().filter(|_| r.overlapped && !stop) {
+                    suspects.push(Suspect {
+                        at: r.at,
+                        sig,
+                        first: res,
+                    });
+                    continue;
+                }
+                failed += usize::from(res.status.is_failure());
+                results[r.at.0][r.at.1] = Some(res);
             } else {
                 i += 1;
             }
@@ -255,6 +296,32 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             for (b, c) in queue[next..].iter().copied() {
                 results[b][c] =
                     Some(case_result(&plan.binaries[b].cases[c], Status::Error).with_reason("not run: interrupted"));
+            }
+            next = queue.len();
+        }
+        if running.is_empty() && (next >= queue.len() || stop || enough) && !suspects.is_empty() {
+            let rerun = |at: (usize, usize)| {
+                let case = &plan.binaries[at.0].cases[at.1];
+                let mut r = Running::start(opts, case, at, kmsg_ok, &exited_tx);
+                loop {
+                    if let Some(mut res) = r.poll(opts) {
+                        if let Some(k) = &opts.known {
+                            k.apply(&plan.binaries[at.0].name, &mut res);
+                        }
+                        return (res, r.splat);
+                    }
+                    let _ = exited.recv_timeout(Duration::from_millis(20));
+                }
+            };
+            for (at, res) in pin_splats(std::mem::take(&mut suspects), stop, rerun) {
+                failed += usize::from(res.status.is_failure());
+                results[at.0][at.1] = Some(res);
+            }
+        }
+        if enough && running.is_empty() && next < queue.len() {
+            let why = format!("not run: --max-fail {} reached", opts.max_fail.unwrap_or(0));
+            for (b, c) in queue[next..].iter().copied() {
+                results[b][c] = Some(case_result(&plan.binaries[b].cases[c], Status::Skip).with_reason(why.clone()));
             }
             next = queue.len();
         }
@@ -341,6 +408,10 @@ struct Running {
     interrupted: bool,
     /// Where the case's threads were blocked at its deadline.
     hang_report: Vec<String>,
+    /// Another case ran at some moment of this one's life.
+    overlapped: bool,
+    /// The signature of the splat logged while it ran, if any.
+    splat: Option<String>,
 }
 
 impl Running {
@@ -375,6 +446,8 @@ impl Running {
             start_error: None,
             interrupted: false,
             hang_report: Vec::new(),
+            overlapped: false,
+            splat: None,
         };
         match spawn(opts, case) {
             Ok((child, rx)) => {
@@ -484,6 +557,7 @@ impl Running {
         let kmsgs: Vec<String> = kmsgs.into_iter().filter(|m| !kmsg::is_foreign_fixture(m)).collect();
         let excerpt = klog::excerpt(&kmsgs);
         if let Some(first) = excerpt.iter().find(|m| klog::is_splat(m)) {
+            self.splat = Some(klog::signature(first).unwrap_or_else(|| first.clone()));
             if matches!(res.status, Status::Pass | Status::Skip) {
                 res.status = Status::Fail;
                 res.reason = Some(format!("kernel log: {first}"));

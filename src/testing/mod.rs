@@ -5,12 +5,17 @@
 //! the runner turns it into a KTAP `# SKIP`. Never skip on an unexpected error.
 
 pub mod faulter;
+pub mod fdinfo;
 pub mod fdpass;
 pub mod files;
+pub mod foreign;
 pub mod handler;
 pub mod holes;
+pub mod kaccess;
 pub mod knob;
+pub mod ksm;
 pub mod mm;
+pub mod numa;
 pub mod pagemap;
 pub mod pagemap_scan;
 pub mod parked;
@@ -18,6 +23,7 @@ pub mod pin;
 pub mod smaps;
 pub mod swap;
 pub mod thp;
+pub mod vmchild;
 
 use crate::caps::OpenFailure;
 use crate::mem::{Area, MemType, Unavailable};

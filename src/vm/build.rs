@@ -130,7 +130,7 @@ pub fn build_static(source: &Path) -> Result<(PathBuf, Manifest), StaticBuildErr
         "{} -C target-feature=+crt-static",
         std::env::var("RUSTFLAGS").unwrap_or_default()
     );
-    eprintln!("uffdtest: building the static guest binaries (cargo test --no-run --target {STATIC_TARGET})");
+    eprintln!("uffdtest: building the suite's static binaries (cargo test --no-run --target {STATIC_TARGET})");
     let out = Command::new(&cargo)
         .current_dir(source)
         .args([

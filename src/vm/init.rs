@@ -98,6 +98,9 @@ pub struct GuestConfig {
     #[serde(default)]
     pub repeat: usize,
     pub jobs: usize,
+    /// `--max-fail`: stop starting cases after this many failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fail: Option<usize>,
     pub case_timeout_secs: u64,
     pub hugepages: u64,
     /// How often the init writes [`HEARTBEAT`] to the console, so a long
@@ -120,6 +123,7 @@ impl GuestConfig {
             run_ignored: self.run_ignored,
             repeat: self.repeat.max(1),
             jobs: self.jobs.max(1),
+            max_fail: self.max_fail,
             timeout: Duration::from_secs(self.case_timeout_secs.max(1)),
             announce_kmsg: true,
             watch_kmsg: true,
@@ -153,6 +157,18 @@ pub fn main() -> ! {
 fn run() -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
+    if let Err(e) = enable_memcg() {
+        kmsg(&format!("uffdtest: no memory controller for child cgroups: {e}"));
+    }
+    if let Some(want) = std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|c| gigantic_wanted(&c))
+    {
+        kmsg(&format!(
+            "uffdtest: 1 GiB huge pages: {} of {want}",
+            reserve_gigantic(want)
+        ));
+    }
     match swap_on() {
         Ok(what) => kmsg(&format!("uffdtest: swap on {what}")),
         Err(why) => kmsg(&format!("{NO_SWAP}{why}")),
@@ -196,7 +212,40 @@ const MOUNTS: &[(&str, &str, &str, bool)] = &[
     ("tmpfs", "/tmp", "tmpfs", false),
     ("tmpfs", "/dev/shm", "tmpfs", false),
     ("hugetlbfs", "/dev/hugepages", "hugetlbfs", false),
+    // The memcg cases make child cgroups with memory.max here.
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2", false),
 ];
+
+/// The 1 GiB huge pages the kernel command line asks for: `N` of
+/// `hugepagesz=1G hugepages=N` (the count that follows the size).
+pub fn gigantic_wanted(cmdline: &str) -> Option<u64> {
+    let mut words = cmdline.split_whitespace().skip_while(|w| *w != "hugepagesz=1G");
+    words.next()?;
+    words.next()?.strip_prefix("hugepages=")?.parse().ok()
+}
+
+/// Tops the 1 GiB pool up to `want` at run time (the boot-time attempt can
+/// fail for want of an aligned free GiB; now, with memory still free,
+/// alloc_contig_range can move pages aside). Returns the pool's size.
+fn reserve_gigantic(want: u64) -> u64 {
+    let path = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
+    let have = || {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if have() < want {
+        let _ = std::fs::write(path, want.to_string());
+    }
+    have()
+}
+
+/// Lets child cgroups of the root take the memory controller (cgroup v2
+/// enables no controller below the root until asked); Err is why not.
+fn enable_memcg() -> std::io::Result<()> {
+    std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+}
 
 fn mount_all() -> Result<(), InitError> {
     use nix::mount::{MsFlags, mount};
@@ -426,6 +475,13 @@ impl Reporter for FaultInjector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gigantic_count_follows_its_size_on_the_command_line() {
+        assert_eq!(gigantic_wanted("console=ttyS0 hugepagesz=1G hugepages=2 x"), Some(2));
+        assert_eq!(gigantic_wanted("hugepages=64 hugepagesz=1G"), None);
+        assert_eq!(gigantic_wanted("console=ttyS0"), None);
+    }
 
     #[test]
     fn swap_header_is_what_mkswap_writes() {

@@ -22,6 +22,9 @@ pub enum Need {
     /// Gives the guest its swap device; without it the swap cases skip. A
     /// module (`=m`) does too: `uffdtest vm` loads it from the kernel's modules.
     Swap,
+    /// The mm machinery the cross-feature cases drive (KSM, NUMA migration,
+    /// memcg, io_uring): without it those cases skip.
+    Mm,
 }
 
 impl fmt::Display for Need {
@@ -30,6 +33,7 @@ impl fmt::Display for Need {
             Need::Required => "required",
             Need::Recommended => "recommended",
             Need::Swap => "swap",
+            Need::Mm => "mm",
         })
     }
 }
@@ -67,7 +71,7 @@ impl fmt::Display for Missing {
 /// Reads the fragment's options with their need.
 ///
 /// Accepted format: `CONFIG_X=v` lines; `# uffdtest: required` and
-/// `# uffdtest: recommended` and `# uffdtest: swap` switch the need of the
+/// `# uffdtest: recommended`, `# uffdtest: swap` and `# uffdtest: mm` switch the need of the
 /// lines after them (the default is required); other comments and blank
 /// lines are ignored.
 pub fn parse_fragment(text: &str) -> Result<Vec<Want>, String> {
@@ -79,6 +83,7 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Want>, String> {
             "# uffdtest: required" => need = Need::Required,
             "# uffdtest: recommended" => need = Need::Recommended,
             "# uffdtest: swap" => need = Need::Swap,
+            "# uffdtest: mm" => need = Need::Mm,
             _ if t.is_empty() || t.starts_with('#') => {}
             _ => {
                 let (name, value) = t
@@ -133,20 +138,33 @@ pub fn check(fragment: &[Want], config: &HashMap<String, String>) -> Vec<Missing
 /// The human report of [`check`]; ends with the fix.
 pub fn report(config_path: &str, total: usize, missing: &[Missing]) -> String {
     let count = |n: Need| missing.iter().filter(|m| m.want.need == n).count();
-    let (required, recommended, swap) = (count(Need::Required), count(Need::Recommended), count(Need::Swap));
+    let (required, recommended, swap, mm) = (
+        count(Need::Required),
+        count(Need::Recommended),
+        count(Need::Swap),
+        count(Need::Mm),
+    );
     let mut s = String::new();
     for m in missing {
         s += &format!("{m}\n");
     }
     s += &format!(
-        "{config_path}: {} of {total} options set; missing {required} required, {recommended} recommended{}\n",
+        "{config_path}: {} of {total} options set; missing {required} required, {recommended} recommended{}{}\n",
         total - missing.len(),
         if swap > 0 {
             format!(", {swap} for swap")
         } else {
             String::new()
+        },
+        if mm > 0 {
+            format!(", {mm} for mm features")
+        } else {
+            String::new()
         }
     );
+    if mm > 0 {
+        s += "the cases of the mm features named above (KSM, NUMA migration, memcg, io_uring) skip on this kernel\n";
+    }
     if swap > 0 {
         s += "the guest gets no swap device, so `uffdtest vm` skips the swap cases (no active swap device)\n";
     }
@@ -174,6 +192,21 @@ mod tests {
         assert_eq!(req("CONFIG_GUP_TEST"), Some(Need::Recommended));
         assert_eq!(req("CONFIG_SWAP"), Some(Need::Swap));
         assert_eq!(req("CONFIG_ZRAM"), Some(Need::Swap));
+        assert_eq!(req("CONFIG_KSM"), Some(Need::Mm));
+        assert_eq!(req("CONFIG_NUMA"), Some(Need::Mm));
+        assert_eq!(req("CONFIG_MEMCG"), Some(Need::Mm));
+    }
+
+    #[test]
+    fn a_missing_mm_option_names_the_cases_that_skip() {
+        let frag = parse_fragment("CONFIG_A=y\n# uffdtest: mm\nCONFIG_KSM=y\n").unwrap();
+        let r = report("x", 2, &check(&frag, &parse_config("CONFIG_A=y\n")));
+        assert!(
+            r.contains("missing 0 required, 0 recommended, 1 for mm features"),
+            "{r}"
+        );
+        assert!(r.contains("CONFIG_KSM=y (is not set)"), "{r}");
+        assert!(r.contains("KSM, NUMA migration, memcg"), "{r}");
     }
 
     #[test]
@@ -241,6 +274,11 @@ mod tests {
         let m = check_file("kconfig-debian-6.12-cloud-amd64.config");
         assert_eq!(names(&m, Need::Required), Vec::<&str>::new());
         assert_eq!(names(&m, Need::Swap), Vec::<&str>::new(), "zram is a module there");
+        assert_eq!(
+            names(&m, Need::Mm),
+            Vec::<&str>::new(),
+            "KSM, NUMA, memcg, io_uring are in"
+        );
         assert_eq!(
             names(&m, Need::Recommended),
             [

@@ -120,9 +120,7 @@ mod args {
     }
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn hugetlb_subpage_continue_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));

@@ -169,9 +169,7 @@ mod args {
     }
 }
 
-#[rstest]
-#[case::hugetlb(MemType::Hugetlb)]
-#[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[apply(hugetlb_mem)]
 fn hugetlb_subpage_range_fails_einval(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     let (area, uffd) = try_skip!(wp_area(mem, 2, Features::empty()));

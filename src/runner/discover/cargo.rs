@@ -160,7 +160,8 @@ pub fn serial_items(src: &str) -> Vec<String> {
 /// serial_test keys that only order cases sharing one test process: a
 /// fork there would queue FORK events on every uffd of the process, another
 /// case's included. With one process per case they order nothing.
-pub const PROCESS_LOCAL_KEYS: &[&str] = &["fork", "uffd_event_fork"];
+/// `sigusr1` orders cases that install a handler for that signal.
+pub const PROCESS_LOCAL_KEYS: &[&str] = &["fork", "uffd_event_fork", "sigusr1"];
 
 /// A `#[serial(k, ...)]` whose keys are all process-local (see
 /// [`PROCESS_LOCAL_KEYS`]); `#[serial]` without keys and `#[file_serial]`

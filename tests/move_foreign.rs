@@ -1,0 +1,129 @@
+//! A uffd driven from a process other than the one that made it, while
+//! that one lives: the descriptor is passed over SCM_RIGHTS to a process
+//! that shares no mapping of the registered range (MADV_DONTFORK).
+//!
+//! fs/userfaultfd.c: every resolving ioctl works on `ctx->mm`, the maker's
+//! mm, so COPY from the other process fills the maker's page, but reads
+//! its source with copy_from_user in the *caller's* mm. UFFDIO_MOVE alone
+//! refuses a caller whose mm is not `ctx->mm` ("Do not allow cross-mm
+//! moves": EINVAL before the `move` field is written), so its
+//! mmget_not_zero/ESRCH branch is reachable only by the maker itself.
+//! (The maker already gone: tests/lifecycle.rs.)
+
+mod common;
+use common::*;
+use faulter::{Faulter, assert_no_event};
+use nix::errno::Errno;
+use testing::foreign::{Foreign, Words};
+use testing::mm::{assert_bytes, madvise, munmap};
+use testing::{Buf, ChildExit, progress};
+
+const MISSING: RegisterMode = RegisterMode::MISSING;
+
+/// The other process never maps `area`, so nothing it does can touch the
+/// pages but through the uffd.
+fn dontfork(area: &Area) {
+    madvise(area.addr(), area.len(), libc::MADV_DONTFORK).expect("MADV_DONTFORK");
+}
+
+/// Fills `len` bytes at `addr` (a buffer of this process) with `byte`.
+fn fill(addr: usize, len: usize, byte: u8) {
+    // SAFETY: callers pass their own writable buffers.
+    unsafe { std::ptr::write_bytes(addr as *mut u8, byte, len) };
+}
+
+#[apply(anon_mem)]
+fn move_from_a_live_foreign_process_fails_einval(#[case] mem: MemType) {
+    try_skip!(offers(Features::MOVE));
+    let dst = try_skip!(testing::area(mem, 1));
+    let src = try_skip!(testing::area(mem, 1));
+    dontfork(&dst);
+    dontfork(&src);
+    let (d, s, len) = (dst.addr(), src.addr(), dst.len());
+    let out = Words::new();
+    let other = Foreign::spawn(|u| {
+        out.set_progress(0, u.r#move(d, s, len, MoveMode::empty()));
+        0
+    });
+    let uffd = try_skip!(testing::open_uffd(Features::MOVE));
+    uffd.register(d, len, MISSING).unwrap();
+    src.fill_page(0, 0x3c);
+    other.send(&uffd);
+    assert_eq!(other.wait(), ChildExit::Exited(0));
+    assert_eq!(out.progress(0), progress::rejected(Errno::EINVAL));
+    // Nothing moved and nothing was queued.
+    assert_bytes(&src.read_page(0), |_| 0x3c, "source after the refused MOVE");
+    assert!(!pagemap::is_present(d), "destination filled by a refused MOVE");
+    assert_no_event(&uffd);
+    // The same call from the maker moves the page.
+    assert_eq!(uffd.r#move(d, s, len, MoveMode::empty()), Ok(len as i64));
+    assert_bytes(&dst.read_page(0), |_| 0x3c, "destination after the maker's MOVE");
+}
+
+/// An unregistered area of `mem` for the other process to resolve, not
+/// mapped there, and a source buffer both processes hold at one address:
+/// the other process's copy holds 0xb1, this one's (written after the
+/// fork) 0xa1.
+fn copy_setup(mem: MemType) -> Result<(Area, Buf), String> {
+    let area = area_to_register(mem, 1, Features::empty(), MISSING)?;
+    dontfork(&area);
+    let src = Buf::filled(area.page_size(), 0xb1);
+    Ok((area, src))
+}
+
+#[apply(all_mem)]
+fn copy_from_a_foreign_monitor_resolves_the_makers_fault(#[case] mem: MemType) {
+    let (area, src) = try_skip!(copy_setup(mem));
+    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
+    let out = Words::new();
+    let other = Foreign::spawn(|u| {
+        let Ok(Some(Event::Pagefault { flags, address, .. })) = u.read_event(Some(HANG_GUARD)) else {
+            return 2;
+        };
+        out.set(0, flags.bits() as i64);
+        out.set(1, address as i64);
+        out.set_progress(2, u.copy(address as usize, from, ps, CopyMode::empty()));
+        0
+    });
+    fill(from, ps, 0xa1);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    assert_ioctls(uffd.register(at, ps, MISSING).unwrap(), mem, MISSING);
+    let reader = Faulter::read(at);
+    other.send(&uffd);
+    assert_eq!(other.wait(), ChildExit::Exited(0));
+    assert_eq!(reader.join(), 0xb1, "the maker's read sees the monitor's bytes");
+    assert_eq!(
+        (out.get(0), out.get(1)),
+        (0, at as i64),
+        "the monitor read a read fault at the page"
+    );
+    assert_eq!(out.progress(2), Ok(ps as i64));
+    assert_bytes(&area.read_page(0), |_| 0xb1, "page copied from the monitor's memory");
+    assert_bytes(&src.bytes(ps), |_| 0xa1, "the maker's own source");
+    assert_no_event(&uffd);
+}
+
+#[apply(all_mem)]
+fn copy_from_a_foreign_process_without_the_source_fails_efault(#[case] mem: MemType) {
+    let (area, src) = try_skip!(copy_setup(mem));
+    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
+    let out = Words::new();
+    let other = Foreign::spawn(|u| {
+        if munmap(from, ps).is_err() {
+            return 2;
+        }
+        out.set_progress(0, u.copy(at, from, ps, CopyMode::empty()));
+        0
+    });
+    fill(from, ps, 0xa1);
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(at, ps, MISSING).unwrap();
+    other.send(&uffd);
+    assert_eq!(other.wait(), ChildExit::Exited(0));
+    // The source is read in the caller's mm, where nothing is mapped.
+    assert_eq!(out.progress(0), progress::failed(Errno::EFAULT));
+    assert!(!pagemap::is_present(at), "a failed COPY mapped the page");
+    // The same arguments from the maker read its own source.
+    assert_eq!(uffd.copy(at, from, ps, CopyMode::empty()), Ok(ps as i64));
+    assert_bytes(&area.read_page(0), |_| 0xa1, "page copied from the maker's memory");
+}
