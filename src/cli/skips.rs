@@ -77,6 +77,7 @@ pub const PROBES: &[Probe] = &[
         reasons: &[
             "kernel has no THP*",
             "kernel offers * folios only for *",
+            "kernel offers * folios for shmem only*",
             "kernel offers no *kB THP size",
         ],
     },
@@ -133,6 +134,21 @@ pub const PROBES: &[Probe] = &[
         name: "process maps",
         reads: "/proc/self/maps: whether the process has a [vdso]",
         reasons: &["no [vdso] mapping*"],
+    },
+    Probe {
+        name: "NUMA",
+        reads: "/sys/devices/system/node: how many nodes have memory",
+        reasons: &["needs two NUMA nodes*"],
+    },
+    Probe {
+        name: "device files",
+        reads: "whether a device node (/dev/mem) opens, for the VMA-kind cases (tests/vma_kinds.rs)",
+        reasons: &["/dev/mem: *"],
+    },
+    Probe {
+        name: "shadow stack",
+        reads: "map_shadow_stack(2) of a scratch stack (ENOSYS: no user shadow stack), for the VMA-kind cases",
+        reasons: &["no user shadow stack: *"],
     },
     Probe {
         name: "guest kernel",
