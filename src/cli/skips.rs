@@ -89,6 +89,7 @@ pub const PROBES: &[Probe] = &[
             "kernel has no *kB hugetlb size",
             "no /proc/sys/vm/nr_hugepages*",
             "need * free huge pages*",
+            "need * free 1 GiB huge pages*",
             "no free *kB huge page and not root to make one",
             "could not allocate a *kB huge page*",
         ],
@@ -134,6 +135,11 @@ pub const PROBES: &[Probe] = &[
         name: "process maps",
         reads: "/proc/self/maps: whether the process has a [vdso]",
         reasons: &["no [vdso] mapping*"],
+    },
+    Probe {
+        name: "guard regions",
+        reads: "MADV_GUARD_INSTALL on a scratch page of its own (EINVAL before 6.13)",
+        reasons: &["kernel has no guard regions*"],
     },
     Probe {
         name: "NUMA",
