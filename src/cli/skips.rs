@@ -152,6 +152,11 @@ pub const PROBES: &[Probe] = &[
         reasons: &["/dev/mem: *"],
     },
     Probe {
+        name: "VMA kinds",
+        reads: "whether the kernel makes the VMA kind at all (MAP_DROPPABLE, memfd_secret), for tests/vma_kinds.rs",
+        reasons: &["kernel has no MAP_DROPPABLE*", "memfd_secret: *"],
+    },
+    Probe {
         name: "shadow stack",
         reads: "map_shadow_stack(2) of a scratch stack (ENOSYS: no user shadow stack), for the VMA-kind cases",
         reasons: &["no user shadow stack: *"],
