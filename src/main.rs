@@ -24,6 +24,8 @@ enum Cmd {
     Kconfig(uffdtest::cli::vm::KconfigArgs),
     /// Write docs/coverage.md: cases per ioctl × memory type, upstream cases → ours.
     Coverage(uffdtest::cli::coverage::CoverageArgs),
+    /// Write docs/skips.md: each skip reason of real runs, the probe that decided it, how many cases.
+    Skips(uffdtest::cli::skips::SkipsArgs),
     /// Show what the running kernel's userfaultfd supports.
     Caps(uffdtest::cli::caps::CapsArgs),
     /// Configure and build a kernel tree out-of-tree with qemu/uffd.config; prints the bzImage path.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => uffdtest::cli::vm::vm_cmd(&args),
         Cmd::Kconfig(args) => uffdtest::cli::vm::kconfig_cmd(&args),
         Cmd::Coverage(args) => uffdtest::cli::coverage::coverage_cmd(&args),
+        Cmd::Skips(args) => uffdtest::cli::skips::skips_cmd(&args),
         Cmd::Caps(args) => uffdtest::cli::caps::caps_cmd(&args),
         Cmd::Build(args) => uffdtest::cli::gate::build(&args),
         Cmd::Compare(args) => uffdtest::cli::gate::compare(&args),

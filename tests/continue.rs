@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use testing::progress::{err, failed};
 use testing::smaps::field as smaps_field;
-use uffdtest::testing::knob::{Knob, KnobError};
+use uffdtest::testing::knob::Knob;
 
 /// An area with an alias view, the main view registered in `mode`.
 fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, Uffd), String> {
@@ -327,12 +327,14 @@ impl Drop for PmdViews {
 /// `shmem_enabled=always` set by a concurrent case the contents checks failed
 /// (page 0 read 0 for 255) and the binary later died of SIGSEGV.
 #[test]
-#[serial_test::serial(thp)]
+#[serial_test::file_serial(thp)]
 fn minor_collapse_keeps_contents() {
     require_mode!(MemType::Shmem, RegisterMode::MINOR);
+    require_root!("sets the shmem THP policy");
     let Some(pmd) = mem::pmd_size() else {
         skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
     };
+    let _policy = testing::thp::shmem_collapsible();
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
     let uffd = std::sync::Arc::new(try_skip!(testing::open_uffd(Features::MINOR_SHMEM)));
@@ -371,12 +373,8 @@ fn minor_collapse_keeps_contents() {
             assert_eq!((*flags, *addr), (PagefaultFlags::MINOR, views.main + i * ps));
         }
     }
-    // SAFETY: the registered view is our mapping. (nix has no MADV_COLLAPSE.)
-    let r = Errno::result(unsafe { libc::madvise(views.main as *mut _, views.len, libc::MADV_COLLAPSE) });
-    if let Err(e) = r {
-        drop(handler);
-        skip!("MADV_COLLAPSE of the minor-registered shmem view failed: {e}");
-    }
+    // The kernel has THP (pmd_size): a collapse it refuses is a failure.
+    testing::thp::collapse_or_fail(views.main, views.len);
     assert_eq!(
         smaps_field(views.main, "ShmemPmdMapped"),
         Some(pmd),
@@ -396,22 +394,8 @@ fn minor_collapse_keeps_contents() {
     assert_eq!(faults.lock().unwrap().len(), n, "no fault after the collapse");
 }
 
-const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
-
-/// Sets the shmem THP policy of internal mounts (memfd) for one case.
-/// Err is a SKIP reason.
-fn shmem_thp(value: &str) -> Result<Knob, String> {
-    if caps::sysfs_choice(SHMEM_ENABLED).is_none() {
-        return Err("kernel has no shmem THP (no shmem_enabled)".into());
-    }
-    Knob::set(SHMEM_ENABLED, value).map_err(|e| match e {
-        KnobError::Write { source, .. } => format!("cannot set {SHMEM_ENABLED} to {value}: {source}"),
-        e => e.to_string(),
-    })
-}
-
 #[test]
-#[serial_test::serial(thp)]
+#[serial_test::file_serial(thp)]
 fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     // The page cache holds one PMD-sized folio; the registered view still
     // faults and is continued one base page at a time.
@@ -427,17 +411,17 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     let Some(pmd) = mem::pmd_size() else {
         skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
     };
-    let _policy = try_skip!(shmem_thp("always"));
+    let _policy = Knob::set(testing::thp::SHMEM_ENABLED, "always").unwrap_or_else(|e| panic!("{e}"));
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
     for i in 0..pmd / ps {
         // SAFETY: inside the alias view.
         unsafe { std::ptr::write_bytes((views.alias + i * ps) as *mut u8, (i % 251) as u8, ps) };
     }
-    require!(
-        smaps_field(views.alias, "ShmemPmdMapped") == Some(pmd),
-        "shmem did not allocate a PMD folio for the memfd (memory fragmented?)"
-    );
+    // `always` asks for a PMD folio at the first write; a fragmented
+    // machine may give small ones, which MADV_COLLAPSE then gathers.
+    testing::thp::collapse_or_fail(views.alias, pmd);
+    assert_eq!(smaps_field(views.alias, "ShmemPmdMapped"), Some(pmd));
     let uffd = try_skip!(testing::open_uffd(caps::features_for(MemType::Shmem, mode)));
     uffd.register(views.main, pmd, mode).unwrap();
     for i in [5, 6, 300] {

@@ -206,8 +206,9 @@ fn copy_over_page_cache_filled_through_alias(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    let (area, uffd) =
-        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x55)));
+    let (area, uffd) = try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| {
+        fill_page_pinned(a, 2, 0x55)
+    }));
     let ps = area.page_size();
     let src = source(ps, 4);
     if !fill_stops_at_populated_page(&area, |at, len| uffd.copy(at, src.addr(), len, NONE)) {
@@ -626,4 +627,24 @@ fn copy_into_shared_memory_lands_in_the_page_cache(#[case] mem: MemType) {
     testing::write_byte(area.alias_page(1) + 3, 0xc3);
     assert_eq!(testing::read_byte(area.page(1) + 3), 0xc3);
     assert!(!pagemap::is_present(area.page(0)));
+}
+
+/// Two pages across a PMD boundary: both copied into two page tables, or,
+/// with a THP beyond the boundary, the first page then EAGAIN.
+#[rstest]
+#[case::holes(boundary::FarSide::Holes)]
+#[case::thp(boundary::FarSide::Thp)]
+fn copy_across_a_pmd_boundary(#[case] far: boundary::FarSide) {
+    let ps = mem::base_page_size();
+    let src = Buf::filled(2 * ps, 0x47);
+    let (area, _uffd, b) = try_skip!(boundary::fill_across(Features::empty(), far, |u, at, len| u.copy(
+        at,
+        src.addr(),
+        len,
+        NONE
+    )));
+    assert_eq!(area.read_page(b - 1), vec![0x47; ps]);
+    if far == boundary::FarSide::Holes {
+        assert_eq!(area.read_page(b), vec![0x47; ps]);
+    }
 }

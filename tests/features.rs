@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 use nix::errno::Errno;
-use serial_test::serial;
+use serial_test::{file_serial, serial};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use uffdtest::testing::knob::Knob;
@@ -292,7 +292,8 @@ fn unprivileged_open(flags: OpenFlags) -> ChildExit {
 }
 
 #[test]
-#[serial(sysctl, fork)]
+#[serial(fork)]
+#[file_serial(sysctl)]
 fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
     require_root!("setting the sysctl and dropping privileges");
     require!(std::path::Path::new(SYSCTL).exists(), "no {SYSCTL}");
@@ -323,18 +324,21 @@ fn unprivileged_userfaultfd_sysctl_gates_kernel_fault_handling() {
 }
 
 #[test]
-#[serial(sysctl, fork)]
+#[serial(fork)]
+#[file_serial(sysctl)]
 fn dev_userfaultfd_ignores_the_sysctl() {
     require_root!("setting the sysctl and dropping privileges");
     require!(std::path::Path::new(SYSCTL).exists(), "no {SYSCTL}");
-    let dev = match nix::fcntl::open(
+    if let Err(e) = caps::require_dev() {
+        skip!("{e}");
+    }
+    // The dev_userfaultfd probe opened it: a refusal now is a failure.
+    let dev = nix::fcntl::open(
         "/dev/userfaultfd",
         nix::fcntl::OFlag::O_RDWR,
         nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(f) => f,
-        Err(e) => skip!("cannot open /dev/userfaultfd: {e}"),
-    };
+    )
+    .expect("open /dev/userfaultfd");
     let _g = sysctl("0");
     let raw = dev.as_raw_fd();
     // Access is decided when the device is opened: a child that inherits

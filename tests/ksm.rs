@@ -6,13 +6,13 @@
 //! PageAnonExclusive (a KSM page never is) fails the MOVE EBUSY. mm/ksm.c
 //! `break_ksm` unmerges with FAULT_FLAG_UNSHARE, which a uffd-wp PTE does
 //! not stop (the unshared copy keeps the uffd-wp bit). ksmd's knobs are
-//! global: every case holds `#[serial(ksm)]` and puts them back.
+//! global: every case holds `#[file_serial(ksm)]` (a lock across processes) and puts them back.
 
 mod common;
 use common::*;
 use faulter::{State, assert_no_event};
 use nix::errno::Errno;
-use serial_test::serial;
+use serial_test::file_serial;
 use testing::ksm::{Ksmd, frames, merged_frames, wait_merged};
 use testing::mm::{assert_bytes, madvise};
 
@@ -37,7 +37,7 @@ fn merged(mem: MemType, npages: usize, byte: u8) -> Result<(Area, Ksmd), String>
 }
 
 #[apply(anon_mem)]
-#[serial(ksm)]
+#[file_serial(ksm)]
 fn move_of_a_ksm_page_fails_ebusy(#[case] mem: MemType) {
     try_skip!(offers(Features::MOVE));
     let (src, _ksmd) = try_skip!(merged(mem, 2, 0x6b));
@@ -80,7 +80,7 @@ fn assert_protected_copy(area: &Area, byte: u8) {
 }
 
 #[apply(anon_mem)]
-#[serial(ksm)]
+#[file_serial(ksm)]
 fn unmerge_under_uffd_wp_keeps_the_protection(#[case] mem: MemType) {
     let (area, _ksmd, uffd) = try_skip!(merged_protected(mem));
     // MADV_UNMERGEABLE unshares every page (FAULT_FLAG_UNSHARE): no WP
@@ -99,7 +99,7 @@ fn unmerge_under_uffd_wp_keeps_the_protection(#[case] mem: MemType) {
 }
 
 #[apply(anon_mem)]
-#[serial(ksm)]
+#[file_serial(ksm)]
 fn write_to_a_protected_ksm_page_faults_wp_before_unsharing(#[case] mem: MemType) {
     let (area, _ksmd, uffd) = try_skip!(merged_protected(mem));
     let n = area.npages();

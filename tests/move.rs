@@ -17,13 +17,16 @@ use common::*;
 use faulter::{Faulter, State, assert_no_event, next_pagefault};
 use nix::errno::Errno;
 use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
+use serial_test::file_serial;
 use std::sync::Arc;
+use testing::knob::Knob;
 use testing::progress::{err, failed, rejected};
 use testing::{ChildExit, FaultHandler, smaps};
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: MoveMode = MoveMode::empty();
 const HOLES: MoveMode = MoveMode::ALLOW_SRC_HOLES;
+const USE_ZERO_PAGE: &str = "/sys/kernel/mm/transparent_hugepage/use_zero_page";
 
 fn pat(page: usize, i: usize) -> u8 {
     (page.wrapping_mul(41) + i.wrapping_mul(13) + 3) as u8
@@ -478,28 +481,29 @@ fn move_from_file_memory_fails_einval(#[case] mem: MemType) {
     assert_eq!(src.read_page(0), vec![0x18; ps]);
 }
 
-/// A populated source that is one PMD-mapped THP, or the SKIP reason.
-fn thp_source(p: &Pair) -> Result<(), String> {
+/// Fills the source and makes it one PMD-mapped THP: MADV_COLLAPSE works
+/// whatever the THP policy, so on a kernel with THP (the area exists) a
+/// small-page source is a failure, not a skip.
+fn thp_source(p: &Pair) {
     for i in 0..p.src.npages() {
         fill(&p.src, i);
     }
-    let v = smaps::vma(p.src.addr()).expect("source VMA");
-    if v.anon_huge < p.src.len() {
-        return Err(format!(
-            "the source got {} of {} bytes as THP (memory fragmented?)",
-            v.anon_huge,
-            p.src.len()
-        ));
-    }
-    Ok(())
+    testing::thp::collapse_or_fail(p.src.addr(), p.src.len());
+    assert_eq!(smaps::vma(p.src.addr()).expect("source VMA").anon_huge, p.src.len());
 }
 
+/// THP policy `madvise` with the key held: the destination's fault must
+/// take the huge-PMD path that leaves its PMD empty, which `never` would
+/// turn into a PTE table.
 #[test]
+#[file_serial(thp)]
 fn move_pmd_moves_the_huge_page_whole() {
+    require_root!("sets the THP policy");
     let p = try_skip!(pair(MemType::AnonThp, 1));
+    let _policy = testing::thp::anon_pmd_policy("madvise");
     let ps = p.dst.page_size();
     let pmd = p.dst.len();
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     // A fault on the THP-enabled destination leaves its PMD empty
     // (do_huge_pmd_anonymous_page hands over before installing anything).
     let r = Faulter::read(p.dst.addr() + 3);
@@ -538,7 +542,7 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
         src,
         uffd: Arc::new(uffd),
     };
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     let r = Faulter::read(p.dst.page(9) + 1);
     assert_eq!(next_pagefault(&p.uffd).1, p.dst.page(9));
     assert_eq!(r.settle(), State::Blocked);
@@ -556,7 +560,7 @@ fn move_pmd_into_a_dst_with_page_table_splits_it() {
 fn move_part_of_a_thp_splits_the_source() {
     let p = try_skip!(pair(MemType::AnonThp, 1));
     let ps = p.dst.page_size();
-    try_skip!(thp_source(&p));
+    thp_source(&p);
     // Shorter than a PMD: split_huge_pmd, then split_folio, then one PTE.
     assert_eq!(
         p.uffd.r#move(p.dst.page(5), p.src.page(5), 2 * ps, NONE),
@@ -574,14 +578,16 @@ fn move_part_of_a_thp_splits_the_source() {
     assert_eq!(p.src.read_page(7), expected(ps, 7));
 }
 
+/// The huge zero page is mapped only under a THP policy that covers the
+/// area and with `use_zero_page` on: both are set here, with the key held.
 #[test]
+#[file_serial(thp)]
 fn move_pmd_from_huge_zero_page() {
     require_features!(Features::MOVE);
-    let use_zero = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false);
-    require!(use_zero, "THP use_zero_page is off");
+    require_root!("sets the THP policy");
     let p = try_skip!(pair(MemType::AnonThp, 1));
+    let _policy = testing::thp::anon_pmd_policy("madvise");
+    let _zero = Knob::set(USE_ZERO_PAGE, "1").unwrap_or_else(|e| panic!("{e}"));
     let pmd = p.dst.len();
     // A read fault on an empty THP-enabled PMD maps the huge zero page.
     assert_eq!(testing::read_byte(p.src.addr()), 0);
@@ -627,4 +633,46 @@ fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
     assert!(!pagemap::is_present(a.page(1)));
     assert!(!pagemap::is_present(a.page(2)));
     assert_eq!(a.read_page(3), expected(ps, 1));
+}
+
+/// Two pages across a PMD boundary, from a source of small pages or of two
+/// THPs (made by MADV_COLLAPSE): a move shorter than a PMD splits each
+/// source THP it touches, then moves PTE by PTE across two page tables on
+/// both sides.
+#[rstest]
+#[case::small_source(false)]
+#[case::thp_source(true)]
+fn move_across_a_pmd_boundary(#[case] thp: bool) {
+    let Some(pmd) = mem::pmd_size() else {
+        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
+    };
+    let ps = mem::base_page_size();
+    let b = pmd / ps;
+    let p = try_skip!(pair(MemType::AnonThp, 2 * b));
+    if thp {
+        thp_source(&p);
+    } else {
+        // SAFETY: our own area.
+        unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+        for i in b - 2..b + 2 {
+            fill(&p.src, i);
+        }
+    }
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(b - 1), p.src.page(b - 1), 2 * ps, NONE),
+        Ok(2 * ps as i64)
+    );
+    for i in [b - 1, b] {
+        assert_eq!(p.dst.read_page(i), expected(ps, i), "dst page {i}");
+        assert!(!pagemap::is_present(p.src.page(i)), "src page {i} still mapped");
+    }
+    for i in [b - 2, b + 1] {
+        assert_eq!(p.src.read_page(i), expected(ps, i), "src page {i} stays");
+        assert!(!pagemap::is_present(p.dst.page(i)), "dst page {i} filled");
+    }
+    assert_eq!(
+        smaps::vma(p.src.addr()).unwrap().anon_huge,
+        0,
+        "no source PMD left whole"
+    );
 }

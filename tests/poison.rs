@@ -200,7 +200,7 @@ fn poison_over_populated_page_fails_eexist(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn poison_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| a.fill_page(2, 0x2a)));
+    let (area, uffd) = try_skip!(prepared_area(mem, 4, |a| fill_page_pinned(a, 2, 0x2a)));
     let ps = area.page_size();
     if !fill_stops_at_populated_page(&area, |at, len| uffd.poison(at, len, NONE)) {
         return;
@@ -356,4 +356,27 @@ fn poison_marker_is_inherited_by_fork_only_with_private_page_tables(#[case] mem:
     }
     // The parent still holds its marker.
     assert_eq!(uffd.poison(area.addr(), ps, NONE), failed(Errno::EEXIST));
+}
+
+/// Two pages across a PMD boundary: both poisoned (markers in two page
+/// tables, each refusing a second one), or, with a THP beyond the boundary,
+/// the first page then EAGAIN.
+#[rstest]
+#[case::holes(boundary::FarSide::Holes)]
+#[case::thp(boundary::FarSide::Thp)]
+fn poison_across_a_pmd_boundary(#[case] far: boundary::FarSide) {
+    let (area, uffd, b) = try_skip!(boundary::fill_across(Features::POISON, far, |u, at, len| u.poison(at, len, NONE)));
+    let ps = area.page_size();
+    let poisoned = if far == boundary::FarSide::Holes {
+        vec![b - 1, b]
+    } else {
+        vec![b - 1]
+    };
+    for i in poisoned {
+        assert!(
+            !pagemap::is_present(area.page(i)),
+            "page {i} holds a marker, not a page"
+        );
+        assert_eq!(uffd.poison(area.page(i), ps, NONE), failed(Errno::EEXIST), "page {i}");
+    }
 }

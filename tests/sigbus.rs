@@ -366,9 +366,33 @@ fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType
 #[apply(all_mem)]
 #[serial(fork)]
 fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
+    child_inherits_sigbus(mem, false);
+}
+
+/// Upstream's second half: a page filled, then released (MADV_DONTNEED, or
+/// a punched hole for shared memory), is missing again, and a child forked
+/// with EVENT_FORK gets SIGBUS on it, not the old contents.
+#[apply(all_mem)]
+#[serial(fork)]
+fn released_page_raises_sigbus_in_a_forked_child(#[case] mem: MemType) {
+    child_inherits_sigbus(mem, true);
+}
+
+fn child_inherits_sigbus(mem: MemType, release_first: bool) {
     let f = Features::SIGBUS | Features::EVENT_FORK;
     let (area, uffd) = try_skip!(registered_missing(mem, 2, f, |_| {}));
     let at = area.page(1) + 0x77;
+    if release_first {
+        let ps = area.page_size();
+        let src = Buf::filled(ps, 0x3c);
+        assert_eq!(
+            uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
+            Ok(ps as i64)
+        );
+        assert_eq!(area.read_page(1), vec![0x3c; ps]);
+        let advice = uffdtest::testing::mm::release_advice(mem);
+        uffdtest::testing::mm::madvise(area.page(1), ps, advice).expect("release the page");
+    }
     let rec = std::sync::Arc::new(Recorder::new());
     let r = rec.clone();
     let forker = park(move || {

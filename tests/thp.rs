@@ -10,14 +10,14 @@
 //! MADV_COLLAPSE (hpage_collapse_scan_pmd, collapse_file), and waiting for
 //! its daemon cannot be bounded honestly on a shared machine.
 //!
-//! The mTHP cases set a size's `enabled` knob: they take `#[serial(thp)]`
+//! The mTHP cases set a size's `enabled` knob: they take `#[file_serial(thp)]` (a lock across processes)
 //! and put it back on drop.
 
 mod common;
 use common::*;
 use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
-use serial_test::serial;
+use serial_test::file_serial;
 use std::os::fd::{AsRawFd, OwnedFd};
 use uffdtest::testing::knob::Knob;
 use uffdtest::testing::mm::Reservation;
@@ -404,7 +404,7 @@ fn require_mthp(kb: usize) -> Result<(), String> {
 }
 
 #[apply(mthp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     let (res, _knob) = try_skip!(mthp(kb));
@@ -423,7 +423,7 @@ fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
 }
 
 #[apply(mthp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn copy_into_a_hole_of_an_mthp_fills_only_the_hole(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::MISSING);
     let (res, _knob) = try_skip!(mthp(kb));
@@ -447,7 +447,7 @@ fn copy_into_a_hole_of_an_mthp_fills_only_the_hole(#[case] kb: usize) {
 }
 
 #[apply(mthp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn move_of_an_mthp_moves_every_page(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::MISSING);
     try_skip!(offers(Features::MOVE));

@@ -6,7 +6,9 @@
 //! Every case takes `#[serial(fork)]`: a fork anywhere in this process
 //! queues a FORK message on every EVENT_FORK uffd of the process, so two
 //! forking cases side by side would read each other's messages. The pin
-//! cases add `gup_test`, which the runner does not keep per process: the
+//! cases add `#[file_serial(gup_test)]`, a lock across processes (the
+//! runner runs each case in its own, and other runs may share the
+//! machine; the last two cases prove the exclusion): the
 //! kernel's gup_test holds one global set of long-term pins, and any
 //! process's PIN_LONGTERM_TEST_STOP, or the close of its gup_test fd
 //! (`gup_test_release()`), unpins everybody's; two pinning cases at once
@@ -23,7 +25,7 @@ mod common;
 use common::*;
 use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
 use pagemap::{PM_PRESENT, PM_SWAP, PM_UFFD_WP};
-use serial_test::serial;
+use serial_test::{file_serial, serial};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,7 +366,8 @@ fn pinned_parent_fork(mem: MemType, event: bool) {
 }
 
 #[apply(all_mem)]
-#[serial(fork, gup_test)]
+#[serial(fork)]
+#[file_serial(gup_test)]
 fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     pinned_parent_fork(mem, false);
@@ -374,7 +377,8 @@ fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
 /// during fork()"): the early CoW (hugetlb_install_page()) made a fresh
 /// entry without the bit.
 #[apply(all_mem)]
-#[serial(fork, gup_test)]
+#[serial(fork)]
+#[file_serial(gup_test)]
 fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::EVENT_FORK);
@@ -388,7 +392,8 @@ fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
 /// hugetlb_wp() never CoWs a uffd-wp entry and the child's VMA has no uffd
 /// to resolve it. The child's deadline turns that into a failure.
 #[apply(all_mem)]
-#[serial(fork, gup_test)]
+#[serial(fork)]
+#[file_serial(gup_test)]
 fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     try_skip!(pin_available());
@@ -404,7 +409,8 @@ fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
 }
 
 #[apply(all_mem)]
-#[serial(fork, gup_test)]
+#[serial(fork)]
+#[file_serial(gup_test)]
 fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
     // The unshare a read-only pin forces must carry the WP bit over.
     // A write pin (io_uring) cannot test this: on a protected page it is
@@ -422,4 +428,49 @@ fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
     let c = fork_and_look(&uffd, true, a, len, true);
     check_child(&c, true, "read pin in the child");
     assert!(pagemap::is_uffd_wp(a));
+}
+
+/// Holds the `gup_test` key for 300 ms and prints when it held it
+/// (CLOCK_MONOTONIC, the same clock in every process). Alone it checks
+/// nothing more; [`gup_test_key_excludes_other_processes`] runs two of it.
+#[test]
+#[file_serial(gup_test)]
+fn gup_test_key_holder() {
+    let now = || {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+        t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(300));
+    println!("gup_test key held {start} {}", now());
+}
+
+/// Two processes started together, each taking the `gup_test` key for
+/// 300 ms: their holding times must not overlap. An in-process
+/// `#[serial(key)]` would let both in at once.
+#[test]
+#[serial(fork)]
+fn gup_test_key_excludes_other_processes() {
+    let exe = std::env::current_exe().expect("this test binary");
+    let spawn = || {
+        std::process::Command::new(&exe)
+            .args(["gup_test_key_holder", "--exact", "--nocapture", "--test-threads=1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn a key holder")
+    };
+    let (a, b) = (spawn(), spawn());
+    let held = |c: std::process::Child| -> (u128, u128) {
+        let out = c.wait_with_output().expect("the key holder ends");
+        assert!(out.status.success(), "key holder: {:?}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("gup_test key held ").map(|(_, t)| t))
+            .unwrap_or_else(|| panic!("no holding time in {text:?}"));
+        let mut t = line.split(' ').map(|n| n.parse::<u128>().expect("a time"));
+        (t.next().expect("start"), t.next().expect("end"))
+    };
+    let (x, y) = (held(a), held(b));
+    assert!(x.1 <= y.0 || y.1 <= x.0, "both held the key at once: {x:?} and {y:?}");
 }

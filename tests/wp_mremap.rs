@@ -6,12 +6,12 @@
 //! offers (anon private and anon shared), and every hugetlb size.
 //!
 //! Cases change THP sysfs knobs and the hugetlb pools: all take
-//! `#[serial(thp)]` and put the knobs back on drop.
+//! `#[file_serial(thp)]` (a lock across processes) and put the knobs back on drop.
 
 mod common;
 use common::*;
 use nix::errno::Errno;
-use serial_test::serial;
+use serial_test::file_serial;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 use uffdtest::testing::knob::Knob;
@@ -57,9 +57,10 @@ fn require_dir(dir: &str, kb: usize) -> Result<(), String> {
 }
 
 /// Maps one folio of `size` bytes at a `size`-aligned address and fills it;
-/// `hugetlb` adds MAP_HUGETLB with that page size.
-fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, String> {
-    let r = mapping(size, share, hugetlb)?;
+/// `hugetlb` adds MAP_HUGETLB with that page size (the caller made sure a
+/// huge page of that size is free: [`one_free_hugepage`]).
+fn one_folio(size: usize, share: Share, hugetlb: bool) -> Reservation {
+    let r = mapping(size, share, hugetlb);
     // One write faults in the whole folio; every page must then be there.
     testing::write_byte(r.addr, 0);
     let e = entries(r.addr, size);
@@ -72,11 +73,12 @@ fn one_folio(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, St
     );
     // SAFETY: the folio is mapped writable.
     unsafe { std::ptr::write_bytes(r.addr as *mut u8, 1, size) };
-    Ok(r)
+    r
 }
 
-/// `size` bytes at a `size`-aligned address, not populated.
-fn mapping(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, String> {
+/// `size` bytes at a `size`-aligned address, not populated. A refusal is a
+/// failure: for hugetlb the pool was checked first.
+fn mapping(size: usize, share: Share, hugetlb: bool) -> Reservation {
     let r = Reservation::new(size, size);
     let mut flags = map_flags(share) | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
     if hugetlb {
@@ -84,14 +86,14 @@ fn mapping(size: usize, share: Share, hugetlb: bool) -> Result<Reservation, Stri
     }
     // SAFETY: MAP_FIXED over our own reservation.
     let p = unsafe { libc::mmap(r.addr as *mut _, size, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
-    if p == libc::MAP_FAILED {
-        let e = Errno::last();
-        return Err(format!(
-            "mmap of a {}kB folio ({share:?}, hugetlb {hugetlb}): {e}",
-            size / 1024
-        ));
-    }
-    Ok(r)
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap of a {}kB folio ({share:?}, hugetlb {hugetlb}): {}",
+        size / 1024,
+        Errno::last()
+    );
+    r
 }
 
 /// The pagemap entries of every base page of `[addr, addr+len)`, in one read.
@@ -138,21 +140,35 @@ fn mremap_to(from: usize, len: usize, to: usize) -> usize {
     p as usize
 }
 
+/// Pages the folio out with MADV_PAGEOUT and checks every PTE became a
+/// swap entry. Err is the SKIP reason (no swap device, from the caps
+/// probe); a folio that does not leave memory is a failure. Reclaim may
+/// skip a folio another CPU briefly holds, so the advice is repeated a few
+/// times first.
 fn swap_out(addr: usize, len: usize) -> Result<(), String> {
     if !caps::caps().swap {
         return Err("no active swap device: MADV_PAGEOUT cannot swap out".into());
     }
-    // SAFETY: our own mapping.
-    let r = unsafe { libc::madvise(addr as *mut _, len, libc::MADV_PAGEOUT) };
-    Errno::result(r).map_err(|e| format!("MADV_PAGEOUT: {e}"))?;
-    let swapped = entries(addr, len)
-        .iter()
-        .filter(|&&e| e & pagemap::PM_SWAP != 0)
-        .count();
-    if swapped * mem::base_page_size() != len {
-        return Err("MADV_PAGEOUT did not swap every page out (swap full?)".into());
+    let swapped = || {
+        entries(addr, len)
+            .iter()
+            .filter(|&&e| e & pagemap::PM_SWAP != 0)
+            .count()
+    };
+    for _ in 0..10 {
+        // SAFETY: our own mapping.
+        let r = unsafe { libc::madvise(addr as *mut _, len, libc::MADV_PAGEOUT) };
+        Errno::result(r).unwrap_or_else(|e| panic!("MADV_PAGEOUT: {e}"));
+        if swapped() * mem::base_page_size() == len {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    Ok(())
+    panic!(
+        "MADV_PAGEOUT left {} of {} pages in memory (swap full?)",
+        len / mem::base_page_size() - swapped(),
+        len / mem::base_page_size()
+    );
 }
 
 /// The flow every case shares: protect one folio, optionally swap it out,
@@ -191,28 +207,28 @@ fn protect_move_check(folio: Reservation, swapout: bool) {
 #[rstest]
 #[case::private(Share::Private)]
 #[case::shared(Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_base_pages(#[case] share: Share) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     if share == Share::Shared {
         require_mode!(MemType::Shmem, RegisterMode::WP);
     }
     let ps = mem::base_page_size();
-    let folio = try_skip!(one_folio(ps, share, false));
+    let folio = one_folio(ps, share, false);
     protect_move_check(folio, false);
 }
 
 #[rstest]
 #[case::private(Share::Private)]
 #[case::shared(Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_swapped_out_base_pages(#[case] share: Share) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     if share == Share::Shared {
         require_mode!(MemType::Shmem, RegisterMode::WP);
     }
     require!(caps::caps().swap, "no active swap device: the swap-out case needs one");
-    let folio = try_skip!(one_folio(mem::base_page_size(), share, false));
+    let folio = one_folio(mem::base_page_size(), share, false);
     protect_move_check(folio, true);
 }
 
@@ -238,30 +254,30 @@ fn thp_case(kb: usize, share: Share, swapout: bool) {
         require!(caps::caps().swap, "no active swap device: the swap-out case needs one");
     }
     let _knob = try_skip!(thp_only(kb, share));
-    let folio = try_skip!(one_folio(kb * 1024, share, false));
+    let folio = one_folio(kb * 1024, share, false);
     protect_move_check(folio, swapout);
 }
 
 #[apply(thp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_private_thp(#[case] kb: usize) {
     thp_case(kb, Share::Private, false);
 }
 
 #[apply(thp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_shared_thp(#[case] kb: usize) {
     thp_case(kb, Share::Shared, false);
 }
 
 #[apply(thp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_swapped_out_private_thp(#[case] kb: usize) {
     thp_case(kb, Share::Private, true);
 }
 
 #[apply(thp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_swapped_out_shared_thp(#[case] kb: usize) {
     thp_case(kb, Share::Shared, true);
 }
@@ -279,7 +295,10 @@ fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     };
-    if read("free_hugepages") > 0 {
+    // Free pages include those reserved by mappings not yet faulted in
+    // (another process's): only the rest can be had.
+    let unreserved = || read("free_hugepages").saturating_sub(read("resv_hugepages"));
+    if unreserved() > 0 {
         return Ok(None);
     }
     if !caps::caps().root {
@@ -287,7 +306,7 @@ fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
     }
     let nr = read("nr_hugepages");
     let knob = Knob::set(format!("{dir}/nr_hugepages"), &(nr + 1).to_string()).map_err(|e| e.to_string())?;
-    if read("free_hugepages") == 0 {
+    if unreserved() == 0 {
         return Err(format!(
             "could not allocate a {kb}kB huge page (not enough free contiguous memory)"
         ));
@@ -300,11 +319,11 @@ fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
 #[case::k2048_shared(2048, Share::Shared)]
 #[case::k1048576_private(1048576, Share::Private)]
 #[case::k1048576_shared(1048576, Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_clears_wp_on_hugetlb(#[case] kb: usize, #[case] share: Share) {
     require_mode!(MemType::Hugetlb, RegisterMode::WP);
     let _pool = try_skip!(one_free_hugepage(kb));
-    let folio = try_skip!(one_folio(kb * 1024, share, true));
+    let folio = one_folio(kb * 1024, share, true);
     protect_move_check(folio, false);
 }
 
@@ -350,13 +369,13 @@ fn remap_event_case(folio: Reservation) {
 #[rstest]
 #[case::private(Share::Private)]
 #[case::shared(Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_with_event_remap_keeps_wp_on_base_pages(#[case] share: Share) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     require_mode!(MemType::Shmem, RegisterMode::WP);
     require_features!(Features::EVENT_REMAP);
     let len = 4 * mem::base_page_size();
-    let pages = try_skip!(mapping(len, share, false));
+    let pages = mapping(len, share, false);
     // SAFETY: our fresh writable mapping.
     unsafe { std::ptr::write_bytes(pages.addr as *mut u8, 1, len) };
     remap_event_case(pages);
@@ -365,7 +384,7 @@ fn mremap_with_event_remap_keeps_wp_on_base_pages(#[case] share: Share) {
 #[rstest]
 #[case::private(Share::Private)]
 #[case::shared(Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_with_event_remap_keeps_wp_on_hugetlb(#[case] share: Share) {
     require_mode!(MemType::Hugetlb, RegisterMode::WP);
     require_features!(Features::EVENT_REMAP);
@@ -373,27 +392,27 @@ fn mremap_with_event_remap_keeps_wp_on_hugetlb(#[case] share: Share) {
         skip!("kernel has no hugetlb")
     };
     let _pool = try_skip!(one_free_hugepage(hs / 1024));
-    remap_event_case(try_skip!(one_folio(hs, share, true)));
+    remap_event_case(one_folio(hs, share, true));
 }
 
 #[apply(thp_sizes)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_with_event_remap_keeps_wp_on_private_thp(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     require_features!(Features::EVENT_REMAP);
     let _knob = try_skip!(thp_only(kb, Share::Private));
-    remap_event_case(try_skip!(one_folio(kb * 1024, Share::Private, false)));
+    remap_event_case(one_folio(kb * 1024, Share::Private, false));
 }
 
 #[rstest]
 #[case::private(Share::Private)]
 #[case::shared(Share::Shared)]
-#[serial(thp)]
+#[file_serial(thp)]
 fn mremap_of_part_clears_wp_only_on_the_moved_part(#[case] share: Share) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     require_mode!(MemType::Shmem, RegisterMode::WP);
     let ps = mem::base_page_size();
-    let pages = try_skip!(mapping(4 * ps, share, false));
+    let pages = mapping(4 * ps, share, false);
     // SAFETY: our fresh writable mapping.
     unsafe { std::ptr::write_bytes(pages.addr as *mut u8, 1, 4 * ps) };
     let a = pages.addr;

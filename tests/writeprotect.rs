@@ -10,7 +10,6 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use std::sync::Arc;
 use testing::smaps::field as smaps_field;
-use uffdtest::testing::knob::Knob;
 use uffdtest::testing::mm::Reservation;
 
 const WP: WriteprotectMode = WriteprotectMode::WP;
@@ -256,7 +255,7 @@ include!("writeprotect/fill.rs");
 include!("writeprotect/mm.rs");
 
 #[test]
-#[serial_test::serial(thp)]
+#[serial_test::file_serial(thp)]
 fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
     // A file PMD cannot carry uffd-wp: protecting part of it splits the
     // mapping, and only the protected page keeps (a marker with) the bit.
@@ -265,12 +264,8 @@ fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
     let Some(pmd) = mem::pmd_size() else {
         skip!("kernel has no THP")
     };
-    let knob = format!(
-        "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/shmem_enabled",
-        pmd / 1024
-    );
-    require!(caps::sysfs_choice(&knob).is_some(), "no {knob}");
-    let _knob = Knob::set(knob, "always").unwrap_or_else(|e| panic!("set shmem_enabled: {e}"));
+    // Not `deny`: MADV_COLLAPSE below makes the PMD folio.
+    let _collapsible = testing::thp::shmem_collapsible();
     let ps = mem::base_page_size();
     let holes = testing::holes::far_range();
     // SAFETY: a shared anonymous (shmem) mapping at a far, PMD-aligned address.
@@ -289,10 +284,8 @@ fn protect_one_page_of_a_pmd_mapped_shmem_folio() {
     let _unmap = Reservation { addr: a, len: pmd };
     // SAFETY: our writable mapping.
     unsafe { std::ptr::write_bytes(a as *mut u8, 0x11, pmd) };
-    require!(
-        smaps_field(a, "ShmemPmdMapped") == Some(pmd),
-        "shmem did not map a PMD folio (memory fragmented?)"
-    );
+    testing::thp::collapse_or_fail(a, pmd);
+    assert_eq!(smaps_field(a, "ShmemPmdMapped"), Some(pmd));
     let uffd = try_skip!(testing::open_uffd(caps::features_for(MemType::Shmem, RegisterMode::WP)));
     uffd.register(a, pmd, RegisterMode::WP).unwrap();
     uffd.writeprotect(a + 7 * ps, ps, WP).unwrap();

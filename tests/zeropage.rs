@@ -135,8 +135,9 @@ fn zeropage_retried_through_alias(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn zeropage_stops_at_populated_page_with_partial_progress(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
-    let (area, uffd) =
-        try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| a.fill_page(2, 0x21)));
+    let (area, uffd) = try_skip!(testing::registered_area(mem, 4, Features::empty(), MISSING, |a| {
+        fill_page_pinned(a, 2, 0x21)
+    }));
     let ps = area.page_size();
     if mem.is_hugetlb() {
         assert_eq!(uffd.zeropage(area.addr(), 4 * ps, NONE), failed(Errno::EINVAL));
@@ -273,5 +274,22 @@ fn zeropage_maps_the_shared_zero_page_on_private_memory(#[case] mem: MemType) {
     } else {
         // mfill_atomic_pte_zeropage maps my_zero_pfn: nothing allocated.
         assert_eq!(a, b, "both map the zero page");
+    }
+}
+
+/// Two pages across a PMD boundary: both zero-filled in two page tables,
+/// or, with a THP beyond the boundary, the first page then EAGAIN.
+#[rstest]
+#[case::holes(boundary::FarSide::Holes)]
+#[case::thp(boundary::FarSide::Thp)]
+fn zeropage_across_a_pmd_boundary(#[case] far: boundary::FarSide) {
+    let (area, _uffd, b) =
+        try_skip!(boundary::fill_across(Features::empty(), far, |u, at, len| u.zeropage(at, len, NONE)));
+    let ps = area.page_size();
+    assert!(pagemap::is_present(area.page(b - 1)));
+    assert_eq!(area.read_page(b - 1), vec![0; ps]);
+    if far == boundary::FarSide::Holes {
+        assert!(pagemap::is_present(area.page(b)));
+        assert_eq!(area.read_page(b), vec![0; ps]);
     }
 }

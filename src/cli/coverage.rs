@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub struct Upstream {
     /// The upstream case name, as the C test prints it.
     pub name: String,
-    /// `uffd-unit-tests`, `uffd-wp-mremap` or `uffd-stress`.
+    /// `uffd-unit-tests`, `uffd-wp-mremap`, `uffd-stress` or `pagemap_ioctl`.
     pub program: String,
     /// The memory types upstream runs it on.
     #[serde(deserialize_with = "mem_types")]
@@ -29,6 +29,33 @@ pub struct Upstream {
     /// Ours, as `binary::test_fn` (every case of that function counts);
     /// `binary::test_fn@mem` for a test that runs on one type by construction.
     pub ours: Vec<String>,
+    /// How ours compares with the upstream case.
+    pub strength: Strength,
+    /// Why: what ours checks that upstream does not, or that both check the same.
+    pub why: String,
+}
+
+/// How our tests compare with an upstream case. `weaker` may be written in
+/// docs/upstream-map.toml but fails the generation: strengthen ours first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strength {
+    /// Ours checks what upstream checks, no more.
+    Equal,
+    /// Ours checks everything upstream checks, and more.
+    Stronger,
+    /// Upstream checks something ours does not.
+    Weaker,
+}
+
+impl Strength {
+    fn name(self) -> &'static str {
+        match self {
+            Strength::Equal => "equal",
+            Strength::Stronger => "stronger",
+            Strength::Weaker => "weaker",
+        }
+    }
 }
 
 /// The upstream mapping: data, not code, so that following a new upstream
@@ -161,9 +188,11 @@ pub fn render(cases: &[Case], upstream: &[Upstream]) -> Result<String, CoverageE
     let _ = writeln!(
         s,
         "## Upstream selftests → uffdtest\n\n\
-         Every case of the kernel's `uffd-unit-tests`, `uffd-wp-mremap` and `uffd-stress`, the memory types\n\
-         upstream runs it on, and our tests that check the same behaviour (each runs on at least those types).\n\n\
-         | upstream case | program | upstream memory types | our tests |\n|---|---|---|---|"
+         Every case of the kernel's `uffd-unit-tests`, `uffd-wp-mremap` and `uffd-stress`, and the uffd\n\
+         (WP_ASYNC) groups of `pagemap_ioctl`, the memory types upstream runs it on, our tests that cover\n\
+         it (each runs on at least those types), and whether ours is equal to or stronger than upstream's\n\
+         case, and why (none may be weaker).\n\n\
+         | upstream case | program | upstream memory types | our tests | ours is | why |\n|---|---|---|---|---|---|"
     );
     for u in upstream {
         let mut ours = Vec::new();
@@ -196,7 +225,18 @@ pub fn render(cases: &[Case], upstream: &[Upstream]) -> Result<String, CoverageE
         } else {
             u.mem.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
         };
-        let _ = writeln!(s, "| `{}` | {} | {mems} | {} |", u.name, u.program, ours.join("<br>"));
+        if u.strength == Strength::Weaker {
+            errors.push(format!("{}: ours is weaker ({}); strengthen our tests", u.name, u.why));
+        }
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {mems} | {} | {} | {} |",
+            u.name,
+            u.program,
+            ours.join("<br>"),
+            u.strength.name(),
+            u.why.replace('|', "\\|")
+        );
     }
     if errors.is_empty() {
         Ok(s)
@@ -286,9 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn a_weaker_mapping_fails_the_generation() {
+        let map = upstream(
+            "[[case]]\nname = \"x\"\nprogram = \"p\"\nmem = []\nours = []\nstrength = \"weaker\"\nwhy = \"no fork\"\n",
+        )
+        .unwrap();
+        let e = render(&[], &map).unwrap_err().to_string();
+        assert!(e.contains("x: ours is weaker (no fork); strengthen our tests"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_memory_type_in_the_map_is_named() {
         let e =
-            upstream("[[case]]\nname = \"x\"\nprogram = \"p\"\nmem = [\"anon\", \"tmpfs\"]\nours = []\n").unwrap_err();
+            upstream("[[case]]\nname = \"x\"\nprogram = \"p\"\nmem = [\"anon\", \"tmpfs\"]\nours = []\nstrength = \"equal\"\nwhy = \"\"\n").unwrap_err();
         assert!(e.to_string().contains("unknown memory type 'tmpfs'"), "{e}");
     }
 }

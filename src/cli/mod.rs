@@ -10,6 +10,7 @@ pub mod install;
 pub mod known;
 pub mod report;
 pub mod run;
+pub mod skips;
 pub mod stress;
 pub mod vm;
 

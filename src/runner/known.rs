@@ -198,8 +198,17 @@ impl Expectations {
     /// own reason kept as a diagnostic), a declared case that passed XPASS.
     /// Skips, errors and undeclared cases are left alone.
     pub fn apply(&self, binary: &str, t: &mut TestResult) {
-        let test = t.test.clone().unwrap_or_else(|| t.name.clone());
-        let Some(issue) = self.issues.matching(binary, &test, t.variant.as_deref(), &self.facts) else {
+        // A case read back from KTAP (a guest's run) has only its
+        // description, `<test> on <variant>`: take both from there.
+        let (test, variant) = match (&t.test, &t.variant) {
+            (Some(test), v) => (test.clone(), v.clone()),
+            (None, Some(v)) => (t.name.clone(), Some(v.clone())),
+            (None, None) => match t.name.split_once(" on ") {
+                Some((test, v)) => (test.to_string(), Some(v.to_string())),
+                None => (t.name.clone(), None),
+            },
+        };
+        let Some(issue) = self.issues.matching(binary, &test, variant.as_deref(), &self.facts) else {
             return;
         };
         match t.status {
@@ -437,5 +446,23 @@ reason = "r"
         assert_eq!(cases[1].status, Status::Xpass);
         assert_eq!(cases[2].status, Status::Skip);
         assert_eq!(r.tests[0].status, Status::Fail, "an XPASS fails its binary");
+    }
+
+    #[test]
+    fn a_case_read_back_from_ktap_matches_by_its_description() {
+        // A guest's KTAP gives `<test> on <variant>` and nothing else.
+        let e = Expectations {
+            issues: KnownIssues::parse(FILE).unwrap(),
+            facts: facts("6.1.0-57-cloud-amd64", &[], &[]),
+        };
+        let fail = TestResult::new("fork_x on hugetlb-private", Status::Fail);
+        let other_mem = TestResult::new("fork_x on hugetlb", Status::Fail);
+        let mut r = Report {
+            tests: vec![TestResult::group("wp_fork", vec![fail, other_mem])],
+            ..Report::default()
+        };
+        e.apply_report(&mut r);
+        assert_eq!(r.tests[0].subtests[0].status, Status::Xfail);
+        assert_eq!(r.tests[0].subtests[1].status, Status::Fail, "not declared on hugetlb");
     }
 }

@@ -1,6 +1,6 @@
 //! KSM for a case: ksmd running fast for the case's length, and a wait for
 //! this process's pages to be merged. `run` and the scan knobs are global:
-//! callers hold `#[serial(ksm)]`.
+//! callers hold `#[file_serial(ksm)]`.
 
 use super::knob::Knob;
 use std::time::{Duration, Instant};

@@ -22,6 +22,7 @@ pub mod parked;
 pub mod pin;
 pub mod smaps;
 pub mod swap;
+pub mod thp;
 pub mod vmchild;
 
 use crate::caps::OpenFailure;

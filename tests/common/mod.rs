@@ -10,6 +10,7 @@ pub use rstest_reuse::{self, apply, template};
 pub use uffdtest::testing::{faulter, pagemap, pagemap_scan, pin};
 pub use uffdtest::*;
 
+pub mod boundary;
 pub mod ioctls;
 pub mod signal;
 pub mod wp;
@@ -73,18 +74,30 @@ pub fn blocked_reader(uffd: &Uffd, addr: usize) -> faulter::Faulter {
     r
 }
 
-/// Fills all four pages of `area`, whose page 2 the case populated, with
-/// `fill(start, len)`: two pages are filled, then the populated one stops
-/// the loop, and the ioctl reports the bytes done and fails EAGAIN (a short
-/// fill), not EEXIST. If populating page 2 mapped a whole THP, mfill_atomic
-/// refuses the PMD-mapped destination at once (pmd_trans_huge → EEXIST) and
-/// this returns false: there is no partial progress to check.
+/// Fills page `page` of a not yet registered `area` with `byte`; on
+/// anon-thp it then pins the shape instead of leaving it to the THP policy
+/// and khugepaged: MADV_COLLAPSE makes the area one PMD-mapped THP (it must
+/// run before registration: a uffd-armed range with empty PTEs does not
+/// collapse).
+pub fn fill_page_pinned(area: &Area, page: usize, byte: u8) {
+    area.fill_page(page, byte);
+    if area.mem() == MemType::AnonThp {
+        testing::thp::collapse_or_fail(area.addr(), area.len());
+    }
+}
+
+/// Fills all four pages of `area`, whose page 2 the case populated with
+/// [`fill_page_pinned`], with `fill(start, len)`: two pages are filled,
+/// then the populated one stops the loop, and the ioctl reports the bytes
+/// done and fails EAGAIN (a short fill), not EEXIST. On anon-thp the area
+/// is one PMD-mapped THP, which mfill_atomic refuses at once
+/// (pmd_trans_huge → EEXIST); this then returns false, as there is no
+/// partial progress to check.
 #[track_caller]
 pub fn fill_stops_at_populated_page(area: &Area, fill: impl Fn(usize, usize) -> uffd::Progress) -> bool {
     use nix::errno::Errno;
     let ps = area.page_size();
-    if testing::smaps::vma(area.addr()).is_some_and(|v| v.anon_huge > 0) {
-        assert_eq!(area.mem(), MemType::AnonThp);
+    if area.mem() == MemType::AnonThp {
         assert_eq!(fill(area.addr(), 4 * ps), testing::progress::failed(Errno::EEXIST));
         return false;
     }

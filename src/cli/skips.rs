@@ -1,0 +1,408 @@
+//! `uffdtest skips`: writes docs/skips.md from real runs, every skip reason
+//! mapped to the one probe that decided it.
+//!
+//! A case may skip only on an answer of a probe independent of the case
+//! (UFFDIO_API bits, the caps probes, sysfs/procfs facts, privileges,
+//! the memory type by construction). [`PROBES`] lists each probe with the
+//! reasons it words; a reason that matches no probe, or more than one,
+//! fails the generation: a new skip must name its probe here first.
+
+use crate::cli::Exit;
+use crate::gate::compare::read_report;
+use crate::runner::result::{Report, Status};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// One probe: its name, what it reads, and the skip reasons it words
+/// (patterns: `*` stands for any text, the rest must match exactly).
+pub struct Probe {
+    pub name: &'static str,
+    pub reads: &'static str,
+    pub reasons: &'static [&'static str],
+}
+
+/// Every probe a skip may come from.
+pub const PROBES: &[Probe] = &[
+    Probe {
+        name: "UFFDIO_API features",
+        reads: "the feature bits UFFDIO_API offers on the caps probe's own uffd (`uffdtest caps`)",
+        reasons: &["kernel lacks *"],
+    },
+    Probe {
+        name: "behaviour: multi-VMA WRITEPROTECT",
+        reads: "UFFDIO_WRITEPROTECT over two registered VMAs of its own (caps::behaviour)",
+        reasons: &["kernel has no multi-VMA UFFDIO_WRITEPROTECT*"],
+    },
+    Probe {
+        name: "behaviour: CONTINUE_MODE_WP",
+        reads: "UFFDIO_CONTINUE with MODE_WP over an unmapped range of its own (caps::behaviour)",
+        reasons: &["kernel has no UFFDIO_CONTINUE_MODE_WP*"],
+    },
+    Probe {
+        name: "userfaultfd(2)",
+        reads: "userfaultfd(2) with and without UFFD_USER_MODE_ONLY, once per process (caps: syscall, syscall_full)",
+        reasons: &[
+            "cannot open a userfaultfd*",
+            "cannot open a uffd without UFFD_USER_MODE_ONLY*",
+        ],
+    },
+    Probe {
+        name: "/dev/userfaultfd",
+        reads: "open(/dev/userfaultfd) and USERFAULTFD_IOC_NEW (caps: dev_userfaultfd)",
+        reasons: &["cannot use /dev/userfaultfd*"],
+    },
+    Probe {
+        name: "privileges",
+        reads: "the effective uid, and whether UFFDIO_API grants EVENT_FORK (CAP_SYS_PTRACE; caps: root, event_fork_allowed)",
+        reasons: &["needs root*", "UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE"],
+    },
+    Probe {
+        name: "sysctl",
+        reads: "whether /proc/sys/vm/unprivileged_userfaultfd exists",
+        reasons: &["no /proc/sys/vm/unprivileged_userfaultfd"],
+    },
+    Probe {
+        name: "memory type",
+        reads: "nothing: the UAPI defines no such operation on this memory type (a fact of the case list)",
+        reasons: &[
+            "hugetlb has no UFFDIO_ZEROPAGE",
+            "MINOR mode is not defined for *",
+            "* has no file to alias",
+        ],
+    },
+    Probe {
+        name: "THP sysfs",
+        reads: "/sys/kernel/mm/transparent_hugepage (hpage_pmd_size, the hugepages-<size>kB directories)",
+        reasons: &[
+            "kernel has no THP*",
+            "kernel offers * folios only for *",
+            "kernel offers * folios for shmem only*",
+            "kernel offers no *kB THP size",
+        ],
+    },
+    Probe {
+        name: "hugetlb pool",
+        reads: "/sys/kernel/mm/hugepages and vm.nr_hugepages: the sizes, and free pages after raising the pool as root",
+        reasons: &[
+            "kernel has no hugetlb*",
+            "kernel has no *kB hugetlb size",
+            "no /proc/sys/vm/nr_hugepages*",
+            "need * free huge pages*",
+            "need * free 1 GiB huge pages*",
+            "no free *kB huge page and not root to make one",
+            "could not allocate a *kB huge page*",
+        ],
+    },
+    Probe {
+        name: "swap",
+        reads: "/proc/swaps: an active swap device, and whether each writes synchronously (caps: swap)",
+        reasons: &["no active swap device*", "swap device * writes asynchronously*"],
+    },
+    Probe {
+        name: "long-term pin",
+        reads: "a long-term pin of a scratch page of its own: gup_test, else io_uring fixed buffers",
+        reasons: &["needs a read-only long-term pin*", "no long-term pin: *"],
+    },
+    Probe {
+        name: "KVM",
+        reads: "/dev/kvm: KVM_GET_API_VERSION, KVM_CHECK_EXTENSION (guest_memfd, its flags), a VM of its own",
+        reasons: &[
+            "no /dev/kvm",
+            "cannot open /dev/kvm*",
+            "KVM API version *",
+            "KVM is not usable*",
+            "KVM has no *",
+            "KVM_CHECK_EXTENSION*",
+        ],
+    },
+    Probe {
+        name: "guest_memfd registration",
+        reads: "UFFDIO_REGISTER of a guest_memfd mapping of its own, per mode (caps: guest_memfd)",
+        reasons: &["kernel has no userfaultfd support for guest_memfd*"],
+    },
+    Probe {
+        name: "PAGEMAP_SCAN",
+        reads: "PAGEMAP_SCAN with an empty range on /proc/self/pagemap (ENOTTY before 6.7)",
+        reasons: &["kernel has no PAGEMAP_SCAN*"],
+    },
+    Probe {
+        name: "filesystem",
+        reads: "a writable directory that is not tmpfs (fstatfs), for the regular-file cases",
+        reasons: &["no writable non-tmpfs directory*"],
+    },
+    Probe {
+        name: "process maps",
+        reads: "/proc/self/maps: whether the process has a [vdso]",
+        reasons: &["no [vdso] mapping*"],
+    },
+    Probe {
+        name: "guard regions",
+        reads: "MADV_GUARD_INSTALL on a scratch page of its own (EINVAL before 6.13)",
+        reasons: &["kernel has no guard regions*"],
+    },
+    Probe {
+        name: "NUMA",
+        reads: "/sys/devices/system/node: how many nodes have memory",
+        reasons: &["needs two NUMA nodes*"],
+    },
+    Probe {
+        name: "device files",
+        reads: "whether a device node (/dev/mem) opens, for the VMA-kind cases (tests/vma_kinds.rs)",
+        reasons: &["/dev/mem: *"],
+    },
+    Probe {
+        name: "VMA kinds",
+        reads: "whether the kernel makes the VMA kind at all (MAP_DROPPABLE, memfd_secret), for tests/vma_kinds.rs",
+        reasons: &["kernel has no MAP_DROPPABLE*", "memfd_secret: *"],
+    },
+    Probe {
+        name: "shadow stack",
+        reads: "map_shadow_stack(2) of a scratch stack (ENOSYS: no user shadow stack), for the VMA-kind cases",
+        reasons: &["no user shadow stack: *"],
+    },
+    Probe {
+        name: "guest kernel",
+        reads: "whether a kernel to boot was given (UFFDTEST_KERNEL) and QEMU is installed (tests/harness_vm.rs)",
+        reasons: &[
+            "qemu-system-x86_64 is not installed*",
+            "set UFFDTEST_KERNEL*",
+            "no kernel*",
+        ],
+    },
+];
+
+/// Whether `text` matches `pattern`, where `*` matches any run of text.
+pub fn matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// The probes whose patterns match `reason` (exactly one when the table is right).
+pub fn probes_for(reason: &str) -> Vec<&'static Probe> {
+    PROBES
+        .iter()
+        .filter(|p| p.reasons.iter().any(|r| matches(r, reason)))
+        .collect()
+}
+
+/// Skip counts per reason of one run.
+pub fn skip_reasons(report: &Report) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (_, leaf) in report.leaves() {
+        if leaf.status == Status::Skip {
+            *out.entry(leaf.reason.clone().unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// One run's column: its label and its skips.
+pub struct Run {
+    pub label: String,
+    pub skips: BTreeMap<String, usize>,
+}
+
+/// The markdown of docs/skips.md, or the reasons no probe (or several) claims.
+pub fn render(runs: &[Run]) -> Result<String, Vec<String>> {
+    let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for run in runs {
+        for reason in run.skips.keys() {
+            match probes_for(reason).as_slice() {
+                [p] => reasons.entry(p.name).or_default().push(reason),
+                [] => bad.push(format!("{}: no probe words \"{reason}\"", run.label)),
+                many => bad.push(format!(
+                    "{}: \"{reason}\" matches several probes: {}",
+                    run.label,
+                    many.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+    }
+    if !bad.is_empty() {
+        bad.sort();
+        bad.dedup();
+        return Err(bad);
+    }
+    let mut md = String::new();
+    let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+    let _ = writeln!(md, "# Why cases skip\n");
+    let _ = writeln!(
+        md,
+        "Generated by `uffdtest skips` from the runs named in each column; do not edit. A case skips only on the \
+         answer of a probe independent of it; src/cli/skips.rs lists the probes and the reasons each words. `uffdtest \
+         caps` shows each probe's answer on a machine.\n"
+    );
+    let _ = writeln!(md, "## Skips per reason\n");
+    let _ = writeln!(md, "| probe | reason | {} |", labels.join(" | "));
+    let _ = writeln!(md, "|---|---|{}", "---:|".repeat(labels.len()));
+    for probe in PROBES {
+        let Some(rs) = reasons.get_mut(probe.name) else {
+            continue;
+        };
+        rs.sort();
+        rs.dedup();
+        for reason in rs.iter() {
+            let counts: Vec<String> = runs
+                .iter()
+                .map(|r| r.skips.get(*reason).map_or("–".to_string(), |n| n.to_string()))
+                .collect();
+            let _ = writeln!(md, "| {} | {} | {} |", probe.name, cell(reason), counts.join(" | "));
+        }
+    }
+    let totals: Vec<String> = runs
+        .iter()
+        .map(|r| r.skips.values().sum::<usize>().to_string())
+        .collect();
+    let _ = writeln!(md, "| | **all skips** | {} |", totals.join(" | "));
+    let _ = writeln!(md, "\n## The probes\n");
+    let _ = writeln!(md, "| probe | what it reads | reasons it words |");
+    let _ = writeln!(md, "|---|---|---|");
+    for p in PROBES {
+        let words: Vec<String> = p.reasons.iter().map(|r| format!("`{r}`")).collect();
+        let _ = writeln!(md, "| {} | {} | {} |", p.name, cell(p.reads), words.join(", "));
+    }
+    Ok(md)
+}
+
+/// Text safe in a markdown table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+#[derive(clap::Args)]
+pub struct SkipsArgs {
+    /// Runs as LABEL=FILE (a `uffdtest run`/`vm` JSON report or a KTAP log), one column each.
+    #[arg(required = true, value_parser = parse_run)]
+    runs: Vec<(String, PathBuf)>,
+    /// Write the markdown here instead of stdout.
+    #[arg(short, long, conflicts_with = "check")]
+    output: Option<PathBuf>,
+    /// Exit 1 unless FILE is exactly what these runs generate.
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+}
+
+fn parse_run(s: &str) -> Result<(String, PathBuf), String> {
+    s.split_once('=')
+        .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
+        .ok_or_else(|| format!("{s}: expected LABEL=FILE, e.g. host=/tmp/uffdtest-suite.json"))
+}
+
+pub fn skips_cmd(args: &SkipsArgs) -> Exit {
+    let mut runs = Vec::new();
+    for (label, path) in &args.runs {
+        match read_report(path) {
+            Ok(r) => runs.push(Run {
+                label: label.clone(),
+                skips: skip_reasons(&r),
+            }),
+            Err(e) => {
+                eprintln!("uffdtest skips: {e}");
+                return Exit::CouldNotRun;
+            }
+        }
+    }
+    let md = match render(&runs) {
+        Ok(md) => md,
+        Err(bad) => {
+            eprintln!(
+                "uffdtest skips: skip reasons without exactly one probe (add or fix an entry in src/cli/skips.rs \
+                 PROBES, or make the case skip on a probe):\n  {}",
+                bad.join("\n  ")
+            );
+            return Exit::Failure;
+        }
+    };
+    if let Some(path) = &args.check {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        if old == md {
+            return Exit::Ok;
+        }
+        eprintln!(
+            "uffdtest skips: {} is stale; regenerate it with `uffdtest skips {} -o {}`",
+            path.display(),
+            args.runs
+                .iter()
+                .map(|(l, p)| format!("{l}={}", p.display()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            path.display()
+        );
+        return Exit::Failure;
+    }
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &md) {
+                eprintln!("uffdtest skips: write {}: {e}", path.display());
+                return Exit::CouldNotRun;
+            }
+        }
+        None => print!("{md}"),
+    }
+    Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("kernel lacks *", "kernel lacks UFFD_FEATURE_MOVE", true)]
+    #[case("* has no file to alias", "anon has no file to alias", true)]
+    #[case(
+        "kernel offers * folios only for *",
+        "kernel offers 8kB folios only for shmem files",
+        true
+    )]
+    #[case("no /dev/kvm", "no /dev/kvm here", false)]
+    #[case("need * free huge pages*", "need 4 free huge pages, 0 free", true)]
+    #[case("kernel has no THP*", "kernel has no hugetlb", false)]
+    fn patterns(#[case] pattern: &str, #[case] text: &str, #[case] want: bool) {
+        assert_eq!(matches(pattern, text), want);
+    }
+
+    #[test]
+    fn every_reason_seen_in_the_recorded_runs_has_one_probe() {
+        for reason in [
+            "KVM has no guest_memfd (KVM_CAP_GUEST_MEMFD is 0)",
+            "no active swap device: the swap-out case needs one",
+            "hugetlb has no UFFDIO_ZEROPAGE",
+            "needs a read-only long-term pin (gup_test: CONFIG_GUP_TEST and debugfs); io_uring only pins for write",
+            "kernel lacks UFFD_FEATURE_MOVE for anon",
+            "kernel has no UFFDIO_CONTINUE_MODE_WP (6.4)",
+            "kernel has no multi-VMA UFFDIO_WRITEPROTECT (6.4): one VMA per call",
+            "kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)",
+        ] {
+            assert_eq!(probes_for(reason).len(), 1, "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_unclaimed_reason_fails_the_generation() {
+        let run = Run {
+            label: "host".into(),
+            skips: [("the copy returned EINVAL".to_string(), 1)].into(),
+        };
+        assert_eq!(
+            render(&[run]).unwrap_err(),
+            ["host: no probe words \"the copy returned EINVAL\""]
+        );
+    }
+}
