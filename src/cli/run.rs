@@ -288,6 +288,9 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     opts.hugepages = Some(a.hugepages);
     // The 1 GiB pool is raised (and memory compacted for it) only for a run that asks for those cases.
     opts.hugepages_1g = Some(if requests_1g(&a.sel.mem) { a.hugepages_1g } else { 0 });
+    if requests_1g(&a.sel.mem) {
+        opts.case_env.push((crate::mem::GIGANTIC_ENV.into(), "1".into()));
+    }
     opts.sysctls = a.sysctls.clone();
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;

@@ -185,6 +185,11 @@ fn err(what: &str, e: Errno) -> Unavailable {
     Unavailable::Error(format!("{what}: {e}"))
 }
 
+/// Set (by `uffdtest run --mem hugetlb-1g`, or by hand) to make 1 GiB hugetlb
+/// areas: each clears and copies whole GiB pages, seconds apiece, so a plain
+/// `cargo test` and an unasked run leave them out.
+pub const GIGANTIC_ENV: &str = "UFFDTEST_HUGETLB_1G";
+
 /// A mapping of `npages` pages of one memory type, unmapped on drop.
 #[derive(Debug)]
 pub struct Area {
@@ -217,6 +222,11 @@ impl Area {
     /// [`Area::new`], making sure `reserve` pages of a hugetlb pool are free
     /// (more than `npages` when another view will reserve pages too).
     fn new_reserving(mem: MemType, npages: usize, reserve: usize) -> Result<Area, Unavailable> {
+        if mem.hugetlb_pool() == Some(hugetlb::PageSize::Gigantic) && std::env::var_os(GIGANTIC_ENV).is_none() {
+            return Err(Unavailable::Skip(format!(
+                "{mem} runs on request only: uffdtest run --mem {mem} ({GIGANTIC_ENV}=1 under cargo test)"
+            )));
+        }
         let lease = match mem.hugetlb_pool() {
             Some(hugetlb::PageSize::Gigantic) if mem.page_size().is_some() => {
                 Some(hugetlb::lease_gigantic().map_err(|e| Unavailable::Error(format!("lease the 1 GiB pool: {e}")))?)
