@@ -214,6 +214,14 @@ fn as_root_in_scratch(name: &str, to: &str, test: impl FnOnce(&Path)) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `c` with `--json` into `dir` and returns its output and the report it wrote.
+fn with_json_report(mut c: Command, dir: &Path) -> (std::process::Output, Report) {
+    let json = dir.join("report.json");
+    let out = c.arg("--json").arg(&json).output().unwrap();
+    let r = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (out, r)
+}
+
 fn root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -239,20 +247,16 @@ fn read_sysctl(name: &str) -> String {
 #[serial(harness_runner)]
 fn repeat_reports_every_pass_and_names_the_flaky_case() {
     let dir = scratch("repeat");
-    let json = dir.join("report.json");
-    let out = run_fixtures(&dir)
-        .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
+    let mut c = run_fixtures(&dir);
+    c.env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
         // One at a time: the passes of one case would otherwise run side by side and race on the counter.
-        .args(["--hugepages", "0", "--repeat", "3", "-j", "1", "--json"])
-        .arg(&json)
-        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
-        .output()
-        .unwrap();
+        .args(["--hugepages", "0", "--repeat", "3", "-j", "1"])
+        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"]);
+    let (out, r) = with_json_report(c, &dir);
     let ktap = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "the failing pass fails the run\n{ktap}");
     assert!(ktap.contains("\n1..3\n"), "one top-level block per pass\n{ktap}");
-    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = |test: &str| -> Vec<Status> {
         r.leaves()
             .into_iter()
@@ -275,24 +279,44 @@ fn repeat_reports_every_pass_and_names_the_flaky_case() {
 
 #[test]
 #[serial(harness_runner)]
+fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {
+    let dir = scratch("max-fail");
+    let mut c = run_fixtures(&dir);
+    // Plan order: fails_with_assertion, on_mem (2 cases), passes, skips.
+    c.args(["--hugepages", "0", "-j", "1", "--max-fail", "1"]);
+    for f in ["fails_with_assertion", "passes", "skips", "on_mem"] {
+        c.arg("-f").arg(format!("fixture::{f}"));
+    }
+    let (out, r) = with_json_report(c, &dir);
+    let ktap = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{ktap}");
+    let leaves = r.leaves();
+    assert_eq!(leaves.len(), 5, "every selected case is reported\n{ktap}");
+    let failed: Vec<_> = leaves.iter().filter(|(_, t)| t.status == Status::Fail).collect();
+    assert_eq!(failed.len(), 1, "{ktap}");
+    assert_eq!(failed[0].1.test.as_deref(), Some("fixture::fails_with_assertion"));
+    // -j 1 in plan order: the failure comes first, so nothing else ran.
+    for (_, t) in leaves.iter().filter(|(_, t)| t.status != Status::Fail) {
+        assert_eq!(
+            (t.status, t.reason.as_deref()),
+            (Status::Skip, Some("not run: --max-fail 1 reached")),
+            "{}",
+            t.name
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[serial(harness_runner)]
 fn every_outcome_is_reported_once_with_its_cause() {
     let dir = scratch("outcomes");
     let mark = dir.join("hang-mark");
-    let (out, r) = {
-        let mut c = run_fixtures(&dir);
-        c.env("UFFDTEST_FIXTURE_MARK", &mark);
-        let json = dir.join("report.json");
-        let out = c
-            .args(["-f", "fixture::", "--skip", "sysctl", "--hugepages", "0"])
-            .args(["--timeout", "3", "--jobs", "2", "--json"])
-            .arg(&json)
-            .output()
-            .unwrap();
-        (
-            out,
-            serde_json::from_str::<Report>(&std::fs::read_to_string(&json).unwrap()).unwrap(),
-        )
-    };
+    let mut c = run_fixtures(&dir);
+    c.env("UFFDTEST_FIXTURE_MARK", &mark)
+        .args(["-f", "fixture::", "--skip", "sysctl", "--hugepages", "0"])
+        .args(["--timeout", "3", "--jobs", "2"]);
+    let (out, r) = with_json_report(c, &dir);
     let ktap = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "failures make exit 1\n{ktap}");
 

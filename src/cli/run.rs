@@ -104,6 +104,9 @@ pub struct RunArgs {
     /// Cases run in parallel (serial cases still run alone) [default: number of CPUs].
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
+    /// Stop starting cases after N failures; the rest are reported as skipped ("not run").
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_fail: Option<u64>,
     /// Per-case timeout in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
@@ -248,6 +251,7 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     if let Some(j) = a.jobs {
         opts.jobs = j.max(1);
     }
+    opts.max_fail = a.max_fail.map(|n| n as usize);
     opts.timeout = Duration::from_secs(a.timeout);
     opts.stress_timeout = Duration::from_secs(a.stress_timeout);
     opts.hugepages = Some(a.hugepages);

@@ -41,6 +41,9 @@ pub struct VmArgs {
     /// Cases run at once in the guest; 1 keeps splat attribution exact.
     #[arg(short = 'j', long, default_value_t = 1)]
     pub jobs: usize,
+    /// Stop starting cases in the guest after N failures; the rest are reported as skipped ("not run").
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_fail: Option<u64>,
     /// Huge pages the guest init reserves.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub hugepages: u64,
@@ -140,6 +143,7 @@ impl VmArgs {
             run_ignored: self.sel.run_ignored,
             repeat: self.sel.repeat as usize,
             jobs: self.jobs,
+            max_fail: self.max_fail.map(|n| n as usize),
             case_timeout_secs: self.case_timeout,
             hugepages: self.hugepages,
             heartbeat_secs: (self.timeout / 4).max(1),
@@ -231,6 +235,8 @@ mod tests {
             "7",
             "--hugepages",
             "9",
+            "--max-fail",
+            "4",
         ])
         .unwrap()
         .args;
@@ -248,6 +254,7 @@ mod tests {
             (Some((2, 3)), true, 2)
         );
         assert_eq!((run.jobs, run.timeout, run.hugepages), (Some(3), 7, 9));
+        assert_eq!(run.max_fail, Some(4));
         assert!(run.announce_kmsg);
     }
 

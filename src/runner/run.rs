@@ -62,6 +62,10 @@ pub struct RunOptions {
     pub repeat: usize,
     /// Cases run at once (serial cases still run alone).
     pub jobs: usize,
+    /// Stop starting cases once this many have failed (nextest's
+    /// `--max-fail`); the rest are reported as skipped, not run. A killed
+    /// mutant or a bisect step then costs seconds, not the whole suite.
+    pub max_fail: Option<usize>,
     pub timeout: Duration,
     /// For cases whose binary or name contains `stress`.
     pub stress_timeout: Duration,
@@ -98,6 +102,7 @@ impl Default for RunOptions {
             shard: None,
             repeat: 1,
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            max_fail: None,
             timeout: Duration::from_secs(60),
             stress_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(3),
@@ -210,8 +215,10 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     };
     // As PID 1 (the guest's init) the processes a killed case leaves behind become ours to reap.
     let is_init = std::process::id() == 1;
+    let mut failed = 0usize;
     loop {
         let stop = interrupted();
+        let enough = opts.max_fail.is_some_and(|m| failed >= m);
         if stop {
             report.interrupted = true;
             for r in &mut running {
@@ -220,7 +227,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
         }
         // Launch while there is room; a serial case waits for an empty slot set
         // and then runs alone.
-        while !stop && next < queue.len() && running.len() < jobs {
+        while !stop && !enough && next < queue.len() && running.len() < jobs {
             let (b, c) = queue[next];
             let case = &plan.binaries[b].cases[c];
             if case.serial && !running.is_empty() || running.iter().any(|r| r.serial) {
@@ -241,6 +248,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 if let Some(k) = &opts.known {
                     k.apply(&plan.binaries[r.at.0].name, &mut res);
                 }
+                failed += usize::from(res.status.is_failure());
                 emit(Event::CaseEnded {
                     case: &r.case,
                     result: &res,
@@ -255,6 +263,13 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             for (b, c) in queue[next..].iter().copied() {
                 results[b][c] =
                     Some(case_result(&plan.binaries[b].cases[c], Status::Error).with_reason("not run: interrupted"));
+            }
+            next = queue.len();
+        }
+        if enough && running.is_empty() && next < queue.len() {
+            let why = format!("not run: --max-fail {} reached", opts.max_fail.unwrap_or(0));
+            for (b, c) in queue[next..].iter().copied() {
+                results[b][c] = Some(case_result(&plan.binaries[b].cases[c], Status::Skip).with_reason(why.clone()));
             }
             next = queue.len();
         }

@@ -98,6 +98,9 @@ pub struct GuestConfig {
     #[serde(default)]
     pub repeat: usize,
     pub jobs: usize,
+    /// `--max-fail`: stop starting cases after this many failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fail: Option<usize>,
     pub case_timeout_secs: u64,
     pub hugepages: u64,
     /// How often the init writes [`HEARTBEAT`] to the console, so a long
@@ -120,6 +123,7 @@ impl GuestConfig {
             run_ignored: self.run_ignored,
             repeat: self.repeat.max(1),
             jobs: self.jobs.max(1),
+            max_fail: self.max_fail,
             timeout: Duration::from_secs(self.case_timeout_secs.max(1)),
             announce_kmsg: true,
             watch_kmsg: true,

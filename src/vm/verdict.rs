@@ -158,8 +158,24 @@ mod tests {
         c
     }
 
+    /// A console where the init announced `cases` (`api: a1`), then printed `then`.
+    fn announced(cases: &[&str], then: &[&str]) -> Console {
+        let mut lines: Vec<String> = cases.iter().map(|c| format!("uffdtest: start {c}")).collect();
+        lines.extend(then.iter().map(|l| l.to_string()));
+        console(&lines.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     fn statuses(r: &Report) -> Vec<(String, Status)> {
         r.leaves().into_iter().map(|(p, t)| (p.join("/"), t.status)).collect()
+    }
+
+    /// What [`statuses`] should say of [`plan`]'s three cases, in plan order.
+    fn planned(st: [Status; 3]) -> Vec<(String, Status)> {
+        ["api/a1", "api/a2", "copy/c1"]
+            .iter()
+            .map(|n| n.to_string())
+            .zip(st)
+            .collect()
     }
 
     const FULL: &str = "KTAP version 1\n1..2\n  KTAP version 1\n  1..2\n  ok 1 a1\n  ok 2 a2 # SKIP no WP\nok 1 api\n  \
@@ -170,20 +186,9 @@ mod tests {
 
     #[test]
     fn clean_run_keeps_the_guest_results() {
-        let c = console(&[
-            "uffdtest: start api: a1",
-            "uffdtest: start api: a2",
-            "uffdtest: start copy: c1",
-        ]);
+        let c = announced(&["api: a1", "api: a2", "copy: c1"], &[]);
         let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[]);
-        assert_eq!(
-            statuses(&r),
-            [
-                ("api/a1".into(), Status::Pass),
-                ("api/a2".into(), Status::Skip),
-                ("copy/c1".into(), Status::Pass)
-            ]
-        );
+        assert_eq!(statuses(&r), planned([Status::Pass, Status::Skip, Status::Pass]));
         assert_eq!(r.exit_code(), 0);
     }
 
@@ -248,20 +253,9 @@ mod tests {
 
     #[test]
     fn panic_mid_case_crashes_it_and_the_rest_are_not_run() {
-        let c = console(&[
-            "uffdtest: start api: a1",
-            "uffdtest: start api: a2",
-            "Kernel panic - not syncing: sysrq",
-        ]);
+        let c = announced(&["api: a1", "api: a2"], &["Kernel panic - not syncing: sysrq"]);
         let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &GuestEnd::Panicked, &[]);
-        assert_eq!(
-            statuses(&r),
-            [
-                ("api/a1".into(), Status::Pass),
-                ("api/a2".into(), Status::Crashed),
-                ("copy/c1".into(), Status::Crashed)
-            ]
-        );
+        assert_eq!(statuses(&r), planned([Status::Pass, Status::Crashed, Status::Crashed]));
         let leaves = r.leaves();
         assert!(
             leaves[1]

@@ -154,6 +154,9 @@ pub fn guest_command(o: &VmOptions, exe: &Path, manifest: &Path) -> String {
     if g.repeat > 1 {
         w.extend(["--repeat".into(), g.repeat.to_string()]);
     }
+    if let Some(n) = g.max_fail {
+        w.extend(["--max-fail".into(), n.to_string()]);
+    }
     w.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ")
 }
 
