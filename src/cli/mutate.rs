@@ -7,7 +7,7 @@ use crate::gate::mutate::catalogue::{self, Catalogue};
 use crate::gate::mutate::guest::Kernel;
 use crate::gate::mutate::report::{self, Results};
 use crate::gate::mutate::run::{self, Layout};
-use crate::gate::mutate::{apply, classify::Outcome};
+use crate::gate::mutate::{apply, classify::Outcome, csuite};
 use crate::vm::boot::AccelChoice;
 use crate::vm::init::GuestConfig;
 use crate::vm::{ReportFiles, Runner, VmOptions};
@@ -41,6 +41,10 @@ pub struct MutateArgs {
     /// Only check the catalogue against the tree (every text found exactly once), then stop.
     #[arg(long)]
     pub check: bool,
+    /// Also build the kernel's C selftests (tools/testing/selftests/mm uffd-*) from the tree and run them on each
+    /// mutant, so the table shows both kill rates.
+    #[arg(long)]
+    pub compare_c: bool,
     /// Only write the tables from the recorded results; no tree, build or guest.
     #[arg(long, conflicts_with = "check")]
     pub report_only: bool,
@@ -204,7 +208,20 @@ pub fn mutate(a: &MutateArgs) -> Exit {
         logs: out.join("uffdtest-mutate"),
         base_runs: 2,
     };
-    let mut steps = Kernel { build, vm: a.vm(), exe };
+    let c = if a.compare_c {
+        match csuite::build(tree, &out.join("uffdtest-cselftests"), a.accel, a.memory, a.smp) {
+            Ok(c) => Some(c),
+            Err(e) => return usage(format_args!("--compare-c: {e}")),
+        }
+    } else {
+        None
+    };
+    let mut steps = Kernel {
+        build,
+        vm: a.vm(),
+        exe,
+        c,
+    };
     let run = run::baseline(&mut steps, &layout).and_then(|base| {
         if !base.unstable.is_empty() {
             eprintln!(

@@ -76,6 +76,9 @@ pub struct Baseline {
     pub stable: BTreeSet<String>,
     /// Cases that did not pass in every base run, with their statuses in order.
     pub unstable: Vec<String>,
+    /// `--compare-c`: the C selftest runs that passed or skipped on base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_stable: Option<Vec<String>>,
 }
 
 impl Baseline {

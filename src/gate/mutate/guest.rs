@@ -1,6 +1,7 @@
-//! The real [`Steps`]: `uffdtest build`'s incremental build of the tree, and `uffdtest vm` in a child process.
+//! The real [`Steps`]: `uffdtest build`'s incremental build of the tree, `uffdtest vm` in a child process, and
+//! with `--compare-c` the kernel's C selftests in a guest of their own.
 
-use super::report::CResult;
+use super::csuite::{CRun, CSuite};
 use super::run::Steps;
 use crate::gate::{bisect, build};
 use crate::runner::result::Report;
@@ -13,6 +14,8 @@ pub struct Kernel {
     pub vm: VmOptions,
     /// The `uffdtest` that runs the VM child.
     pub exe: PathBuf,
+    /// `--compare-c`: the kernel's C selftests and their guest.
+    pub c: Option<CSuite>,
 }
 
 impl Steps for Kernel {
@@ -26,7 +29,11 @@ impl Steps for Kernel {
         bisect::vm_report(&self.exe, image, logs, &vm)
     }
 
-    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Option<CResult> {
-        None
+    fn wants_c(&self) -> bool {
+        self.c.is_some()
+    }
+
+    fn run_c(&mut self, image: &Path, logs: &Path) -> Result<CRun, String> {
+        self.c.as_ref().ok_or("not asked for")?.run(image, logs)
     }
 }

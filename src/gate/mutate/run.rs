@@ -4,6 +4,7 @@
 use super::apply::{self, TreeError};
 use super::catalogue::Mutant;
 use super::classify::{Baseline, Outcome, classify};
+use super::csuite::CRun;
 use super::report::{CResult, MutantResult, Results};
 use crate::runner::result::Report;
 use std::fmt;
@@ -16,9 +17,13 @@ pub trait Steps {
     fn build(&mut self) -> Result<PathBuf, String>;
     /// Boot `image` and run the suite, stopping after `max_fail` failures; logs go to `logs`.
     fn run_suite(&mut self, image: &Path, logs: &Path, max_fail: Option<usize>) -> Result<Report, String>;
-    /// Run the kernel's own C selftests on `image` (`--compare-c`); None when not asked for.
-    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Option<CResult> {
-        None
+    /// Whether the kernel's own C selftests run too (`--compare-c`).
+    fn wants_c(&self) -> bool {
+        false
+    }
+    /// Run the C selftests on `image`; only called when [`Steps::wants_c`].
+    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, String> {
+        Err("not asked for".into())
     }
 }
 
@@ -86,7 +91,29 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
         write().map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
         runs.push(report);
     }
-    let b = Baseline::from_runs(&runs);
+    let mut b = Baseline::from_runs(&runs);
+    if steps.wants_c() {
+        let path = l.results.dir.join("base").join("c.json");
+        let c = match std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<CRun>(&t).ok())
+        {
+            Some(c) => c,
+            None => {
+                if image.is_none() {
+                    image = Some(steps.build().map_err(MutateError::Base)?);
+                }
+                eprintln!("uffdtest mutate: base run of the C selftests");
+                let c = steps
+                    .run_c(image.as_ref().expect("built"), &l.logs.join("base-c"))
+                    .map_err(MutateError::Base)?;
+                std::fs::write(&path, serde_json::to_string_pretty(&c).expect("serialises"))
+                    .map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
+                c
+            }
+        };
+        b.c_stable = Some(c.ok());
+    }
     if b.stable.is_empty() {
         return Err(MutateError::Base(
             "no case passed in every base run (does the guest run the suite at all?)".into(),
@@ -136,7 +163,21 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
                 Err(e) => Outcome::NoResult { detail: e },
             };
             let run_secs = t.elapsed().as_secs_f64();
-            let c = steps.run_c(&image, &logs);
+            let c = base.c_stable.as_ref().map(|stable| match steps.run_c(&image, &logs) {
+                Ok(run) => {
+                    let (killed, detail) = run.verdict(stable);
+                    CResult {
+                        killed,
+                        detail,
+                        secs: run.secs,
+                    }
+                }
+                Err(e) => CResult {
+                    killed: false,
+                    detail: format!("no result: {e}"),
+                    secs: 0.0,
+                },
+            });
             (outcome, run_secs, c)
         }
     };
