@@ -48,6 +48,18 @@ pub struct MutateArgs {
     /// Only write the tables from the recorded results; no tree, build or guest.
     #[arg(long, conflicts_with = "check")]
     pub report_only: bool,
+    /// The guest runs only cases whose name contains PATTERN or matches it as a glob (as `run -f`). Repeatable.
+    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
+    pub filters: Vec<String>,
+    /// The guest drops cases matching PATTERN. Repeatable.
+    #[arg(long = "skip", value_name = "PATTERN")]
+    pub skip: Vec<String>,
+    /// The guest runs only cases on these memory types.
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    pub mem: Vec<String>,
+    /// The guest runs only these test binaries (copy,zeropage,api,...).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub ioctl: Vec<String>,
     /// Accelerator for the guest.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
@@ -90,6 +102,10 @@ impl MutateArgs {
             console_log: None,
             show_console: false,
             guest: GuestConfig {
+                filters: self.filters.clone(),
+                skip: self.skip.clone(),
+                mem: self.mem.clone(),
+                ioctl: self.ioctl.clone(),
                 repeat: 1,
                 jobs: 1,
                 case_timeout_secs: self.case_timeout,
@@ -126,19 +142,7 @@ fn tables(a: &MutateArgs, cat: &Catalogue) -> Exit {
     if let Err(e) = write(&a.markdown, report::markdown(&summary)).and(write(&a.json, report::json(&summary))) {
         return usage(e);
     }
-    let t = &summary.total;
-    eprintln!(
-        "uffdtest mutate: {} mutants: {} equivalent, {} killed, {} timed out, {} survived, {} build failed, {} \
-         pending; kill rate {}",
-        t.mutants,
-        t.equivalent,
-        t.killed,
-        t.timed_out,
-        t.survived,
-        t.build_failed,
-        t.pending,
-        t.kill_rate().map_or("–".into(), |r| format!("{:.1} %", r * 100.0))
-    );
+    eprintln!("uffdtest mutate: {}", summary.total.headline());
     for s in &summary.survivors {
         eprintln!("uffdtest mutate: survived: {} ({}): {}", s.id, s.file, s.description);
     }
