@@ -82,6 +82,20 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// The unstable cases' names, as `--skip` patterns: a mutant's run leaves them out, so its first failure
+    /// is one that counts. A substring pattern may also drop a stable case whose name extends it (`on anon` /
+    /// `on anon-thp`): fewer chances to kill, never a false one.
+    pub fn skip_patterns(&self) -> Vec<String> {
+        self.unstable
+            .iter()
+            .filter_map(|u| {
+                u.split_once(" / ")
+                    .and_then(|(_, rest)| rest.rsplit_once(": "))
+                    .map(|(n, _)| n.to_string())
+            })
+            .collect()
+    }
+
     pub fn from_runs(runs: &[Report]) -> Baseline {
         let mut b = Baseline::default();
         let Some((first, rest)) = runs.split_first() else {
@@ -236,6 +250,7 @@ mod tests {
             ["copy / a on anon", "copy / b on shmem"]
         );
         assert_eq!(b.unstable, ["copy / flaky on anon: pass, fail"]);
+        assert_eq!(b.skip_patterns(), ["flaky on anon"]);
     }
 
     #[test]

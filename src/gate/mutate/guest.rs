@@ -23,9 +23,16 @@ impl Steps for Kernel {
         build::build(&self.build).map(|b| b.image).map_err(|e| e.to_string())
     }
 
-    fn run_suite(&mut self, image: &Path, logs: &Path, max_fail: Option<usize>) -> Result<Report, String> {
+    fn run_suite(
+        &mut self,
+        image: &Path,
+        logs: &Path,
+        max_fail: Option<usize>,
+        skip: &[String],
+    ) -> Result<Report, String> {
         let mut vm = self.vm.clone();
         vm.guest.max_fail = max_fail;
+        vm.guest.skip.extend_from_slice(skip);
         bisect::vm_report(&self.exe, image, logs, &vm)
     }
 

@@ -190,7 +190,12 @@ pub fn summarize(cat: &Catalogue, results: &BTreeMap<String, MutantResult>) -> S
     };
     let (mut killed, mut survived) = (Vec::new(), Vec::new());
     for m in &cat.mutants {
-        let r = results.get(&m.id);
+        // An entry argued equivalent is never run: the argument stands for any result an older entry left.
+        let argued = m
+            .equivalent
+            .as_ref()
+            .map(|why| MutantResult::new(m, Outcome::Equivalent { why: why.clone() }));
+        let r = argued.as_ref().or_else(|| results.get(&m.id));
         s.total.add(r);
         s.per_file.entry(m.file.clone()).or_default().add(r);
         s.per_area.entry(m.area.clone()).or_default().add(r);
@@ -401,14 +406,8 @@ mod tests {
             30.0,
             Some(true),
         );
-        put(
-            &cat.mutants[3],
-            Outcome::Equivalent {
-                why: "same errno later".into(),
-            },
-            0.0,
-            None,
-        );
+        // Argued equivalent after it was recorded as a survivor: the argument counts.
+        put(&cat.mutants[3], Outcome::Survived { newly_skipped: vec![] }, 0.0, None);
         put(
             &cat.mutants[4],
             Outcome::BuildFailed { detail: "error".into() },

@@ -15,8 +15,15 @@ use std::time::Instant;
 pub trait Steps {
     /// Build the tree as it is now; the image, or the build's error text.
     fn build(&mut self) -> Result<PathBuf, String>;
-    /// Boot `image` and run the suite, stopping after `max_fail` failures; logs go to `logs`.
-    fn run_suite(&mut self, image: &Path, logs: &Path, max_fail: Option<usize>) -> Result<Report, String>;
+    /// Boot `image` and run the suite without the cases matching `skip`, stopping after `max_fail` failures;
+    /// logs go to `logs`.
+    fn run_suite(
+        &mut self,
+        image: &Path,
+        logs: &Path,
+        max_fail: Option<usize>,
+        skip: &[String],
+    ) -> Result<Report, String>;
     /// Whether the kernel's own C selftests run too (`--compare-c`).
     fn wants_c(&self) -> bool {
         false
@@ -82,7 +89,12 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
         }
         eprintln!("uffdtest mutate: base run {n} of {}", l.base_runs);
         let report = steps
-            .run_suite(image.as_ref().expect("built"), &l.logs.join(format!("base-{n}")), None)
+            .run_suite(
+                image.as_ref().expect("built"),
+                &l.logs.join(format!("base-{n}")),
+                None,
+                &[],
+            )
             .map_err(MutateError::Base)?;
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(path.parent().expect("has a parent"))?;
@@ -135,7 +147,11 @@ fn build_detail(err: &str) -> String {
 /// Apply, build, run and classify one mutant; the tree is clean again when this returns or unwinds.
 pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -> Result<MutantResult, MutateError> {
     if let Some(why) = &m.equivalent {
-        return Ok(MutantResult::new(m, Outcome::Equivalent { why: why.clone() }));
+        let r = MutantResult::new(m, Outcome::Equivalent { why: why.clone() });
+        l.results
+            .record(&r)
+            .map_err(|e| MutateError::Results(format!("write {}: {e}", l.results.path(&m.id).display())))?;
+        return Ok(r);
     }
     let applied = match apply::apply(&l.tree, &m.file, &m.find, &m.replace) {
         Ok(a) => a,
@@ -156,9 +172,8 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
         Ok(image) => {
             let logs = l.logs.join(&m.id);
             let t = Instant::now();
-            // One failure beyond the cases that are not stable anyway is enough to call it.
-            let max_fail = Some(base.unstable.len() + 1);
-            let outcome = match steps.run_suite(&image, &logs, max_fail) {
+            // The cases that are not stable stay out, so the first failure calls it.
+            let outcome = match steps.run_suite(&image, &logs, Some(1), &base.skip_patterns()) {
                 Ok(report) => classify(&report, base),
                 Err(e) => Outcome::NoResult { detail: e },
             };
@@ -279,7 +294,7 @@ mod tests {
             Ok(self.tree.join("bzImage"))
         }
 
-        fn run_suite(&mut self, _: &Path, _: &Path, max_fail: Option<usize>) -> Result<Report, String> {
+        fn run_suite(&mut self, _: &Path, _: &Path, max_fail: Option<usize>, _: &[String]) -> Result<Report, String> {
             self.max_fail.push(max_fail);
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("hang") {
@@ -344,7 +359,7 @@ mod tests {
             std::fs::read_to_string(l.tree.join("mm/u.c")).unwrap(),
             "\treturn -EINVAL;\n"
         );
-        // No stable case is unstable, so one failure ends a mutant's run; the base runs go whole.
+        // One failure ends a mutant's run; the base runs go whole.
         assert_eq!(f.max_fail, [None, None, Some(1), Some(1)]);
         // A second call resumes: the base is read back and nothing runs again.
         let builds = f.builds;
