@@ -40,6 +40,8 @@ enum Cmd {
     Install(uffdtest::cli::install::InstallArgs),
     /// One `git bisect run` step: build, boot, run the cases; 0 good, 1 bad, 125 cannot test.
     Bisect(uffdtest::cli::gate::BisectArgs),
+    /// Break the kernel on purpose, one catalogue entry at a time, and measure what the suite notices.
+    Mutate(uffdtest::cli::mutate::MutateArgs),
     /// Hunt flaky cases: run the selection several times under a hostile load, name every case that changed outcome.
     Flakes(uffdtest::cli::flakes::FlakesArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Report(args) => uffdtest::cli::report::report(&args),
         Cmd::Install(args) => uffdtest::cli::install::install(&args),
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
+        Cmd::Mutate(args) => uffdtest::cli::mutate::mutate(&args),
         Cmd::Flakes(args) => uffdtest::cli::flakes::flakes(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),

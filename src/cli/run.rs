@@ -144,7 +144,7 @@ pub struct BuildTestsArgs {
     pub cargo_args: Vec<String>,
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
     let (k, n): (usize, usize) = (
         k.parse().map_err(|_| "K is not a number")?,

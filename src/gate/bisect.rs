@@ -119,9 +119,16 @@ pub fn run_vm(image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
 
 /// [`run_vm`] with the `uffdtest` executable `exe`.
 pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
-    if let Err(e) = std::fs::create_dir_all(results) {
-        return Verdict::Untestable(format!("create {}: {e}", results.display()));
+    match vm_report(exe, image, results, vm) {
+        Ok(r) => judge(&r),
+        Err(why) => Verdict::Untestable(why),
     }
+}
+
+/// Boot `image` in a child `uffdtest` ([`CHILD_COMMAND`]) with the run `vm` asks for, and read back the report
+/// it leaves in `results` (JSON, else KTAP); Err says why there is none. `mutate` judges the same report its way.
+pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Result<Report, String> {
+    std::fs::create_dir_all(results).map_err(|e| format!("create {}: {e}", results.display()))?;
     let (json, ktap, console) = (
         results.join("result.json"),
         results.join("result.ktap"),
@@ -140,26 +147,21 @@ pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> 
         },
         ..vm.clone()
     };
-    let log = match std::fs::File::create(&console) {
-        Ok(f) => f,
-        Err(e) => return Verdict::Untestable(format!("create {}: {e}", console.display())),
-    };
+    let log = std::fs::File::create(&console).map_err(|e| format!("create {}: {e}", console.display()))?;
     let child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .stdin(Stdio::piped())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
         .stderr(Stdio::from(log))
         .spawn();
-    let status = child.and_then(|mut c| {
-        let options = serde_json::to_vec(&vm).expect("VM options serialise");
-        // A child that died before reading says so through its exit status.
-        let _ = c.stdin.take().expect("piped").write_all(&options);
-        c.wait()
-    });
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => return Verdict::Untestable(format!("cannot run uffdtest vm: {e}")),
-    };
+    let status = child
+        .and_then(|mut c| {
+            let options = serde_json::to_vec(&vm).expect("VM options serialise");
+            // A child that died before reading says so through its exit status.
+            let _ = c.stdin.take().expect("piped").write_all(&options);
+            c.wait()
+        })
+        .map_err(|e| format!("cannot run uffdtest vm: {e}"))?;
     let report = std::fs::read_to_string(&json)
         .ok()
         .and_then(|t| serde_json::from_str::<Report>(&t).ok())
@@ -169,8 +171,8 @@ pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> 
                 .and_then(|t| crate::runner::ktap::parse(&t).ok())
         });
     match report {
-        Some(r) if !r.tests.is_empty() => judge(&r),
-        _ => Verdict::Untestable(format!(
+        Some(r) if !r.tests.is_empty() => Ok(r),
+        _ => Err(format!(
             "the guest gave no results (uffdtest vm {status}); see {} and kernel-console.log beside it",
             console.display()
         )),

@@ -1,0 +1,356 @@
+//! Judge one mutant's run against the unmutated base: killed (which stable cases failed, or which splat), timed
+//! out, survived, or no result worth counting.
+
+use crate::runner::result::{Report, Status, TestResult};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// What became of one mutant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Stable cases failed (`binary / case: status: reason`), or the kernel splatted or panicked.
+    Killed { by: Vec<String> },
+    /// The guest stopped answering and was killed: noticed, but no case named it.
+    TimedOut { detail: String },
+    /// Every stable case passed or skipped; `newly_skipped` passed on base and skipped here.
+    Survived {
+        #[serde(default)]
+        newly_skipped: Vec<String>,
+    },
+    /// The mutated tree did not build (the catalogue entry needs fixing, or it is a compile-time break).
+    BuildFailed { detail: String },
+    /// Argued in the catalogue; not run.
+    Equivalent { why: String },
+    /// The guest gave no usable result (QEMU missing, a boot that never reached the suite): run it again later.
+    NoResult { detail: String },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Killed { .. } => "killed",
+            Outcome::TimedOut { .. } => "timed_out",
+            Outcome::Survived { .. } => "survived",
+            Outcome::BuildFailed { .. } => "build_failed",
+            Outcome::Equivalent { .. } => "equivalent",
+            Outcome::NoResult { .. } => "no_result",
+        }
+    }
+
+    /// Whether the suite noticed the mutant (the numerator of the kill rate).
+    pub fn detected(&self) -> bool {
+        matches!(self, Outcome::Killed { .. } | Outcome::TimedOut { .. })
+    }
+
+    /// Whether the mutant counts in the kill rate's denominator.
+    pub fn counts(&self) -> bool {
+        self.detected() || matches!(self, Outcome::Survived { .. })
+    }
+
+    /// Whether a rerun should keep this result.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::NoResult { .. })
+    }
+}
+
+/// A case's name across reports: `binary / case`.
+fn key(path: &[&str]) -> String {
+    path.join(" / ")
+}
+
+/// The verdict layer marks cases the guest never reached as crashed with a `not run: <how the guest ended>`
+/// reason; they say nothing about the mutant by themselves.
+fn not_run(t: &TestResult) -> bool {
+    t.reason.as_deref().is_some_and(|r| r.starts_with("not run"))
+}
+
+fn passed(s: Status) -> bool {
+    matches!(s, Status::Pass | Status::Xfail)
+}
+
+/// The cases that can kill a mutant: passed in every base run. A case that failed, skipped or moved in any base
+/// run is left out, so a flaky case never kills.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub stable: BTreeSet<String>,
+    /// Cases that did not pass in every base run, with their statuses in order.
+    pub unstable: Vec<String>,
+    /// `--compare-c`: the C selftest runs that passed or skipped on base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_stable: Option<Vec<String>>,
+}
+
+impl Baseline {
+    /// The unstable cases' names, as `--skip` patterns: a mutant's run leaves them out, so its first failure
+    /// is one that counts. A substring pattern may also drop a stable case whose name extends it (`on anon` /
+    /// `on anon-thp`): fewer chances to kill, never a false one.
+    pub fn skip_patterns(&self) -> Vec<String> {
+        self.unstable
+            .iter()
+            .filter_map(|u| {
+                u.split_once(" / ")
+                    .and_then(|(_, rest)| rest.rsplit_once(": "))
+                    .map(|(n, _)| n.to_string())
+            })
+            .collect()
+    }
+
+    pub fn from_runs(runs: &[Report]) -> Baseline {
+        let mut b = Baseline::default();
+        let Some((first, rest)) = runs.split_first() else {
+            return b;
+        };
+        for (path, t) in first.leaves().into_iter().filter(|(p, _)| p.len() > 1) {
+            let k = key(&path);
+            let others: Vec<Option<Status>> = rest
+                .iter()
+                .map(|r| r.leaves().into_iter().find(|(p, _)| key(p) == k).map(|(_, t)| t.status))
+                .collect();
+            if passed(t.status) && others.iter().all(|s| s.is_some_and(passed)) {
+                b.stable.insert(k);
+            } else if t.status != Status::Skip || others.iter().any(|s| *s != Some(Status::Skip)) {
+                let seen: Vec<&str> = std::iter::once(Some(t.status))
+                    .chain(others)
+                    .map(|s| s.map_or("absent", Status::name))
+                    .collect();
+                b.unstable.push(format!("{k}: {}", seen.join(", ")));
+            }
+        }
+        b
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Judge a mutant's run.
+pub fn classify(run: &Report, base: &Baseline) -> Outcome {
+    let leaves = run.leaves();
+    let mut by: Vec<String> = leaves
+        .iter()
+        .filter(|(p, t)| p.len() > 1 && base.stable.contains(&key(p)) && t.status.is_failure() && !not_run(t))
+        .map(|(p, t)| {
+            let why = t.reason.as_deref().map(first_line).unwrap_or("");
+            format!(
+                "{}: {}{}{why}",
+                key(p),
+                t.status.name(),
+                if why.is_empty() { "" } else { ": " }
+            )
+        })
+        .collect();
+    // The verdict's own `kernel` result: a splat or panic outside any case.
+    by.extend(
+        leaves
+            .iter()
+            .filter(|(p, t)| p == &["kernel"] && t.status.is_failure())
+            .map(|(p, t)| {
+                format!(
+                    "{}: {}",
+                    p[0],
+                    first_line(t.reason.as_deref().unwrap_or(t.status.name()))
+                )
+            }),
+    );
+    let unreached: Vec<&TestResult> = leaves
+        .iter()
+        .filter(|(p, t)| p.len() > 1 && base.stable.contains(&key(p)) && not_run(t))
+        .map(|(_, t)| *t)
+        .collect();
+    if let Some(t) = unreached.first() {
+        let how = t.reason.as_deref().unwrap_or_default();
+        if how.contains("panic") {
+            by.push(format!("kernel: {how}"));
+        } else if by.is_empty() && (how.contains("printed nothing") || how.contains("killed")) {
+            return Outcome::TimedOut {
+                detail: format!("{how} ({} stable cases not reached)", unreached.len()),
+            };
+        }
+    }
+    if !by.is_empty() {
+        return Outcome::Killed { by };
+    }
+    if let Some(t) = unreached.first() {
+        return Outcome::NoResult {
+            detail: format!(
+                "{} stable cases not reached: {}",
+                unreached.len(),
+                t.reason.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    let seen: BTreeSet<String> = leaves
+        .iter()
+        .filter(|(p, _)| p.len() > 1)
+        .map(|(p, _)| key(p))
+        .collect();
+    if base.stable.iter().any(|k| seen.contains(k)) {
+        let newly_skipped = leaves
+            .iter()
+            .filter(|(p, t)| p.len() > 1 && t.status == Status::Skip && base.stable.contains(&key(p)))
+            .map(|(p, t)| format!("{}: {}", key(p), t.reason.as_deref().unwrap_or("skipped")))
+            .collect();
+        return Outcome::Survived { newly_skipped };
+    }
+    Outcome::NoResult {
+        detail: "the run holds none of the base's stable cases".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &str, s: Status, reason: Option<&str>) -> TestResult {
+        let t = TestResult::new(name, s);
+        match reason {
+            Some(r) => t.with_reason(r),
+            None => t,
+        }
+    }
+
+    fn run(cases: Vec<TestResult>, extra: Vec<TestResult>) -> Report {
+        let mut tests = vec![TestResult::group("copy", cases)];
+        tests.extend(extra);
+        Report {
+            tests,
+            ..Default::default()
+        }
+    }
+
+    fn base() -> Baseline {
+        let a = run(
+            vec![
+                case("a on anon", Status::Pass, None),
+                case("b on shmem", Status::Pass, None),
+                case("flaky on anon", Status::Pass, None),
+                case("c on hugetlb", Status::Skip, Some("no huge pages")),
+            ],
+            vec![],
+        );
+        let b = run(
+            vec![
+                case("a on anon", Status::Pass, None),
+                case("b on shmem", Status::Pass, None),
+                case("flaky on anon", Status::Fail, Some("exit status 101")),
+                case("c on hugetlb", Status::Skip, Some("no huge pages")),
+            ],
+            vec![],
+        );
+        Baseline::from_runs(&[a, b])
+    }
+
+    #[test]
+    fn only_cases_that_passed_in_every_base_run_are_stable() {
+        let b = base();
+        assert_eq!(
+            b.stable.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["copy / a on anon", "copy / b on shmem"]
+        );
+        assert_eq!(b.unstable, ["copy / flaky on anon: pass, fail"]);
+        assert_eq!(b.skip_patterns(), ["flaky on anon"]);
+    }
+
+    #[test]
+    fn a_failing_stable_case_kills_and_is_named_with_its_reason() {
+        let r = run(
+            vec![
+                case("a on anon", Status::Fail, Some("assertion failed: errno EINVAL\nmore")),
+                case("b on shmem", Status::Pass, None),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            classify(&r, &base()),
+            Outcome::Killed {
+                by: vec!["copy / a on anon: fail: assertion failed: errno EINVAL".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_flaky_case_failing_does_not_kill() {
+        let r = run(
+            vec![
+                case("a on anon", Status::Pass, None),
+                case("flaky on anon", Status::Fail, None),
+            ],
+            vec![],
+        );
+        assert_eq!(classify(&r, &base()), Outcome::Survived { newly_skipped: vec![] });
+    }
+
+    #[test]
+    fn a_splat_outside_any_case_kills() {
+        let r = run(
+            vec![case("a on anon", Status::Pass, None)],
+            vec![case("kernel", Status::Fail, Some("WARNING: at mm/userfaultfd.c:600"))],
+        );
+        assert_eq!(
+            classify(&r, &base()),
+            Outcome::Killed {
+                by: vec!["kernel: WARNING: at mm/userfaultfd.c:600".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_silent_guest_is_a_timeout_and_a_panic_a_kill() {
+        let silent = "not run: the guest printed nothing for 120 s and was killed";
+        let r = run(
+            vec![
+                case("a on anon", Status::Pass, None),
+                case("b on shmem", Status::Crashed, Some(silent)),
+            ],
+            vec![],
+        );
+        assert!(matches!(classify(&r, &base()), Outcome::TimedOut { .. }));
+        let r = run(
+            vec![case("a on anon", Status::Crashed, Some("not run: the kernel panicked"))],
+            vec![],
+        );
+        assert!(matches!(classify(&r, &base()), Outcome::Killed { .. }));
+    }
+
+    #[test]
+    fn a_stable_case_that_now_skips_survives_but_is_named() {
+        let r = run(
+            vec![
+                case("a on anon", Status::Skip, Some("kernel lacks UFFD_FEATURE_X")),
+                case("b on shmem", Status::Pass, None),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            classify(&r, &base()),
+            Outcome::Survived {
+                newly_skipped: vec!["copy / a on anon: kernel lacks UFFD_FEATURE_X".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_run_without_the_base_cases_is_no_result() {
+        let r = run(vec![case("other on anon", Status::Pass, None)], vec![]);
+        assert!(matches!(classify(&r, &base()), Outcome::NoResult { .. }));
+        let r = run(
+            vec![case(
+                "a on anon",
+                Status::Crashed,
+                Some("not run: QEMU exited with status 1"),
+            )],
+            vec![],
+        );
+        assert!(matches!(classify(&r, &base()), Outcome::NoResult { .. }));
+    }
+
+    #[test]
+    fn outcomes_round_trip_as_tagged_json() {
+        let o = Outcome::Killed { by: vec!["x".into()] };
+        let j = serde_json::to_string(&o).unwrap();
+        assert_eq!(j, r#"{"outcome":"killed","by":["x"]}"#);
+        assert_eq!(serde_json::from_str::<Outcome>(&j).unwrap(), o);
+    }
+}

@@ -1,0 +1,46 @@
+//! The real [`Steps`]: `uffdtest build`'s incremental build of the tree, `uffdtest vm` in a child process, and
+//! with `--compare-c` the kernel's C selftests in a guest of their own.
+
+use super::csuite::{CRun, CSuite};
+use super::run::Steps;
+use crate::gate::{bisect, build};
+use crate::runner::result::Report;
+use crate::vm::VmOptions;
+use std::path::{Path, PathBuf};
+
+/// Builds the tree with `build` and boots each image with `vm` (its kernel and report files set per run).
+pub struct Kernel {
+    pub build: build::BuildOpts,
+    pub vm: VmOptions,
+    /// The `uffdtest` that runs the VM child.
+    pub exe: PathBuf,
+    /// `--compare-c`: the kernel's C selftests and their guest.
+    pub c: Option<CSuite>,
+}
+
+impl Steps for Kernel {
+    fn build(&mut self) -> Result<PathBuf, String> {
+        build::build(&self.build).map(|b| b.image).map_err(|e| e.to_string())
+    }
+
+    fn run_suite(
+        &mut self,
+        image: &Path,
+        logs: &Path,
+        max_fail: Option<usize>,
+        skip: &[String],
+    ) -> Result<Report, String> {
+        let mut vm = self.vm.clone();
+        vm.guest.max_fail = max_fail;
+        vm.guest.skip.extend_from_slice(skip);
+        bisect::vm_report(&self.exe, image, logs, &vm)
+    }
+
+    fn wants_c(&self) -> bool {
+        self.c.is_some()
+    }
+
+    fn run_c(&mut self, image: &Path, logs: &Path) -> Result<CRun, String> {
+        self.c.as_ref().ok_or("not asked for")?.run(image, logs)
+    }
+}

@@ -1,0 +1,402 @@
+//! The mutation run: the unmutated base twice (which cases are stable), then each selected mutant applied, built,
+//! booted and classified, its result written before the next starts, so a stopped run resumes where it was.
+
+use super::apply::{self, TreeError};
+use super::catalogue::Mutant;
+use super::classify::{Baseline, Outcome, classify};
+use super::csuite::CRun;
+use super::report::{CResult, MutantResult, Results};
+use crate::runner::result::Report;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The expensive steps, behind a trait so the loop can be driven by fakes in tests.
+pub trait Steps {
+    /// Build the tree as it is now; the image, or the build's error text.
+    fn build(&mut self) -> Result<PathBuf, String>;
+    /// Boot `image` and run the suite without the cases matching `skip`, stopping after `max_fail` failures;
+    /// logs go to `logs`.
+    fn run_suite(
+        &mut self,
+        image: &Path,
+        logs: &Path,
+        max_fail: Option<usize>,
+        skip: &[String],
+    ) -> Result<Report, String>;
+    /// Whether the kernel's own C selftests run too (`--compare-c`).
+    fn wants_c(&self) -> bool {
+        false
+    }
+    /// Run the C selftests on `image`; only called when [`Steps::wants_c`].
+    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, String> {
+        Err("not asked for".into())
+    }
+}
+
+/// Why the run stopped before its end; all exit 2 (nothing about a mutant was learnt).
+#[derive(Debug)]
+pub enum MutateError {
+    Tree(TreeError),
+    /// The unmutated tree did not build or boot: no mutant can be judged against it.
+    Base(String),
+    Results(String),
+}
+
+impl fmt::Display for MutateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MutateError::Tree(e) => write!(f, "{e}"),
+            MutateError::Base(e) => write!(f, "the unmutated base cannot be judged: {e}"),
+            MutateError::Results(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for MutateError {}
+
+/// Where a run keeps its files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub tree: PathBuf,
+    pub results: Results,
+    /// Per-mutant guest logs (console, KTAP, JSON); large, so not beside the results.
+    pub logs: PathBuf,
+    /// How many unmutated runs decide which cases are stable.
+    pub base_runs: usize,
+}
+
+fn base_path(results: &Results, n: usize) -> PathBuf {
+    results.dir.join("base").join(format!("run-{n}.json"))
+}
+
+/// The base runs (each read back from the results if a previous run recorded it) and what they make stable.
+pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateError> {
+    let mut runs = Vec::new();
+    let mut image = None;
+    for n in 1..=l.base_runs {
+        let path = base_path(&l.results, n);
+        if let Some(r) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Report>(&t).ok())
+        {
+            runs.push(r);
+            continue;
+        }
+        if image.is_none() {
+            eprintln!("uffdtest mutate: building the unmutated base");
+            image = Some(steps.build().map_err(MutateError::Base)?);
+        }
+        eprintln!("uffdtest mutate: base run {n} of {}", l.base_runs);
+        let report = steps
+            .run_suite(
+                image.as_ref().expect("built"),
+                &l.logs.join(format!("base-{n}")),
+                None,
+                &[],
+            )
+            .map_err(MutateError::Base)?;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            std::fs::write(&path, serde_json::to_string(&report).expect("reports serialise"))
+        };
+        write().map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
+        runs.push(report);
+    }
+    let mut b = Baseline::from_runs(&runs);
+    if steps.wants_c() {
+        let path = l.results.dir.join("base").join("c.json");
+        let c = match std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<CRun>(&t).ok())
+        {
+            Some(c) => c,
+            None => {
+                if image.is_none() {
+                    image = Some(steps.build().map_err(MutateError::Base)?);
+                }
+                eprintln!("uffdtest mutate: base run of the C selftests");
+                let c = steps
+                    .run_c(image.as_ref().expect("built"), &l.logs.join("base-c"))
+                    .map_err(MutateError::Base)?;
+                std::fs::write(&path, serde_json::to_string_pretty(&c).expect("serialises"))
+                    .map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
+                c
+            }
+        };
+        b.c_stable = Some(c.ok());
+    }
+    if b.stable.is_empty() {
+        return Err(MutateError::Base(
+            "no case passed in every base run (does the guest run the suite at all?)".into(),
+        ));
+    }
+    Ok(b)
+}
+
+/// The last lines of a build error that say what broke.
+fn build_detail(err: &str) -> String {
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).take(3).collect();
+    if errors.is_empty() {
+        err.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+    } else {
+        errors.join(" | ")
+    }
+}
+
+/// Apply, build, run and classify one mutant; the tree is clean again when this returns or unwinds.
+pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -> Result<MutantResult, MutateError> {
+    if let Some(why) = &m.equivalent {
+        let r = MutantResult::new(m, Outcome::Equivalent { why: why.clone() });
+        l.results
+            .record(&r)
+            .map_err(|e| MutateError::Results(format!("write {}: {e}", l.results.path(&m.id).display())))?;
+        return Ok(r);
+    }
+    let applied = match apply::apply(&l.tree, &m.file, &m.find, &m.replace) {
+        Ok(a) => a,
+        Err(apply::ApplyError::Io(e)) => return Err(MutateError::Tree(e)),
+        Err(e) => return Err(MutateError::Results(format!("{}: {e}", m.id))),
+    };
+    let t = Instant::now();
+    let built = steps.build();
+    let build_secs = t.elapsed().as_secs_f64();
+    let (outcome, run_secs, c) = match built {
+        Err(e) => (
+            Outcome::BuildFailed {
+                detail: build_detail(&e),
+            },
+            0.0,
+            None,
+        ),
+        Ok(image) => {
+            let logs = l.logs.join(&m.id);
+            let t = Instant::now();
+            // The cases that are not stable stay out, so the first failure calls it.
+            let outcome = match steps.run_suite(&image, &logs, Some(1), &base.skip_patterns()) {
+                Ok(report) => classify(&report, base),
+                Err(e) => Outcome::NoResult { detail: e },
+            };
+            let run_secs = t.elapsed().as_secs_f64();
+            let c = base.c_stable.as_ref().map(|stable| match steps.run_c(&image, &logs) {
+                Ok(run) => {
+                    let (killed, detail) = run.verdict(stable);
+                    CResult {
+                        killed,
+                        detail,
+                        secs: run.secs,
+                    }
+                }
+                Err(e) => CResult {
+                    killed: false,
+                    detail: format!("no result: {e}"),
+                    secs: 0.0,
+                },
+            });
+            (outcome, run_secs, c)
+        }
+    };
+    applied.restore().map_err(MutateError::Tree)?;
+    let mut r = MutantResult::new(m, outcome);
+    r.build_secs = build_secs;
+    r.run_secs = run_secs;
+    r.c = c;
+    l.results
+        .record(&r)
+        .map_err(|e| MutateError::Results(format!("write {}: {e}", l.results.path(&m.id).display())))?;
+    Ok(r)
+}
+
+/// Every selected mutant not already recorded, in catalogue order. Returns the results of this call.
+pub fn run_all(
+    steps: &mut dyn Steps,
+    l: &Layout,
+    mutants: &[&Mutant],
+    base: &Baseline,
+) -> Result<Vec<MutantResult>, MutateError> {
+    let mut out = Vec::new();
+    let todo: Vec<&&Mutant> = mutants.iter().filter(|m| l.results.done(m).is_none()).collect();
+    eprintln!(
+        "uffdtest mutate: {} mutant(s) selected, {} already recorded, {} to run",
+        mutants.len(),
+        mutants.len() - todo.len(),
+        todo.len()
+    );
+    for (i, m) in todo.iter().enumerate() {
+        let r = run_one(steps, l, m, base)?;
+        eprintln!(
+            "uffdtest mutate: [{}/{}] {}: {} ({:.0} s build, {:.0} s run){}",
+            i + 1,
+            todo.len(),
+            m.id,
+            r.outcome.name(),
+            r.build_secs,
+            r.run_secs,
+            match &r.outcome {
+                Outcome::Killed { by } => format!(": {}", by[0]),
+                Outcome::BuildFailed { detail } | Outcome::NoResult { detail } => format!(": {detail}"),
+                _ => String::new(),
+            }
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::result::{Status, TestResult};
+    use serial_test::serial;
+
+    /// A kernel tree under git with one file to mutate.
+    fn fixture(name: &str) -> Layout {
+        let d = std::env::temp_dir().join(format!("uffdtest-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let tree = d.join("linux");
+        std::fs::create_dir_all(tree.join("mm")).unwrap();
+        std::fs::write(tree.join("mm/u.c"), "\treturn -EINVAL;\n").unwrap();
+        Layout {
+            tree,
+            results: Results { dir: d.join("results") },
+            logs: d.join("logs"),
+            base_runs: 2,
+        }
+    }
+
+    fn mutant(id: &str) -> Mutant {
+        Mutant {
+            id: id.into(),
+            file: "mm/u.c".into(),
+            area: "COPY".into(),
+            find: "return -EINVAL;".into(),
+            replace: "return 0;".into(),
+            description: "d".into(),
+            equivalent: None,
+        }
+    }
+
+    /// Builds fail while the file holds `broken`; the suite fails `a` while it holds `killer`, and hangs
+    /// (panics: the worst a step can do to the loop) on `hang`.
+    struct Fake {
+        tree: PathBuf,
+        builds: usize,
+        max_fail: Vec<Option<usize>>,
+    }
+
+    impl Steps for Fake {
+        fn build(&mut self) -> Result<PathBuf, String> {
+            self.builds += 1;
+            let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
+            if text.contains("broken") {
+                return Err("mm/u.c:1: error: expected ';'\nmake: *** Error 2".into());
+            }
+            Ok(self.tree.join("bzImage"))
+        }
+
+        fn run_suite(&mut self, _: &Path, _: &Path, max_fail: Option<usize>, _: &[String]) -> Result<Report, String> {
+            self.max_fail.push(max_fail);
+            let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
+            if text.contains("hang") {
+                panic!("the guest hung");
+            }
+            let a = if text.contains("killer") {
+                Status::Fail
+            } else {
+                Status::Pass
+            };
+            Ok(Report {
+                tests: vec![TestResult::group(
+                    "copy",
+                    vec![
+                        TestResult::new("a on anon", a),
+                        TestResult::new("b on anon", Status::Pass),
+                    ],
+                )],
+                ..Default::default()
+            })
+        }
+    }
+
+    fn fake(l: &Layout) -> Fake {
+        Fake {
+            tree: l.tree.clone(),
+            builds: 0,
+            max_fail: vec![],
+        }
+    }
+
+    #[test]
+    #[serial(mutate_apply)]
+    fn outcomes_are_recorded_and_the_tree_is_restored_after_each() {
+        let l = fixture("loop");
+        let mut f = fake(&l);
+        let base = baseline(&mut f, &l).unwrap();
+        assert_eq!((f.builds, base.stable.len()), (1, 2));
+        let killer = Mutant {
+            replace: "return killer;".into(),
+            ..mutant("k")
+        };
+        let survivor = mutant("s");
+        let broken = Mutant {
+            replace: "broken".into(),
+            ..mutant("b")
+        };
+        let eq = Mutant {
+            equivalent: Some("why".into()),
+            ..mutant("e")
+        };
+        let rs = run_all(&mut f, &l, &[&killer, &survivor, &broken, &eq], &base).unwrap();
+        let names: Vec<&str> = rs.iter().map(|r| r.outcome.name()).collect();
+        assert_eq!(names, ["killed", "survived", "build_failed", "equivalent"]);
+        assert_eq!(
+            rs[2].outcome,
+            Outcome::BuildFailed {
+                detail: "mm/u.c:1: error: expected ';'".into()
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(l.tree.join("mm/u.c")).unwrap(),
+            "\treturn -EINVAL;\n"
+        );
+        // One failure ends a mutant's run; the base runs go whole.
+        assert_eq!(f.max_fail, [None, None, Some(1), Some(1)]);
+        // A second call resumes: the base is read back and nothing runs again.
+        let builds = f.builds;
+        assert_eq!(baseline(&mut f, &l).unwrap(), base);
+        assert!(run_all(&mut f, &l, &[&killer, &survivor], &base).unwrap().is_empty());
+        assert_eq!(f.builds, builds);
+        std::fs::remove_dir_all(l.tree.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    #[serial(mutate_apply)]
+    fn a_step_that_blows_up_mid_run_leaves_the_tree_clean() {
+        let l = fixture("hang");
+        let mut f = fake(&l);
+        let base = baseline(&mut f, &l).unwrap();
+        let hang = Mutant {
+            replace: "return hang;".into(),
+            ..mutant("h")
+        };
+        let tree = l.tree.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(&mut f, &l, &hang, &base)));
+        assert!(r.is_err());
+        assert_eq!(
+            std::fs::read_to_string(tree.join("mm/u.c")).unwrap(),
+            "\treturn -EINVAL;\n"
+        );
+        assert!(!tree.join(apply::JOURNAL).exists());
+        assert!(l.results.done(&hang).is_none());
+        std::fs::remove_dir_all(tree.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_base_that_does_not_build_stops_the_run() {
+        let l = fixture("nobase");
+        std::fs::write(l.tree.join("mm/u.c"), "broken").unwrap();
+        let e = baseline(&mut fake(&l), &l).unwrap_err();
+        assert!(e.to_string().contains("unmutated base cannot be judged"), "{e}");
+        std::fs::remove_dir_all(l.tree.parent().unwrap()).unwrap();
+    }
+}
