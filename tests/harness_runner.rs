@@ -229,6 +229,7 @@ fn manifest(dir: &Path) -> PathBuf {
             name: "harness_runner".into(),
             path: std::env::current_exe().unwrap(),
             serial: vec![],
+            keys: Default::default(),
             listing: None,
         }],
     };

@@ -254,12 +254,15 @@ pub fn list(sel: &Selection) -> Exit {
             let _ = writeln!(out, "{:<16} {:<16} {:<8} (cannot list: {e})", b.name, "-", "error");
         }
         for c in &b.cases {
-            let flags = match (c.serial, c.ignored) {
-                (true, true) => "serial,ign",
-                (true, false) => "serial",
-                (false, true) => "ignored",
-                (false, false) => "-",
-            };
+            // `serial` runs alone; `key:K` never beside another case keyed K.
+            let mut flags: Vec<String> = c.keys.iter().map(|k| format!("key:{k}")).collect();
+            if c.serial {
+                flags.insert(0, "serial".into());
+            }
+            if c.ignored {
+                flags.push("ignored".into());
+            }
+            let flags = if flags.is_empty() { "-".into() } else { flags.join(",") };
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:<8} {}",

@@ -28,6 +28,7 @@ pub mod process;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod schedule;
 pub mod select;
 
 pub use discover::{Binary, Case, DiscoverError, MANIFEST_NAME, Manifest};

@@ -290,6 +290,7 @@ mod tests {
             variant: None,
             ignored: false,
             serial: false,
+            keys: Vec::new(),
         };
         let (a, b) = (case("a"), case("b"));
         let plan = Plan {

@@ -20,9 +20,10 @@
 //! for cases whose binary or name contains `stress`.
 //!
 //! Serial cases (see [`super::discover`]: a `serial`/`serial_*` name segment,
-//! or a serial_test attribute the manifest recorded) never run beside
+//! or a keyless serial_test attribute the manifest recorded) never run beside
 //! another case, whatever `--jobs` says; with `--jobs` > 1 they run after
-//! all the others.
+//! all the others. Cases sharing a serial_test key never run at once
+//! ([`super::schedule`]).
 //!
 //! Results reach the reporters in plan order, whatever order parallel cases
 //! end in; `CaseStarted` comes as it happens (for the progress line).
@@ -34,6 +35,7 @@ use super::kmsg::{self, KmsgWatch};
 use super::libtest::{failure_lines, libtest_verdict};
 use super::process::{Captured, hang_report, reap_orphans, signal_name, spawn, watch_exit};
 use super::result::{Report, Status, TestResult};
+use super::schedule::{Holding, Queue};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
@@ -216,20 +218,9 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
     let jobs = opts.jobs.max(1);
     // Each case's watcher says when its process has exited (see `watch_exit`).
     let (exited_tx, exited) = mpsc::channel::<()>();
-    let mut queue: Vec<(usize, usize)> = plan
-        .binaries
-        .iter()
-        .enumerate()
-        .flat_map(|(b, pb)| (0..pb.cases.len()).map(move |c| (b, c)))
-        .collect();
-    // Serial cases go last, so they never hold the parallel ones back while
-    // the slots drain for them (results still come out in plan order).
-    if jobs > 1 {
-        queue.sort_by_key(|&(b, c)| plan.binaries[b].cases[c].serial);
-    }
+    let mut queue = Queue::new(&plan, jobs);
     let mut results: Vec<Vec<Option<TestResult>>> = plan.binaries.iter().map(|b| vec![None; b.cases.len()]).collect();
     let mut running: Vec<Running> = Vec::new();
-    let mut next = 0;
     // Emission cursor: the next binary whose results go out, and its next case.
     let (mut eb, mut ec) = (0usize, 0usize);
     let mut report = Report {
@@ -251,14 +242,19 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             }
         }
         let mut any_instant = false;
-        // Launch while there is room; a serial case waits for an empty slot set
-        // and then runs alone.
-        while !stop && !enough && next < queue.len() && running.len() < jobs {
-            let (b, c) = queue[next];
-            let case = &plan.binaries[b].cases[c];
-            if case.serial && !running.is_empty() || running.iter().any(|r| r.serial) {
+        // Launch while there is room (see [`super::schedule`]).
+        while !stop && !enough && running.len() < jobs {
+            let holding: Vec<Holding> = running
+                .iter()
+                .map(|r| Holding {
+                    alone: r.case.serial,
+                    keys: &r.case.keys,
+                })
+                .collect();
+            let Some((b, c)) = queue.pick(&plan, &holding) else {
                 break;
-            }
+            };
+            let case = &plan.binaries[b].cases[c];
             if let Some(v) = case
                 .variant
                 .as_ref()
@@ -266,7 +262,6 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             {
                 let why = format!("{v} runs on request only: --mem {v}");
                 results[b][c] = Some(case_result(case, Status::Skip).with_reason(why));
-                next += 1;
                 any_instant = true;
                 continue;
             }
@@ -275,7 +270,6 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             r.overlapped = !running.is_empty();
             running.iter_mut().for_each(|o| o.overlapped = true);
             running.push(r);
-            next += 1;
         }
         // Reap.
         let mut i = 0;
@@ -309,13 +303,12 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             }
         }
         if stop && running.is_empty() {
-            for (b, c) in queue[next..].iter().copied() {
+            for (b, c) in queue.rest() {
                 results[b][c] =
                     Some(case_result(&plan.binaries[b].cases[c], Status::Error).with_reason("not run: interrupted"));
             }
-            next = queue.len();
         }
-        if running.is_empty() && (next >= queue.len() || stop || enough) && !suspects.is_empty() {
+        if running.is_empty() && (queue.is_empty() || stop || enough) && !suspects.is_empty() {
             let rerun = |at: (usize, usize)| {
                 let case = &plan.binaries[at.0].cases[at.1];
                 let mut r = Running::start(opts, case, at, kmsg_ok, &exited_tx);
@@ -334,12 +327,11 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 results[at.0][at.1] = Some(res);
             }
         }
-        if enough && running.is_empty() && next < queue.len() {
+        if enough && running.is_empty() && !queue.is_empty() {
             let why = format!("not run: --max-fail {} reached", opts.max_fail.unwrap_or(0));
-            for (b, c) in queue[next..].iter().copied() {
+            for (b, c) in queue.rest() {
                 results[b][c] = Some(case_result(&plan.binaries[b].cases[c], Status::Skip).with_reason(why.clone()));
             }
-            next = queue.len();
         }
         // Emit finished results in plan order.
         while eb < plan.binaries.len() {
@@ -372,7 +364,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
             eb += 1;
             ec = 0;
         }
-        if next >= queue.len() && running.is_empty() && eb >= plan.binaries.len() {
+        if queue.is_empty() && running.is_empty() && eb >= plan.binaries.len() {
             break;
         }
         if is_init {
@@ -412,7 +404,6 @@ const KMSG_TAIL: usize = 10;
 struct Running {
     at: (usize, usize),
     case: Case,
-    serial: bool,
     child: Option<Child>,
     pgid: i32,
     start: Instant,
@@ -451,7 +442,6 @@ impl Running {
         let mut r = Running {
             at,
             case: case.clone(),
-            serial: case.serial,
             child: None,
             pgid: 0,
             start: now,

@@ -411,6 +411,7 @@ mod tests {
                     name: "api".into(),
                     path: exe.clone(),
                     serial: vec![],
+                    keys: Default::default(),
                     listing: None,
                 }],
             },

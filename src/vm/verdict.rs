@@ -131,6 +131,7 @@ mod tests {
             variant: None,
             ignored: false,
             serial: false,
+            keys: Vec::new(),
         }
     }
 

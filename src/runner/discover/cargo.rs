@@ -94,11 +94,14 @@ pub fn suite_manifest(exes: impl IntoIterator<Item = Executable>) -> Manifest {
         if !e.is_test || e.name.starts_with(HARNESS_PREFIX) {
             continue;
         }
-        let serial = serial_items(&source_with_includes(&e.src_path));
+        let (alone, keyed): (Vec<SerialItem>, Vec<SerialItem>) = serial_items(&source_with_includes(&e.src_path))
+            .into_iter()
+            .partition(|i| i.keys.is_empty());
         m.binaries.push(Binary {
             name: e.name,
             path: e.path,
-            serial,
+            serial: alone.into_iter().map(|i| i.name).collect(),
+            keys: keyed.into_iter().map(|i| (i.name, i.keys)).collect(),
             listing: None,
         });
     }
@@ -127,14 +130,23 @@ fn source_with_includes(path: &Path) -> String {
     src
 }
 
-/// Names of the `fn`s and `mod`s that follow a serial_test attribute.
+/// An item (`fn` or `mod`) a serial_test attribute marks, with the keys
+/// that order it: none means it runs alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialItem {
+    pub name: String,
+    pub keys: Vec<String>,
+}
+
+/// The `fn`s and `mod`s that follow a serial_test attribute, with its keys.
 ///
 /// Accepted form: `#[serial]`, `#[serial(key)]`, `#[file_serial...]`,
 /// `#[serial_test::serial...]`, possibly among other attributes, followed by
-/// `fn name` or `mod name` on a later (or the same) line.
-pub fn serial_items(src: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = false;
+/// `fn name` or `mod name` on a later (or the same) line. An item marked
+/// twice keeps the union of its keys, or none if either mark has none.
+pub fn serial_items(src: &str) -> Vec<SerialItem> {
+    let mut out: Vec<SerialItem> = Vec::new();
+    let mut pending: Option<Vec<String>> = None;
     for line in src.lines() {
         let t = line.trim_start();
         if t.starts_with("//") {
@@ -144,16 +156,32 @@ pub fn serial_items(src: &str) -> Vec<String> {
         // process; one process per case already does that.
         let parallel = t.starts_with("#[parallel") || t.starts_with("#[serial_test::parallel");
         let serial = t.starts_with("#[serial") || t.starts_with("#[file_serial") || t.starts_with("#[serial_test::");
-        if !parallel && serial && !process_local(t) {
-            pending = true;
+        if !parallel
+            && serial
+            && let Some(keys) = attribute_keys(t)
+        {
+            pending = Some(match pending.take() {
+                Some(prev) if prev.is_empty() || keys.is_empty() => Vec::new(),
+                Some(prev) => prev.into_iter().chain(keys).collect(),
+                None => keys,
+            });
         }
-        if pending && let Some(name) = item_name(t) {
-            out.push(name);
-            pending = false;
+        if pending.is_some()
+            && let Some(name) = item_name(t)
+        {
+            let keys = pending.take().expect("checked");
+            match out.iter_mut().find(|i| i.name == name) {
+                Some(i) if i.keys.is_empty() || keys.is_empty() => i.keys.clear(),
+                Some(i) => i.keys.extend(keys),
+                None => out.push(SerialItem { name, keys }),
+            }
         }
     }
-    out.sort();
-    out.dedup();
+    for i in &mut out {
+        i.keys.sort();
+        i.keys.dedup();
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
@@ -163,20 +191,34 @@ pub fn serial_items(src: &str) -> Vec<String> {
 /// `sigusr1` orders cases that install a handler for that signal.
 pub const PROCESS_LOCAL_KEYS: &[&str] = &["fork", "uffd_event_fork", "sigusr1"];
 
-/// A `#[serial(k, ...)]` whose keys are all process-local (see
-/// [`PROCESS_LOCAL_KEYS`]); `#[serial]` without keys and `#[file_serial]`
-/// (a lock across processes) never are.
-fn process_local(attr: &str) -> bool {
-    let Some(rest) = attr
-        .strip_prefix("#[serial(")
-        .or_else(|| attr.strip_prefix("#[serial_test::serial("))
-    else {
-        return false;
+/// Keys whose cases still run alone: the runner itself reads and restores
+/// the sysctls after every case ([`crate::runner::env`]), so a case that
+/// changes one must have no neighbour whose end would put it back.
+pub const ALONE_KEYS: &[&str] = &["sysctl"];
+
+/// The keys of a serial_test attribute line that order cases across
+/// processes: `Some([])` for one that makes its item run alone (no keys, or
+/// a key in [`ALONE_KEYS`]), `None` when all its keys are process-local
+/// (see [`PROCESS_LOCAL_KEYS`]).
+fn attribute_keys(attr: &str) -> Option<Vec<String>> {
+    let args = attr
+        .split_once('(')
+        .filter(|(head, _)| !head.contains(']'))
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(args, _)| args);
+    let Some(args) = args else {
+        return Some(Vec::new());
     };
-    let Some((keys, _)) = rest.split_once(')') else {
-        return false;
-    };
-    keys.split(',').all(|k| PROCESS_LOCAL_KEYS.contains(&k.trim()))
+    let keys: Vec<&str> = args.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+    if keys.is_empty() || keys.iter().any(|k| ALONE_KEYS.contains(k)) {
+        return Some(Vec::new());
+    }
+    let shared: Vec<String> = keys
+        .iter()
+        .filter(|k| !PROCESS_LOCAL_KEYS.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    (!shared.is_empty()).then_some(shared)
 }
 
 fn item_name(line: &str) -> Option<String> {
@@ -213,7 +255,10 @@ mod tests {
             "#[serial(thp)]\nfn in_included() {}\nfn parallel() {}\n",
         )
         .unwrap();
-        let serial = serial_items(&source_with_includes(&dir.join("events.rs")));
+        let serial: Vec<String> = serial_items(&source_with_includes(&dir.join("events.rs")))
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(serial, ["in_included", "root"]);
     }
@@ -241,14 +286,26 @@ fn forks_in_its_own_process() {}
 fn also_forks() {}
 #[serial(sysctl, fork)]
 fn forks_and_sets_a_sysctl() {}
+#[serial_test::file_serial(thp, ksm)]
+fn two_keys() {}
+#[serial(fork, gup_test)]
+fn forks_and_pins() {}
+#[file_serial(thp)]
+#[serial]
+fn keyed_and_alone() {}
 ";
+        let got: Vec<(String, Vec<String>)> = serial_items(src).into_iter().map(|i| (i.name, i.keys)).collect();
+        let want = |n: &str, k: &[&str]| (n.to_string(), k.iter().map(|k| k.to_string()).collect::<Vec<_>>());
         assert_eq!(
-            serial_items(src),
+            got,
             vec![
-                "forks_and_sets_a_sysctl",
-                "plain_serial",
-                "shrinks_pool",
-                "sysctl_cases"
+                want("forks_and_pins", &["gup_test"]),
+                want("forks_and_sets_a_sysctl", &[]),
+                want("keyed_and_alone", &[]),
+                want("plain_serial", &[]),
+                want("shrinks_pool", &["hugepages"]),
+                want("sysctl_cases", &[]),
+                want("two_keys", &["ksm", "thp"]),
             ]
         );
     }

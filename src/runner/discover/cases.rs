@@ -2,6 +2,7 @@
 //! the same build), each named for KTAP with its variant and serial mark.
 
 use super::{Binary, DiscoverError, Listing};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -22,6 +23,8 @@ pub struct Case {
     pub ignored: bool,
     /// Must run alone (see the module doc).
     pub serial: bool,
+    /// Never runs beside a case sharing one of these keys (see the module doc).
+    pub keys: Vec<String>,
 }
 
 /// Splits a libtest name into the KTAP name and the variant.
@@ -72,6 +75,19 @@ pub fn is_serial(test: &str, serial_items: &[String]) -> bool {
         .any(|seg| seg == "serial" || seg.starts_with("serial_") || serial_items.iter().any(|s| s == seg))
 }
 
+/// The keys of the keyed serial_test marks on any segment of a libtest name.
+pub fn serial_keys(test: &str, keyed: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut keys: Vec<String> = test
+        .split("::")
+        .filter_map(|seg| keyed.get(seg))
+        .flatten()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// Lists a binary: its cases and which are ignored, with its build ID.
 /// None for a binary without a build ID, which is listed at every run.
 pub fn listing(path: &Path) -> Result<Option<Listing>, DiscoverError> {
@@ -107,6 +123,7 @@ pub fn list_cases(binary: &Binary, path: &Path) -> Result<Vec<Case>, DiscoverErr
                 path: path.to_path_buf(),
                 ignored: ignored.contains(&test),
                 serial: is_serial(&test, &binary.serial),
+                keys: serial_keys(&test, &binary.keys),
                 test,
                 name,
                 variant,
@@ -204,6 +221,17 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_from_every_marked_segment() {
+        let keyed: BTreeMap<String, Vec<String>> = [
+            ("pins".to_string(), vec!["gup_test".to_string()]),
+            ("collapse".to_string(), vec!["thp".to_string()]),
+        ]
+        .into();
+        assert_eq!(serial_keys("pins::collapse::case_1_anon", &keyed), ["gup_test", "thp"]);
+        assert_eq!(serial_keys("collapse_more::case_1_anon", &keyed), Vec::<String>::new());
+    }
+
+    #[test]
     fn recorded_listing_is_used_only_for_the_build_it_came_from() {
         let exe = std::env::current_exe().unwrap();
         let id = crate::runner::elf::build_id(&exe).unwrap().expect("a build ID");
@@ -211,6 +239,7 @@ mod tests {
             name: "lib".into(),
             path: exe.clone(),
             serial: vec![],
+            keys: Default::default(),
             listing: Some(Listing {
                 build_id,
                 tests: vec!["recorded::case_1_anon".into(), "slow".into()],

@@ -13,23 +13,28 @@
 //!
 //! Serial cases: a case runs alone (never beside another, even with
 //! `--jobs`) when any `::` segment of its libtest name is `serial` or starts
-//! with `serial_`, or names a function or module that carries a serial_test
-//! attribute (`#[serial]`, `#[serial(key)]`, `#[file_serial]`) in the
-//! target's source, which the manifest records at build time. Keys that
-//! only matter inside one test process ([`PROCESS_LOCAL_KEYS`]) do not count.
+//! with `serial_`, or names a function or module that carries a keyless
+//! serial_test attribute (`#[serial]`, `#[file_serial]`) or one with a key in
+//! [`ALONE_KEYS`]. A keyed attribute (`#[serial(thp)]`, `#[file_serial(ksm)]`)
+//! only keeps cases sharing a key apart, as serial_test does under plain
+//! `cargo test`. The manifest records both at build time from the target's
+//! source. Keys that only matter inside one test process
+//! ([`PROCESS_LOCAL_KEYS`]) do not count.
 
 mod cargo;
 mod cases;
 mod error;
 
 pub use cargo::{
-    Executable, PROCESS_LOCAL_KEYS, build_manifest, executables, from_cargo_messages, serial_items, suite_manifest,
+    ALONE_KEYS, Executable, PROCESS_LOCAL_KEYS, SerialItem, build_manifest, executables, from_cargo_messages,
+    serial_items, suite_manifest,
 };
-pub use cases::{Case, is_serial, ktap_name, list_cases, listing};
+pub use cases::{Case, is_serial, ktap_name, list_cases, listing, serial_keys};
 pub use error::DiscoverError;
 
 use cases::current_listing;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name, next to the `uffdtest` binary by default.
@@ -50,9 +55,13 @@ pub struct Binary {
     pub name: String,
     /// Relative to the manifest's directory (absolute paths are kept as given).
     pub path: PathBuf,
-    /// Functions and modules carrying a serial_test attribute.
+    /// Functions and modules a serial_test attribute makes run alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serial: Vec<String>,
+    /// Functions and modules a keyed serial_test attribute orders, with
+    /// their keys: two cases sharing a key never run at once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, Vec<String>>,
     /// The cases as listed when the manifest was written. A run trusts it
     /// while the binary's build ID matches, so it starts without spawning
     /// every binary twice to list it (seconds in a TCG guest).
@@ -146,6 +155,7 @@ mod tests {
                 name: "api".into(),
                 path: dir.join("deps/api-1"),
                 serial: vec![],
+                keys: Default::default(),
                 listing: None,
             }],
         };
