@@ -58,7 +58,7 @@ case ${ACCEL:-tcg} in
     *) accel=(-accel tcg,thread=multi -cpu max,la57=off) ;;
 esac
 start=$SECONDS
-timeout 1800 qemu-system-x86_64 "${accel[@]}" -m 2048M -smp 2 -nographic -no-reboot -nodefaults \
+timeout 1800 qemu-system-x86_64 "${accel[@]}" -m 2048M -machine mem-merge=off -smp 2 -nographic -no-reboot -nodefaults \
     -chardev stdio,id=console,signal=off -serial chardev:console -serial "file:$out" \
     -kernel "$kernel" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 oops=panic rdinit=/init mitigations=off 8250.nr_uarts=2 no_timer_check" \

@@ -63,14 +63,35 @@ pub fn merged_frames(npages: usize) -> usize {
     npages.div_ceil(max.max(2))
 }
 
-/// Waits up to `limit` (a hang guard) until the `npages` identical base
-/// pages from `addr` map the fewest KSM pages they can
-/// ([`merged_frames`]); false if they never did.
+/// `/sys/kernel/mm/ksm/full_scans`: passes ksmd has completed over every
+/// mergeable area of the machine.
+pub fn full_scans() -> u64 {
+    std::fs::read_to_string(format!("{KSM}/full_scans"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Full passes ksmd needs to merge two identical pages it has not seen:
+/// one to note each page's checksum, one to put the first in the unstable
+/// tree, one to merge the second into it (mm/ksm.c `cmp_and_merge_page`);
+/// and one more, as the pass under way when the wait began may have
+/// passed the pages already.
+pub const MERGE_SCANS: u64 = 4;
+
+/// Waits until the `npages` identical base pages from `addr` map the
+/// fewest KSM pages they can ([`merged_frames`]); false once ksmd has made
+/// [`MERGE_SCANS`] full passes without merging them. The wait follows
+/// ksmd's passes, not the clock: a pass takes as long as every mergeable
+/// area on the machine needs (a QEMU guest's memory is mergeable), so a
+/// busy machine only makes it longer. `limit` is a hang guard for a ksmd
+/// that stopped scanning.
 pub fn wait_merged(addr: usize, npages: usize, limit: Duration) -> bool {
     let end = Instant::now() + limit;
+    let from = full_scans();
     while frames(addr, npages) != merged_frames(npages) {
-        if Instant::now() >= end {
-            return false;
+        if full_scans() >= from + MERGE_SCANS || Instant::now() >= end {
+            return frames(addr, npages) == merged_frames(npages);
         }
         std::thread::sleep(Duration::from_millis(5));
     }

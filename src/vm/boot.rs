@@ -126,6 +126,9 @@ pub const NUMA_NODES: u32 = 2;
 /// others memory-only. QEMU's `-smp N` makes N cores of one socket, which
 /// share a cache: dealing them over nodes makes the kernel WARN at boot
 /// (topology_sane: "llc-sibling ... is not on the same node").
+/// `merge=off`: QEMU marks guest RAM mergeable by default, and the host's
+/// ksmd would then scan gigabytes of it in every pass, so KSM cases run on
+/// the host beside a guest wait many times longer for their pages.
 fn numa_args(b: &Boot) -> Vec<String> {
     let mut out = Vec::new();
     let per = b.memory_mib / NUMA_NODES;
@@ -136,7 +139,7 @@ fn numa_args(b: &Boot) -> Vec<String> {
             per
         };
         out.push("-object".into());
-        out.push(format!("memory-backend-ram,id=mem{n},size={mib}M"));
+        out.push(format!("memory-backend-ram,id=mem{n},size={mib}M,merge=off"));
         let mut node = format!("node,nodeid={n},memdev=mem{n}");
         if n == 0 && b.cpus > 0 {
             node += &format!(",cpus=0-{}", b.cpus - 1);
@@ -375,8 +378,8 @@ mod tests {
     fn two_numa_nodes_split_memory_with_every_cpu_on_the_first() {
         let args = qemu_args(&boot()).join(" ");
         for want in [
-            "-object memory-backend-ram,id=mem0,size=1024M -numa node,nodeid=0,memdev=mem0,cpus=0-1 ",
-            "-object memory-backend-ram,id=mem1,size=1024M -numa node,nodeid=1,memdev=mem1 ",
+            "-object memory-backend-ram,id=mem0,size=1024M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-1 ",
+            "-object memory-backend-ram,id=mem1,size=1024M,merge=off -numa node,nodeid=1,memdev=mem1 ",
         ] {
             assert!(args.contains(want), "{want:?} not in {args}");
         }
@@ -387,7 +390,7 @@ mod tests {
         };
         let args = qemu_args(&odd).join(" ");
         assert!(
-            args.contains("id=mem0,size=1501M -numa node,nodeid=0,memdev=mem0,cpus=0-0 "),
+            args.contains("id=mem0,size=1501M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-0 "),
             "{args}"
         );
         assert!(
