@@ -394,7 +394,7 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("id=mem1,size=1500M -numa node,nodeid=1,memdev=mem1 "),
+            args.contains("id=mem1,size=1500M,merge=off -numa node,nodeid=1,memdev=mem1 "),
             "{args}"
         );
     }
