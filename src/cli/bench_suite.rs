@@ -11,6 +11,7 @@ use crate::cli::run::{Build, Selection, manifest, options};
 use crate::mem::MemType;
 use crate::runner::{Reporter, execute, plan};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub struct SuiteCost {
     /// Each probe's cost in this process: what every case paid before the
     /// run shared them.
     pub probes_ms: Vec<(String, f64)>,
+    /// With `--against`: the suite and the other program, round by round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side_by_side: Option<SideBySide>,
 }
 
 impl SuiteCost {
@@ -72,6 +76,9 @@ impl SuiteCost {
         for (name, ms) in &self.probes_ms {
             s.push_str(&format!("  {name:<40} {ms:>8.2} ms\n"));
         }
+        if let Some(sbs) = &self.side_by_side {
+            s.push_str(&sbs.table());
+        }
         s
     }
 }
@@ -87,8 +94,13 @@ fn timed_ms<T>(f: impl FnOnce() -> T) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Runs the selection (built first with `build`) and measures it.
-pub fn measure(mem: &[MemType], build: bool) -> Result<SuiteCost, Box<dyn std::error::Error>> {
+/// Runs the selection (built first with `build`) and measures it; with
+/// `against`, then runs the suite and that program in turn, round by round.
+pub fn measure(
+    mem: &[MemType],
+    build: bool,
+    against: Option<Against>,
+) -> Result<SuiteCost, Box<dyn std::error::Error>> {
     use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
     let sel = Selection {
         manifest: None,
@@ -143,21 +155,157 @@ pub fn measure(mem: &[MemType], build: bool) -> Result<SuiteCost, Box<dyn std::e
     let (self0, children0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
     let t = Instant::now();
     let report = execute(&opts, &mut [] as &mut [&mut dyn Reporter])?;
+    let (wall_s, runner_cpu_s, cases_cpu_s) = (
+        t.elapsed().as_secs_f64(),
+        cpu(RUSAGE_SELF) - self0,
+        cpu(RUSAGE_CHILDREN) - children0,
+    );
+    let side_by_side = match against {
+        Some(a) => Some(a.run(|| {
+            let t = Instant::now();
+            execute(&opts, &mut [] as &mut [&mut dyn Reporter]).map(|_| t.elapsed())
+        })?),
+        None => None,
+    };
     Ok(SuiteCost {
         cases: report.totals().total(),
         jobs: opts.jobs,
-        wall_s: t.elapsed().as_secs_f64(),
-        runner_cpu_s: cpu(RUSAGE_SELF) - self0,
-        cases_cpu_s: cpu(RUSAGE_CHILDREN) - children0,
+        wall_s,
+        runner_cpu_s,
+        cases_cpu_s,
         start_wall_ms,
         start_cpu_ms,
         probes_ms,
+        side_by_side,
     })
 }
 
+/// Another test program timed beside the suite (`bench --suite --against`).
+#[derive(Debug, Clone)]
+pub struct Against {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub rounds: usize,
+}
+
+/// Wall and CPU of one run, seconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timing {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+}
+
+/// Both programs' rounds, in the order they ran.
+#[derive(Debug, Serialize)]
+pub struct SideBySide {
+    pub program: String,
+    pub ours: Vec<Timing>,
+    pub theirs: Vec<Timing>,
+    /// Rounds in which the other program exited non-zero.
+    pub their_failures: usize,
+}
+
+impl Against {
+    pub fn new(program: &Path, args: &[String], rounds: usize) -> Against {
+        Against {
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            rounds: rounds.max(1),
+        }
+    }
+
+    /// Alternates the suite (`ours`, which returns its wall time) and the
+    /// program, so a machine that gets busier or quieter weighs on both.
+    fn run(
+        &self,
+        mut ours: impl FnMut() -> Result<Duration, crate::runner::PlanError>,
+    ) -> Result<SideBySide, Box<dyn std::error::Error>> {
+        use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
+        let mut out = SideBySide {
+            program: self.program.display().to_string(),
+            ours: Vec::new(),
+            theirs: Vec::new(),
+            their_failures: 0,
+        };
+        for _ in 0..self.rounds {
+            let cpu0 = cpu(RUSAGE_SELF) + cpu(RUSAGE_CHILDREN);
+            let wall = ours()?;
+            out.ours.push(Timing {
+                wall_s: wall.as_secs_f64(),
+                cpu_s: cpu(RUSAGE_SELF) + cpu(RUSAGE_CHILDREN) - cpu0,
+            });
+            let cpu0 = cpu(RUSAGE_CHILDREN);
+            let t = Instant::now();
+            let status = Command::new(&self.program)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("{}: {e}", self.program.display()))?;
+            out.theirs.push(Timing {
+                wall_s: t.elapsed().as_secs_f64(),
+                cpu_s: cpu(RUSAGE_CHILDREN) - cpu0,
+            });
+            out.their_failures += usize::from(!status.success());
+        }
+        Ok(out)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl SideBySide {
+    /// Medians of wall and CPU: (ours, theirs).
+    pub fn medians(&self) -> (Timing, Timing) {
+        let m = |v: &[Timing]| Timing {
+            wall_s: median(v.iter().map(|t| t.wall_s).collect()),
+            cpu_s: median(v.iter().map(|t| t.cpu_s).collect()),
+        };
+        (m(&self.ours), m(&self.theirs))
+    }
+
+    pub fn table(&self) -> String {
+        let (o, t) = self.medians();
+        let name = Path::new(&self.program)
+            .file_name()
+            .map_or(self.program.clone(), |n| n.to_string_lossy().into_owned());
+        let mut s = format!(
+            "\nSide by side, {} rounds interleaved (medians):\n{:<24} {:>9} {:>9}\n",
+            self.ours.len(),
+            "",
+            "wall",
+            "CPU"
+        );
+        s.push_str(&format!(
+            "{:<24} {:>7.2} s {:>7.2} s\n",
+            "uffdtest run", o.wall_s, o.cpu_s
+        ));
+        s.push_str(&format!("{name:<24} {:>7.2} s {:>7.2} s\n", t.wall_s, t.cpu_s));
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::INFINITY };
+        s.push_str(&format!(
+            "{:<24} {:>9.2} {:>9.2}\n",
+            "ratio (ours / theirs)",
+            ratio(o.wall_s, t.wall_s),
+            ratio(o.cpu_s, t.cpu_s)
+        ));
+        if self.their_failures > 0 {
+            s.push_str(&format!(
+                "{name} exited non-zero in {} of {} rounds\n",
+                self.their_failures,
+                self.theirs.len()
+            ));
+        }
+        s
+    }
+}
+
 /// `uffdtest bench --suite`.
-pub fn suite(mem: &[MemType], build: bool, json: bool) -> Exit {
-    match measure(mem, build) {
+pub fn suite(mem: &[MemType], build: bool, json: bool, against: Option<Against>) -> Exit {
+    match measure(mem, build, against) {
         Ok(c) if json => {
             println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
             Exit::Ok

@@ -101,12 +101,27 @@ pub struct BenchArgs {
     /// With --suite: build the test binaries first, as `run --build` does.
     #[arg(long, requires = "suite")]
     pub build: bool,
+    /// With --suite: also time this program (say the kernel's
+    /// `uffd-unit-tests`), interleaved with the suite round by round, and
+    /// report both medians and their ratios. Arguments follow it after `--`.
+    #[arg(long, requires = "suite", value_name = "PROGRAM")]
+    pub against: Option<std::path::PathBuf>,
+    /// Rounds for --against.
+    #[arg(long, default_value_t = 5, requires = "against")]
+    pub rounds: usize,
+    /// Arguments for the --against program.
+    #[arg(last = true)]
+    pub against_args: Vec<String>,
 }
 
 /// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
 pub fn bench(a: &BenchArgs) -> Exit {
     if a.suite {
-        return crate::cli::bench_suite::suite(&a.mem, a.build, a.json);
+        let against = a
+            .against
+            .as_ref()
+            .map(|p| crate::cli::bench_suite::Against::new(p, &a.against_args, a.rounds));
+        return crate::cli::bench_suite::suite(&a.mem, a.build, a.json, against);
     }
     let mems = if a.mem.is_empty() {
         // Every type but guest-memfd, which needs KVM and is not a selftest
