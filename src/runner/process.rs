@@ -5,7 +5,7 @@
 use super::discover::Case;
 use super::run::RunOptions;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -114,6 +114,25 @@ pub(super) fn watch_exit(pid: i32, exited: mpsc::Sender<()>) {
         while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {}
         let _ = exited.send(());
     });
+}
+
+/// `Child::try_wait` with the exited process's CPU (user + system, its
+/// waited-for children included) from wait4(2), which std does not give.
+pub(super) fn try_wait_cpu(child: &mut Child) -> std::io::Result<Option<(ExitStatus, Duration)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes only through the two valid pointers given.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, libc::WNOHANG, &mut ru) };
+    match pid {
+        0 => Ok(None),
+        p if p < 0 => Err(std::io::Error::last_os_error()),
+        _ => {
+            let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+            Ok(Some((ExitStatus::from_raw(status), tv(ru.ru_utime) + tv(ru.ru_stime))))
+        }
+    }
 }
 
 /// Reaps exited processes that are not a running case's leader (orphans

@@ -88,6 +88,10 @@ pub struct TestResult {
     /// Wall time of the case, when it was run (not known from a parsed log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
+    /// CPU (user + system) of the case's process and the children it
+    /// waited for, from wait4(2): where a run's time goes, case by case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_secs: Option<f64>,
     /// When the case started, seconds since the epoch (for the runner's cases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_unix: Option<f64>,
@@ -126,6 +130,7 @@ impl TestResult {
             status,
             reason: None,
             duration_secs: None,
+            cpu_secs: None,
             start_unix: None,
             test: None,
             variant: None,

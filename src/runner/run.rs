@@ -33,7 +33,7 @@ use super::env::{Env, RUN_DIR_ENV, RunDir, catch_signals, interrupted};
 use super::klog;
 use super::kmsg::{self, KmsgWatch};
 use super::libtest::{failure_lines, libtest_verdict};
-use super::process::{Captured, hang_report, reap_orphans, signal_name, spawn, watch_exit};
+use super::process::{Captured, hang_report, reap_orphans, signal_name, spawn, try_wait_cpu, watch_exit};
 use super::result::{Report, Status, TestResult};
 use super::schedule::{Holding, Queue};
 use std::path::PathBuf;
@@ -419,6 +419,8 @@ struct Running {
     overlapped: bool,
     /// The signature of the splat logged while it ran, if any.
     splat: Option<String>,
+    /// Its process's CPU, once reaped.
+    cpu: Option<Duration>,
 }
 
 impl Running {
@@ -454,6 +456,7 @@ impl Running {
             hang_report: Vec::new(),
             overlapped: false,
             splat: None,
+            cpu: None,
         };
         match spawn(opts, case) {
             Ok((child, rx)) => {
@@ -490,8 +493,11 @@ impl Running {
         }
         let child = self.child.as_mut().expect("started");
         let now = Instant::now();
-        let status = match child.try_wait() {
-            Ok(Some(st)) => Some(st),
+        let status = match try_wait_cpu(child) {
+            Ok(Some((st, cpu))) => {
+                self.cpu = Some(cpu);
+                Some(st)
+            }
             Ok(None) => None,
             Err(e) => return Some(self.finish_error(format!("cannot wait for the case: {e}"))),
         };
@@ -539,6 +545,7 @@ impl Running {
         let kmsgs = self.kmsg.as_mut().map(|k| k.read_new()).unwrap_or_default();
         let mut res = case_result(&self.case, Status::Pass);
         res.duration_secs = Some((now - self.start).as_secs_f64());
+        res.cpu_secs = self.cpu.map(|c| c.as_secs_f64());
         res.start_unix = Some(super::kcidb::now_unix() - (Instant::now() - self.start).as_secs_f64());
         res.exit_code = status.and_then(|s| s.code());
         res.signal = status.and_then(|s| s.signal()).map(signal_name);
