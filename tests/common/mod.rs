@@ -313,3 +313,18 @@ mem_template! {
     hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g),
         hugetlb_1g_private(Hugetlb1gPrivate)
 }
+
+/// THP and mTHP sizes in kB, x86_64 with 4K pages: orders 1 to 9; a case
+/// reads `<test>::case_N_k<size>`.
+#[template]
+#[rstest]
+#[case::k8(8)]
+#[case::k16(16)]
+#[case::k32(32)]
+#[case::k64(64)]
+#[case::k128(128)]
+#[case::k256(256)]
+#[case::k512(512)]
+#[case::k1024(1024)]
+#[case::k2048(2048)]
+pub fn thp_sizes(#[case] kb: usize) {}
