@@ -144,20 +144,44 @@ pub struct BuildTestsArgs {
     pub cargo_args: Vec<String>,
 }
 
-pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
+/// Why a `--shard K/N` or `--sysctl KEY=VALUE` value does not parse (clap prints it after the value).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ValueError {
+    NoSlash,
+    K,
+    N,
+    ShardRange(usize, usize),
+    NoEquals,
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueError::NoSlash => f.write_str("expected K/N, e.g. 2/4"),
+            ValueError::K => f.write_str("K is not a number"),
+            ValueError::N => f.write_str("N is not a number"),
+            ValueError::ShardRange(k, n) => write!(f, "shard {k}/{n}: need 1 <= K <= N"),
+            ValueError::NoEquals => f.write_str("expected KEY=VALUE"),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), ValueError> {
+    let (k, n) = s.split_once('/').ok_or(ValueError::NoSlash)?;
     let (k, n): (usize, usize) = (
-        k.parse().map_err(|_| "K is not a number")?,
-        n.parse().map_err(|_| "N is not a number")?,
+        k.parse().map_err(|_| ValueError::K)?,
+        n.parse().map_err(|_| ValueError::N)?,
     );
     if n == 0 || k == 0 || k > n {
-        return Err(format!("shard {k}/{n}: need 1 <= K <= N"));
+        return Err(ValueError::ShardRange(k, n));
     }
     Ok((k, n))
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+fn parse_kv(s: &str) -> Result<(String, String), ValueError> {
+    let (k, v) = s.split_once('=').ok_or(ValueError::NoEquals)?;
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 

@@ -60,29 +60,30 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TreeError {
     move |err| TreeError::Io { what, err }
 }
 
-fn git(tree: &Path, args: &[&str]) -> Result<String, String> {
+/// `git -C tree args`: its stdout, or the tree is not usable under git, for what git said on stderr (`silent`
+/// when it said nothing).
+fn git(tree: &Path, args: &[&str], silent: &str) -> Result<String, TreeError> {
+    let not_git = |why: String| TreeError::NotGit {
+        tree: tree.to_path_buf(),
+        why,
+    };
     let out = Command::new("git")
         .arg("-C")
         .arg(tree)
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| not_git(format!("cannot run git: {e}")))?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(not_git(if err.is_empty() { silent.into() } else { err }))
 }
 
 /// The tracked files git sees modified (staged or not), as `git status --porcelain` names them.
 pub fn dirty_files(tree: &Path) -> Result<Vec<String>, TreeError> {
-    let not_git = |why: String| TreeError::NotGit {
-        tree: tree.to_path_buf(),
-        why,
-    };
-    git(tree, &["rev-parse", "--verify", "-q", "HEAD"])
-        .map_err(|e| not_git(if e.is_empty() { "it has no commit".into() } else { e }))?;
-    let status = git(tree, &["status", "--porcelain", "--untracked-files=no"]).map_err(not_git)?;
+    git(tree, &["rev-parse", "--verify", "-q", "HEAD"], "it has no commit")?;
+    let status = git(tree, &["status", "--porcelain", "--untracked-files=no"], "")?;
     Ok(status.lines().filter_map(|l| l.get(3..)).map(str::to_string).collect())
 }
 

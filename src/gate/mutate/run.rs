@@ -4,8 +4,10 @@
 use super::apply::{self, TreeError};
 use super::catalogue::Mutant;
 use super::classify::{Baseline, Outcome, classify};
-use super::csuite::CRun;
+use super::csuite::{CRun, CSuiteError};
 use super::report::{CResult, MutantResult, Results};
+use crate::gate::bisect::NoReport;
+use crate::gate::build::BuildError;
 use crate::runner::result::Report;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +15,8 @@ use std::time::Instant;
 
 /// The expensive steps, behind a trait so the loop can be driven by fakes in tests.
 pub trait Steps {
-    /// Build the tree as it is now; the image, or the build's error text.
-    fn build(&mut self) -> Result<PathBuf, String>;
+    /// Build the tree as it is now; the image, or why there is none.
+    fn build(&mut self) -> Result<PathBuf, StepError>;
     /// Boot `image` and run the suite without the cases matching `skip`, stopping after `max_fail` failures;
     /// logs go to `logs`.
     fn run_suite(
@@ -23,31 +25,62 @@ pub trait Steps {
         logs: &Path,
         max_fail: Option<usize>,
         skip: &[String],
-    ) -> Result<Report, String>;
+    ) -> Result<Report, StepError>;
     /// Whether the kernel's own C selftests run too (`--compare-c`).
     fn wants_c(&self) -> bool {
         false
     }
     /// Run the C selftests on `image`; only called when [`Steps::wants_c`].
-    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, String> {
-        Err("not asked for".into())
+    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, StepError> {
+        Err(StepError::NotAsked)
     }
 }
+
+/// Why a step gave no image, report or C run: for a mutant a build failure or "no result", for the base the end
+/// of the run.
+#[derive(Debug)]
+pub enum StepError {
+    Build(BuildError),
+    Vm(NoReport),
+    C(CSuiteError),
+    /// [`Steps::run_c`] without `--compare-c`.
+    NotAsked,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepError::Build(e) => e.fmt(f),
+            StepError::Vm(e) => e.fmt(f),
+            StepError::C(e) => e.fmt(f),
+            StepError::NotAsked => f.write_str("not asked for"),
+        }
+    }
+}
+
+impl std::error::Error for StepError {}
 
 /// Why the run stopped before its end; all exit 2 (nothing about a mutant was learnt).
 #[derive(Debug)]
 pub enum MutateError {
     Tree(TreeError),
     /// The unmutated tree did not build or boot: no mutant can be judged against it.
-    Base(String),
+    Base(StepError),
+    /// The base runs passed no case in all of them.
+    NoStableCase,
     Results(String),
 }
 
 impl fmt::Display for MutateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const BASE: &str = "the unmutated base cannot be judged";
         match self {
             MutateError::Tree(e) => write!(f, "{e}"),
-            MutateError::Base(e) => write!(f, "the unmutated base cannot be judged: {e}"),
+            MutateError::Base(e) => write!(f, "{BASE}: {e}"),
+            MutateError::NoStableCase => write!(
+                f,
+                "{BASE}: no case passed in every base run (does the guest run the suite at all?)"
+            ),
             MutateError::Results(e) => write!(f, "{e}"),
         }
     }
@@ -127,9 +160,7 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
         b.c_stable = Some(c.ok());
     }
     if b.stable.is_empty() {
-        return Err(MutateError::Base(
-            "no case passed in every base run (does the guest run the suite at all?)".into(),
-        ));
+        return Err(MutateError::NoStableCase);
     }
     Ok(b)
 }
@@ -164,7 +195,7 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
     let (outcome, run_secs, c) = match built {
         Err(e) => (
             Outcome::BuildFailed {
-                detail: build_detail(&e),
+                detail: build_detail(&e.to_string()),
             },
             0.0,
             None,
@@ -175,7 +206,7 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
             // The cases that are not stable stay out, so the first failure calls it.
             let outcome = match steps.run_suite(&image, &logs, Some(1), &base.skip_patterns()) {
                 Ok(report) => classify(&report, base),
-                Err(e) => Outcome::NoResult { detail: e },
+                Err(e) => Outcome::NoResult { detail: e.to_string() },
             };
             let run_secs = t.elapsed().as_secs_f64();
             let c = base.c_stable.as_ref().map(|stable| match steps.run_c(&image, &logs) {
@@ -285,16 +316,27 @@ mod tests {
     }
 
     impl Steps for Fake {
-        fn build(&mut self) -> Result<PathBuf, String> {
+        fn build(&mut self) -> Result<PathBuf, StepError> {
             self.builds += 1;
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("broken") {
-                return Err("mm/u.c:1: error: expected ';'\nmake: *** Error 2".into());
+                return Err(StepError::Build(BuildError::Make {
+                    step: "make".into(),
+                    status: "exit status: 2".into(),
+                    log: self.tree.join("build.log"),
+                    tail: "mm/u.c:1: error: expected ';'\nmake: *** Error 2".into(),
+                }));
             }
             Ok(self.tree.join("bzImage"))
         }
 
-        fn run_suite(&mut self, _: &Path, _: &Path, max_fail: Option<usize>, _: &[String]) -> Result<Report, String> {
+        fn run_suite(
+            &mut self,
+            _: &Path,
+            _: &Path,
+            max_fail: Option<usize>,
+            _: &[String],
+        ) -> Result<Report, StepError> {
             self.max_fail.push(max_fail);
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("hang") {
