@@ -149,18 +149,22 @@ impl Tally {
 
     /// `N mutants, N equivalent, N killed, N timed out, N survived, N build failures, N pending; our kill rate X`.
     pub fn headline(&self) -> String {
-        format!(
-            "{} mutants, {} equivalent, {} killed, {} timed out, {} survived, {} build failures, {} pending; our kill \
-             rate {}",
-            self.mutants,
-            self.equivalent,
-            self.killed,
-            self.timed_out,
-            self.survived,
-            self.build_failed,
-            self.pending,
-            pct(self.kill_rate())
-        )
+        const NAMES: [&str; 7] = [
+            "mutants",
+            "equivalent",
+            "killed",
+            "timed out",
+            "survived",
+            "build failures",
+            "pending",
+        ];
+        let counts: Vec<String> = self
+            .columns()
+            .iter()
+            .zip(NAMES)
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
+        format!("{}; our kill rate {}", counts.join(", "), pct(self.kill_rate()))
     }
 
     pub fn c_kill_rate(&self) -> Option<f64> {
