@@ -145,28 +145,19 @@ pub struct BuildTestsArgs {
 }
 
 /// Why a `--shard K/N` or `--sysctl KEY=VALUE` value does not parse (clap prints it after the value).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ValueError {
+    #[error("expected K/N, e.g. 2/4")]
     NoSlash,
+    #[error("K is not a number")]
     K,
+    #[error("N is not a number")]
     N,
+    #[error("shard {0}/{1}: need 1 <= K <= N")]
     ShardRange(usize, usize),
+    #[error("expected KEY=VALUE")]
     NoEquals,
 }
-
-impl std::fmt::Display for ValueError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ValueError::NoSlash => f.write_str("expected K/N, e.g. 2/4"),
-            ValueError::K => f.write_str("K is not a number"),
-            ValueError::N => f.write_str("N is not a number"),
-            ValueError::ShardRange(k, n) => write!(f, "shard {k}/{n}: need 1 <= K <= N"),
-            ValueError::NoEquals => f.write_str("expected KEY=VALUE"),
-        }
-    }
-}
-
-impl std::error::Error for ValueError {}
 
 pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), ValueError> {
     let (k, n) = s.split_once('/').ok_or(ValueError::NoSlash)?;

@@ -126,31 +126,18 @@ pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> 
 }
 
 /// Why a VM child left no report to judge: for bisect "cannot test", for mutate "no result".
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NoReport {
     /// A file the run writes could not be made.
+    #[error("create {path}: {err}")]
     Create { path: PathBuf, err: std::io::Error },
     /// The child `uffdtest vm` could not be started or waited for.
+    #[error("cannot run uffdtest vm: {0}")]
     Spawn(std::io::Error),
     /// It ended (with `status`) and left neither JSON nor KTAP with a case in it.
+    #[error("the guest gave no results (uffdtest vm {status}); see {console} and kernel-console.log beside it")]
     Empty { status: ExitStatus, console: PathBuf },
 }
-
-impl fmt::Display for NoReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NoReport::Create { path, err } => write!(f, "create {}: {err}", path.display()),
-            NoReport::Spawn(e) => write!(f, "cannot run uffdtest vm: {e}"),
-            NoReport::Empty { status, console } => write!(
-                f,
-                "the guest gave no results (uffdtest vm {status}); see {} and kernel-console.log beside it",
-                console.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for NoReport {}
 
 /// Boot `image` in a child `uffdtest` ([`CHILD_COMMAND`]) with the run `vm` asks for, and read back the report
 /// it leaves in `results` (JSON, else KTAP); Err says why there is none. `mutate` judges the same report its way.

@@ -180,24 +180,32 @@ pub enum GuestSwap {
 }
 
 /// Why the guest gets no swap device (its swap cases then skip).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NoSwap {
     /// The kernel's config lacks this option.
+    #[error("the kernel has no {0}")]
     NotConfigured(&'static str),
+    #[error("cannot read the kernel release from the image")]
     NoRelease,
     /// zram is a module, and none was found in these directories.
-    NoZramModule {
-        release: String,
-        looked: Vec<PathBuf>,
-    },
+    #[error(
+        "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: {})",
+        looked_in(looked)
+    )]
+    NoZramModule { release: String, looked: Vec<PathBuf> },
     /// A module zram depends on is not beside it.
+    #[error("module {0} (a dependency of zram) not found")]
     NoDependency(String),
-    /// A module could not be read, or `tool` (for a compressed one) could not be run.
-    Unreadable {
+    #[error("{path}: {err}")]
+    Read { path: PathBuf, err: io::Error },
+    /// The tool that unpacks a compressed module could not be run.
+    #[error("cannot run {tool} to unpack {path}: {err}")]
+    Unpack {
         path: PathBuf,
-        tool: Option<&'static str>,
+        tool: &'static str,
         err: io::Error,
     },
+    #[error("{tool} -dc {path}: {status}")]
     UnpackFailed {
         path: PathBuf,
         tool: &'static str,
@@ -205,37 +213,13 @@ pub enum NoSwap {
     },
 }
 
-impl std::fmt::Display for NoSwap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NoSwap::NotConfigured(option) => write!(f, "the kernel has no {option}"),
-            NoSwap::NoRelease => f.write_str("cannot read the kernel release from the image"),
-            NoSwap::NoZramModule { release, looked } if looked.is_empty() => write!(
-                f,
-                "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: no <image dir>/../lib/modules/\
-                 <release> nor /lib/modules/<release>)"
-            ),
-            NoSwap::NoZramModule { release, looked } => {
-                let looked: Vec<String> = looked.iter().map(|d| d.display().to_string()).collect();
-                let looked = looked.join(", ");
-                write!(
-                    f,
-                    "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: {looked})"
-                )
-            }
-            NoSwap::NoDependency(name) => write!(f, "module {name} (a dependency of zram) not found"),
-            NoSwap::Unreadable { path, tool: None, err } => write!(f, "{}: {err}", path.display()),
-            NoSwap::Unreadable {
-                path,
-                tool: Some(t),
-                err,
-            } => write!(f, "cannot run {t} to unpack {}: {err}", path.display()),
-            NoSwap::UnpackFailed { path, tool, status } => write!(f, "{tool} -dc {}: {status}", path.display()),
-        }
+fn looked_in(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "no <image dir>/../lib/modules/<release> nor /lib/modules/<release>".into();
     }
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    dirs.join(", ")
 }
-
-impl std::error::Error for NoSwap {}
 
 /// Where `kernel`'s modules are: its build tree, `<image dir>/../lib/modules/<release>`
 /// (a Debian package unpacked with `dpkg-deb -x`), or `/lib/modules/<release>`.
@@ -354,9 +338,8 @@ fn read_module(path: &Path) -> Result<Vec<u8>, NoSwap> {
         .find(|(ext, _)| name.ends_with(ext))
         .map(|(_, t)| *t);
     match tool {
-        None => std::fs::read(path).map_err(|err| NoSwap::Unreadable {
+        None => std::fs::read(path).map_err(|err| NoSwap::Read {
             path: path.to_path_buf(),
-            tool: None,
             err,
         }),
         Some(t) => {
@@ -364,9 +347,9 @@ fn read_module(path: &Path) -> Result<Vec<u8>, NoSwap> {
                 .arg("-dc")
                 .arg(path)
                 .output()
-                .map_err(|err| NoSwap::Unreadable {
+                .map_err(|err| NoSwap::Unpack {
                     path: path.to_path_buf(),
-                    tool: Some(t),
+                    tool: t,
                     err,
                 })?;
             if !out.status.success() {

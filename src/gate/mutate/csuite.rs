@@ -9,7 +9,6 @@ use crate::vm::console::Console;
 use crate::vm::initramfs::Archive;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -81,36 +80,26 @@ impl CRun {
 }
 
 /// Why the C selftests could not be built or run.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CSuiteError {
-    /// A file or process could not be made, read or waited for (`what` may be empty).
-    Io {
-        what: String,
-        err: std::io::Error,
-    },
+    /// A file or process could not be made or read.
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+    /// QEMU could not be waited for.
+    #[error("{0}")]
+    Wait(std::io::Error),
     /// A build command failed; `tail` is the end of its stderr, last line first.
+    #[error("{what} failed ({status}): {tail}")]
     Failed {
         what: String,
         status: ExitStatus,
         tail: String,
     },
+    #[error("--compare-c needs a static busybox: apt-get install busybox-static")]
     NoBusybox,
+    #[error(transparent)]
     Qemu(VmError),
 }
-
-impl fmt::Display for CSuiteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CSuiteError::Io { what, err } if what.is_empty() => write!(f, "{err}"),
-            CSuiteError::Io { what, err } => write!(f, "{what}: {err}"),
-            CSuiteError::Failed { what, status, tail } => write!(f, "{what} failed ({status}): {tail}"),
-            CSuiteError::NoBusybox => f.write_str("--compare-c needs a static busybox: apt-get install busybox-static"),
-            CSuiteError::Qemu(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for CSuiteError {}
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CSuiteError {
     let what = what.into();
@@ -276,7 +265,7 @@ impl CSuite {
             .stderr(Stdio::from(out))
             .spawn()
             .map_err(io("start QEMU"))?;
-        while child.try_wait().map_err(io(""))?.is_none() {
+        while child.try_wait().map_err(CSuiteError::Wait)?.is_none() {
             if start.elapsed() > self.timeout {
                 let _ = child.kill();
                 let _ = child.wait();

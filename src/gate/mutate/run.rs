@@ -9,7 +9,6 @@ use super::report::{CResult, MutantResult, Results};
 use crate::gate::bisect::NoReport;
 use crate::gate::build::BuildError;
 use crate::runner::result::Report;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,55 +37,35 @@ pub trait Steps {
 
 /// Why a step gave no image, report or C run: for a mutant a build failure or "no result", for the base the end
 /// of the run.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StepError {
+    #[error(transparent)]
     Build(BuildError),
+    #[error(transparent)]
     Vm(NoReport),
+    #[error(transparent)]
     C(CSuiteError),
     /// [`Steps::run_c`] without `--compare-c`.
+    #[error("not asked for")]
     NotAsked,
 }
 
-impl fmt::Display for StepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StepError::Build(e) => e.fmt(f),
-            StepError::Vm(e) => e.fmt(f),
-            StepError::C(e) => e.fmt(f),
-            StepError::NotAsked => f.write_str("not asked for"),
-        }
-    }
-}
-
-impl std::error::Error for StepError {}
-
 /// Why the run stopped before its end; all exit 2 (nothing about a mutant was learnt).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum MutateError {
+    #[error(transparent)]
     Tree(TreeError),
     /// The unmutated tree did not build or boot: no mutant can be judged against it.
+    #[error("the unmutated base cannot be judged: {0}")]
     Base(StepError),
     /// The base runs passed no case in all of them.
+    #[error(
+        "the unmutated base cannot be judged: no case passed in every base run (does the guest run the suite at all?)"
+    )]
     NoStableCase,
+    #[error("{0}")]
     Results(String),
 }
-
-impl fmt::Display for MutateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const BASE: &str = "the unmutated base cannot be judged";
-        match self {
-            MutateError::Tree(e) => write!(f, "{e}"),
-            MutateError::Base(e) => write!(f, "{BASE}: {e}"),
-            MutateError::NoStableCase => write!(
-                f,
-                "{BASE}: no case passed in every base run (does the guest run the suite at all?)"
-            ),
-            MutateError::Results(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for MutateError {}
 
 /// Where a run keeps its files.
 #[derive(Debug, Clone)]
