@@ -200,19 +200,11 @@ fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
     assert_eq!(read_byte(area.addr()), 0);
 }
 
-#[apply(all_mem)]
-fn close_wakes_an_unread_fault_which_then_fills_zero(#[case] mem: MemType) {
-    close_wakes_fault(mem, false, false);
-}
-
-#[apply(all_mem)]
-fn close_wakes_a_read_fault_which_then_fills_zero(#[case] mem: MemType) {
-    close_wakes_fault(mem, true, false);
-}
-
-#[apply(all_mem)]
-fn close_wakes_a_write_fault_whose_write_then_lands(#[case] mem: MemType) {
-    close_wakes_fault(mem, true, true);
+tests_calling! {
+    (#[apply(all_mem)])
+    fn close_wakes_an_unread_fault_which_then_fills_zero(mem: MemType) => close_wakes_fault(mem, false, false);
+    fn close_wakes_a_read_fault_which_then_fills_zero(mem: MemType) => close_wakes_fault(mem, true, false);
+    fn close_wakes_a_write_fault_whose_write_then_lands(mem: MemType) => close_wakes_fault(mem, true, true);
 }
 
 #[apply(all_mem)]

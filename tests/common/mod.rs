@@ -256,6 +256,31 @@ pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::
     }
 }
 
+/// Tests that share their attributes (a case template, serial keys) and
+/// differ only in what they pass one helper: the attributes once, in
+/// parentheses, then a line per test. Each test keeps its name and doc.
+///
+/// ```ignore
+/// tests_calling! {
+///     (#[apply(all_mem)] #[serial(fork)])
+///     /// What it checks.
+///     fn name_of_the_test(mem: MemType) => helper(mem, true);
+/// }
+/// ```
+macro_rules! tests_calling {
+    (@one ($(#[$attr:meta])*) $(#[$doc:meta])* fn $name:ident($case:ident: $ty:ty) => $call:expr) => {
+        $(#[$doc])*
+        $(#[$attr])*
+        fn $name(#[case] $case: $ty) {
+            $call;
+        }
+    };
+    ($attrs:tt $($(#[$doc:meta])* fn $name:ident($case:ident: $ty:ty) => $call:expr;)+) => {
+        $(tests_calling!(@one $attrs $(#[$doc])* fn $name($case: $ty) => $call);)+
+    };
+}
+pub(crate) use tests_calling;
+
 /// A memory-type case list: the rstest_reuse template `$name`, with one
 /// `#[case::$case(MemType::$ty)]` per `$case($ty)`, so a case reads
 /// `<test>::case_N_<case>`.
