@@ -274,16 +274,21 @@ mod tests {
         }
     }
 
-    fn mutant(id: &str) -> Mutant {
+    /// The mutant `id` that puts `replace` in place of `return -EINVAL;`.
+    fn replacing(id: &str, replace: &str) -> Mutant {
         Mutant {
             id: id.into(),
             file: "mm/u.c".into(),
             area: "COPY".into(),
             find: "return -EINVAL;".into(),
-            replace: "return 0;".into(),
+            replace: replace.into(),
             description: "d".into(),
             equivalent: None,
         }
+    }
+
+    fn mutant(id: &str) -> Mutant {
+        replacing(id, "return 0;")
     }
 
     /// Builds fail while the file holds `broken`; the suite fails `a` while it holds `killer`, and hangs
@@ -347,22 +352,22 @@ mod tests {
         }
     }
 
+    /// A fixture, its fake steps, and the baseline they gave.
+    fn based(name: &str) -> (Layout, Fake, Baseline) {
+        let l = fixture(name);
+        let mut f = fake(&l);
+        let base = baseline(&mut f, &l).unwrap();
+        (l, f, base)
+    }
+
     #[test]
     #[serial(mutate_apply)]
     fn outcomes_are_recorded_and_the_tree_is_restored_after_each() {
-        let l = fixture("loop");
-        let mut f = fake(&l);
-        let base = baseline(&mut f, &l).unwrap();
+        let (l, mut f, base) = based("loop");
         assert_eq!((f.builds, base.stable.len()), (1, 2));
-        let killer = Mutant {
-            replace: "return killer;".into(),
-            ..mutant("k")
-        };
+        let killer = replacing("k", "return killer;");
         let survivor = mutant("s");
-        let broken = Mutant {
-            replace: "broken".into(),
-            ..mutant("b")
-        };
+        let broken = replacing("b", "broken");
         let eq = Mutant {
             equivalent: Some("why".into()),
             ..mutant("e")
@@ -393,13 +398,8 @@ mod tests {
     #[test]
     #[serial(mutate_apply)]
     fn a_step_that_blows_up_mid_run_leaves_the_tree_clean() {
-        let l = fixture("hang");
-        let mut f = fake(&l);
-        let base = baseline(&mut f, &l).unwrap();
-        let hang = Mutant {
-            replace: "return hang;".into(),
-            ..mutant("h")
-        };
+        let (l, mut f, base) = based("hang");
+        let hang = replacing("h", "return hang;");
         let tree = l.tree.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(&mut f, &l, &hang, &base)));
         assert!(r.is_err());
