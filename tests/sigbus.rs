@@ -366,12 +366,7 @@ fn child_inherits_sigbus(mem: MemType, release_first: bool) {
     let at = area.page(1) + 0x77;
     if release_first {
         let ps = area.page_size();
-        let src = Buf::filled(ps, 0x3c);
-        assert_eq!(
-            uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
-            Ok(ps as i64)
-        );
-        assert_eq!(area.read_page(1), vec![0x3c; ps]);
+        copy_page(&uffd, &area, 1, 0x3c);
         let advice = uffdtest::testing::mm::release_advice(mem);
         uffdtest::testing::mm::madvise(area.page(1), ps, advice).expect("release the page");
     }
@@ -393,13 +388,7 @@ fn child_inherits_sigbus(mem: MemType, release_first: bool) {
     faulter::assert_no_event(&uffd);
     // The parent's range is untouched by the child's fault: still missing,
     // so a copy fills it.
-    let ps = area.page_size();
-    let src = Buf::filled(ps, 0x2b);
-    assert_eq!(
-        uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
-        Ok(ps as i64)
-    );
-    assert_eq!(area.read_page(1), vec![0x2b; ps]);
+    copy_page(&uffd, &area, 1, 0x2b);
 }
 
 // ---------------------------------------------------------------------------

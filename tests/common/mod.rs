@@ -31,6 +31,19 @@ pub fn fill_alias_page(area: &Area, i: usize, byte: u8) {
     unsafe { std::ptr::write_bytes(area.alias_page(i) as *mut u8, byte, area.page_size()) };
 }
 
+/// UFFDIO_COPY of a page of `byte` into the missing page `i` of `area`,
+/// registered on `uffd`: the whole page copied, and read back.
+#[track_caller]
+pub fn copy_page(uffd: &Uffd, area: &Area, i: usize, byte: u8) {
+    let ps = area.page_size();
+    let src = testing::Buf::filled(ps, byte);
+    assert_eq!(
+        uffd.copy(area.page(i), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(area.read_page(i), vec![byte; ps]);
+}
+
 /// Write-protects page `i` of `area`, registered WP on `uffd` and not
 /// populated, and checks a uffd-wp marker now stands in its empty PTE.
 #[track_caller]
