@@ -244,12 +244,28 @@ fn thp_case(kb: usize, share: Share, swapout: bool) {
     protect_move_check(folio, swapout);
 }
 
-tests_calling! {
-    (#[apply(thp_sizes)] #[file_serial(thp)])
-    fn mremap_clears_wp_on_private_thp(kb: usize) => thp_case(kb, Share::Private, false);
-    fn mremap_clears_wp_on_shared_thp(kb: usize) => thp_case(kb, Share::Shared, false);
-    fn mremap_clears_wp_on_swapped_out_private_thp(kb: usize) => thp_case(kb, Share::Private, true);
-    fn mremap_clears_wp_on_swapped_out_shared_thp(kb: usize) => thp_case(kb, Share::Shared, true);
+#[apply(thp_sizes)]
+#[file_serial(thp)]
+fn mremap_clears_wp_on_private_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Private, false);
+}
+
+#[apply(thp_sizes)]
+#[file_serial(thp)]
+fn mremap_clears_wp_on_shared_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Shared, false);
+}
+
+#[apply(thp_sizes)]
+#[file_serial(thp)]
+fn mremap_clears_wp_on_swapped_out_private_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Private, true);
+}
+
+#[apply(thp_sizes)]
+#[file_serial(thp)]
+fn mremap_clears_wp_on_swapped_out_shared_thp(#[case] kb: usize) {
+    thp_case(kb, Share::Shared, true);
 }
 
 /// Makes one huge page of `kb` free for the case, raising that size's pool

@@ -273,6 +273,13 @@ pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::
 /// differ only in what they pass one helper: the attributes once, in
 /// parentheses, then a line per test. Each test keeps its name and doc.
 ///
+/// Only for attributes the runner need not see: it reads a cross-process
+/// lock (`#[file_serial]`, `#[serial]` with a key not in
+/// `runner::discover::cargo::PROCESS_LOCAL_KEYS`) from the line above one
+/// `fn`, so a group here would run such cases at once. Process-local keys
+/// (`fork`, `sigusr1`) and `#[parallel]` only order cases within one test
+/// process, which `cargo test` still does through the macro.
+///
 /// ```ignore
 /// tests_calling! {
 ///     (#[apply(all_mem)] #[serial(fork)])
