@@ -1,7 +1,8 @@
 //! Decoded `uffd_msg`s: one enum arm per UFFD_EVENT_*.
 
 use crate::sys;
-use crate::uffd::{Uffd, uapi_flags};
+use crate::sys::uapi_flags;
+use crate::uffd::Uffd;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 uapi_flags! {

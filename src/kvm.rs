@@ -7,7 +7,7 @@
 //! hangs off.
 #![allow(non_camel_case_types)]
 
-use crate::uffd::uapi_flags;
+use crate::sys::uapi_flags;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::Mode;
 use nix::{ioctl_readwrite, ioctl_write_int_bad, request_code_none};

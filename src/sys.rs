@@ -8,6 +8,20 @@
 
 use nix::{ioctl_read, ioctl_readwrite, ioctl_write_int_bad, request_code_none};
 
+/// `u64` flag sets of the UAPI, each with the derives they all take: `Name { FLAG = value; ... }`.
+macro_rules! uapi_flags {
+    ($($(#[$doc:meta])* $name:ident { $($flag:ident = $value:expr;)+ })+) => {
+        $(::bitflags::bitflags! {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+            pub struct $name: u64 {
+                $(const $flag = $value;)+
+            }
+        })+
+    };
+}
+pub(crate) use uapi_flags;
+
 /// `UFFD_API`: the only API number the kernel accepts in `uffdio_api.api`.
 pub const UFFD_API: u64 = 0xAA;
 /// ioctl type byte shared by every UFFDIO_* request.

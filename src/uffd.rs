@@ -31,21 +31,7 @@ impl OpenFlags {
         .union(OpenFlags::UFFD_USER_MODE_ONLY);
 }
 
-/// `u64` flag sets of the UAPI, each with the derives they all take: `Name { FLAG = value; ... }`.
-macro_rules! uapi_flags {
-    ($($(#[$doc:meta])* $name:ident { $($flag:ident = $value:expr;)+ })+) => {
-        $(::bitflags::bitflags! {
-            $(#[$doc])*
-            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-            pub struct $name: u64 {
-                $(const $flag = $value;)+
-            }
-        })+
-    };
-}
-pub(crate) use uapi_flags;
-
-uapi_flags! {
+sys::uapi_flags! {
     /// `uffdio_api.features`. Unknown bits are kept so tests can send them.
     Features {
         PAGEFAULT_FLAG_WP = sys::UFFD_FEATURE_PAGEFAULT_FLAG_WP;
