@@ -1,17 +1,16 @@
 //! Decoded `uffd_msg`s: one enum arm per UFFD_EVENT_*.
 
 use crate::sys;
+use crate::sys::uapi_flags;
 use crate::uffd::Uffd;
-use bitflags::bitflags;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-bitflags! {
+uapi_flags! {
     /// `uffd_msg.arg.pagefault.flags`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct PagefaultFlags: u64 {
-        const WRITE = sys::UFFD_PAGEFAULT_FLAG_WRITE;
-        const WP = sys::UFFD_PAGEFAULT_FLAG_WP;
-        const MINOR = sys::UFFD_PAGEFAULT_FLAG_MINOR;
+    PagefaultFlags {
+        WRITE = sys::UFFD_PAGEFAULT_FLAG_WRITE;
+        WP = sys::UFFD_PAGEFAULT_FLAG_WP;
+        MINOR = sys::UFFD_PAGEFAULT_FLAG_MINOR;
     }
 }
 

@@ -7,7 +7,7 @@
 //! hangs off.
 #![allow(non_camel_case_types)]
 
-use bitflags::bitflags;
+use crate::sys::uapi_flags;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::Mode;
 use nix::{ioctl_readwrite, ioctl_write_int_bad, request_code_none};
@@ -82,12 +82,11 @@ const _: () = assert!(std::mem::offset_of!(kvm_create_guest_memfd, size) == 0);
 const _: () = assert!(std::mem::offset_of!(kvm_create_guest_memfd, flags) == 8);
 const _: () = assert!(std::mem::offset_of!(kvm_create_guest_memfd, reserved) == 16);
 
-bitflags! {
+uapi_flags! {
     /// `kvm_create_guest_memfd.flags`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct GuestMemfdFlags: u64 {
-        const GUEST_MEMFD_FLAG_MMAP = GUEST_MEMFD_FLAG_MMAP;
-        const GUEST_MEMFD_FLAG_INIT_SHARED = GUEST_MEMFD_FLAG_INIT_SHARED;
+    GuestMemfdFlags {
+        GUEST_MEMFD_FLAG_MMAP = GUEST_MEMFD_FLAG_MMAP;
+        GUEST_MEMFD_FLAG_INIT_SHARED = GUEST_MEMFD_FLAG_INIT_SHARED;
     }
 }
 

@@ -8,6 +8,20 @@
 
 use nix::{ioctl_read, ioctl_readwrite, ioctl_write_int_bad, request_code_none};
 
+/// `u64` flag sets of the UAPI, each with the derives they all take: `Name { FLAG = value; ... }`.
+macro_rules! uapi_flags {
+    ($($(#[$doc:meta])* $name:ident { $($flag:ident = $value:expr;)+ })+) => {
+        $(::bitflags::bitflags! {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+            pub struct $name: u64 {
+                $(const $flag = $value;)+
+            }
+        })+
+    };
+}
+pub(crate) use uapi_flags;
+
 /// `UFFD_API`: the only API number the kernel accepts in `uffdio_api.api`.
 pub const UFFD_API: u64 = 0xAA;
 /// ioctl type byte shared by every UFFDIO_* request.
@@ -274,41 +288,25 @@ pub mod request {
     use nix::{request_code_none, request_code_read, request_code_readwrite};
     use std::mem::size_of;
 
-    pub const UFFDIO_REGISTER: u64 = request_code_readwrite!(
-        super::UFFDIO,
-        super::_UFFDIO_REGISTER,
-        size_of::<super::uffdio_register>()
-    ) as u64;
-    pub const UFFDIO_UNREGISTER: u64 = request_code_read!(
-        super::UFFDIO,
-        super::_UFFDIO_UNREGISTER,
-        size_of::<super::uffdio_range>()
-    ) as u64;
-    pub const UFFDIO_WAKE: u64 =
-        request_code_read!(super::UFFDIO, super::_UFFDIO_WAKE, size_of::<super::uffdio_range>()) as u64;
-    pub const UFFDIO_COPY: u64 =
-        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_COPY, size_of::<super::uffdio_copy>()) as u64;
-    pub const UFFDIO_ZEROPAGE: u64 = request_code_readwrite!(
-        super::UFFDIO,
-        super::_UFFDIO_ZEROPAGE,
-        size_of::<super::uffdio_zeropage>()
-    ) as u64;
-    pub const UFFDIO_MOVE: u64 =
-        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_MOVE, size_of::<super::uffdio_move>()) as u64;
-    pub const UFFDIO_WRITEPROTECT: u64 = request_code_readwrite!(
-        super::UFFDIO,
-        super::_UFFDIO_WRITEPROTECT,
-        size_of::<super::uffdio_writeprotect>()
-    ) as u64;
-    pub const UFFDIO_CONTINUE: u64 = request_code_readwrite!(
-        super::UFFDIO,
-        super::_UFFDIO_CONTINUE,
-        size_of::<super::uffdio_continue>()
-    ) as u64;
-    pub const UFFDIO_POISON: u64 =
-        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_POISON, size_of::<super::uffdio_poison>()) as u64;
-    pub const UFFDIO_API: u64 =
-        request_code_readwrite!(super::UFFDIO, super::_UFFDIO_API, size_of::<super::uffdio_api>()) as u64;
+    /// `UFFDIO_X`'s code: `_IOWR` (or `_IOR`) of type UFFDIO, number `_UFFDIO_X`, size of its argument.
+    macro_rules! uffdio {
+        ($($name:ident = $dir:ident($nr:ident, $arg:ident);)+) => {
+            $(pub const $name: u64 = $dir!(super::UFFDIO, super::$nr, size_of::<super::$arg>()) as u64;)+
+        };
+    }
+
+    uffdio! {
+        UFFDIO_REGISTER = request_code_readwrite(_UFFDIO_REGISTER, uffdio_register);
+        UFFDIO_UNREGISTER = request_code_read(_UFFDIO_UNREGISTER, uffdio_range);
+        UFFDIO_WAKE = request_code_read(_UFFDIO_WAKE, uffdio_range);
+        UFFDIO_COPY = request_code_readwrite(_UFFDIO_COPY, uffdio_copy);
+        UFFDIO_ZEROPAGE = request_code_readwrite(_UFFDIO_ZEROPAGE, uffdio_zeropage);
+        UFFDIO_MOVE = request_code_readwrite(_UFFDIO_MOVE, uffdio_move);
+        UFFDIO_WRITEPROTECT = request_code_readwrite(_UFFDIO_WRITEPROTECT, uffdio_writeprotect);
+        UFFDIO_CONTINUE = request_code_readwrite(_UFFDIO_CONTINUE, uffdio_continue);
+        UFFDIO_POISON = request_code_readwrite(_UFFDIO_POISON, uffdio_poison);
+        UFFDIO_API = request_code_readwrite(_UFFDIO_API, uffdio_api);
+    }
     pub const USERFAULTFD_IOC_NEW: u64 = request_code_none!(super::USERFAULTFD_IOC, super::_USERFAULTFD_IOC_NEW) as u64;
 }
 

@@ -31,102 +31,77 @@ impl OpenFlags {
         .union(OpenFlags::UFFD_USER_MODE_ONLY);
 }
 
-bitflags! {
+sys::uapi_flags! {
     /// `uffdio_api.features`. Unknown bits are kept so tests can send them.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct Features: u64 {
-        const PAGEFAULT_FLAG_WP = sys::UFFD_FEATURE_PAGEFAULT_FLAG_WP;
-        const EVENT_FORK = sys::UFFD_FEATURE_EVENT_FORK;
-        const EVENT_REMAP = sys::UFFD_FEATURE_EVENT_REMAP;
-        const EVENT_REMOVE = sys::UFFD_FEATURE_EVENT_REMOVE;
-        const MISSING_HUGETLBFS = sys::UFFD_FEATURE_MISSING_HUGETLBFS;
-        const MISSING_SHMEM = sys::UFFD_FEATURE_MISSING_SHMEM;
-        const EVENT_UNMAP = sys::UFFD_FEATURE_EVENT_UNMAP;
-        const SIGBUS = sys::UFFD_FEATURE_SIGBUS;
-        const THREAD_ID = sys::UFFD_FEATURE_THREAD_ID;
-        const MINOR_HUGETLBFS = sys::UFFD_FEATURE_MINOR_HUGETLBFS;
-        const MINOR_SHMEM = sys::UFFD_FEATURE_MINOR_SHMEM;
-        const EXACT_ADDRESS = sys::UFFD_FEATURE_EXACT_ADDRESS;
-        const WP_HUGETLBFS_SHMEM = sys::UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-        const WP_UNPOPULATED = sys::UFFD_FEATURE_WP_UNPOPULATED;
-        const POISON = sys::UFFD_FEATURE_POISON;
-        const WP_ASYNC = sys::UFFD_FEATURE_WP_ASYNC;
-        const MOVE = sys::UFFD_FEATURE_MOVE;
+    Features {
+        PAGEFAULT_FLAG_WP = sys::UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+        EVENT_FORK = sys::UFFD_FEATURE_EVENT_FORK;
+        EVENT_REMAP = sys::UFFD_FEATURE_EVENT_REMAP;
+        EVENT_REMOVE = sys::UFFD_FEATURE_EVENT_REMOVE;
+        MISSING_HUGETLBFS = sys::UFFD_FEATURE_MISSING_HUGETLBFS;
+        MISSING_SHMEM = sys::UFFD_FEATURE_MISSING_SHMEM;
+        EVENT_UNMAP = sys::UFFD_FEATURE_EVENT_UNMAP;
+        SIGBUS = sys::UFFD_FEATURE_SIGBUS;
+        THREAD_ID = sys::UFFD_FEATURE_THREAD_ID;
+        MINOR_HUGETLBFS = sys::UFFD_FEATURE_MINOR_HUGETLBFS;
+        MINOR_SHMEM = sys::UFFD_FEATURE_MINOR_SHMEM;
+        EXACT_ADDRESS = sys::UFFD_FEATURE_EXACT_ADDRESS;
+        WP_HUGETLBFS_SHMEM = sys::UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+        WP_UNPOPULATED = sys::UFFD_FEATURE_WP_UNPOPULATED;
+        POISON = sys::UFFD_FEATURE_POISON;
+        WP_ASYNC = sys::UFFD_FEATURE_WP_ASYNC;
+        MOVE = sys::UFFD_FEATURE_MOVE;
     }
-}
 
-bitflags! {
     /// An ioctls mask (`uffdio_api.ioctls`, `uffdio_register.ioctls`): bit
     /// `_UFFDIO_X` set means UFFDIO_X is offered.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct Ioctls: u64 {
-        const REGISTER = 1 << sys::_UFFDIO_REGISTER;
-        const UNREGISTER = 1 << sys::_UFFDIO_UNREGISTER;
-        const WAKE = 1 << sys::_UFFDIO_WAKE;
-        const COPY = 1 << sys::_UFFDIO_COPY;
-        const ZEROPAGE = 1 << sys::_UFFDIO_ZEROPAGE;
-        const MOVE = 1 << sys::_UFFDIO_MOVE;
-        const WRITEPROTECT = 1 << sys::_UFFDIO_WRITEPROTECT;
-        const CONTINUE = 1 << sys::_UFFDIO_CONTINUE;
-        const POISON = 1 << sys::_UFFDIO_POISON;
-        const API = 1 << sys::_UFFDIO_API;
+    Ioctls {
+        REGISTER = 1 << sys::_UFFDIO_REGISTER;
+        UNREGISTER = 1 << sys::_UFFDIO_UNREGISTER;
+        WAKE = 1 << sys::_UFFDIO_WAKE;
+        COPY = 1 << sys::_UFFDIO_COPY;
+        ZEROPAGE = 1 << sys::_UFFDIO_ZEROPAGE;
+        MOVE = 1 << sys::_UFFDIO_MOVE;
+        WRITEPROTECT = 1 << sys::_UFFDIO_WRITEPROTECT;
+        CONTINUE = 1 << sys::_UFFDIO_CONTINUE;
+        POISON = 1 << sys::_UFFDIO_POISON;
+        API = 1 << sys::_UFFDIO_API;
     }
-}
 
-bitflags! {
     /// `uffdio_register.mode`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct RegisterMode: u64 {
-        const MISSING = sys::UFFDIO_REGISTER_MODE_MISSING;
-        const WP = sys::UFFDIO_REGISTER_MODE_WP;
-        const MINOR = sys::UFFDIO_REGISTER_MODE_MINOR;
+    RegisterMode {
+        MISSING = sys::UFFDIO_REGISTER_MODE_MISSING;
+        WP = sys::UFFDIO_REGISTER_MODE_WP;
+        MINOR = sys::UFFDIO_REGISTER_MODE_MINOR;
     }
-}
 
-bitflags! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct CopyMode: u64 {
-        const DONTWAKE = sys::UFFDIO_COPY_MODE_DONTWAKE;
-        const WP = sys::UFFDIO_COPY_MODE_WP;
+    CopyMode {
+        DONTWAKE = sys::UFFDIO_COPY_MODE_DONTWAKE;
+        WP = sys::UFFDIO_COPY_MODE_WP;
     }
-}
 
-bitflags! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct ZeropageMode: u64 {
-        const DONTWAKE = sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE;
+    ZeropageMode {
+        DONTWAKE = sys::UFFDIO_ZEROPAGE_MODE_DONTWAKE;
     }
-}
 
-bitflags! {
     /// WP set protects, WP clear un-protects (and wakes unless DONTWAKE).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct WriteprotectMode: u64 {
-        const WP = sys::UFFDIO_WRITEPROTECT_MODE_WP;
-        const DONTWAKE = sys::UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+    WriteprotectMode {
+        WP = sys::UFFDIO_WRITEPROTECT_MODE_WP;
+        DONTWAKE = sys::UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
     }
-}
 
-bitflags! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct ContinueMode: u64 {
-        const DONTWAKE = sys::UFFDIO_CONTINUE_MODE_DONTWAKE;
-        const WP = sys::UFFDIO_CONTINUE_MODE_WP;
+    ContinueMode {
+        DONTWAKE = sys::UFFDIO_CONTINUE_MODE_DONTWAKE;
+        WP = sys::UFFDIO_CONTINUE_MODE_WP;
     }
-}
 
-bitflags! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct PoisonMode: u64 {
-        const DONTWAKE = sys::UFFDIO_POISON_MODE_DONTWAKE;
+    PoisonMode {
+        DONTWAKE = sys::UFFDIO_POISON_MODE_DONTWAKE;
     }
-}
 
-bitflags! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-    pub struct MoveMode: u64 {
-        const DONTWAKE = sys::UFFDIO_MOVE_MODE_DONTWAKE;
-        const ALLOW_SRC_HOLES = sys::UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES;
+    MoveMode {
+        DONTWAKE = sys::UFFDIO_MOVE_MODE_DONTWAKE;
+        ALLOW_SRC_HOLES = sys::UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES;
     }
 }
 
@@ -174,24 +149,15 @@ impl std::error::Error for Partial {}
 pub type Progress = Result<i64, Partial>;
 
 /// Which step of getting a working uffd failed, with the kernel's errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// userfaultfd(2) itself.
+    #[error("userfaultfd(2): {0}")]
     Open(Errno),
     /// The UFFDIO_API handshake on the new fd.
+    #[error("UFFDIO_API: {0}")]
     Api(Errno),
 }
-
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            OpenError::Open(e) => write!(f, "userfaultfd(2): {e}"),
-            OpenError::Api(e) => write!(f, "UFFDIO_API: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {}
 
 /// An owned userfaultfd.
 #[derive(Debug)]

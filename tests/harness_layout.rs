@@ -127,6 +127,67 @@ fn arrows_are_listed() {
     assert!(map.contains_key("cli"), "cli names the modules it joins");
 }
 
+/// The README's layout section: from `## Layout` to the next `## `.
+fn layout_section() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let start = readme
+        .find("\n## Layout\n")
+        .expect("a `## Layout` section in README.md");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    rest[..end].to_string()
+}
+
+fn dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            out.push(p.clone());
+            dirs(&p, out);
+        }
+    }
+}
+
+/// Every folder of `src/` is in the layout table: a top-level one by its
+/// path (`src/gate/`), a nested one by its name (`mutate/`); and so is
+/// every folder of the repository (`mutants/`, `.ci/run`).
+#[test]
+fn the_layout_table_names_every_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let table = layout_section();
+    let mut src = Vec::new();
+    dirs(&root.join("src"), &mut src);
+    let mut missing = Vec::new();
+    for d in src {
+        let rel = d.strip_prefix(root).expect("under the root");
+        let want = if rel.parent() == Some(Path::new("src")) {
+            format!("`{}/`", rel.display())
+        } else {
+            format!("`{}/`", rel.file_name().expect("a name").to_string_lossy())
+        };
+        if !table.contains(&want) {
+            missing.push(want);
+        }
+    }
+    for e in std::fs::read_dir(root).expect("the root") {
+        let p = e.expect("dir entry").path();
+        let name = p.file_name().expect("a name").to_string_lossy().to_string();
+        // Built or private to git, not part of the layout.
+        if !p.is_dir() || name == "target" || name == ".git" {
+            continue;
+        }
+        let want = format!("`{name}/");
+        if !table.contains(&want) {
+            missing.push(want);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's layout table lacks: {}",
+        missing.join(", ")
+    );
+}
+
 #[test]
 fn comments_do_not_count_as_imports() {
     let found = crate_paths(

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use serial_test::{parallel, serial};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+use uffdtest::testing::fdinfo;
 use uffdtest::testing::fdpass::{recv_fd, send_fd, socketpair};
 use uffdtest::testing::mm::assert_bytes;
 use uffdtest::testing::parked::{Parked, park, spawn_child_raw, wait_readable};
@@ -48,30 +49,13 @@ fn revents(fd: RawFd) -> i16 {
     p.revents
 }
 
-/// `pending`, `total` and `API` of /proc/self/fdinfo for a uffd.
-fn fdinfo(uffd: &Uffd) -> (u64, u64, String) {
-    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", uffd.as_raw_fd())).unwrap();
-    let field = |k: &str| -> String {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k} in fdinfo:\n{s}"))
-            .trim()
-            .to_string()
-    };
-    (
-        field("pending:").parse().unwrap(),
-        field("total:").parse().unwrap(),
-        field("API:"),
-    )
-}
-
 /// Waits until `n` faults are queued unread (a hang guard, not a timing).
 fn wait_pending(uffd: &Uffd, n: u64) {
-    let end = Instant::now() + LIMIT;
-    while fdinfo(uffd).0 != n {
-        assert!(Instant::now() < end, "{n} faults never queued: {:?}", fdinfo(uffd));
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        fdinfo::wait_pending(uffd, n, LIMIT),
+        "{n} faults never queued: {:?}",
+        fdinfo::read(uffd)
+    );
 }
 
 fn assert_parked_in_fault<T>(p: &Parked<T>, uffd: &Uffd) {
@@ -204,7 +188,7 @@ fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
             uffd.read_event(Some(LIMIT)).unwrap(),
             Some(Event::Pagefault { .. })
         ));
-        assert_eq!(fdinfo(&uffd).0, 0);
+        assert_eq!(fdinfo::read(&uffd).pending, 0);
     }
     // Release unregisters the range and wakes every waiter; the fault is
     // retried as on any unregistered mapping.
@@ -216,19 +200,11 @@ fn close_wakes_fault(mem: MemType, read_first: bool, write: bool) {
     assert_eq!(read_byte(area.addr()), 0);
 }
 
-#[apply(all_mem)]
-fn close_wakes_an_unread_fault_which_then_fills_zero(#[case] mem: MemType) {
-    close_wakes_fault(mem, false, false);
-}
-
-#[apply(all_mem)]
-fn close_wakes_a_read_fault_which_then_fills_zero(#[case] mem: MemType) {
-    close_wakes_fault(mem, true, false);
-}
-
-#[apply(all_mem)]
-fn close_wakes_a_write_fault_whose_write_then_lands(#[case] mem: MemType) {
-    close_wakes_fault(mem, true, true);
+tests_calling! {
+    (#[apply(all_mem)])
+    fn close_wakes_an_unread_fault_which_then_fills_zero(mem: MemType) => close_wakes_fault(mem, false, false);
+    fn close_wakes_a_read_fault_which_then_fills_zero(mem: MemType) => close_wakes_fault(mem, true, false);
+    fn close_wakes_a_write_fault_whose_write_then_lands(mem: MemType) => close_wakes_fault(mem, true, true);
 }
 
 #[apply(all_mem)]
@@ -294,7 +270,7 @@ fn read_shorter_than_a_message_fails_einval_and_keeps_it(#[case] mem: MemType) {
     assert_parked_in_fault(&p, &uffd);
     assert_eq!(read_bytes(uffd.as_raw_fd(), MSG - 1), Err(Errno::EINVAL));
     assert_eq!(read_bytes(uffd.as_raw_fd(), 0), Err(Errno::EINVAL));
-    assert_eq!(fdinfo(&uffd).0, 1, "the refused read consumed nothing");
+    assert_eq!(fdinfo::read(&uffd).pending, 1, "the refused read consumed nothing");
     match uffd.read_event(Some(Duration::ZERO)).unwrap() {
         Some(Event::Pagefault { address, .. }) => assert_eq!(address, at as u64),
         other => panic!("expected the fault, got {other:?}"),
@@ -320,8 +296,8 @@ fn read_returns_as_many_whole_messages_as_fit() {
     // Room for three, two left: both, without waiting for a third.
     assert_eq!(read_bytes(fd, 3 * MSG), Ok(2 * MSG));
     assert_eq!(read_bytes(fd, MSG), Err(Errno::EAGAIN));
-    assert_eq!(fdinfo(&uffd).0, 0);
-    assert_eq!(fdinfo(&uffd).1, 3, "read faults still wait");
+    assert_eq!(fdinfo::read(&uffd).pending, 0);
+    assert_eq!(fdinfo::read(&uffd).total, 3, "read faults still wait");
     let src = Buf::filled(3 * ps, 0x0f);
     assert_eq!(
         uffd.copy(area.addr(), src.addr(), 3 * ps, CopyMode::empty()),
@@ -339,8 +315,8 @@ fn fdinfo_counts_pending_and_read_faults() {
     let area = try_area!(Area::new(MemType::Anon, 1));
     let uffd = try_skip!(open(f));
     register(&uffd, &area);
-    let (p0, t0, api) = fdinfo(&uffd);
-    assert_eq!((p0, t0), (0, 0));
+    let fdinfo::UffdInfo { pending, total, api } = fdinfo::read(&uffd);
+    assert_eq!((pending, total), (0, 0));
     // API line: UFFD_API, the context's features (with the kernel's
     // internal INITIALIZED bit 31), and every ioctl the fd may offer. POISON
     // and MOVE are in that mask exactly where UFFDIO_API offers their feature
@@ -357,13 +333,15 @@ fn fdinfo_counts_pending_and_read_faults() {
     let at = area.addr();
     let p = park(move || read_byte(at));
     wait_pending(&uffd, 1);
-    assert_eq!(fdinfo(&uffd).1, 1);
+    assert_eq!(fdinfo::read(&uffd).total, 1);
     uffd.read_event(Some(LIMIT)).unwrap().unwrap();
-    assert_eq!((fdinfo(&uffd).0, fdinfo(&uffd).1), (0, 1), "read, not resolved");
+    let i = fdinfo::read(&uffd);
+    assert_eq!((i.pending, i.total), (0, 1), "read, not resolved");
     let ps = area.page_size();
     uffd.copy(at, Buf::filled(ps, 3).addr(), ps, CopyMode::empty()).unwrap();
     assert_eq!(p.join(), 3);
-    assert_eq!((fdinfo(&uffd).0, fdinfo(&uffd).1), (0, 0));
+    let i = fdinfo::read(&uffd);
+    assert_eq!((i.pending, i.total), (0, 0));
 }
 
 #[apply(selftest_mem)]
@@ -477,7 +455,7 @@ fn fdinfo_shows_the_features_the_context_enabled() {
     require_features!(Features::WP_ASYNC | Features::WP_UNPOPULATED | Features::PAGEFAULT_FLAG_WP);
     let want = Features::WP_ASYNC | Features::PAGEFAULT_FLAG_WP;
     let uffd = try_skip!(open(want));
-    let (_, _, api) = fdinfo(&uffd);
+    let api = fdinfo::read(&uffd).api;
     let features = u64::from_str_radix(api.split(':').nth(1).expect("API line"), 16).unwrap();
     let enabled = (want | Features::WP_UNPOPULATED).bits() | 1 << 31;
     assert_eq!(features, enabled, "API line {api}");

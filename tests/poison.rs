@@ -223,12 +223,7 @@ fn copy_over_poisoned_page_replaces_the_marker(#[case] mem: MemType) {
     assert_eq!(uffd.poison(area.page(0), ps, NONE), Ok(ps as i64));
     // mfill_atomic_install_pte (and huge_pte_none_mostly for hugetlb)
     // accept any PTE marker as empty: UFFDIO_COPY overwrites the poison.
-    let src = Buf::filled(ps, 0x31);
-    assert_eq!(
-        uffd.copy(area.page(0), src.addr(), ps, CopyMode::empty()),
-        Ok(ps as i64)
-    );
-    assert_eq!(area.read_page(0), vec![0x31; ps]);
+    copy_page(&uffd, &area, 0, 0x31);
 }
 
 #[apply(all_mem)]

@@ -92,16 +92,10 @@ fn missing_access_raises_sigbus(mem: MemType, page: usize, off: usize, write: bo
     assert_eq!(st, sigbus_at(at));
 }
 
-#[apply(all_mem)]
-#[parallel(fork)]
-fn missing_read_raises_sigbus(#[case] mem: MemType) {
-    missing_access_raises_sigbus(mem, 1, 3, false);
-}
-
-#[apply(all_mem)]
-#[parallel(fork)]
-fn missing_write_raises_sigbus(#[case] mem: MemType) {
-    missing_access_raises_sigbus(mem, 0, 0x41, true);
+tests_calling! {
+    (#[apply(all_mem)] #[parallel(fork)])
+    fn missing_read_raises_sigbus(mem: MemType) => missing_access_raises_sigbus(mem, 1, 3, false);
+    fn missing_write_raises_sigbus(mem: MemType) => missing_access_raises_sigbus(mem, 0, 0x41, true);
 }
 
 #[apply(all_mem)]
@@ -348,34 +342,22 @@ fn handler_flow(mem: MemType, wp: bool) {
     );
 }
 
-#[apply(all_mem)]
-#[parallel(fork)]
-fn sigbus_handler_copy_resolves_each_missing_page_once(#[case] mem: MemType) {
-    handler_flow(mem, false);
-}
-
-#[apply(all_mem)]
-#[parallel(fork)]
-fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(#[case] mem: MemType) {
-    handler_flow(mem, true);
+tests_calling! {
+    (#[apply(all_mem)] #[parallel(fork)])
+    fn sigbus_handler_copy_resolves_each_missing_page_once(mem: MemType) => handler_flow(mem, false);
+    fn sigbus_wp_handler_copy_then_unprotect_resolves_each_page(mem: MemType) => handler_flow(mem, true);
 }
 
 // ---------------------------------------------------------------------------
 // Inheritance through UFFD_EVENT_FORK.
 
-#[apply(all_mem)]
-#[serial(fork)]
-fn forked_child_inherits_sigbus_through_event_fork(#[case] mem: MemType) {
-    child_inherits_sigbus(mem, false);
-}
-
-/// Upstream's second half: a page filled, then released (MADV_DONTNEED, or
-/// a punched hole for shared memory), is missing again, and a child forked
-/// with EVENT_FORK gets SIGBUS on it, not the old contents.
-#[apply(all_mem)]
-#[serial(fork)]
-fn released_page_raises_sigbus_in_a_forked_child(#[case] mem: MemType) {
-    child_inherits_sigbus(mem, true);
+tests_calling! {
+    (#[apply(all_mem)] #[serial(fork)])
+    fn forked_child_inherits_sigbus_through_event_fork(mem: MemType) => child_inherits_sigbus(mem, false);
+    /// Upstream's second half: a page filled, then released (MADV_DONTNEED, or
+    /// a punched hole for shared memory), is missing again, and a child forked
+    /// with EVENT_FORK gets SIGBUS on it, not the old contents.
+    fn released_page_raises_sigbus_in_a_forked_child(mem: MemType) => child_inherits_sigbus(mem, true);
 }
 
 fn child_inherits_sigbus(mem: MemType, release_first: bool) {
@@ -384,12 +366,7 @@ fn child_inherits_sigbus(mem: MemType, release_first: bool) {
     let at = area.page(1) + 0x77;
     if release_first {
         let ps = area.page_size();
-        let src = Buf::filled(ps, 0x3c);
-        assert_eq!(
-            uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
-            Ok(ps as i64)
-        );
-        assert_eq!(area.read_page(1), vec![0x3c; ps]);
+        copy_page(&uffd, &area, 1, 0x3c);
         let advice = uffdtest::testing::mm::release_advice(mem);
         uffdtest::testing::mm::madvise(area.page(1), ps, advice).expect("release the page");
     }
@@ -411,13 +388,7 @@ fn child_inherits_sigbus(mem: MemType, release_first: bool) {
     faulter::assert_no_event(&uffd);
     // The parent's range is untouched by the child's fault: still missing,
     // so a copy fills it.
-    let ps = area.page_size();
-    let src = Buf::filled(ps, 0x2b);
-    assert_eq!(
-        uffd.copy(area.page(1), src.addr(), ps, CopyMode::empty()),
-        Ok(ps as i64)
-    );
-    assert_eq!(area.read_page(1), vec![0x2b; ps]);
+    copy_page(&uffd, &area, 1, 0x2b);
 }
 
 // ---------------------------------------------------------------------------

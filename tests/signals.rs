@@ -132,28 +132,16 @@ fn handler_signal_refaults(mem: MemType, restart: bool, read_first: bool) {
     assert_no_event(&uffd);
 }
 
-#[apply(all_mem)]
-#[serial(sigusr1)]
-fn signal_after_the_fault_was_read_refaults_with_sa_restart(#[case] mem: MemType) {
-    handler_signal_refaults(mem, true, true);
-}
-
-#[apply(all_mem)]
-#[serial(sigusr1)]
-fn signal_after_the_fault_was_read_refaults_without_sa_restart(#[case] mem: MemType) {
-    handler_signal_refaults(mem, false, true);
-}
-
-#[apply(all_mem)]
-#[serial(sigusr1)]
-fn signal_before_the_fault_was_read_leaves_one_message_with_sa_restart(#[case] mem: MemType) {
-    handler_signal_refaults(mem, true, false);
-}
-
-#[apply(all_mem)]
-#[serial(sigusr1)]
-fn signal_before_the_fault_was_read_leaves_one_message_without_sa_restart(#[case] mem: MemType) {
-    handler_signal_refaults(mem, false, false);
+tests_calling! {
+    (#[apply(all_mem)] #[serial(sigusr1)])
+    fn signal_after_the_fault_was_read_refaults_with_sa_restart(mem: MemType) =>
+        handler_signal_refaults(mem, true, true);
+    fn signal_after_the_fault_was_read_refaults_without_sa_restart(mem: MemType) =>
+        handler_signal_refaults(mem, false, true);
+    fn signal_before_the_fault_was_read_leaves_one_message_with_sa_restart(mem: MemType) =>
+        handler_signal_refaults(mem, true, false);
+    fn signal_before_the_fault_was_read_leaves_one_message_without_sa_restart(mem: MemType) =>
+        handler_signal_refaults(mem, false, false);
 }
 
 /// A CLONE_VM child reading page 0 of a fresh 2-page area sleeps in
@@ -198,14 +186,11 @@ fn sigkill_blocked_child(mem: MemType, read_first: bool) {
     assert_no_event(&uffd);
 }
 
-#[apply(all_mem)]
-fn sigkill_of_a_child_whose_fault_was_read_leaves_the_uffd_serving(#[case] mem: MemType) {
-    sigkill_blocked_child(mem, true);
-}
-
-#[apply(all_mem)]
-fn sigkill_of_a_child_whose_fault_is_unread_drops_its_message(#[case] mem: MemType) {
-    sigkill_blocked_child(mem, false);
+tests_calling! {
+    (#[apply(all_mem)])
+    fn sigkill_of_a_child_whose_fault_was_read_leaves_the_uffd_serving(mem: MemType) =>
+        sigkill_blocked_child(mem, true);
+    fn sigkill_of_a_child_whose_fault_is_unread_drops_its_message(mem: MemType) => sigkill_blocked_child(mem, false);
 }
 
 #[apply(all_mem)]

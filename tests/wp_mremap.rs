@@ -232,20 +232,6 @@ fn mremap_clears_wp_on_swapped_out_base_pages(#[case] share: Share) {
     protect_move_check(folio, true);
 }
 
-/// THP and mTHP sizes in kB, x86_64 with 4K pages: orders 1 to 9.
-#[template]
-#[rstest]
-#[case::k8(8)]
-#[case::k16(16)]
-#[case::k32(32)]
-#[case::k64(64)]
-#[case::k128(128)]
-#[case::k256(256)]
-#[case::k512(512)]
-#[case::k1024(1024)]
-#[case::k2048(2048)]
-fn thp_sizes(#[case] kb: usize) {}
-
 fn thp_case(kb: usize, share: Share, swapout: bool) {
     require_mode!(MemType::Anon, RegisterMode::WP);
     require_mode!(MemType::Shmem, RegisterMode::WP);

@@ -144,20 +144,35 @@ pub struct BuildTestsArgs {
     pub cargo_args: Vec<String>,
 }
 
-pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
+/// Why a `--shard K/N` or `--sysctl KEY=VALUE` value does not parse (clap prints it after the value).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error("expected K/N, e.g. 2/4")]
+    NoSlash,
+    #[error("K is not a number")]
+    K,
+    #[error("N is not a number")]
+    N,
+    #[error("shard {0}/{1}: need 1 <= K <= N")]
+    ShardRange(usize, usize),
+    #[error("expected KEY=VALUE")]
+    NoEquals,
+}
+
+pub(crate) fn parse_shard(s: &str) -> Result<(usize, usize), ValueError> {
+    let (k, n) = s.split_once('/').ok_or(ValueError::NoSlash)?;
     let (k, n): (usize, usize) = (
-        k.parse().map_err(|_| "K is not a number")?,
-        n.parse().map_err(|_| "N is not a number")?,
+        k.parse().map_err(|_| ValueError::K)?,
+        n.parse().map_err(|_| ValueError::N)?,
     );
     if n == 0 || k == 0 || k > n {
-        return Err(format!("shard {k}/{n}: need 1 <= K <= N"));
+        return Err(ValueError::ShardRange(k, n));
     }
     Ok((k, n))
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+fn parse_kv(s: &str) -> Result<(String, String), ValueError> {
+    let (k, v) = s.split_once('=').ok_or(ValueError::NoEquals)?;
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 

@@ -12,8 +12,8 @@ use crate::vm::options::CHILD_COMMAND;
 use crate::vm::{ReportFiles, VmOptions};
 use std::fmt;
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 
 /// The answer for one commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,14 +121,32 @@ pub fn run_vm(image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
 pub fn run_vm_with(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Verdict {
     match vm_report(exe, image, results, vm) {
         Ok(r) => judge(&r),
-        Err(why) => Verdict::Untestable(why),
+        Err(why) => Verdict::Untestable(why.to_string()),
     }
+}
+
+/// Why a VM child left no report to judge: for bisect "cannot test", for mutate "no result".
+#[derive(Debug, thiserror::Error)]
+pub enum NoReport {
+    /// A file the run writes could not be made.
+    #[error("create {path}: {err}")]
+    Create { path: PathBuf, err: std::io::Error },
+    /// The child `uffdtest vm` could not be started or waited for.
+    #[error("cannot run uffdtest vm: {0}")]
+    Spawn(std::io::Error),
+    /// It ended (with `status`) and left neither JSON nor KTAP with a case in it.
+    #[error("the guest gave no results (uffdtest vm {status}); see {console} and kernel-console.log beside it")]
+    Empty { status: ExitStatus, console: PathBuf },
 }
 
 /// Boot `image` in a child `uffdtest` ([`CHILD_COMMAND`]) with the run `vm` asks for, and read back the report
 /// it leaves in `results` (JSON, else KTAP); Err says why there is none. `mutate` judges the same report its way.
-pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Result<Report, String> {
-    std::fs::create_dir_all(results).map_err(|e| format!("create {}: {e}", results.display()))?;
+pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Result<Report, NoReport> {
+    let create = |path: &Path| {
+        let path = path.to_path_buf();
+        move |err| NoReport::Create { path, err }
+    };
+    std::fs::create_dir_all(results).map_err(create(results))?;
     let (json, ktap, console) = (
         results.join("result.json"),
         results.join("result.ktap"),
@@ -147,7 +165,7 @@ pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Re
         },
         ..vm.clone()
     };
-    let log = std::fs::File::create(&console).map_err(|e| format!("create {}: {e}", console.display()))?;
+    let log = std::fs::File::create(&console).map_err(create(&console))?;
     let child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .stdin(Stdio::piped())
@@ -161,7 +179,7 @@ pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Re
             let _ = c.stdin.take().expect("piped").write_all(&options);
             c.wait()
         })
-        .map_err(|e| format!("cannot run uffdtest vm: {e}"))?;
+        .map_err(NoReport::Spawn)?;
     let report = std::fs::read_to_string(&json)
         .ok()
         .and_then(|t| serde_json::from_str::<Report>(&t).ok())
@@ -172,10 +190,7 @@ pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Re
         });
     match report {
         Some(r) if !r.tests.is_empty() => Ok(r),
-        _ => Err(format!(
-            "the guest gave no results (uffdtest vm {status}); see {} and kernel-console.log beside it",
-            console.display()
-        )),
+        _ => Err(NoReport::Empty { status, console }),
     }
 }
 

@@ -11,42 +11,17 @@ use object::Endianness;
 use object::elf::{ELF_NOTE_GNU, FileHeader64, NT_GNU_BUILD_ID, PT_INTERP, PT_NOTE};
 use object::read::ReadCache;
 use object::read::elf::{FileHeader, ProgramHeader};
-use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Why a binary's ELF headers could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
     /// Not a 64-bit ELF file, or one cut short.
-    Parse {
-        path: PathBuf,
-        source: object::Error,
-    },
-}
-
-impl fmt::Display for ElfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ElfError::Open { path, source } => write!(f, "{}: {source}", path.display()),
-            ElfError::Parse { path, source } => {
-                write!(f, "{} is not a 64-bit ELF executable: {source}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ElfError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ElfError::Open { source, .. } => Some(source),
-            ElfError::Parse { source, .. } => Some(source),
-        }
-    }
+    #[error("{path} is not a 64-bit ELF executable: {source}")]
+    Parse { path: PathBuf, source: object::Error },
 }
 
 impl From<ElfError> for String {

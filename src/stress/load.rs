@@ -58,23 +58,14 @@ fn meminfo(field: &str) -> Option<usize> {
 }
 
 /// Why the load could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The churn area could not be mapped.
+    #[error("mmap of the memory-pressure area: {0}")]
     Mmap(nix::errno::Errno),
+    #[error("cannot start a load thread: {0}")]
     Spawn(std::io::Error),
 }
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoadError::Mmap(e) => write!(f, "mmap of the memory-pressure area: {e}"),
-            LoadError::Spawn(e) => write!(f, "cannot start a load thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 /// What the load did, for the hunter's report.
 #[derive(Debug, Default, Clone, Copy)]

@@ -20,19 +20,9 @@ impl Words {
     pub const LEN: usize = 512;
 
     pub fn new() -> Words {
-        // SAFETY: a fresh shared anonymous page at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Words::LEN * 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap shared page: {}", Errno::last());
-        Words { addr: p as usize }
+        let addr =
+            super::mm::map_anon(Words::LEN * 8, libc::MAP_SHARED).unwrap_or_else(|e| panic!("mmap shared page: {e}"));
+        Words { addr }
     }
 
     /// The page's address, for a child to read or write bytes through.

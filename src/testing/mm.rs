@@ -3,6 +3,27 @@
 
 use nix::errno::Errno;
 
+/// A fresh read-write anonymous mapping of `len` bytes where the kernel
+/// chooses, `flags` being MAP_PRIVATE or MAP_SHARED (with any extra); the
+/// caller unmaps it.
+pub fn map_anon(len: usize, flags: i32) -> nix::Result<usize> {
+    // SAFETY: a new mapping at a kernel-chosen address touches nothing of ours.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    Ok(p as usize)
+}
+
 /// madvise(2) on a raw range.
 pub fn madvise(addr: usize, len: usize, advice: i32) -> nix::Result<()> {
     // SAFETY: callers pass ranges of their own mappings; madvise checks the rest.

@@ -89,30 +89,21 @@ impl Drop for Pin {
 
 /// Why a long-term pin could not be taken: the mechanism is missing, or the
 /// kernel refused the pin.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// gup_test could not be opened (CONFIG_GUP_TEST off, no debugfs).
+    #[error("{GUP_TEST}: {0} (CONFIG_GUP_TEST off or debugfs not mounted)")]
     NoGupTest(std::io::Error),
     /// PIN_LONGTERM_TEST_START failed.
+    #[error("PIN_LONGTERM_TEST_START: {0}")]
     GupPin(Errno),
     /// io_uring_setup failed (io_uring disabled?).
+    #[error("io_uring_setup: {0} (io_uring disabled?)")]
     NoIoUring(Errno),
     /// IORING_REGISTER_BUFFERS failed.
+    #[error("IORING_REGISTER_BUFFERS: {0}")]
     RegisterBuffers(Errno),
 }
-
-impl std::fmt::Display for PinError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PinError::NoGupTest(e) => write!(f, "{GUP_TEST}: {e} (CONFIG_GUP_TEST off or debugfs not mounted)"),
-            PinError::GupPin(e) => write!(f, "PIN_LONGTERM_TEST_START: {e}"),
-            PinError::NoIoUring(e) => write!(f, "io_uring_setup: {e} (io_uring disabled?)"),
-            PinError::RegisterBuffers(e) => write!(f, "IORING_REGISTER_BUFFERS: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PinError {}
 
 /// A read-only long-term pin through gup_test. Err: why it is unavailable
 /// (no CONFIG_GUP_TEST, debugfs not mounted) or the pin's errno.

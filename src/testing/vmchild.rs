@@ -33,18 +33,8 @@ impl VmChild {
     /// and exits with it. With `vfork` (CLONE_VFORK) this returns only once
     /// the child exited: call it on a thread of its own.
     pub fn read(addr: usize, vfork: bool) -> VmChild {
-        // SAFETY: a fresh private anonymous mapping, unmapped once reaped.
-        let stack = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                STACK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(stack, libc::MAP_FAILED, "mmap child stack: {}", Errno::last());
+        // Unmapped once reaped.
+        let stack = super::mm::map_anon(STACK, libc::MAP_PRIVATE).unwrap_or_else(|e| panic!("mmap child stack: {e}"));
         let mut flags = libc::CLONE_VM | libc::SIGCHLD;
         if vfork {
             flags |= libc::CLONE_VFORK;
@@ -54,7 +44,7 @@ impl VmChild {
         let pid = unsafe {
             libc::clone(
                 read_and_exit,
-                (stack as usize + STACK) as *mut libc::c_void,
+                (stack + STACK) as *mut libc::c_void,
                 flags,
                 addr as *mut libc::c_void,
             )
@@ -62,7 +52,7 @@ impl VmChild {
         assert!(pid > 0, "clone(CLONE_VM): {}", Errno::last());
         VmChild {
             pid: Pid::from_raw(pid),
-            stack: stack as usize,
+            stack,
             reaped: false,
         }
     }

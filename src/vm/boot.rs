@@ -357,18 +357,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn command_line_boots_the_kernel_with_both_serial_ports() {
-        let args = qemu_args(&boot()).join(" ");
-        for want in [
-            "-accel tcg,thread=multi -cpu max,la57=off",
-            "-m 2048M -smp 2",
-            "-nographic -no-reboot",
-            "-serial chardev:console -serial file:/t/ktap",
-            "-kernel /k/bzImage -initrd /t/initrd",
-        ] {
+    /// Each of `wants` stands in `b`'s QEMU command line.
+    #[track_caller]
+    fn assert_args(b: &Boot, wants: &[&str]) {
+        let args = qemu_args(b).join(" ");
+        for want in wants {
             assert!(args.contains(want), "{want:?} not in {args}");
         }
+    }
+
+    #[test]
+    fn command_line_boots_the_kernel_with_both_serial_ports() {
+        assert_args(
+            &boot(),
+            &[
+                "-accel tcg,thread=multi -cpu max,la57=off",
+                "-m 2048M -smp 2",
+                "-nographic -no-reboot",
+                "-serial chardev:console -serial file:/t/ktap",
+                "-kernel /k/bzImage -initrd /t/initrd",
+            ],
+        );
         let append = qemu_args(&boot()).last().unwrap().clone();
         assert!(append.starts_with("console=ttyS0 panic=-1 oops=panic"), "{append}");
         assert!(append.ends_with(" nokaslr"), "{append}");
@@ -376,26 +385,24 @@ mod tests {
 
     #[test]
     fn two_numa_nodes_split_memory_with_every_cpu_on_the_first() {
-        let args = qemu_args(&boot()).join(" ");
-        for want in [
-            "-object memory-backend-ram,id=mem0,size=1024M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-1 ",
-            "-object memory-backend-ram,id=mem1,size=1024M,merge=off -numa node,nodeid=1,memdev=mem1 ",
-        ] {
-            assert!(args.contains(want), "{want:?} not in {args}");
-        }
+        assert_args(
+            &boot(),
+            &[
+                "-object memory-backend-ram,id=mem0,size=1024M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-1 ",
+                "-object memory-backend-ram,id=mem1,size=1024M,merge=off -numa node,nodeid=1,memdev=mem1 ",
+            ],
+        );
         let odd = Boot {
             memory_mib: 3001,
             cpus: 1,
             ..boot()
         };
-        let args = qemu_args(&odd).join(" ");
-        assert!(
-            args.contains("id=mem0,size=1501M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-0 "),
-            "{args}"
-        );
-        assert!(
-            args.contains("id=mem1,size=1500M,merge=off -numa node,nodeid=1,memdev=mem1 "),
-            "{args}"
+        assert_args(
+            &odd,
+            &[
+                "id=mem0,size=1501M,merge=off -numa node,nodeid=0,memdev=mem0,cpus=0-0 ",
+                "id=mem1,size=1500M,merge=off -numa node,nodeid=1,memdev=mem1 ",
+            ],
         );
     }
 

@@ -179,6 +179,48 @@ pub enum GuestSwap {
     Modules(Vec<Module>),
 }
 
+/// Why the guest gets no swap device (its swap cases then skip).
+#[derive(Debug, thiserror::Error)]
+pub enum NoSwap {
+    /// The kernel's config lacks this option.
+    #[error("the kernel has no {0}")]
+    NotConfigured(&'static str),
+    #[error("cannot read the kernel release from the image")]
+    NoRelease,
+    /// zram is a module, and none was found in these directories.
+    #[error(
+        "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: {})",
+        looked_in(looked)
+    )]
+    NoZramModule { release: String, looked: Vec<PathBuf> },
+    /// A module zram depends on is not beside it.
+    #[error("module {0} (a dependency of zram) not found")]
+    NoDependency(String),
+    #[error("{path}: {err}")]
+    Read { path: PathBuf, err: io::Error },
+    /// The tool that unpacks a compressed module could not be run.
+    #[error("cannot run {tool} to unpack {path}: {err}")]
+    Unpack {
+        path: PathBuf,
+        tool: &'static str,
+        err: io::Error,
+    },
+    #[error("{tool} -dc {path}: {status}")]
+    UnpackFailed {
+        path: PathBuf,
+        tool: &'static str,
+        status: std::process::ExitStatus,
+    },
+}
+
+fn looked_in(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "no <image dir>/../lib/modules/<release> nor /lib/modules/<release>".into();
+    }
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    dirs.join(", ")
+}
+
 /// Where `kernel`'s modules are: its build tree, `<image dir>/../lib/modules/<release>`
 /// (a Debian package unpacked with `dpkg-deb -x`), or `/lib/modules/<release>`.
 fn modules_dirs(image: &Path, tree: Option<&Path>, release: &str) -> Vec<PathBuf> {
@@ -204,21 +246,21 @@ fn kernel_config(image: &Path, config: Option<&Path>, release: Option<&str>) -> 
 /// built in, else zram's module with its dependencies and the compressor
 /// its default algorithm names, from the kernel's own modules. Err says why
 /// the guest gets no swap (its swap cases then skip).
-pub fn swap_modules(image: &Path, tree: Option<&Path>, config: Option<&Path>) -> Result<GuestSwap, String> {
+pub fn swap_modules(image: &Path, tree: Option<&Path>, config: Option<&Path>) -> Result<GuestSwap, NoSwap> {
     let release = kernel_release(image);
     let cfg = kernel_config(image, config, release.as_deref()).map(|t| super::kconfig::parse_config(&t));
     let opt = |k: &str| cfg.as_ref().and_then(|c| c.get(k).cloned());
     if cfg.is_some() {
         if opt("CONFIG_SWAP").as_deref() != Some("y") {
-            return Err("the kernel has no CONFIG_SWAP".into());
+            return Err(NoSwap::NotConfigured("CONFIG_SWAP"));
         }
         match opt("CONFIG_ZRAM").as_deref() {
             Some("y") => return Ok(GuestSwap::BuiltIn),
             Some("m") => {}
-            _ => return Err("the kernel has no CONFIG_ZRAM".into()),
+            _ => return Err(NoSwap::NotConfigured("CONFIG_ZRAM")),
         }
     }
-    let release = release.ok_or("cannot read the kernel release from the image")?;
+    let release = release.ok_or(NoSwap::NoRelease)?;
     let dirs = modules_dirs(image, tree, &release);
     let index =
         dirs.iter()
@@ -231,15 +273,7 @@ pub fn swap_modules(image: &Path, tree: Option<&Path>, config: Option<&Path>) ->
         if cfg.is_none() {
             return Ok(GuestSwap::BuiltIn);
         }
-        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        return Err(format!(
-            "CONFIG_ZRAM=m, and no zram module for {release} was found (looked in: {})",
-            if looked.is_empty() {
-                "no <image dir>/../lib/modules/<release> nor /lib/modules/<release>".to_string()
-            } else {
-                looked.join(", ")
-            }
-        ));
+        return Err(NoSwap::NoZramModule { release, looked: dirs });
     }
     let mut order = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -297,22 +331,33 @@ fn module_name(file: &str) -> Option<String> {
 }
 
 /// The module's bytes, decompressed with the tool its suffix names.
-fn read_module(path: &Path) -> Result<Vec<u8>, String> {
+fn read_module(path: &Path) -> Result<Vec<u8>, NoSwap> {
     let name = path.to_string_lossy();
     let tool = [(".xz", "xz"), (".zst", "zstd"), (".gz", "gzip")]
         .iter()
         .find(|(ext, _)| name.ends_with(ext))
         .map(|(_, t)| *t);
     match tool {
-        None => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
+        None => std::fs::read(path).map_err(|err| NoSwap::Read {
+            path: path.to_path_buf(),
+            err,
+        }),
         Some(t) => {
             let out = std::process::Command::new(t)
                 .arg("-dc")
                 .arg(path)
                 .output()
-                .map_err(|e| format!("cannot run {t} to unpack {}: {e}", path.display()))?;
+                .map_err(|err| NoSwap::Unpack {
+                    path: path.to_path_buf(),
+                    tool: t,
+                    err,
+                })?;
             if !out.status.success() {
-                return Err(format!("{t} -dc {}: {}", path.display(), out.status));
+                return Err(NoSwap::UnpackFailed {
+                    path: path.to_path_buf(),
+                    tool: t,
+                    status: out.status,
+                });
             }
             Ok(out.stdout)
         }
@@ -335,13 +380,11 @@ fn add_with_deps(
     index: &std::collections::HashMap<String, PathBuf>,
     seen: &mut std::collections::HashSet<String>,
     order: &mut Vec<Module>,
-) -> Result<(), String> {
+) -> Result<(), NoSwap> {
     if !seen.insert(name.to_string()) {
         return Ok(());
     }
-    let path = index
-        .get(name)
-        .ok_or_else(|| format!("module {name} (a dependency of zram) not found"))?;
+    let path = index.get(name).ok_or_else(|| NoSwap::NoDependency(name.to_string()))?;
     let image = read_module(path)?;
     let deps: Vec<String> = modinfo(&image)
         .iter()
@@ -482,19 +525,14 @@ mod tests {
         std::fs::write(&image, &img).unwrap();
         let cfg = dir.join("config-9.9.9");
         std::fs::write(&cfg, "CONFIG_SWAP=y\n# CONFIG_ZRAM is not set\n").unwrap();
-        assert_eq!(
-            swap_modules(&image, None, None),
-            Err("the kernel has no CONFIG_ZRAM".into())
-        );
+        let why = |image: &Path| swap_modules(image, None, None).unwrap_err().to_string();
+        assert_eq!(why(&image), "the kernel has no CONFIG_ZRAM");
         std::fs::write(&cfg, "CONFIG_ZRAM=y\n").unwrap();
-        assert_eq!(
-            swap_modules(&image, None, None),
-            Err("the kernel has no CONFIG_SWAP".into())
-        );
+        assert_eq!(why(&image), "the kernel has no CONFIG_SWAP");
         std::fs::write(&cfg, "CONFIG_SWAP=y\nCONFIG_ZRAM=y\n").unwrap();
-        assert_eq!(swap_modules(&image, None, None), Ok(GuestSwap::BuiltIn));
+        assert_eq!(swap_modules(&image, None, None).ok(), Some(GuestSwap::BuiltIn));
         std::fs::write(&cfg, "CONFIG_SWAP=y\nCONFIG_ZRAM=m\n").unwrap();
-        let e = swap_modules(&image, None, None).unwrap_err();
+        let e = why(&image);
         assert!(e.contains("no zram module for 9.9.9"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -31,6 +31,19 @@ pub fn fill_alias_page(area: &Area, i: usize, byte: u8) {
     unsafe { std::ptr::write_bytes(area.alias_page(i) as *mut u8, byte, area.page_size()) };
 }
 
+/// UFFDIO_COPY of a page of `byte` into the missing page `i` of `area`,
+/// registered on `uffd`: the whole page copied, and read back.
+#[track_caller]
+pub fn copy_page(uffd: &Uffd, area: &Area, i: usize, byte: u8) {
+    let ps = area.page_size();
+    let src = testing::Buf::filled(ps, byte);
+    assert_eq!(
+        uffd.copy(area.page(i), src.addr(), ps, CopyMode::empty()),
+        Ok(ps as i64)
+    );
+    assert_eq!(area.read_page(i), vec![byte; ps]);
+}
+
 /// Write-protects page `i` of `area`, registered WP on `uffd` and not
 /// populated, and checks a uffd-wp marker now stands in its empty PTE.
 #[track_caller]
@@ -256,6 +269,38 @@ pub fn assert_ranges_rejected(area: &Area, call: impl Fn(usize, usize) -> uffd::
     }
 }
 
+/// Tests that share their attributes (a case template, serial keys) and
+/// differ only in what they pass one helper: the attributes once, in
+/// parentheses, then a line per test. Each test keeps its name and doc.
+///
+/// Only for attributes the runner need not see: it reads a cross-process
+/// lock (`#[file_serial]`, `#[serial]` with a key not in
+/// `runner::discover::cargo::PROCESS_LOCAL_KEYS`) from the line above one
+/// `fn`, so a group here would run such cases at once. Process-local keys
+/// (`fork`, `sigusr1`) and `#[parallel]` only order cases within one test
+/// process, which `cargo test` still does through the macro.
+///
+/// ```ignore
+/// tests_calling! {
+///     (#[apply(all_mem)] #[serial(fork)])
+///     /// What it checks.
+///     fn name_of_the_test(mem: MemType) => helper(mem, true);
+/// }
+/// ```
+macro_rules! tests_calling {
+    (@one ($(#[$attr:meta])*) $(#[$doc:meta])* fn $name:ident($case:ident: $ty:ty) => $call:expr) => {
+        $(#[$doc])*
+        $(#[$attr])*
+        fn $name(#[case] $case: $ty) {
+            $call;
+        }
+    };
+    ($attrs:tt $($(#[$doc:meta])* fn $name:ident($case:ident: $ty:ty) => $call:expr;)+) => {
+        $(tests_calling!(@one $attrs $(#[$doc])* fn $name($case: $ty) => $call);)+
+    };
+}
+pub(crate) use tests_calling;
+
 /// A memory-type case list: the rstest_reuse template `$name`, with one
 /// `#[case::$case(MemType::$ty)]` per `$case($ty)`, so a case reads
 /// `<test>::case_N_<case>`.
@@ -313,3 +358,18 @@ mem_template! {
     hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g),
         hugetlb_1g_private(Hugetlb1gPrivate)
 }
+
+/// THP and mTHP sizes in kB, x86_64 with 4K pages: orders 1 to 9; a case
+/// reads `<test>::case_N_k<size>`.
+#[template]
+#[rstest]
+#[case::k8(8)]
+#[case::k16(16)]
+#[case::k32(32)]
+#[case::k64(64)]
+#[case::k128(128)]
+#[case::k256(256)]
+#[case::k512(512)]
+#[case::k1024(1024)]
+#[case::k2048(2048)]
+pub fn thp_sizes(#[case] kb: usize) {}

@@ -113,19 +113,10 @@ impl Recorder {
     pub fn new() -> Recorder {
         let len = mem::base_page_size();
         // Shared, so the parent sees what the child's handler wrote.
-        // SAFETY: a fresh shared anonymous page, unmapped on drop.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap of the record page");
-        Recorder { page: p as usize, len }
+        // Unmapped on drop.
+        let page =
+            testing::mm::map_anon(len, libc::MAP_SHARED).unwrap_or_else(|e| panic!("mmap of the record page: {e}"));
+        Recorder { page, len }
     }
 
     /// In the child, before the access: records the next SIGBUS and the

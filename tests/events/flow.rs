@@ -173,14 +173,8 @@ fn events_flow(mem: MemType, wp: bool) {
     assert_no_event(&uffd, "the parent's descriptor after the child's run");
 }
 
-#[apply(all_mem)]
-#[serial(fork)]
-fn events_fork_remap_remove_follow_a_child(#[case] mem: MemType) {
-    events_flow(mem, false);
-}
-
-#[apply(all_mem)]
-#[serial(fork)]
-fn events_wp_fork_remap_remove_follow_a_child(#[case] mem: MemType) {
-    events_flow(mem, true);
+tests_calling! {
+    (#[apply(all_mem)] #[serial(fork)])
+    fn events_fork_remap_remove_follow_a_child(mem: MemType) => events_flow(mem, false);
+    fn events_wp_fork_remap_remove_follow_a_child(mem: MemType) => events_flow(mem, true);
 }

@@ -9,49 +9,22 @@ use crate::runner::result::{Report, Status, TestResult};
 use crate::runner::{klog, ktap};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod render;
 pub use render::{render_markdown, render_text};
 
 /// Why a result file could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
     /// It starts like JSON but is not our report.
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error("{path}: not a uffdtest JSON report: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
     /// Not JSON, and no KTAP in it either.
-    Ktap {
-        path: PathBuf,
-        source: ktap::ParseError,
-    },
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoadError::Read { path, source } => write!(f, "read {}: {source}", path.display()),
-            LoadError::Json { path, source } => write!(f, "{}: not a uffdtest JSON report: {source}", path.display()),
-            LoadError::Ktap { path, source } => write!(f, "{}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LoadError::Read { source, .. } => Some(source),
-            LoadError::Json { source, .. } => Some(source),
-            LoadError::Ktap { source, .. } => Some(source),
-        }
-    }
+    #[error("{path}: {source}")]
+    Ktap { path: PathBuf, source: ktap::ParseError },
 }
 
 /// Read a result: our JSON report (`uffdtest run --json`) or any KTAP/kselftest log, by the runner's parsers.

@@ -60,29 +60,30 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TreeError {
     move |err| TreeError::Io { what, err }
 }
 
-fn git(tree: &Path, args: &[&str]) -> Result<String, String> {
+/// `git -C tree args`: its stdout, or the tree is not usable under git, for what git said on stderr (`silent`
+/// when it said nothing).
+fn git(tree: &Path, args: &[&str], silent: &str) -> Result<String, TreeError> {
+    let not_git = |why: String| TreeError::NotGit {
+        tree: tree.to_path_buf(),
+        why,
+    };
     let out = Command::new("git")
         .arg("-C")
         .arg(tree)
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| not_git(format!("cannot run git: {e}")))?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(not_git(if err.is_empty() { silent.into() } else { err }))
 }
 
 /// The tracked files git sees modified (staged or not), as `git status --porcelain` names them.
 pub fn dirty_files(tree: &Path) -> Result<Vec<String>, TreeError> {
-    let not_git = |why: String| TreeError::NotGit {
-        tree: tree.to_path_buf(),
-        why,
-    };
-    git(tree, &["rev-parse", "--verify", "-q", "HEAD"])
-        .map_err(|e| not_git(if e.is_empty() { "it has no commit".into() } else { e }))?;
-    let status = git(tree, &["status", "--porcelain", "--untracked-files=no"]).map_err(not_git)?;
+    git(tree, &["rev-parse", "--verify", "-q", "HEAD"], "it has no commit")?;
+    let status = git(tree, &["status", "--porcelain", "--untracked-files=no"], "")?;
     Ok(status.lines().filter_map(|l| l.get(3..)).map(str::to_string).collect())
 }
 
@@ -304,79 +305,95 @@ mod tests {
     use super::*;
     use serial_test::serial;
 
-    fn tree(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("uffdtest-apply-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("mm")).unwrap();
-        std::fs::write(d.join("mm/u.c"), "int f(void)\n{\n\treturn -EINVAL;\n}\n").unwrap();
-        d
+    /// A scratch tree with one file to mutate, and that file's bytes as made; removed on drop.
+    struct Tree {
+        dir: PathBuf,
+        before: Vec<u8>,
+    }
+
+    impl Tree {
+        fn new(name: &str) -> Tree {
+            let dir = std::env::temp_dir().join(format!("uffdtest-apply-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("mm")).unwrap();
+            let before = b"int f(void)\n{\n\treturn -EINVAL;\n}\n".to_vec();
+            std::fs::write(dir.join("mm/u.c"), &before).unwrap();
+            Tree { dir, before }
+        }
+
+        fn file(&self) -> Vec<u8> {
+            std::fs::read(self.dir.join("mm/u.c")).unwrap()
+        }
+
+        #[track_caller]
+        fn assert_original(&self) {
+            assert_eq!(self.file(), self.before);
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     #[test]
     #[serial(mutate_apply)]
     fn a_dropped_guard_puts_the_original_back_and_removes_the_journal() {
-        let d = tree("drop");
-        let before = std::fs::read(d.join("mm/u.c")).unwrap();
+        let t = Tree::new("drop");
+        let d = &t.dir;
         {
-            let a = apply(&d, "mm/u.c", "return -EINVAL;", "return 0;").unwrap();
+            let a = apply(d, "mm/u.c", "return -EINVAL;", "return 0;").unwrap();
             assert_eq!(a.file(), "mm/u.c");
-            assert!(std::fs::read_to_string(d.join("mm/u.c")).unwrap().contains("return 0;"));
+            assert!(String::from_utf8(t.file()).unwrap().contains("return 0;"));
             assert_eq!(std::fs::read_to_string(d.join(JOURNAL)).unwrap(), "mm/u.c\n");
-            assert_eq!(std::fs::read(d.join(JOURNAL_ORIG)).unwrap(), before);
+            assert_eq!(std::fs::read(d.join(JOURNAL_ORIG)).unwrap(), t.before);
         }
-        assert_eq!(std::fs::read(d.join("mm/u.c")).unwrap(), before);
+        t.assert_original();
         assert!(!d.join(JOURNAL).exists() && !d.join(JOURNAL_ORIG).exists());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     #[serial(mutate_apply)]
     fn a_panic_while_the_mutant_is_in_still_restores() {
-        let d = tree("panic");
-        let before = std::fs::read(d.join("mm/u.c")).unwrap();
-        let dd = d.clone();
+        let t = Tree::new("panic");
+        let d = t.dir.clone();
         let r = std::panic::catch_unwind(move || {
-            let _a = apply(&dd, "mm/u.c", "-EINVAL", "-EPERM").unwrap();
+            let _a = apply(&d, "mm/u.c", "-EINVAL", "-EPERM").unwrap();
             panic!("the build step blew up");
         });
         assert!(r.is_err());
-        assert_eq!(std::fs::read(d.join("mm/u.c")).unwrap(), before);
-        std::fs::remove_dir_all(&d).unwrap();
+        t.assert_original();
     }
 
     #[test]
     #[serial(mutate_apply)]
     fn a_journal_left_by_a_killed_run_is_replayed() {
-        let d = tree("journal");
-        let before = std::fs::read(d.join("mm/u.c")).unwrap();
-        let a = apply(&d, "mm/u.c", "return -EINVAL;", "return 0;").unwrap();
+        let t = Tree::new("journal");
+        let a = apply(&t.dir, "mm/u.c", "return -EINVAL;", "return 0;").unwrap();
         // What SIGKILL leaves: the mutant and the journal, no Drop.
         disarm();
         std::mem::forget(a);
-        assert_ne!(std::fs::read(d.join("mm/u.c")).unwrap(), before);
-        assert_eq!(recover(&d).unwrap().as_deref(), Some("mm/u.c"));
-        assert_eq!(std::fs::read(d.join("mm/u.c")).unwrap(), before);
-        assert_eq!(recover(&d).unwrap(), None);
-        std::fs::remove_dir_all(&d).unwrap();
+        assert_ne!(t.file(), t.before);
+        assert_eq!(recover(&t.dir).unwrap().as_deref(), Some("mm/u.c"));
+        t.assert_original();
+        assert_eq!(recover(&t.dir).unwrap(), None);
     }
 
     #[test]
     #[serial(mutate_apply)]
     fn text_that_is_not_there_once_changes_nothing() {
-        let d = tree("text");
-        let before = std::fs::read(d.join("mm/u.c")).unwrap();
-        let e = apply(&d, "mm/u.c", "return 1;", "return 0;").err().unwrap();
+        let t = Tree::new("text");
+        let e = apply(&t.dir, "mm/u.c", "return 1;", "return 0;").err().unwrap();
         assert!(matches!(e, ApplyError::Text { found: 0, .. }), "{e}");
-        assert_eq!(std::fs::read(d.join("mm/u.c")).unwrap(), before);
-        assert!(!d.join(JOURNAL).exists());
-        std::fs::remove_dir_all(&d).unwrap();
+        t.assert_original();
+        assert!(!t.dir.join(JOURNAL).exists());
     }
 
     #[test]
     fn a_tree_without_git_is_refused_with_the_command_that_fixes_it() {
-        let d = tree("nogit");
-        let e = dirty_files(&d).unwrap_err().to_string();
+        let t = Tree::new("nogit");
+        let e = dirty_files(&t.dir).unwrap_err().to_string();
         assert!(e.contains("git init -q && git add -A -f"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

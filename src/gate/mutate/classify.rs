@@ -203,43 +203,52 @@ pub fn classify(run: &Report, base: &Baseline) -> Outcome {
 mod tests {
     use super::*;
 
-    fn case(name: &str, s: Status, reason: Option<&str>) -> TestResult {
-        let t = TestResult::new(name, s);
-        match reason {
-            Some(r) => t.with_reason(r),
-            None => t,
-        }
+    /// A case's name, status and reason.
+    type Case<'a> = (&'a str, Status, Option<&'a str>);
+
+    fn results(cases: &[Case]) -> Vec<TestResult> {
+        cases
+            .iter()
+            .map(|&(name, s, reason)| {
+                let t = TestResult::new(name, s);
+                match reason {
+                    Some(r) => t.with_reason(r),
+                    None => t,
+                }
+            })
+            .collect()
     }
 
-    fn run(cases: Vec<TestResult>, extra: Vec<TestResult>) -> Report {
-        let mut tests = vec![TestResult::group("copy", cases)];
-        tests.extend(extra);
+    /// A run of the `copy` binary's `cases`, and the harness's own top-level `extra` results.
+    fn run(cases: &[Case], extra: &[Case]) -> Report {
+        let mut tests = vec![TestResult::group("copy", results(cases))];
+        tests.extend(results(extra));
         Report {
             tests,
             ..Default::default()
         }
     }
 
+    /// Two base runs: `a` and `b` pass in both, `flaky` only in the first, `c` skips.
     fn base() -> Baseline {
-        let a = run(
-            vec![
-                case("a on anon", Status::Pass, None),
-                case("b on shmem", Status::Pass, None),
-                case("flaky on anon", Status::Pass, None),
-                case("c on hugetlb", Status::Skip, Some("no huge pages")),
-            ],
-            vec![],
-        );
-        let b = run(
-            vec![
-                case("a on anon", Status::Pass, None),
-                case("b on shmem", Status::Pass, None),
-                case("flaky on anon", Status::Fail, Some("exit status 101")),
-                case("c on hugetlb", Status::Skip, Some("no huge pages")),
-            ],
-            vec![],
-        );
-        Baseline::from_runs(&[a, b])
+        let runs = [Status::Pass, Status::Fail].map(|flaky| {
+            let reason = (flaky == Status::Fail).then_some("exit status 101");
+            run(
+                &[
+                    ("a on anon", Status::Pass, None),
+                    ("b on shmem", Status::Pass, None),
+                    ("flaky on anon", flaky, reason),
+                    ("c on hugetlb", Status::Skip, Some("no huge pages")),
+                ],
+                &[],
+            )
+        });
+        Baseline::from_runs(&runs)
+    }
+
+    /// What a mutant's run of `cases` (and top-level `extra`) is, judged against [`base`].
+    fn judged(cases: &[Case], extra: &[Case]) -> Outcome {
+        classify(&run(cases, extra), &base())
     }
 
     #[test]
@@ -255,15 +264,12 @@ mod tests {
 
     #[test]
     fn a_failing_stable_case_kills_and_is_named_with_its_reason() {
-        let r = run(
-            vec![
-                case("a on anon", Status::Fail, Some("assertion failed: errno EINVAL\nmore")),
-                case("b on shmem", Status::Pass, None),
-            ],
-            vec![],
-        );
+        let cases = [
+            ("a on anon", Status::Fail, Some("assertion failed: errno EINVAL\nmore")),
+            ("b on shmem", Status::Pass, None),
+        ];
         assert_eq!(
-            classify(&r, &base()),
+            judged(&cases, &[]),
             Outcome::Killed {
                 by: vec!["copy / a on anon: fail: assertion failed: errno EINVAL".into()]
             }
@@ -272,24 +278,15 @@ mod tests {
 
     #[test]
     fn a_flaky_case_failing_does_not_kill() {
-        let r = run(
-            vec![
-                case("a on anon", Status::Pass, None),
-                case("flaky on anon", Status::Fail, None),
-            ],
-            vec![],
-        );
-        assert_eq!(classify(&r, &base()), Outcome::Survived { newly_skipped: vec![] });
+        let cases = [("a on anon", Status::Pass, None), ("flaky on anon", Status::Fail, None)];
+        assert_eq!(judged(&cases, &[]), Outcome::Survived { newly_skipped: vec![] });
     }
 
     #[test]
     fn a_splat_outside_any_case_kills() {
-        let r = run(
-            vec![case("a on anon", Status::Pass, None)],
-            vec![case("kernel", Status::Fail, Some("WARNING: at mm/userfaultfd.c:600"))],
-        );
+        let splat = ("kernel", Status::Fail, Some("WARNING: at mm/userfaultfd.c:600"));
         assert_eq!(
-            classify(&r, &base()),
+            judged(&[("a on anon", Status::Pass, None)], &[splat]),
             Outcome::Killed {
                 by: vec!["kernel: WARNING: at mm/userfaultfd.c:600".into()]
             }
@@ -299,32 +296,23 @@ mod tests {
     #[test]
     fn a_silent_guest_is_a_timeout_and_a_panic_a_kill() {
         let silent = "not run: the guest printed nothing for 120 s and was killed";
-        let r = run(
-            vec![
-                case("a on anon", Status::Pass, None),
-                case("b on shmem", Status::Crashed, Some(silent)),
-            ],
-            vec![],
-        );
-        assert!(matches!(classify(&r, &base()), Outcome::TimedOut { .. }));
-        let r = run(
-            vec![case("a on anon", Status::Crashed, Some("not run: the kernel panicked"))],
-            vec![],
-        );
-        assert!(matches!(classify(&r, &base()), Outcome::Killed { .. }));
+        let cases = [
+            ("a on anon", Status::Pass, None),
+            ("b on shmem", Status::Crashed, Some(silent)),
+        ];
+        assert!(matches!(judged(&cases, &[]), Outcome::TimedOut { .. }));
+        let panicked = ("a on anon", Status::Crashed, Some("not run: the kernel panicked"));
+        assert!(matches!(judged(&[panicked], &[]), Outcome::Killed { .. }));
     }
 
     #[test]
     fn a_stable_case_that_now_skips_survives_but_is_named() {
-        let r = run(
-            vec![
-                case("a on anon", Status::Skip, Some("kernel lacks UFFD_FEATURE_X")),
-                case("b on shmem", Status::Pass, None),
-            ],
-            vec![],
-        );
+        let cases = [
+            ("a on anon", Status::Skip, Some("kernel lacks UFFD_FEATURE_X")),
+            ("b on shmem", Status::Pass, None),
+        ];
         assert_eq!(
-            classify(&r, &base()),
+            judged(&cases, &[]),
             Outcome::Survived {
                 newly_skipped: vec!["copy / a on anon: kernel lacks UFFD_FEATURE_X".into()]
             }
@@ -333,17 +321,10 @@ mod tests {
 
     #[test]
     fn a_run_without_the_base_cases_is_no_result() {
-        let r = run(vec![case("other on anon", Status::Pass, None)], vec![]);
-        assert!(matches!(classify(&r, &base()), Outcome::NoResult { .. }));
-        let r = run(
-            vec![case(
-                "a on anon",
-                Status::Crashed,
-                Some("not run: QEMU exited with status 1"),
-            )],
-            vec![],
-        );
-        assert!(matches!(classify(&r, &base()), Outcome::NoResult { .. }));
+        let other = ("other on anon", Status::Pass, None);
+        assert!(matches!(judged(&[other], &[]), Outcome::NoResult { .. }));
+        let unrun = ("a on anon", Status::Crashed, Some("not run: QEMU exited with status 1"));
+        assert!(matches!(judged(&[unrun], &[]), Outcome::NoResult { .. }));
     }
 
     #[test]

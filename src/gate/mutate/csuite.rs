@@ -3,6 +3,7 @@
 //! the table shows what upstream's suite kills beside ours. `uffd-wp-mremap` came after 6.12 and is used where the
 //! tree has it.
 
+use crate::vm::VmError;
 use crate::vm::boot::{self, Accel, AccelChoice, Boot};
 use crate::vm::console::Console;
 use crate::vm::initramfs::Archive;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const DIR: &str = "tools/testing/selftests/mm";
@@ -78,20 +79,56 @@ impl CRun {
     }
 }
 
-fn run_cmd(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+/// Why the C selftests could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum CSuiteError {
+    /// A file or process could not be made or read.
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
+    /// QEMU could not be waited for.
+    #[error("{0}")]
+    Wait(std::io::Error),
+    /// A build command failed; `tail` is the end of its stderr, last line first.
+    #[error("{what} failed ({status}): {tail}")]
+    Failed {
+        what: String,
+        status: ExitStatus,
+        tail: String,
+    },
+    #[error("--compare-c needs a static busybox: apt-get install busybox-static")]
+    NoBusybox,
+    #[error(transparent)]
+    Qemu(VmError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CSuiteError {
+    let what = what.into();
+    move |err| CSuiteError::Io { what, err }
+}
+
+/// `what ... at path`, for [`io`].
+fn at(what: &str, path: &Path) -> String {
+    format!("{what} {}", path.display())
+}
+
+fn run_cmd(cmd: &mut Command, what: &str) -> Result<(), CSuiteError> {
+    let out = cmd.output().map_err(io(what))?;
     if out.status.success() {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = err.lines().rev().take(5).collect();
-    Err(format!("{what} failed ({}): {}", out.status, tail.join(" | ")))
+    Err(CSuiteError::Failed {
+        what: what.to_string(),
+        status: out.status,
+        tail: tail.join(" | "),
+    })
 }
 
 /// Build the programs from `tree` (headers from `make headers` in `work/hdr`) and pack their guest.
-pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus: u32) -> Result<CSuite, String> {
+pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus: u32) -> Result<CSuite, CSuiteError> {
     let hdr = work.join("hdr");
-    std::fs::create_dir_all(&hdr).map_err(|e| format!("create {}: {e}", hdr.display()))?;
+    std::fs::create_dir_all(&hdr).map_err(io(at("create", &hdr)))?;
     run_cmd(
         Command::new("make")
             .arg("-s")
@@ -105,7 +142,7 @@ pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus
     let src = tree.join(DIR);
     let include = hdr.join("usr/include");
     let bin = work.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| format!("create {}: {e}", bin.display()))?;
+    std::fs::create_dir_all(&bin).map_err(io(at("create", &bin)))?;
     let mut runs = Vec::new();
     for (name, prog, args) in RUNS {
         let main = src.join(format!("{prog}.c"));
@@ -131,9 +168,9 @@ pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus
         }
         runs.push((name.to_string(), format!("/c/{prog} {args}").trim_end().to_string()));
     }
-    let busybox = boot::which("busybox").ok_or("--compare-c needs a static busybox: apt-get install busybox-static")?;
+    let busybox = boot::which("busybox").ok_or(CSuiteError::NoBusybox)?;
     let initrd = work.join("cselftests.cpio");
-    pack(&initrd, &busybox, &bin, &runs).map_err(|e| format!("pack {}: {e}", initrd.display()))?;
+    pack(&initrd, &busybox, &bin, &runs).map_err(io(at("pack", &initrd)))?;
     let accel = match accel {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
@@ -206,8 +243,8 @@ fn parse(report: &str, run: &mut CRun) {
 
 impl CSuite {
     /// Boot `image` with the programs; logs go to `logs`.
-    pub fn run(&self, image: &Path, logs: &Path) -> Result<CRun, String> {
-        std::fs::create_dir_all(logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+    pub fn run(&self, image: &Path, logs: &Path) -> Result<CRun, CSuiteError> {
+        std::fs::create_dir_all(logs).map_err(io(at("create", logs)))?;
         let (report, console_log) = (logs.join("c-report.txt"), logs.join("c-console.log"));
         let b = Boot {
             kernel: image.to_path_buf(),
@@ -218,8 +255,8 @@ impl CSuite {
             ktap_file: report.clone(),
             extra_cmdline: vec![],
         };
-        let qemu = boot::find_qemu().map_err(|e| e.to_string())?;
-        let out = std::fs::File::create(&console_log).map_err(|e| format!("create {}: {e}", console_log.display()))?;
+        let qemu = boot::find_qemu().map_err(CSuiteError::Qemu)?;
+        let out = std::fs::File::create(&console_log).map_err(io(at("create", &console_log)))?;
         let start = Instant::now();
         let mut child = Command::new(qemu)
             .args(boot::qemu_args(&b))
@@ -227,8 +264,8 @@ impl CSuite {
             .stdout(out.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
             .stderr(Stdio::from(out))
             .spawn()
-            .map_err(|e| format!("start QEMU: {e}"))?;
-        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            .map_err(io("start QEMU"))?;
+        while child.try_wait().map_err(CSuiteError::Wait)?.is_none() {
             if start.elapsed() > self.timeout {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -244,7 +281,7 @@ impl CSuite {
         let mut text = String::new();
         std::fs::File::open(&console_log)
             .and_then(|mut f| f.read_to_string(&mut text))
-            .map_err(|e| format!("read {}: {e}", console_log.display()))?;
+            .map_err(io(at("read", &console_log)))?;
         let mut console = Console::default();
         text.lines().for_each(|l| console.feed(l));
         run.splats = console

@@ -2,7 +2,7 @@
 //! with `--compare-c` the kernel's C selftests in a guest of their own.
 
 use super::csuite::{CRun, CSuite};
-use super::run::Steps;
+use super::run::{StepError, Steps};
 use crate::gate::{bisect, build};
 use crate::runner::result::Report;
 use crate::vm::VmOptions;
@@ -19,8 +19,8 @@ pub struct Kernel {
 }
 
 impl Steps for Kernel {
-    fn build(&mut self) -> Result<PathBuf, String> {
-        build::build(&self.build).map(|b| b.image).map_err(|e| e.to_string())
+    fn build(&mut self) -> Result<PathBuf, StepError> {
+        build::build(&self.build).map(|b| b.image).map_err(StepError::Build)
     }
 
     fn run_suite(
@@ -29,18 +29,19 @@ impl Steps for Kernel {
         logs: &Path,
         max_fail: Option<usize>,
         skip: &[String],
-    ) -> Result<Report, String> {
+    ) -> Result<Report, StepError> {
         let mut vm = self.vm.clone();
         vm.guest.max_fail = max_fail;
         vm.guest.skip.extend_from_slice(skip);
-        bisect::vm_report(&self.exe, image, logs, &vm)
+        bisect::vm_report(&self.exe, image, logs, &vm).map_err(StepError::Vm)
     }
 
     fn wants_c(&self) -> bool {
         self.c.is_some()
     }
 
-    fn run_c(&mut self, image: &Path, logs: &Path) -> Result<CRun, String> {
-        self.c.as_ref().ok_or("not asked for")?.run(image, logs)
+    fn run_c(&mut self, image: &Path, logs: &Path) -> Result<CRun, StepError> {
+        let c = self.c.as_ref().ok_or(StepError::NotAsked)?;
+        c.run(image, logs).map_err(StepError::C)
     }
 }

@@ -127,6 +127,20 @@ impl Tally {
         }
     }
 
+    /// The outcome counts in the tables' column order: mutants, equivalent, killed, timed out, survived, build
+    /// failed, pending.
+    pub fn columns(&self) -> [usize; 7] {
+        [
+            self.mutants,
+            self.equivalent,
+            self.killed,
+            self.timed_out,
+            self.survived,
+            self.build_failed,
+            self.pending,
+        ]
+    }
+
     /// Detected / (detected + survived): equivalent, build failures and pending mutants do not count.
     pub fn kill_rate(&self) -> Option<f64> {
         let judged = self.killed + self.timed_out + self.survived;
@@ -135,18 +149,22 @@ impl Tally {
 
     /// `N mutants, N equivalent, N killed, N timed out, N survived, N build failures, N pending; our kill rate X`.
     pub fn headline(&self) -> String {
-        format!(
-            "{} mutants, {} equivalent, {} killed, {} timed out, {} survived, {} build failures, {} pending; our kill \
-             rate {}",
-            self.mutants,
-            self.equivalent,
-            self.killed,
-            self.timed_out,
-            self.survived,
-            self.build_failed,
-            self.pending,
-            pct(self.kill_rate())
-        )
+        const NAMES: [&str; 7] = [
+            "mutants",
+            "equivalent",
+            "killed",
+            "timed out",
+            "survived",
+            "build failures",
+            "pending",
+        ];
+        let counts: Vec<String> = self
+            .columns()
+            .iter()
+            .zip(NAMES)
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
+        format!("{}; our kill rate {}", counts.join(", "), pct(self.kill_rate()))
     }
 
     pub fn c_kill_rate(&self) -> Option<f64> {
@@ -238,16 +256,11 @@ fn table(out: &mut String, first: &str, rows: &BTreeMap<String, Tally>, total: &
         .map(|(n, t)| (format!("`{n}`"), t))
         .chain([("**all**".to_string(), total)])
     {
+        let counts: Vec<String> = t.columns().iter().map(usize::to_string).collect();
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            t.mutants,
-            t.equivalent,
-            t.killed,
-            t.timed_out,
-            t.survived,
-            t.build_failed,
-            t.pending,
+            "| {name} | {} | {} | {} |",
+            counts.join(" | "),
             pct(t.kill_rate()),
             c(t)
         );
@@ -422,18 +435,7 @@ mod tests {
         let (cat, r) = fixture();
         let s = summarize(&cat, &r);
         let t = &s.total;
-        assert_eq!(
-            (
-                t.mutants,
-                t.equivalent,
-                t.killed,
-                t.timed_out,
-                t.survived,
-                t.build_failed,
-                t.pending
-            ),
-            (6, 1, 1, 1, 1, 1, 1)
-        );
+        assert_eq!(t.columns(), [6, 1, 1, 1, 1, 1, 1]);
         assert_eq!(t.kill_rate(), Some(2.0 / 3.0));
         assert_eq!((t.c_run, t.c_killed, t.ours_on_c_run), (3, 1, 2));
         assert_eq!(s.per_area["COPY"].kill_rate(), Some(1.0));

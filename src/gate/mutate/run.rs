@@ -4,17 +4,18 @@
 use super::apply::{self, TreeError};
 use super::catalogue::Mutant;
 use super::classify::{Baseline, Outcome, classify};
-use super::csuite::CRun;
+use super::csuite::{CRun, CSuiteError};
 use super::report::{CResult, MutantResult, Results};
+use crate::gate::bisect::NoReport;
+use crate::gate::build::BuildError;
 use crate::runner::result::Report;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The expensive steps, behind a trait so the loop can be driven by fakes in tests.
 pub trait Steps {
-    /// Build the tree as it is now; the image, or the build's error text.
-    fn build(&mut self) -> Result<PathBuf, String>;
+    /// Build the tree as it is now; the image, or why there is none.
+    fn build(&mut self) -> Result<PathBuf, StepError>;
     /// Boot `image` and run the suite without the cases matching `skip`, stopping after `max_fail` failures;
     /// logs go to `logs`.
     fn run_suite(
@@ -23,37 +24,48 @@ pub trait Steps {
         logs: &Path,
         max_fail: Option<usize>,
         skip: &[String],
-    ) -> Result<Report, String>;
+    ) -> Result<Report, StepError>;
     /// Whether the kernel's own C selftests run too (`--compare-c`).
     fn wants_c(&self) -> bool {
         false
     }
     /// Run the C selftests on `image`; only called when [`Steps::wants_c`].
-    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, String> {
-        Err("not asked for".into())
+    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, StepError> {
+        Err(StepError::NotAsked)
     }
+}
+
+/// Why a step gave no image, report or C run: for a mutant a build failure or "no result", for the base the end
+/// of the run.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Build(BuildError),
+    #[error(transparent)]
+    Vm(NoReport),
+    #[error(transparent)]
+    C(CSuiteError),
+    /// [`Steps::run_c`] without `--compare-c`.
+    #[error("not asked for")]
+    NotAsked,
 }
 
 /// Why the run stopped before its end; all exit 2 (nothing about a mutant was learnt).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum MutateError {
+    #[error(transparent)]
     Tree(TreeError),
     /// The unmutated tree did not build or boot: no mutant can be judged against it.
-    Base(String),
+    #[error("the unmutated base cannot be judged: {0}")]
+    Base(StepError),
+    /// The base runs passed no case in all of them.
+    #[error(
+        "the unmutated base cannot be judged: no case passed in every base run (does the guest run the suite at all?)"
+    )]
+    NoStableCase,
+    #[error("{0}")]
     Results(String),
 }
-
-impl fmt::Display for MutateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MutateError::Tree(e) => write!(f, "{e}"),
-            MutateError::Base(e) => write!(f, "the unmutated base cannot be judged: {e}"),
-            MutateError::Results(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for MutateError {}
 
 /// Where a run keeps its files.
 #[derive(Debug, Clone)]
@@ -127,9 +139,7 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
         b.c_stable = Some(c.ok());
     }
     if b.stable.is_empty() {
-        return Err(MutateError::Base(
-            "no case passed in every base run (does the guest run the suite at all?)".into(),
-        ));
+        return Err(MutateError::NoStableCase);
     }
     Ok(b)
 }
@@ -164,7 +174,7 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
     let (outcome, run_secs, c) = match built {
         Err(e) => (
             Outcome::BuildFailed {
-                detail: build_detail(&e),
+                detail: build_detail(&e.to_string()),
             },
             0.0,
             None,
@@ -175,7 +185,7 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
             // The cases that are not stable stay out, so the first failure calls it.
             let outcome = match steps.run_suite(&image, &logs, Some(1), &base.skip_patterns()) {
                 Ok(report) => classify(&report, base),
-                Err(e) => Outcome::NoResult { detail: e },
+                Err(e) => Outcome::NoResult { detail: e.to_string() },
             };
             let run_secs = t.elapsed().as_secs_f64();
             let c = base.c_stable.as_ref().map(|stable| match steps.run_c(&image, &logs) {
@@ -264,16 +274,21 @@ mod tests {
         }
     }
 
-    fn mutant(id: &str) -> Mutant {
+    /// The mutant `id` that puts `replace` in place of `return -EINVAL;`.
+    fn replacing(id: &str, replace: &str) -> Mutant {
         Mutant {
             id: id.into(),
             file: "mm/u.c".into(),
             area: "COPY".into(),
             find: "return -EINVAL;".into(),
-            replace: "return 0;".into(),
+            replace: replace.into(),
             description: "d".into(),
             equivalent: None,
         }
+    }
+
+    fn mutant(id: &str) -> Mutant {
+        replacing(id, "return 0;")
     }
 
     /// Builds fail while the file holds `broken`; the suite fails `a` while it holds `killer`, and hangs
@@ -285,16 +300,27 @@ mod tests {
     }
 
     impl Steps for Fake {
-        fn build(&mut self) -> Result<PathBuf, String> {
+        fn build(&mut self) -> Result<PathBuf, StepError> {
             self.builds += 1;
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("broken") {
-                return Err("mm/u.c:1: error: expected ';'\nmake: *** Error 2".into());
+                return Err(StepError::Build(BuildError::Make {
+                    step: "make".into(),
+                    status: "exit status: 2".into(),
+                    log: self.tree.join("build.log"),
+                    tail: "mm/u.c:1: error: expected ';'\nmake: *** Error 2".into(),
+                }));
             }
             Ok(self.tree.join("bzImage"))
         }
 
-        fn run_suite(&mut self, _: &Path, _: &Path, max_fail: Option<usize>, _: &[String]) -> Result<Report, String> {
+        fn run_suite(
+            &mut self,
+            _: &Path,
+            _: &Path,
+            max_fail: Option<usize>,
+            _: &[String],
+        ) -> Result<Report, StepError> {
             self.max_fail.push(max_fail);
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("hang") {
@@ -326,22 +352,22 @@ mod tests {
         }
     }
 
+    /// A fixture, its fake steps, and the baseline they gave.
+    fn based(name: &str) -> (Layout, Fake, Baseline) {
+        let l = fixture(name);
+        let mut f = fake(&l);
+        let base = baseline(&mut f, &l).unwrap();
+        (l, f, base)
+    }
+
     #[test]
     #[serial(mutate_apply)]
     fn outcomes_are_recorded_and_the_tree_is_restored_after_each() {
-        let l = fixture("loop");
-        let mut f = fake(&l);
-        let base = baseline(&mut f, &l).unwrap();
+        let (l, mut f, base) = based("loop");
         assert_eq!((f.builds, base.stable.len()), (1, 2));
-        let killer = Mutant {
-            replace: "return killer;".into(),
-            ..mutant("k")
-        };
+        let killer = replacing("k", "return killer;");
         let survivor = mutant("s");
-        let broken = Mutant {
-            replace: "broken".into(),
-            ..mutant("b")
-        };
+        let broken = replacing("b", "broken");
         let eq = Mutant {
             equivalent: Some("why".into()),
             ..mutant("e")
@@ -372,13 +398,8 @@ mod tests {
     #[test]
     #[serial(mutate_apply)]
     fn a_step_that_blows_up_mid_run_leaves_the_tree_clean() {
-        let l = fixture("hang");
-        let mut f = fake(&l);
-        let base = baseline(&mut f, &l).unwrap();
-        let hang = Mutant {
-            replace: "return hang;".into(),
-            ..mutant("h")
-        };
+        let (l, mut f, base) = based("hang");
+        let hang = replacing("h", "return hang;");
         let tree = l.tree.clone();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(&mut f, &l, &hang, &base)));
         assert!(r.is_err());
