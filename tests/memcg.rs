@@ -106,16 +106,16 @@ fn tenant(cg: &Memcg, areas: &[(&Area, RegisterMode)], features: Features, over:
 /// ones from a work item, so room can appear just after a failure.
 const STOCK_DRAIN: Duration = Duration::from_millis(50);
 
-/// Fills `area` page by page with `fill(i)` until the cgroup is full: each
+/// Fills `area` page by page from page `from` with `fill(i)` until the cgroup is full: each
 /// page that fits reports one page done, the first that does not ENOMEM
 /// with `-ENOMEM` as progress. A failure counts once it holds after
 /// [`STOCK_DRAIN`] (before that, the fill goes on where room reappeared).
 /// Returns the failing page's index, past page 0.
 #[track_caller]
-fn fill_until_enomem(area: &Area, fill: impl Fn(usize) -> uffd::Progress) -> usize {
+fn fill_until_enomem(area: &Area, from: usize, fill: impl Fn(usize) -> uffd::Progress) -> usize {
     let ps = area.page_size() as i64;
     let mut tried_after_drain = false;
-    for i in 0..area.npages() {
+    for i in from..area.npages() {
         loop {
             match fill(i) {
                 Ok(n) => {
@@ -195,7 +195,23 @@ fn fill_beyond_limit(mem: MemType, zeropage: bool) {
         }
     };
     cg.limit_headroom(headroom(&area));
-    let k = fill_until_enomem(&area, |i| fill(i, 1));
+    // One fill of the whole range stops at the first page that does not
+    // fit and reports the bytes done with EAGAIN, not the ENOMEM.
+    let done = match fill(0, n) {
+        Err(uffd::Partial {
+            errno: Errno::EAGAIN,
+            progress,
+        }) => progress,
+        r => panic!("a fill of all {n} pages over the limit: {r:?}"),
+    };
+    assert!(
+        done > 0 && done < (n * ps) as i64 && done % ps as i64 == 0,
+        "{done} bytes done"
+    );
+    let first = done as usize / ps;
+    assert_filled_before(&t, &area, first, want);
+    // Page by page on: the page that does not fit fails ENOMEM itself.
+    let k = fill_until_enomem(&area, first, |i| fill(i, 1));
     assert!(k + 1 < n, "the limit let {k} of {n} pages in");
     // A range that starts at the page that does not fit fails at once.
     assert_eq!(fill(k, 2), failed(Errno::ENOMEM), "a range from page {k}");
@@ -253,7 +269,7 @@ fn zeropage_on_a_private_mapping_charges_nothing_beyond_memory_max(#[case] mem: 
     let (t, uffd) = tenant(&cg, &regs, Features::empty(), OverLimit::Fails);
     cg.limit_headroom(headroom(&full));
     let copy = |i: usize| uffd.copy(full.page(i), src.addr() + i * ps, ps, CopyMode::empty());
-    let k = fill_until_enomem(&full, copy);
+    let k = fill_until_enomem(&full, 0, copy);
     assert_eq!(
         uffd.zeropage(area.addr(), area.len(), ZeropageMode::empty()),
         Ok(area.len() as i64)
@@ -280,7 +296,7 @@ fn continue_charges_nothing_beyond_memory_max(#[case] mem: MemType) {
     cg.limit_headroom(headroom(&full));
     let bps = full.page_size();
     let copy = |i: usize| uffd.copy(full.page(i), src.addr() + i * bps, bps, CopyMode::empty());
-    let k = fill_until_enomem(&full, copy);
+    let k = fill_until_enomem(&full, 0, copy);
     let before = cg.usage();
     assert_eq!(
         uffd.r#continue(area.addr(), area.len(), ContinueMode::empty()),
