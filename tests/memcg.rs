@@ -251,11 +251,23 @@ fn zeropage_beyond_memory_max_fails_enomem_on_shared_shmem(#[case] mem: MemType)
 #[case::anon_thp(MemType::AnonThp)]
 fn zeropage_private(#[case] mem: MemType) {}
 
-/// A second area for COPY to fill the tenant's cgroup up to its limit.
-fn filler() -> (Area, Buf) {
-    let a = Area::new(MemType::Anon, npages(MemType::Anon)).expect("anonymous memory");
-    let s = source(&a);
-    (a, s)
+/// Runs `act` with the tenant's cgroup full, and checks it charged
+/// nothing there: the tenant registers `target` and an anonymous area that
+/// COPY fills up to the limit first; after `act` the cgroup's usage is
+/// unchanged, the page that did not fit still does not, and nobody died.
+fn at_the_limit(cg: &Memcg, target: (&Area, RegisterMode), features: Features, act: impl FnOnce(&Uffd, &Tenant)) {
+    let full = Area::new(MemType::Anon, npages(MemType::Anon)).expect("anonymous memory");
+    let (src, ps) = (source(&full), full.page_size());
+    let (t, uffd) = tenant(cg, &[target, (&full, MISSING)], features, OverLimit::Fails);
+    cg.limit_headroom(headroom(&full));
+    let copy = |i: usize| uffd.copy(full.page(i), src.addr() + i * ps, ps, CopyMode::empty());
+    let k = fill_until_enomem(&full, 0, copy);
+    let before = cg.usage();
+    act(&uffd, &t);
+    assert_eq!(cg.usage(), before, "charged to the tenant's cgroup");
+    assert_eq!(copy(k), failed(Errno::ENOMEM), "the cgroup is still full");
+    assert_eq!(cg.oom_kills(), 0);
+    assert_eq!(t.finish(HANG_GUARD), testing::ChildExit::Exited(0));
 }
 
 #[apply(zeropage_private)]
@@ -263,21 +275,13 @@ fn zeropage_on_a_private_mapping_charges_nothing_beyond_memory_max(#[case] mem: 
     require_mode!(mem, MISSING);
     let cg = try_skip!(memcg_for(mem, OverLimit::Fails));
     let area = try_area!(Area::new(mem, 8));
-    let (ps, n) = (area.page_size(), area.npages());
-    let (full, src) = filler();
-    let regs = [(&area, MISSING), (&full, MISSING)];
-    let (t, uffd) = tenant(&cg, &regs, Features::empty(), OverLimit::Fails);
-    cg.limit_headroom(headroom(&full));
-    let copy = |i: usize| uffd.copy(full.page(i), src.addr() + i * ps, ps, CopyMode::empty());
-    let k = fill_until_enomem(&full, 0, copy);
-    assert_eq!(
-        uffd.zeropage(area.addr(), area.len(), ZeropageMode::empty()),
-        Ok(area.len() as i64)
-    );
-    assert_filled_before(&t, &area, n, |_| vec![0; ps]);
-    assert_eq!(copy(k), failed(Errno::ENOMEM), "the cgroup is still full");
-    assert_eq!(cg.oom_kills(), 0);
-    assert_eq!(t.finish(HANG_GUARD), testing::ChildExit::Exited(0));
+    at_the_limit(&cg, (&area, MISSING), Features::empty(), |uffd, t| {
+        assert_eq!(
+            uffd.zeropage(area.addr(), area.len(), ZeropageMode::empty()),
+            Ok(area.len() as i64)
+        );
+        assert_filled_before(t, &area, area.npages(), |_| vec![0; area.page_size()]);
+    });
 }
 
 #[apply(file_mem)]
@@ -286,27 +290,17 @@ fn continue_charges_nothing_beyond_memory_max(#[case] mem: MemType) {
     require_mode!(mem, MINOR);
     let cg = try_skip!(memcg_for(MemType::Anon, OverLimit::Fails));
     let area = try_area!(Area::with_alias(mem, 3));
-    let (ps, n) = (area.page_size(), area.npages());
-    for i in 0..n {
+    for i in 0..area.npages() {
         fill_alias_page(&area, i, byte(i, 0));
     }
-    let (full, src) = filler();
     let features = caps::features_for(mem, MINOR);
-    let (t, uffd) = tenant(&cg, &[(&area, MINOR), (&full, MISSING)], features, OverLimit::Fails);
-    cg.limit_headroom(headroom(&full));
-    let bps = full.page_size();
-    let copy = |i: usize| uffd.copy(full.page(i), src.addr() + i * bps, bps, CopyMode::empty());
-    let k = fill_until_enomem(&full, 0, copy);
-    let before = cg.usage();
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.len(), ContinueMode::empty()),
-        Ok(area.len() as i64)
-    );
-    assert_eq!(cg.usage(), before, "CONTINUE charged the tenant's cgroup");
-    assert_filled_before(&t, &area, n, |i| vec![byte(i, 0); ps]);
-    assert_eq!(copy(k), failed(Errno::ENOMEM), "the cgroup is still full");
-    assert_eq!(cg.oom_kills(), 0);
-    assert_eq!(t.finish(HANG_GUARD), testing::ChildExit::Exited(0));
+    at_the_limit(&cg, (&area, MINOR), features, |uffd, t| {
+        assert_eq!(
+            uffd.r#continue(area.addr(), area.len(), ContinueMode::empty()),
+            Ok(area.len() as i64)
+        );
+        assert_filled_before(t, &area, area.npages(), |i| vec![byte(i, 0); area.page_size()]);
+    });
 }
 
 /// Room for the calling child's own faults (its code pages are read in
@@ -382,5 +376,4 @@ fn oom_kill_of_a_blocked_faulter_leaves_the_uffd_sane(#[case] mem: MemType) {
         Ok(ps as i64)
     );
     assert_eq!(r.join(), 0x3c);
-    drop(cg);
 }

@@ -171,10 +171,6 @@ impl Memcg {
         Ok(Memcg { dir, v2: root.v2 })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn file(&self, v2: &str, v1: &str) -> PathBuf {
         self.dir.join(if self.v2 { v2 } else { v1 })
     }
