@@ -123,7 +123,7 @@ pub fn require_hugetlb_accounting() -> Result<(), String> {
         return Err("memcg is cgroup v1 here: hugetlb pages are charged to no memcg".into());
     }
     if !r.hugetlb_accounting {
-        return Err("cgroup2 not mounted with memory_hugetlb_accounting: hugetlb pages are not charged".into());
+        return Err("cgroup2 not mounted with memory_hugetlb_accounting (6.6+): hugetlb pages are not charged".into());
     }
     Ok(())
 }
