@@ -214,30 +214,25 @@ impl Memcg {
     /// Sets the limit to `bytes` (None: no limit), and swap to none, so the
     /// limit holds without paging anonymous memory out.
     pub fn limit(&self, bytes: Option<u64>) {
-        let (mem, swap) = if self.v2 {
-            ("memory.max", "memory.swap.max")
+        let unlimited = if self.v2 { "max" } else { "-1" };
+        let text = bytes.map_or(unlimited.to_string(), |b| b.to_string());
+        let writes: &[(&str, &str)] = if self.v2 {
+            &[("memory.max", &text), ("memory.swap.max", "0")]
         } else {
-            ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+            // v1 caps memory+swap together, never below the memory limit:
+            // lift it, set the memory limit, then cap memory+swap there.
+            &[
+                ("memory.memsw.limit_in_bytes", "-1"),
+                ("memory.limit_in_bytes", &text),
+                ("memory.memsw.limit_in_bytes", &text),
+            ]
         };
-        let text = bytes.map_or(if self.v2 { "max".into() } else { "-1".into() }, |b| b.to_string());
-        let swap_text = match (self.v2, bytes) {
-            (true, _) => "0".to_string(),
-            // v1 counts memory+swap together: no room above the memory limit.
-            (false, _) => text.clone(),
-        };
-        let (mp, sp) = (self.dir.join(mem), self.dir.join(swap));
-        // v1 wants memsw >= memory at every step: lower memory first, raise memsw first.
-        let order: [&PathBuf; 2] = if !self.v2 && bytes.is_none() {
-            [&sp, &mp]
-        } else {
-            [&mp, &sp]
-        };
-        for p in order {
-            let v = if p == &mp { &text } else { &swap_text };
-            match self.write(p, v) {
+        for &(file, v) in writes {
+            let p = self.dir.join(file);
+            match self.write(&p, v) {
                 Ok(()) => {}
                 // No swap accounting: there is no swap file to cap.
-                Err(e) if p == &sp && e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) if file.contains("swap") && e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => panic!("write {v} to {}: {e}", p.display()),
             }
         }
