@@ -11,8 +11,10 @@
 //! already in the cache: neither charges a page; the page tables and
 //! anon_vma they may need are kernel memory charged to the caller. A failed
 //! charge over the limit reclaims, then calls the memcg OOM killer; with
-//! every member at oom_score_adj -1000 it finds no victim and the charge
-//! fails (hugetlb's 512-page charge never calls it: order > COSTLY_ORDER).
+//! no victim to choose (v2: every member at oom_score_adj -1000; v1: the
+//! cgroup's OOM killer off, which an ioctl's charge does not wait on) the
+//! charge fails (hugetlb's 512-page charge never calls the killer: order >
+//! COSTLY_ORDER).
 //! `mfill_atomic` then stops: ENOMEM with `-ENOMEM` in the progress field
 //! on the first page, EAGAIN with the bytes done after some. hugetlb pages
 //! are charged only on cgroup2 mounted with `memory_hugetlb_accounting`.
@@ -331,7 +333,7 @@ fn oom_kill_of_a_blocked_faulter_leaves_the_uffd_sane(#[case] mem: MemType) {
     let ps = area.page_size();
     let (mine, my_uffd) = try_skip!(registered_missing(mem, 1, Features::empty(), |_| {}));
     let src = Buf::filled(ps, 0x3c);
-    // A killable tenant (oom_score_adj 0), blocked on its page 0.
+    // A tenant the OOM killer may choose, blocked on its page 0.
     let (t, uffd) = tenant(&cg, &[(&area, MISSING)], Features::empty(), OverLimit::Kills);
     cg.limit_headroom(4 << 20);
     t.read(area.page(0));
