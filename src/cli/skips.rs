@@ -162,6 +162,16 @@ pub const PROBES: &[Probe] = &[
         reasons: &["no user shadow stack: *"],
     },
     Probe {
+        name: "memory cgroup",
+        reads: "/proc/self/mountinfo and /proc/self/cgroup: a memory controller to make child cgroups under, its version, cgroup2's memory_hugetlb_accounting; CapEff (testing::memcg)",
+        reasons: &[
+            "no memory cgroup to make children in*",
+            "memcg is cgroup v1 here*",
+            "cgroup2 not mounted with memory_hugetlb_accounting*",
+            "cgroup v2 without CAP_SYS_RESOURCE*",
+        ],
+    },
+    Probe {
         name: "guest kernel",
         reads: "whether a kernel to boot was given (UFFDTEST_KERNEL) and QEMU is installed (tests/harness_vm.rs)",
         reasons: &[

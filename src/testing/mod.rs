@@ -14,6 +14,7 @@ pub mod holes;
 pub mod kaccess;
 pub mod knob;
 pub mod ksm;
+pub mod memcg;
 pub mod mm;
 pub mod numa;
 pub mod pagemap;

@@ -255,7 +255,22 @@ fn mount_all() -> Result<(), InitError> {
     use nix::mount::{MsFlags, mount};
     for &(src, target, fstype, required) in MOUNTS {
         let _ = std::fs::create_dir_all(target);
-        if let Err(errno) = mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
+        let plain = || mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>);
+        // cgroup2 charges hugetlb pages to memcg (the memcg cases' hugetlb
+        // types) only with this option (6.6+); older kernels refuse it.
+        let r = if fstype == "cgroup2" {
+            mount(
+                Some(src),
+                target,
+                Some(fstype),
+                MsFlags::empty(),
+                Some("memory_hugetlb_accounting"),
+            )
+            .or_else(|_| plain())
+        } else {
+            plain()
+        };
+        if let Err(errno) = r
             && required
         {
             return Err(InitError::Mount { fstype, target, errno });
