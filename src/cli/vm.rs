@@ -148,6 +148,12 @@ impl VmArgs {
             case_timeout_secs: self.case_timeout,
             hugepages: self.hugepages,
             heartbeat_secs: (self.timeout / 4).max(1),
+            // As `run --mem hugetlb-1g` does: the 1 GiB areas are made only when asked for.
+            case_env: if crate::cli::run::requests_1g(&self.sel.mem) {
+                vec![(crate::mem::GIGANTIC_ENV.into(), "1".into())]
+            } else {
+                Vec::new()
+            },
             fault: self.inject,
         }
     }

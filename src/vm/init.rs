@@ -112,6 +112,9 @@ pub struct GuestConfig {
     pub heartbeat_secs: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    /// Set in every case's environment ([`RunOptions::case_env`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub case_env: Vec<(String, String)>,
 }
 
 impl GuestConfig {
@@ -133,6 +136,7 @@ impl GuestConfig {
             watch_kmsg: true,
             hugepages: Some(self.hugepages),
             handle_signals: false,
+            case_env: self.case_env.clone(),
             ..RunOptions::default()
         }
     }
