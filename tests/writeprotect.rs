@@ -35,6 +35,13 @@ fn protected_wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Ar
     Ok((area, uffd))
 }
 
+/// One page of `mem` written with `byte`, and a uffd asking for no features; the case registers it (or not).
+fn page_and_plain_uffd(mem: MemType, byte: u8) -> Result<(Area, Uffd), String> {
+    let area = testing::area(mem, 1)?;
+    area.populate(byte);
+    Ok((area, testing::open_uffd(Features::empty())?))
+}
+
 /// One protected page of `mem` and a writer of `byte` at `offset` in it, blocked on its WP fault.
 fn blocked_on_one_page(mem: MemType, offset: usize, byte: u8) -> Result<(Area, Arc<Uffd>, Faulter), String> {
     let (area, uffd) = protected_wp_area(mem, 1, Features::empty())?;
@@ -245,9 +252,7 @@ fn wp_registration_works_without_requesting_pagefault_flag_wp(#[case] mem: MemTy
     // features asked for at UFFDIO_API: an fd opened with none may register
     // WP, protect and receive WP faults.
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(0x11);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let (area, uffd) = try_skip!(page_and_plain_uffd(mem, 0x11));
     let ioctls = uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     assert!(ioctls.contains(Ioctls::WRITEPROTECT | Ioctls::WAKE), "{ioctls:?}");
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
