@@ -331,9 +331,7 @@ impl Drop for PmdViews {
 fn minor_collapse_keeps_contents() {
     require_mode!(MemType::Shmem, RegisterMode::MINOR);
     require_root!("sets the shmem THP policy");
-    let Some(pmd) = mem::pmd_size() else {
-        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    };
+    let pmd = try_skip!(testing::thp::pmd_size());
     let _policy = testing::thp::shmem_collapsible();
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
@@ -408,9 +406,7 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     let mode = RegisterMode::MINOR | RegisterMode::WP;
     require_mode!(MemType::Shmem, mode);
     require_root!("sets the shmem THP policy");
-    let Some(pmd) = mem::pmd_size() else {
-        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    };
+    let pmd = try_skip!(testing::thp::pmd_size());
     let _policy = Knob::set(testing::thp::SHMEM_ENABLED, "always").unwrap_or_else(|e| panic!("{e}"));
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
