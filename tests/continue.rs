@@ -13,7 +13,8 @@ use testing::progress::{err, failed};
 use testing::smaps::field as smaps_field;
 use uffdtest::testing::knob::Knob;
 
-/// An area with an alias view, the main view registered in `mode`.
+/// An area with an alias view, the main view registered in `mode`. Err is the SKIP reason: first whether `mem`
+/// can register in `mode` (as `require_mode!` asks, so a case need not ask again), then the area itself.
 fn minor_area(mem: MemType, npages: usize, mode: RegisterMode) -> Result<(Area, Uffd), String> {
     testing::register_support(mem, mode)?;
     let area = Area::with_alias(mem, npages).map_err(|e| match e {
@@ -48,6 +49,13 @@ fn flip_alias(area: &Area, i: usize) {
     }
 }
 
+/// CONTINUE of `len` bytes from the area's start in `mode` fails `errno`, and page 0 stays unmapped.
+#[track_caller]
+fn assert_continue_refused(uffd: &Uffd, area: &Area, len: usize, mode: ContinueMode, errno: Errno) {
+    assert_eq!(uffd.r#continue(area.addr(), len, mode), failed(errno));
+    assert!(!pagemap::is_present(area.page(0)));
+}
+
 fn pattern(i: usize) -> impl Fn(usize) -> u8 {
     move |off| ((i * 31 + off) % 251) as u8
 }
@@ -58,7 +66,6 @@ fn expected(area: &Area, f: impl Fn(usize) -> u8) -> Vec<u8> {
 
 #[apply(file_mem)]
 fn read_faults_minor_and_continue_maps_the_alias_data(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 4, RegisterMode::MINOR));
     let ps = area.page_size();
     for i in 0..4 {
@@ -91,7 +98,6 @@ fn read_faults_minor_and_continue_maps_the_alias_data(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn write_faults_minor_write_and_lands_after_continue(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     let ps = area.page_size();
     fill_alias(&area, 0, pattern(0));
@@ -121,7 +127,6 @@ fn write_faults_minor_write_and_lands_after_continue(#[case] mem: MemType) {
 fn minor_only_registration_lets_uncached_pages_fill_silently(#[case] mem: MemType) {
     // A page missing from the page cache is not a minor fault: without
     // MISSING mode it is allocated and zero-filled as usual.
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     assert_read_completes(area.page(0) + 3, 0);
     assert_write_completes(area.page(0) + 4, 0x44);
@@ -158,7 +163,6 @@ fn missing_and_minor_registration_reports_each_kind(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn continue_dontwake_leaves_reader_blocked_until_wake(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     let ps = area.page_size();
     fill_alias(&area, 0, |_| 0x61);
@@ -183,7 +187,6 @@ fn continue_dontwake_leaves_reader_blocked_until_wake(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn continue_maps_several_pages_at_once(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 3, RegisterMode::MINOR));
     let ps = area.page_size();
     for i in 0..3 {
@@ -204,7 +207,6 @@ fn continue_maps_several_pages_at_once(#[case] mem: MemType) {
 
 #[apply(file_mem)]
 fn continue_stops_at_page_without_cache_with_partial_progress(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 3, RegisterMode::MINOR));
     let ps = area.page_size();
     fill_alias(&area, 0, pattern(0));
@@ -222,18 +224,12 @@ fn continue_stops_at_page_without_cache_with_partial_progress(#[case] mem: MemTy
 
 #[apply(file_mem)]
 fn continue_without_page_cache_fails_efault(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty()),
-        failed(Errno::EFAULT)
-    );
-    assert!(!pagemap::is_present(area.page(0)));
+    assert_continue_refused(&uffd, &area, area.page_size(), ContinueMode::empty(), Errno::EFAULT);
 }
 
 #[apply(file_mem)]
 fn continue_over_populated_page_fails_eexist(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     fill_alias(&area, 0, |_| 7);
     uffd.r#continue(area.addr(), area.page_size(), ContinueMode::empty())
@@ -331,9 +327,7 @@ impl Drop for PmdViews {
 fn minor_collapse_keeps_contents() {
     require_mode!(MemType::Shmem, RegisterMode::MINOR);
     require_root!("sets the shmem THP policy");
-    let Some(pmd) = mem::pmd_size() else {
-        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    };
+    let pmd = try_skip!(testing::thp::pmd_size());
     let _policy = testing::thp::shmem_collapsible();
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);
@@ -408,9 +402,7 @@ fn minor_faults_on_a_huge_cache_folio_are_per_page() {
     let mode = RegisterMode::MINOR | RegisterMode::WP;
     require_mode!(MemType::Shmem, mode);
     require_root!("sets the shmem THP policy");
-    let Some(pmd) = mem::pmd_size() else {
-        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    };
+    let pmd = try_skip!(testing::thp::pmd_size());
     let _policy = Knob::set(testing::thp::SHMEM_ENABLED, "always").unwrap_or_else(|e| panic!("{e}"));
     let ps = mem::base_page_size();
     let views = PmdViews::new(pmd);

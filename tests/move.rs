@@ -643,9 +643,7 @@ fn move_overlapping_ranges_are_walked_page_by_page(#[case] mem: MemType) {
 #[case::small_source(false)]
 #[case::thp_source(true)]
 fn move_across_a_pmd_boundary(#[case] thp: bool) {
-    let Some(pmd) = mem::pmd_size() else {
-        skip!("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    };
+    let pmd = try_skip!(testing::thp::pmd_size());
     let ps = mem::base_page_size();
     let b = pmd / ps;
     let p = try_skip!(pair(MemType::AnonThp, 2 * b));

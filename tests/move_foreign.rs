@@ -60,23 +60,37 @@ fn move_from_a_live_foreign_process_fails_einval(#[case] mem: MemType) {
     assert_bytes(&dst.read_page(0), |_| 0x3c, "destination after the maker's MOVE");
 }
 
-/// An unregistered area of `mem` for the other process to resolve, not
-/// mapped there, and a source buffer both processes hold at one address:
-/// the other process's copy holds 0xb1, this one's (written after the
-/// fork) 0xa1.
-fn copy_setup(mem: MemType) -> Result<(Area, Buf), String> {
+/// A COPY case's two processes and what they share.
+struct CopyCase {
+    /// The page to resolve: registered MISSING on `uffd`, not mapped in the other process.
+    area: Area,
+    /// The source, at one address in both processes: the other's copy holds 0xb1, this one's (written after the
+    /// fork) 0xa1.
+    src: Buf,
+    /// Running the monitor on the uffd it is sent.
+    other: Foreign,
+    /// Not yet sent: the case sends it when it is ready.
+    uffd: Uffd,
+}
+
+/// Sets up a [`CopyCase`] of `mem`, the other process running `monitor` with the uffd, the page's and the
+/// source's addresses and the page size. Err is the SKIP reason.
+fn copy_case(mem: MemType, monitor: impl FnOnce(Uffd, usize, usize, usize) -> i32) -> Result<CopyCase, String> {
     let area = area_to_register(mem, 1, Features::empty(), MISSING)?;
     dontfork(&area);
     let src = Buf::filled(area.page_size(), 0xb1);
-    Ok((area, src))
+    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
+    let other = Foreign::spawn(|u| monitor(u, at, from, ps));
+    fill(from, ps, 0xa1);
+    let uffd = testing::open_uffd(Features::empty())?;
+    assert_ioctls(uffd.register(at, ps, MISSING).unwrap(), mem, MISSING);
+    Ok(CopyCase { area, src, other, uffd })
 }
 
 #[apply(all_mem)]
 fn copy_from_a_foreign_monitor_resolves_the_makers_fault(#[case] mem: MemType) {
-    let (area, src) = try_skip!(copy_setup(mem));
-    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
     let out = Words::new();
-    let other = Foreign::spawn(|u| {
+    let monitor = |u: Uffd, _, from, ps| {
         let Ok(Some(Event::Pagefault { flags, address, .. })) = u.read_event(Some(HANG_GUARD)) else {
             return 2;
         };
@@ -84,10 +98,9 @@ fn copy_from_a_foreign_monitor_resolves_the_makers_fault(#[case] mem: MemType) {
         out.set(1, address as i64);
         out.set_progress(2, u.copy(address as usize, from, ps, CopyMode::empty()));
         0
-    });
-    fill(from, ps, 0xa1);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
-    assert_ioctls(uffd.register(at, ps, MISSING).unwrap(), mem, MISSING);
+    };
+    let CopyCase { area, src, other, uffd } = try_skip!(copy_case(mem, monitor));
+    let (at, ps) = (area.addr(), area.page_size());
     let reader = Faulter::read(at);
     other.send(&uffd);
     assert_eq!(other.wait(), ChildExit::Exited(0));
@@ -105,19 +118,16 @@ fn copy_from_a_foreign_monitor_resolves_the_makers_fault(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_from_a_foreign_process_without_the_source_fails_efault(#[case] mem: MemType) {
-    let (area, src) = try_skip!(copy_setup(mem));
-    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
     let out = Words::new();
-    let other = Foreign::spawn(|u| {
+    let monitor = |u: Uffd, at, from, ps| {
         if munmap(from, ps).is_err() {
             return 2;
         }
         out.set_progress(0, u.copy(at, from, ps, CopyMode::empty()));
         0
-    });
-    fill(from, ps, 0xa1);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
-    uffd.register(at, ps, MISSING).unwrap();
+    };
+    let CopyCase { area, src, other, uffd } = try_skip!(copy_case(mem, monitor));
+    let (at, ps, from) = (area.addr(), area.page_size(), src.addr());
     other.send(&uffd);
     assert_eq!(other.wait(), ChildExit::Exited(0));
     // The source is read in the caller's mm, where nothing is mapped.

@@ -246,8 +246,7 @@ fn unregister_leaves_blocked_minor_fault_to_wake(#[case] mem: MemType) {
     let area = try_area!(Area::with_alias(mem, 1));
     let uffd = try_skip!(testing::open_uffd(Features::empty()));
     let ps = area.page_size();
-    // SAFETY: the alias view is writable and one page long.
-    unsafe { std::ptr::write_bytes(area.alias_page(0) as *mut u8, 0x4e, ps) };
+    fill_alias_page(&area, 0, 0x4e);
     uffd.register(area.addr(), area.len(), MINOR).unwrap();
     let r = Faulter::read(area.page(0) + 1);
     assert_eq!(next_pagefault(&uffd), (PagefaultFlags::MINOR, area.page(0)));

@@ -35,6 +35,27 @@ fn protected_wp_area(mem: MemType, npages: usize, extra: Features) -> Result<(Ar
     Ok((area, uffd))
 }
 
+/// One page of `mem` written with `byte`, and a uffd asking for no features; the case registers it (or not).
+fn page_and_plain_uffd(mem: MemType, byte: u8) -> Result<(Area, Uffd), String> {
+    let area = testing::area(mem, 1)?;
+    area.populate(byte);
+    Ok((area, testing::open_uffd(Features::empty())?))
+}
+
+/// One protected page of `mem` and a writer of `byte` at `offset` in it, blocked on its WP fault.
+fn blocked_on_one_page(mem: MemType, offset: usize, byte: u8) -> Result<(Area, Arc<Uffd>, Faulter), String> {
+    let (area, uffd) = protected_wp_area(mem, 1, Features::empty())?;
+    let w = blocked_wp_writer(&uffd, area.page(0), offset, byte);
+    Ok((area, uffd, w))
+}
+
+/// A write of `byte` to page 0 of the protected `area` faults, and un-protecting the area lets it through.
+fn assert_write_waits_for_unprotect(uffd: &Uffd, area: &Area, byte: u8) {
+    let w = wp_write_fault(uffd, area.page(0), 0, byte);
+    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
+    assert_eq!(w.join(), byte);
+}
+
 fn wp_bit(addr: usize) -> bool {
     pagemap::entry(addr).expect("pagemap") & PM_UFFD_WP != 0
 }
@@ -140,9 +161,8 @@ fn read_of_protected_page_does_not_fault(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn dontwake_unprotect_leaves_writer_blocked_until_wake(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
+    let (area, uffd, first) = try_skip!(blocked_on_one_page(mem, 1, 0x55));
     let ps = area.page_size();
-    let first = blocked_wp_writer(&uffd, area.page(0), 1, 0x55);
 
     uffd.writeprotect(area.addr(), ps, WriteprotectMode::DONTWAKE).unwrap();
     assert!(!wp_bit(area.page(0)), "DONTWAKE un-protect still clears the bit");
@@ -160,9 +180,8 @@ fn dontwake_unprotect_leaves_writer_blocked_until_wake(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn wake_without_unprotect_faults_again(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
+    let (area, uffd, w) = try_skip!(blocked_on_one_page(mem, 0, 0x77));
     let ps = area.page_size();
-    let w = blocked_wp_writer(&uffd, area.page(0), 0, 0x77);
     // Waking a still-protected page only retries the write: a new fault.
     uffd.wake(area.addr(), ps).unwrap();
     assert_eq!(
@@ -220,8 +239,7 @@ fn unregister_clears_protection(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn closing_uffd_wakes_writer_and_clears_protection(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
-    let (area, uffd) = try_skip!(protected_wp_area(mem, 1, Features::empty()));
-    let w = blocked_wp_writer(&uffd, area.page(0), 0, 0x99);
+    let (area, uffd, w) = try_skip!(blocked_on_one_page(mem, 0, 0x99));
     drop(Arc::into_inner(uffd).expect("sole owner of the uffd"));
     assert_eq!(w.join(), 0x99);
     assert_eq!(testing::read_byte(area.page(0)), 0x99);
@@ -234,16 +252,12 @@ fn wp_registration_works_without_requesting_pagefault_flag_wp(#[case] mem: MemTy
     // features asked for at UFFDIO_API: an fd opened with none may register
     // WP, protect and receive WP faults.
     require_mode!(mem, RegisterMode::WP);
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(0x11);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let (area, uffd) = try_skip!(page_and_plain_uffd(mem, 0x11));
     let ioctls = uffd.register(area.addr(), area.len(), RegisterMode::WP).unwrap();
     assert!(ioctls.contains(Ioctls::WRITEPROTECT | Ioctls::WAKE), "{ioctls:?}");
     uffd.writeprotect(area.addr(), area.len(), WP).unwrap();
     assert!(wp_bit(area.page(0)));
-    let w = wp_write_fault(&uffd, area.page(0), 0, 0x12);
-    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
-    assert_eq!(w.join(), 0x12);
+    assert_write_waits_for_unprotect(&uffd, &area, 0x12);
 }
 
 // Split by topic with include! rather than `mod`: libtest names a case by its

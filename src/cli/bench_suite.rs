@@ -7,7 +7,7 @@
 //! its cases read from getrusage.
 
 use crate::cli::Exit;
-use crate::cli::run::{Build, Selection, manifest, options};
+use crate::cli::run::{Build, Filters, Selection, manifest, options};
 use crate::mem::MemType;
 use crate::runner::{Reporter, execute, plan};
 use serde::Serialize;
@@ -105,10 +105,10 @@ pub fn measure(
     let sel = Selection {
         manifest: None,
         build,
-        filters: Vec::new(),
-        skip: Vec::new(),
-        mem: mem.iter().map(|m| m.to_string()).collect(),
-        ioctl: Vec::new(),
+        pick: Filters {
+            mem: mem.iter().map(|m| m.to_string()).collect(),
+            ..Filters::default()
+        },
         shard: None,
         run_ignored: false,
         repeat: 1,

@@ -293,7 +293,7 @@ impl BisectArgs {
         use clap::Parser;
         let line = ["--kernel", "(built by each step)"].map(String::from);
         let mut vm = VmLine::try_parse_from(line.iter().chain(&self.vm_args))?.vm;
-        vm.sel.filters.splice(0..0, self.filters.iter().cloned());
+        vm.sel.pick.filters.splice(0..0, self.filters.iter().cloned());
         Ok(vm.options())
     }
 }

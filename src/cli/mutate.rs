@@ -3,6 +3,8 @@
 
 use crate::cli::Exit;
 use crate::cli::gate::BuildArgs;
+use crate::cli::run::Filters;
+use crate::cli::vm::Machine;
 use crate::gate::mutate::catalogue::{self, Catalogue};
 use crate::gate::mutate::guest::Kernel;
 use crate::gate::mutate::report::{self, Results};
@@ -13,9 +15,20 @@ use crate::vm::init::GuestConfig;
 use crate::vm::{ReportFiles, Runner, VmOptions};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+// The shared options in `mutate`'s words: its guest runs the cases asked for, has less memory, and a hung mutant
+// is "timed out".
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("filters", |a| a.help(
+        "The guest runs only cases whose name contains PATTERN or matches it as a glob (as `run -f`). Repeatable"
+    )),
+    mut_arg("skip", |a| a.help("The guest drops cases matching PATTERN. Repeatable")),
+    mut_arg("mem", |a| a.help("The guest runs only cases on these memory types")),
+    mut_arg("ioctl", |a| a.help("The guest runs only these test binaries (copy,zeropage,api,...)")),
+    mut_arg("memory", |a| a.short(None).default_value("2048").help("Guest memory in MiB")),
+    mut_arg("timeout", |a| a.help("Kill a guest silent for SECS (a hung mutant is then \"timed out\")")),
+)]
 pub struct MutateArgs {
     /// The build of each mutant: the tree (`--tree`, a git work tree), base config and fragments, as `uffdtest build`.
     #[command(flatten)]
@@ -48,33 +61,13 @@ pub struct MutateArgs {
     /// Only write the tables from the recorded results; no tree, build or guest.
     #[arg(long, conflicts_with = "check")]
     pub report_only: bool,
-    /// The guest runs only cases whose name contains PATTERN or matches it as a glob (as `run -f`). Repeatable.
-    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
-    pub filters: Vec<String>,
-    /// The guest drops cases matching PATTERN. Repeatable.
-    #[arg(long = "skip", value_name = "PATTERN")]
-    pub skip: Vec<String>,
-    /// The guest runs only cases on these memory types.
-    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
-    pub mem: Vec<String>,
-    /// The guest runs only these test binaries (copy,zeropage,api,...).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    pub ioctl: Vec<String>,
+    #[command(flatten)]
+    pub pick: Filters,
     /// Accelerator for the guest.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub smp: u32,
-    /// Kill a guest silent for SECS (a hung mutant is then "timed out").
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub timeout: u64,
-    /// Per-case timeout inside the guest.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub case_timeout: u64,
+    #[command(flatten)]
+    pub machine: Machine,
     /// Huge pages the guest reserves.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub hugepages: u64,
@@ -96,21 +89,21 @@ impl MutateArgs {
             kernel: PathBuf::new(),
             runner: Runner::Qemu,
             accel: self.accel,
-            memory_mib: self.memory,
-            cpus: self.smp,
-            timeout: Duration::from_secs(self.timeout),
+            memory_mib: self.machine.memory,
+            cpus: self.machine.smp,
+            timeout: self.machine.timeout(),
             console_log: None,
             show_console: false,
             guest: GuestConfig {
-                filters: self.filters.clone(),
-                skip: self.skip.clone(),
-                mem: self.mem.clone(),
-                ioctl: self.ioctl.clone(),
+                filters: self.pick.filters.clone(),
+                skip: self.pick.skip.clone(),
+                mem: self.pick.mem.clone(),
+                ioctl: self.pick.ioctl.clone(),
                 repeat: 1,
                 jobs: 1,
-                case_timeout_secs: self.case_timeout,
+                case_timeout_secs: self.machine.case_timeout,
                 hugepages: self.hugepages,
-                heartbeat_secs: (self.timeout / 4).max(1),
+                heartbeat_secs: self.machine.heartbeat_secs(),
                 ..GuestConfig::default()
             },
             manifest: self.manifest.clone(),
@@ -213,7 +206,13 @@ pub fn mutate(a: &MutateArgs) -> Exit {
         base_runs: 2,
     };
     let c = if a.compare_c {
-        match csuite::build(tree, &out.join("uffdtest-cselftests"), a.accel, a.memory, a.smp) {
+        match csuite::build(
+            tree,
+            &out.join("uffdtest-cselftests"),
+            a.accel,
+            a.machine.memory,
+            a.machine.smp,
+        ) {
             Ok(c) => Some(c),
             Err(e) => return usage(format_args!("--compare-c: {e}")),
         }

@@ -18,6 +18,25 @@ pub struct Selection {
     /// Build the test binaries first (static and optimised, as `uffdtest vm` builds them) and write the manifest.
     #[arg(long)]
     pub build: bool,
+    #[command(flatten)]
+    pub pick: Filters,
+    /// Run only shard K of N (1-based), for splitting one run across machines.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Also run cases marked #[ignore].
+    #[arg(long)]
+    pub run_ignored: bool,
+    /// Run the selection N times over (each pass in plan order); a case
+    /// whose outcome differs between passes is reported as flaky, and
+    /// `compare` judges such a base case apart.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+}
+
+/// Which cases by name, memory type and test binary: shared by `run`, `list` and `vm` (in [`Selection`]) and by
+/// `mutate` (which words the help lines for its guest).
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct Filters {
     /// Keep cases whose name contains PATTERN, or matches it as a glob (`*`, `?`). Repeatable.
     #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
     pub filters: Vec<String>,
@@ -30,17 +49,6 @@ pub struct Selection {
     /// Keep cases of these test binaries: the ioctl or feature (copy,zeropage,api,...).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub ioctl: Vec<String>,
-    /// Run only shard K of N (1-based), for splitting one run across machines.
-    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
-    pub shard: Option<(usize, usize)>,
-    /// Also run cases marked #[ignore].
-    #[arg(long)]
-    pub run_ignored: bool,
-    /// Run the selection N times over (each pass in plan order); a case
-    /// whose outcome differs between passes is reported as flaky, and
-    /// `compare` judges such a base case apart.
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
 }
 
 /// Where results go besides stdout: shared by `run` and `vm`.
@@ -230,11 +238,11 @@ pub fn requests_1g(mem: &[String]) -> bool {
 pub(crate) fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     RunOptions {
         manifest,
-        filters: sel.filters.clone(),
-        skip: sel.skip.clone(),
-        mem: sel.mem.clone(),
+        filters: sel.pick.filters.clone(),
+        skip: sel.pick.skip.clone(),
+        mem: sel.pick.mem.clone(),
         on_request: ON_REQUEST.iter().map(|s| s.to_string()).collect(),
-        ioctl: sel.ioctl.clone(),
+        ioctl: sel.pick.ioctl.clone(),
         shard: sel.shard,
         run_ignored: sel.run_ignored,
         repeat: sel.repeat as usize,
@@ -305,8 +313,12 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     opts.stress_timeout = Duration::from_secs(a.stress_timeout);
     opts.hugepages = Some(a.hugepages);
     // The 1 GiB pool is raised (and memory compacted for it) only for a run that asks for those cases.
-    opts.hugepages_1g = Some(if requests_1g(&a.sel.mem) { a.hugepages_1g } else { 0 });
-    if requests_1g(&a.sel.mem) {
+    opts.hugepages_1g = Some(if requests_1g(&a.sel.pick.mem) {
+        a.hugepages_1g
+    } else {
+        0
+    });
+    if requests_1g(&a.sel.pick.mem) {
         opts.case_env.push((crate::mem::GIGANTIC_ENV.into(), "1".into()));
     }
     opts.sysctls = a.sysctls.clone();

@@ -26,18 +26,8 @@ pub struct VmArgs {
     pub accel: AccelChoice,
     #[arg(long, value_enum, default_value_t = Runner::Qemu)]
     pub runner: Runner,
-    /// Guest memory in MiB, split over two NUMA nodes; from 6144 on, 1 GiB of it is a boot-time 1 GiB huge page.
-    #[arg(short = 'm', long, default_value_t = 6144, value_name = "MIB")]
-    pub memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub smp: u32,
-    /// Kill the guest after SECS without any output (console or KTAP); cases not run are reported.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub timeout: u64,
-    /// Per-case timeout inside the guest.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub case_timeout: u64,
+    #[command(flatten)]
+    pub machine: Machine,
     /// Cases run at once in the guest; 1 keeps splat attribution exact.
     #[arg(short = 'j', long, default_value_t = 1)]
     pub jobs: usize,
@@ -68,6 +58,35 @@ pub struct VmArgs {
     /// Make the guest init crash the kernel or hang mid-run (tests of the harness itself).
     #[arg(long, value_enum, hide = true)]
     pub inject: Option<Fault>,
+}
+
+/// The guest's memory, CPUs and time limits: shared by `vm` and `mutate` (which gives its guest less memory and
+/// words two help lines its own way).
+#[derive(Args, Debug, Clone)]
+pub struct Machine {
+    /// Guest memory in MiB, split over two NUMA nodes; from 6144 on, 1 GiB of it is a boot-time 1 GiB huge page.
+    #[arg(short = 'm', long, default_value_t = 6144, value_name = "MIB")]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub smp: u32,
+    /// Kill the guest after SECS without any output (console or KTAP); cases not run are reported.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub timeout: u64,
+    /// Per-case timeout inside the guest.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub case_timeout: u64,
+}
+
+impl Machine {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
+
+    /// How often the guest's runner says it is alive: four times within the silence that kills it.
+    pub fn heartbeat_secs(&self) -> u64 {
+        (self.timeout / 4).max(1)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -118,9 +137,9 @@ impl VmArgs {
             kernel: self.kernel.clone(),
             runner: self.runner,
             accel: self.accel,
-            memory_mib: self.memory,
-            cpus: self.smp,
-            timeout: Duration::from_secs(self.timeout),
+            memory_mib: self.machine.memory,
+            cpus: self.machine.smp,
+            timeout: self.machine.timeout(),
             console_log: self.console_log.clone(),
             show_console: self.show_console,
             guest: self.guest_config(),
@@ -135,21 +154,21 @@ impl VmArgs {
 
     fn guest_config(&self) -> GuestConfig {
         GuestConfig {
-            filters: self.sel.filters.clone(),
-            skip: self.sel.skip.clone(),
-            mem: self.sel.mem.clone(),
+            filters: self.sel.pick.filters.clone(),
+            skip: self.sel.pick.skip.clone(),
+            mem: self.sel.pick.mem.clone(),
             on_request: crate::cli::run::ON_REQUEST.iter().map(|s| s.to_string()).collect(),
-            ioctl: self.sel.ioctl.clone(),
+            ioctl: self.sel.pick.ioctl.clone(),
             shard: self.sel.shard,
             run_ignored: self.sel.run_ignored,
             repeat: self.sel.repeat as usize,
             jobs: self.jobs,
             max_fail: self.max_fail.map(|n| n as usize),
-            case_timeout_secs: self.case_timeout,
+            case_timeout_secs: self.machine.case_timeout,
             hugepages: self.hugepages,
-            heartbeat_secs: (self.timeout / 4).max(1),
+            heartbeat_secs: self.machine.heartbeat_secs(),
             // As `run --mem hugetlb-1g` does: the 1 GiB areas are made only when asked for.
-            case_env: if crate::cli::run::requests_1g(&self.sel.mem) {
+            case_env: if crate::cli::run::requests_1g(&self.sel.pick.mem) {
                 vec![(crate::mem::GIGANTIC_ENV.into(), "1".into())]
             } else {
                 Vec::new()
@@ -217,6 +236,25 @@ mod tests {
         cmd.split("' '").map(|w| w.trim_matches('\'').to_string()).collect()
     }
 
+    /// `vm` and `mutate` share [`Machine`] but each keeps its own memory default, in one process (clap builds both).
+    #[test]
+    fn each_command_keeps_its_own_machine_defaults() {
+        use crate::cli::mutate::MutateArgs;
+        let vm = Line::<VmArgs>::try_parse_from(["vm", "--kernel", "/k"])
+            .unwrap()
+            .args
+            .machine;
+        let mutant = Line::<MutateArgs>::try_parse_from(["mutate"]).unwrap().args.machine;
+        assert_eq!((vm.memory, vm.smp, vm.timeout, vm.case_timeout), (6144, 2, 120, 60));
+        assert_eq!(
+            (mutant.memory, mutant.smp, mutant.timeout, mutant.case_timeout),
+            (2048, 2, 120, 60)
+        );
+        let small = Line::<VmArgs>::try_parse_from(["vm", "--kernel", "/k", "-m", "512"]).unwrap();
+        assert_eq!(small.args.machine.memory, 512);
+        assert!(Line::<MutateArgs>::try_parse_from(["mutate", "-m", "512"]).is_err());
+    }
+
     #[test]
     fn the_vng_guest_runs_the_selection_the_vm_was_given() {
         let vm = Line::<VmArgs>::try_parse_from([
@@ -252,10 +290,7 @@ mod tests {
         assert_eq!(w[..2], ["/bin/uffdtest", "run"]);
         let run = Line::<RunArgs>::try_parse_from(&w[1..]).unwrap().args;
         assert_eq!(run.sel.manifest.as_deref(), Some(Path::new("/m.json")));
-        assert_eq!(
-            (run.sel.filters, run.sel.skip, run.sel.mem, run.sel.ioctl),
-            (vm.sel.filters, vm.sel.skip, vm.sel.mem, vm.sel.ioctl)
-        );
+        assert_eq!(run.sel.pick, vm.sel.pick);
         assert_eq!(
             (run.sel.shard, run.sel.run_ignored, run.sel.repeat),
             (Some((2, 3)), true, 2)

@@ -77,3 +77,8 @@ pub fn anon_pmd_policy(value: &str) -> Vec<super::knob::Knob> {
     }
     knobs
 }
+
+/// The PMD size, for a case that needs PMD-sized THPs; Err is the SKIP reason on a kernel without THP.
+pub fn pmd_size() -> Result<usize, String> {
+    crate::mem::pmd_size().ok_or_else(|| "kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)".to_string())
+}

@@ -31,7 +31,7 @@ pub fn fill_across(
     far: FarSide,
     fill: impl Fn(&Uffd, usize, usize) -> Progress,
 ) -> Result<(Area, Uffd, usize), String> {
-    let pmd = mem::pmd_size().ok_or("kernel has no THP (CONFIG_TRANSPARENT_HUGEPAGE off)")?;
+    let pmd = testing::thp::pmd_size()?;
     super::offers(features)?;
     let ps = mem::base_page_size();
     let b = pmd / ps;

@@ -56,9 +56,5 @@ fn continue_mode_wp_without_wp_registration_fails_einval(#[case] mem: MemType) {
     require_behaviour!(caps::Behaviour::ContinueModeWp);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MINOR));
     fill_alias(&area, 0, |_| 3);
-    assert_eq!(
-        uffd.r#continue(area.addr(), area.page_size(), ContinueMode::WP),
-        failed(Errno::EINVAL)
-    );
-    assert!(!pagemap::is_present(area.page(0)));
+    assert_continue_refused(&uffd, &area, area.page_size(), ContinueMode::WP, Errno::EINVAL);
 }

@@ -3,7 +3,6 @@
 
 #[apply(file_mem)]
 fn continue_on_unregistered_range_fails_enoent(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
     fill_alias(&area, 0, |_| 3);
     // The alias view is not registered: validate_dst_vma refuses it.
@@ -13,11 +12,7 @@ fn continue_on_unregistered_range_fails_enoent(#[case] mem: MemType) {
     );
     // A range running past the registered VMA is refused the same way.
     uffd.unregister(area.page(1), area.page_size()).unwrap();
-    assert_eq!(
-        uffd.r#continue(area.addr(), 2 * area.page_size(), ContinueMode::empty()),
-        failed(Errno::ENOENT)
-    );
-    assert!(!pagemap::is_present(area.page(0)));
+    assert_continue_refused(&uffd, &area, 2 * area.page_size(), ContinueMode::empty(), Errno::ENOENT);
 }
 
 #[apply(file_mem)]
@@ -25,7 +20,6 @@ fn continue_on_missing_only_registration_maps_cached_page(#[case] mem: MemType) 
     // REGISTER(MISSING) does not grant CONTINUE in `ioctls`, but the
     // kernel does not enforce the mask: mfill_atomic only needs a
     // registered shmem/hugetlb VMA, so a cached page is mapped.
-    require_mode!(mem, RegisterMode::MISSING);
     let (area, uffd) = try_skip!(minor_area(mem, 1, RegisterMode::MISSING));
     let ioctls = uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     assert!(!ioctls.contains(Ioctls::CONTINUE), "{ioctls:?}");
@@ -122,7 +116,6 @@ mod args {
 
 #[apply(hugetlb_mem)]
 fn hugetlb_subpage_continue_fails_einval(#[case] mem: MemType) {
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
     fill_alias(&area, 0, |_| 1);
     let base = mem::base_page_size();
@@ -163,11 +156,7 @@ fn continue_while_mmap_changing_fails_eagain(#[case] mem: MemType) {
     assert_eq!(t.settle(), State::Blocked);
     // The fixed ABI (95567729173e): -EAGAIN in `mapped`, not the sentinel
     // the library preset.
-    assert_eq!(
-        uffd.r#continue(area.page(0), ps, ContinueMode::empty()),
-        failed(Errno::EAGAIN)
-    );
-    assert!(!pagemap::is_present(area.page(0)));
+    assert_continue_refused(&uffd, &area, ps, ContinueMode::empty(), Errno::EAGAIN);
     match uffd.read_event(Some(std::time::Duration::ZERO)).unwrap() {
         Some(Event::Remove { start, end }) => assert_eq!((start as usize, end as usize), (a, a + ps)),
         other => panic!("expected UFFD_EVENT_REMOVE, got {other:?}"),
@@ -182,7 +171,6 @@ fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
     // Truncating the file under the registered view leaves page 1 past EOF.
     // shmem: shmem_get_folio(SGP_NOALLOC) refuses an index at or past
     // i_size with -EINVAL; hugetlb finds no folio in the cache: -EFAULT.
-    require_mode!(mem, RegisterMode::MINOR);
     let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
     let ps = area.page_size();
     fill_alias(&area, 1, |_| 0x3e);

@@ -100,9 +100,7 @@ fn read_of_marked_file_page_maps_it_protected(#[case] mem: MemType) {
     assert_no_event(&uffd);
     // The read fault replaced the marker with a protected mapping.
     assert_eq!(wp_present(area.page(0)), PM_UFFD_WP | PM_PRESENT);
-    let w = wp_write_fault(&uffd, area.page(0), 0, 1);
-    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
-    assert_eq!(w.join(), 1);
+    assert_write_waits_for_unprotect(&uffd, &area, 1);
 }
 
 #[apply(anon_mem)]

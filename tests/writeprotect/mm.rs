@@ -165,9 +165,7 @@ fn write_through_unregistered_view_bypasses_protection(#[case] mem: MemType) {
     assert_eq!(testing::read_byte(area.page(0) + 5), 0x72);
     assert!(wp_bit(area.page(0)), "the registered view stays protected");
     assert!(!wp_bit(area.alias_page(0)));
-    let w = wp_write_fault(&uffd, area.page(0), 0, 0x73);
-    uffd.writeprotect(area.addr(), area.len(), UNPROTECT).unwrap();
-    assert_eq!(w.join(), 0x73);
+    assert_write_waits_for_unprotect(&uffd, &area, 0x73);
 }
 
 #[apply(selftest_mem)]

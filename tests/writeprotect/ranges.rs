@@ -5,9 +5,7 @@
 #[apply(all_mem)]
 fn writeprotect_on_missing_only_registration_fails_enoent(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::MISSING);
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(1);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let (area, uffd) = try_skip!(page_and_plain_uffd(mem, 1));
     uffd.register(area.addr(), area.len(), RegisterMode::MISSING).unwrap();
     // mwriteprotect_range: a VMA without VM_UFFD_WP is -ENOENT, either way.
     assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
@@ -20,9 +18,7 @@ fn writeprotect_on_missing_only_registration_fails_enoent(#[case] mem: MemType) 
 
 #[apply(all_mem)]
 fn writeprotect_on_unregistered_memory_fails_enoent(#[case] mem: MemType) {
-    let area = try_area!(Area::new(mem, 1));
-    area.populate(1);
-    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    let (area, uffd) = try_skip!(page_and_plain_uffd(mem, 1));
     assert_eq!(uffd.writeprotect(area.addr(), area.len(), WP), Err(Errno::ENOENT));
     assert!(!wp_bit(area.page(0)));
 }

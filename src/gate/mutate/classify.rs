@@ -262,35 +262,48 @@ mod tests {
         assert_eq!(b.skip_patterns(), ["flaky on anon"]);
     }
 
+    /// A mutant's run (its cases and top-level results) and what it is judged, against [`base`].
     #[test]
-    fn a_failing_stable_case_kills_and_is_named_with_its_reason() {
-        let cases = [
-            ("a on anon", Status::Fail, Some("assertion failed: errno EINVAL\nmore")),
-            ("b on shmem", Status::Pass, None),
+    fn each_run_is_judged_against_the_stable_cases() {
+        let killed = |by: &str| Outcome::Killed { by: vec![by.into()] };
+        let survived = |skipped: &[&str]| Outcome::Survived {
+            newly_skipped: skipped.iter().map(|s| s.to_string()).collect(),
+        };
+        let runs: [(&str, &[Case], &[Case], Outcome); 4] = [
+            (
+                "a failing stable case kills and is named with its reason's first line",
+                &[
+                    ("a on anon", Status::Fail, Some("assertion failed: errno EINVAL\nmore")),
+                    ("b on shmem", Status::Pass, None),
+                ],
+                &[],
+                killed("copy / a on anon: fail: assertion failed: errno EINVAL"),
+            ),
+            (
+                "a flaky case failing does not kill",
+                &[("a on anon", Status::Pass, None), ("flaky on anon", Status::Fail, None)],
+                &[],
+                survived(&[]),
+            ),
+            (
+                "a splat outside any case kills",
+                &[("a on anon", Status::Pass, None)],
+                &[("kernel", Status::Fail, Some("WARNING: at mm/userfaultfd.c:600"))],
+                killed("kernel: WARNING: at mm/userfaultfd.c:600"),
+            ),
+            (
+                "a stable case that now skips survives but is named",
+                &[
+                    ("a on anon", Status::Skip, Some("kernel lacks UFFD_FEATURE_X")),
+                    ("b on shmem", Status::Pass, None),
+                ],
+                &[],
+                survived(&["copy / a on anon: kernel lacks UFFD_FEATURE_X"]),
+            ),
         ];
-        assert_eq!(
-            judged(&cases, &[]),
-            Outcome::Killed {
-                by: vec!["copy / a on anon: fail: assertion failed: errno EINVAL".into()]
-            }
-        );
-    }
-
-    #[test]
-    fn a_flaky_case_failing_does_not_kill() {
-        let cases = [("a on anon", Status::Pass, None), ("flaky on anon", Status::Fail, None)];
-        assert_eq!(judged(&cases, &[]), Outcome::Survived { newly_skipped: vec![] });
-    }
-
-    #[test]
-    fn a_splat_outside_any_case_kills() {
-        let splat = ("kernel", Status::Fail, Some("WARNING: at mm/userfaultfd.c:600"));
-        assert_eq!(
-            judged(&[("a on anon", Status::Pass, None)], &[splat]),
-            Outcome::Killed {
-                by: vec!["kernel: WARNING: at mm/userfaultfd.c:600".into()]
-            }
-        );
+        for (what, cases, extra, want) in runs {
+            assert_eq!(judged(cases, extra), want, "{what}");
+        }
     }
 
     #[test]
@@ -303,20 +316,6 @@ mod tests {
         assert!(matches!(judged(&cases, &[]), Outcome::TimedOut { .. }));
         let panicked = ("a on anon", Status::Crashed, Some("not run: the kernel panicked"));
         assert!(matches!(judged(&[panicked], &[]), Outcome::Killed { .. }));
-    }
-
-    #[test]
-    fn a_stable_case_that_now_skips_survives_but_is_named() {
-        let cases = [
-            ("a on anon", Status::Skip, Some("kernel lacks UFFD_FEATURE_X")),
-            ("b on shmem", Status::Pass, None),
-        ];
-        assert_eq!(
-            judged(&cases, &[]),
-            Outcome::Survived {
-                newly_skipped: vec!["copy / a on anon: kernel lacks UFFD_FEATURE_X".into()]
-            }
-        );
     }
 
     #[test]

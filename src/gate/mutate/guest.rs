@@ -2,7 +2,7 @@
 //! with `--compare-c` the kernel's C selftests in a guest of their own.
 
 use super::csuite::{CRun, CSuite};
-use super::run::{StepError, Steps};
+use super::run::{StepError, Steps, SuiteLimits};
 use crate::gate::{bisect, build};
 use crate::runner::result::Report;
 use crate::vm::VmOptions;
@@ -23,16 +23,10 @@ impl Steps for Kernel {
         build::build(&self.build).map(|b| b.image).map_err(StepError::Build)
     }
 
-    fn run_suite(
-        &mut self,
-        image: &Path,
-        logs: &Path,
-        max_fail: Option<usize>,
-        skip: &[String],
-    ) -> Result<Report, StepError> {
+    fn run_suite(&mut self, image: &Path, logs: &Path, limits: &SuiteLimits) -> Result<Report, StepError> {
         let mut vm = self.vm.clone();
-        vm.guest.max_fail = max_fail;
-        vm.guest.skip.extend_from_slice(skip);
+        vm.guest.max_fail = limits.max_fail;
+        vm.guest.skip.extend_from_slice(&limits.skip);
         bisect::vm_report(&self.exe, image, logs, &vm).map_err(StepError::Vm)
     }
 

@@ -16,15 +16,8 @@ use std::time::Instant;
 pub trait Steps {
     /// Build the tree as it is now; the image, or why there is none.
     fn build(&mut self) -> Result<PathBuf, StepError>;
-    /// Boot `image` and run the suite without the cases matching `skip`, stopping after `max_fail` failures;
-    /// logs go to `logs`.
-    fn run_suite(
-        &mut self,
-        image: &Path,
-        logs: &Path,
-        max_fail: Option<usize>,
-        skip: &[String],
-    ) -> Result<Report, StepError>;
+    /// Boot `image` and run the suite as `limits` narrow it; logs go to `logs`.
+    fn run_suite(&mut self, image: &Path, logs: &Path, limits: &SuiteLimits) -> Result<Report, StepError>;
     /// Whether the kernel's own C selftests run too (`--compare-c`).
     fn wants_c(&self) -> bool {
         false
@@ -33,6 +26,16 @@ pub trait Steps {
     fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, StepError> {
         Err(StepError::NotAsked)
     }
+}
+
+/// How much of the suite a run goes through: the base runs all of it ([`SuiteLimits::default`]), a mutant
+/// leaves out the cases that are not stable and stops at its first failure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SuiteLimits {
+    /// Stop after this many failures.
+    pub max_fail: Option<usize>,
+    /// Leave out the cases matching these patterns.
+    pub skip: Vec<String>,
 }
 
 /// Why a step gave no image, report or C run: for a mutant a build failure or "no result", for the base the end
@@ -104,8 +107,7 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
             .run_suite(
                 image.as_ref().expect("built"),
                 &l.logs.join(format!("base-{n}")),
-                None,
-                &[],
+                &SuiteLimits::default(),
             )
             .map_err(MutateError::Base)?;
         let write = || -> std::io::Result<()> {
@@ -183,7 +185,11 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
             let logs = l.logs.join(&m.id);
             let t = Instant::now();
             // The cases that are not stable stay out, so the first failure calls it.
-            let outcome = match steps.run_suite(&image, &logs, Some(1), &base.skip_patterns()) {
+            let limits = SuiteLimits {
+                max_fail: Some(1),
+                skip: base.skip_patterns(),
+            };
+            let outcome = match steps.run_suite(&image, &logs, &limits) {
                 Ok(report) => classify(&report, base),
                 Err(e) => Outcome::NoResult { detail: e.to_string() },
             };
@@ -314,14 +320,8 @@ mod tests {
             Ok(self.tree.join("bzImage"))
         }
 
-        fn run_suite(
-            &mut self,
-            _: &Path,
-            _: &Path,
-            max_fail: Option<usize>,
-            _: &[String],
-        ) -> Result<Report, StepError> {
-            self.max_fail.push(max_fail);
+        fn run_suite(&mut self, _: &Path, _: &Path, limits: &SuiteLimits) -> Result<Report, StepError> {
+            self.max_fail.push(limits.max_fail);
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             if text.contains("hang") {
                 panic!("the guest hung");
