@@ -60,11 +60,17 @@ pub struct VmArgs {
     pub inject: Option<Fault>,
 }
 
+/// Guest memory for a run of the 1 GiB cases: two boot-time 1 GiB pages
+/// ([`crate::vm::boot::gigantic_pages`]), as the cases that need a second
+/// view reserve two.
+const GIGANTIC_RUN_MIB: u32 = 7168;
+
 /// The guest's memory, CPUs and time limits: shared by `vm` and `mutate` (which gives its guest less memory and
 /// words two help lines its own way).
 #[derive(Args, Debug, Clone)]
 pub struct Machine {
-    /// Guest memory in MiB, split over two NUMA nodes; from 6144 on, 1 GiB of it is a boot-time 1 GiB huge page.
+    /// Guest memory in MiB, split over two NUMA nodes; from 6144 on, 1 GiB of it is a boot-time 1 GiB huge page
+    /// (two from 7168; `vm --mem hugetlb-1g` raises it to 7168, as its cases map two).
     #[arg(short = 'm', long, default_value_t = 6144, value_name = "MIB")]
     pub memory: u32,
     /// Guest CPUs.
@@ -137,7 +143,11 @@ impl VmArgs {
             kernel: self.kernel.clone(),
             runner: self.runner,
             accel: self.accel,
-            memory_mib: self.machine.memory,
+            memory_mib: if crate::cli::run::requests_1g(&self.sel.pick.mem) {
+                self.machine.memory.max(GIGANTIC_RUN_MIB)
+            } else {
+                self.machine.memory
+            },
             cpus: self.machine.smp,
             timeout: self.machine.timeout(),
             console_log: self.console_log.clone(),
