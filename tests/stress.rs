@@ -55,32 +55,18 @@ fn assert_audited(t: &Totals, bounces: u64) {
     assert!(t.increments > 0, "workers made no update in {bounces} bounces: {t:?}");
 }
 
-/// The most spurious MISSING|WRITE faults a run on MAP_PRIVATE shmem can
-/// report (docs/findings/README.md). Each needs a worker's write to read a
-/// destination page's PTE locklessly in the instant another thread holds it
-/// cleared under the PT lock, and each worker reports at most one per such
-/// clear: it then waits until the handler's COPY fails EEXIST, which takes
-/// the PT lock only once the new PTE is set, and its retry finds the page
-/// (or `userfaultfd_must_wait` already found it back). The clears of a
-/// destination page: the UFFDIO_WRITEPROTECT of its slice, once a bounce;
-/// the unprotect resolving each WP fault; and the COW of its first write
-/// after each fork.
-fn spurious_bound(t: &Totals) -> u64 {
-    t.threads as u64 * (t.pages as u64 * (t.bounces + t.forks) + t.wp_faults)
-}
-
 /// Spurious faults only on MAP_PRIVATE shmem, and never more than
-/// [`spurious_bound`] there.
+/// [`Totals::spurious_bound`] there (which the engine also enforces).
 fn assert_spurious_bounded(t: &Totals, mem: MemType) {
     if t.spurious_faults > 0 {
         println!(
             "{} spurious MISSING|WRITE fault(s), each on a mapped page (bound {})",
             t.spurious_faults,
-            spurious_bound(t)
+            t.spurious_bound()
         );
     }
     let bound = if mem == MemType::ShmemPrivate {
-        spurious_bound(t)
+        t.spurious_bound()
     } else {
         0
     };
