@@ -64,10 +64,9 @@ fn write_from(addr: usize, len: usize) -> nix::Result<usize> {
 #[track_caller]
 fn assert_guard_holds(area: &Area, uffd: &Uffd) {
     let g = area.page(GUARD);
-    assert_eq!(
-        access_in_signal_child(g + 5, testing::Access::Read),
-        Ended::Died(guard_segv(g + 5))
-    );
+    for how in [testing::Access::Read, testing::Access::Write] {
+        assert_eq!(access_in_signal_child(g + 5, how), Ended::Died(guard_segv(g + 5)));
+    }
     assert_eq!(write_from(g, 16), Err(Errno::EFAULT), "write(2) from the guard page");
     assert_no_event(uffd);
     let r = Faulter::read(area.page(0));

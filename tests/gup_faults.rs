@@ -77,6 +77,17 @@ fn assert_completed(a: &Access, got: nix::Result<usize>, area: &Area, fill: u8) 
 fn start(a: &Arc<Access>, area: &Area, uffd: &Uffd) -> testing::parked::Parked<nix::Result<usize>> {
     let r = a.clone();
     let p = park(move || r.run());
+    // An access that cannot wait (a pin under mmap_lock without
+    // FOLL_UNLOCKABLE) ends at once, EFAULT, with nothing queued: say so
+    // now rather than after the whole deadline.
+    let end = std::time::Instant::now() + HANG_GUARD;
+    while !testing::parked::wait_readable(uffd, std::time::Duration::from_millis(20)) {
+        assert!(!p.is_done(), "{:?} ended without queuing a fault", a.kind);
+        assert!(
+            std::time::Instant::now() < end,
+            "no PAGEFAULT message within {HANG_GUARD:?}"
+        );
+    }
     assert_eq!(next_pagefault(uffd), expected_fault(a.kind, area), "{:?}", a.kind);
     match a.child() {
         Some(pid) => wait_child_in_fault(pid),

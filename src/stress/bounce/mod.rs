@@ -62,6 +62,20 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The most spurious MISSING|WRITE faults this run can have seen
+    /// (docs/findings/README.md). Each needs a worker's write to read a
+    /// destination page's PTE locklessly in the instant another thread holds
+    /// it cleared under the PT lock, and each worker reports at most one per
+    /// such clear: it then waits until the handler's COPY fails EEXIST,
+    /// which takes the PT lock only once the new PTE is set, and its retry
+    /// finds the page (or `userfaultfd_must_wait` already found it back).
+    /// The clears of a destination page: the UFFDIO_WRITEPROTECT of its
+    /// slice, once a bounce; the unprotect resolving each WP fault; and the
+    /// COW of its first write after each fork of the soak.
+    pub fn spurious_bound(&self) -> u64 {
+        self.threads as u64 * (self.pages as u64 * (self.bounces + self.forks) + self.wp_faults)
+    }
+
     /// One line of running totals.
     pub fn line(&self) -> String {
         let mut s = format!(

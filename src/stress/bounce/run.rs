@@ -379,6 +379,13 @@ pub fn run_with(cfg: &Config, out: &mut dyn Write, extra: Option<MakeExtra>) -> 
         b.round(PHASE_QUIT);
     });
     let totals = b.snapshot(&totals, start);
+    if totals.spurious_faults > totals.spurious_bound() {
+        b.fail(format!(
+            "{} spurious MISSING|WRITE faults, more than the {} that PT-locked PTE clears allow (docs/findings)",
+            totals.spurious_faults,
+            totals.spurious_bound()
+        ));
+    }
     if let Some(e) = setup_err {
         b.fail(e);
     }
