@@ -161,7 +161,7 @@ pub fn measure(
         cpu(RUSAGE_CHILDREN) - children0,
     );
     let side_by_side = match against {
-        Some(a) => Some(a.run(|| {
+        Some(a) => Some(a.run(opts.hugepages, || {
             let t = Instant::now();
             execute(&opts, &mut [] as &mut [&mut dyn Reporter]).map(|_| t.elapsed())
         })?),
@@ -216,11 +216,20 @@ impl Against {
 
     /// Alternates the suite (`ours`, which returns its wall time) and the
     /// program, so a machine that gets busier or quieter weighs on both.
+    /// The huge-page pool stays at `hugepages` through every round, so the
+    /// other program runs its hugetlb tests as the suite does (each run of
+    /// the suite puts back what it found; with an empty pool the kernel's
+    /// selftests skip theirs and look faster than they are).
     fn run(
         &self,
+        hugepages: Option<u64>,
         mut ours: impl FnMut() -> Result<Duration, crate::runner::PlanError>,
     ) -> Result<SideBySide, Box<dyn std::error::Error>> {
         use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
+        let (_pool, notes) = crate::runner::env::Env::setup(hugepages, None, &[]);
+        for n in notes {
+            eprintln!("uffdtest: {n}");
+        }
         let mut out = SideBySide {
             program: self.program.display().to_string(),
             ours: Vec::new(),
