@@ -56,7 +56,7 @@ fn memcg_for(charged: MemType, over: OverLimit) -> Result<Memcg, String> {
     if over == OverLimit::Fails {
         testing::memcg::require_charge_refusal()?;
     }
-    Memcg::new()
+    Ok(Memcg::new()?)
 }
 
 /// Pages in an area: enough past the headroom and the per-CPU charge

@@ -65,37 +65,64 @@ fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// Why the memcg cases cannot run here: each variant is a SKIP reason
+/// (docs/skips.md maps them to this module's probe).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NoMemcg {
+    #[error("no memory cgroup to make children in: {}", .0.join("; "))]
+    NoController(Vec<String>),
+    #[error("memcg is cgroup v1 here: hugetlb pages are charged to no memcg")]
+    V1Hugetlb,
+    #[error("cgroup2 not mounted with memory_hugetlb_accounting (6.6+): hugetlb pages are not charged")]
+    NoHugetlbAccounting,
+    #[error("cgroup v2 without CAP_SYS_RESOURCE: cannot keep the OOM killer from a member (oom_score_adj -1000)")]
+    NoSysResource,
+}
+
+/// For the cases' helpers, whose Err is the SKIP reason as text.
+impl From<NoMemcg> for String {
+    fn from(e: NoMemcg) -> String {
+        e.to_string()
+    }
+}
+
 /// cgroup v2 with the memory controller delegated to children of this
 /// process's cgroup or of the mount's root (the guest's init enables it at
-/// the root); Err is why not.
-fn probe_v2(point: &str, opts: &str) -> Result<Root, String> {
+/// the root); None when not, with why pushed onto `why`.
+fn probe_v2(point: &str, opts: &str, why: &mut Vec<String>) -> Option<Root> {
     let mnt = Path::new(point);
     if !read(&mnt.join("cgroup.controllers")).is_some_and(|c| has_word(&c, "memory")) {
-        return Err(format!(
+        why.push(format!(
             "cgroup2 at {point} has no memory controller (bound to cgroup v1?)"
         ));
+        return None;
     }
     let own = own_path(|c| c.is_empty()).map(|p| mnt.join(p));
-    let dir = own
+    let Some(dir) = own
         .into_iter()
         .chain([mnt.to_path_buf()])
         .find(|d| read(&d.join("cgroup.subtree_control")).is_some_and(|c| has_word(&c, "memory")))
-        .ok_or_else(|| format!("cgroup2 at {point}: no cgroup.subtree_control of ours enables memory"))?;
-    Ok(Root {
+    else {
+        why.push(format!(
+            "cgroup2 at {point}: no cgroup.subtree_control of ours enables memory"
+        ));
+        return None;
+    };
+    Some(Root {
         dir,
         v2: true,
         hugetlb_accounting: has_word(opts, "memory_hugetlb_accounting"),
     })
 }
 
-fn probe() -> Result<Root, String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+fn probe() -> Result<Root, NoMemcg> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| NoMemcg::NoController(vec![format!("/proc/self/mountinfo: {e}")]))?;
     let all = mounts(&text);
     let mut why = vec![];
     for (point, _, opts) in all.iter().filter(|m| m.1 == "cgroup2") {
-        match probe_v2(point, opts) {
-            Ok(r) => return Ok(r),
-            Err(e) => why.push(e),
+        if let Some(r) = probe_v2(point, opts, &mut why) {
+            return Ok(r);
         }
     }
     if let Some((point, _, _)) = all.iter().find(|m| m.1 == "cgroup" && has_word(&m.2, "memory")) {
@@ -107,23 +134,23 @@ fn probe() -> Result<Root, String> {
         });
     }
     why.push("no cgroup v1 memory hierarchy mounted".into());
-    Err(format!("no memory cgroup to make children in: {}", why.join("; ")))
+    Err(NoMemcg::NoController(why))
 }
 
-/// The probe's answer, once per process. Err is the SKIP reason.
-pub fn root() -> Result<&'static Root, String> {
-    static ROOT: OnceLock<Result<Root, String>> = OnceLock::new();
+/// The probe's answer, once per process.
+pub fn root() -> Result<&'static Root, NoMemcg> {
+    static ROOT: OnceLock<Result<Root, NoMemcg>> = OnceLock::new();
     ROOT.get_or_init(probe).as_ref().map_err(Clone::clone)
 }
 
-/// Ok when hugetlb pages are charged to a memcg; Err is the SKIP reason.
-pub fn require_hugetlb_accounting() -> Result<(), String> {
+/// Ok when hugetlb pages are charged to a memcg.
+pub fn require_hugetlb_accounting() -> Result<(), NoMemcg> {
     let r = root()?;
     if !r.v2 {
-        return Err("memcg is cgroup v1 here: hugetlb pages are charged to no memcg".into());
+        return Err(NoMemcg::V1Hugetlb);
     }
     if !r.hugetlb_accounting {
-        return Err("cgroup2 not mounted with memory_hugetlb_accounting (6.6+): hugetlb pages are not charged".into());
+        return Err(NoMemcg::NoHugetlbAccounting);
     }
     Ok(())
 }
@@ -141,15 +168,14 @@ fn has_cap(cap: u32) -> bool {
 
 const CAP_SYS_RESOURCE: u32 = 24;
 
-/// Ok when [`Memcg::refuse_over_limit`] can work here; Err is the SKIP
-/// reason. v1 disables the cgroup's OOM killer (`memory.oom_control`);
+/// Ok when [`Memcg::refuse_over_limit`] can work here. v1 disables the cgroup's OOM killer (`memory.oom_control`);
 /// v2 has no such switch, so the members go to oom_score_adj -1000, which
 /// takes CAP_SYS_RESOURCE (containers often drop it).
-pub fn require_charge_refusal() -> Result<(), String> {
+pub fn require_charge_refusal() -> Result<(), NoMemcg> {
     if !root()?.v2 || has_cap(CAP_SYS_RESOURCE) {
         Ok(())
     } else {
-        Err("cgroup v2 without CAP_SYS_RESOURCE: cannot keep the OOM killer from a member (oom_score_adj -1000)".into())
+        Err(NoMemcg::NoSysResource)
     }
 }
 
@@ -160,9 +186,8 @@ pub struct Memcg {
 }
 
 impl Memcg {
-    /// Makes a fresh child cgroup, unlimited until [`Memcg::limit`]. Err
-    /// is the SKIP reason (no controller to make it under).
-    pub fn new() -> Result<Memcg, String> {
+    /// Makes a fresh child cgroup, unlimited until [`Memcg::limit`].
+    pub fn new() -> Result<Memcg, NoMemcg> {
         let root = root()?;
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
