@@ -85,8 +85,9 @@ impl Pmd {
         }
     }
 
+    /// MADV_COLLAPSE, asked again on the transient EAGAIN ([`testing::thp::collapse`]).
     fn collapse(&self) -> nix::Result<()> {
-        testing::mm::madvise(self.res.addr, self.res.len, libc::MADV_COLLAPSE)
+        testing::thp::collapse(self.res.addr, self.res.len)
     }
 
     /// Bytes of this range mapped by a PMD (AnonHugePages or ShmemPmdMapped).

@@ -11,8 +11,11 @@ use nix::errno::Errno;
 
 /// How often MADV_COLLAPSE is asked again after EAGAIN, which
 /// madvise(2) documents as transient ("could not take a lock", a page
-/// briefly off the LRU). Any other errno is final.
-const EAGAIN_TRIES: usize = 10;
+/// briefly off the LRU), a millisecond apart: under compaction and reclaim
+/// (the flake hunter's load) a page stays isolated for longer than a few
+/// yields. Any other errno is final, and a kernel that always answers
+/// EAGAIN still fails after a tenth of a second.
+const EAGAIN_TRIES: usize = 100;
 
 /// MADV_COLLAPSE of `[addr, addr + len)`: the range is PMD-mapped by huge
 /// folios afterwards, or the errno of the last attempt.
@@ -25,7 +28,7 @@ pub fn collapse(addr: usize, len: usize) -> Result<(), Errno> {
             Ok(_) => return Ok(()),
             Err(Errno::EAGAIN) => {
                 last = Errno::EAGAIN;
-                std::thread::yield_now();
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             Err(e) => return Err(e),
         }
