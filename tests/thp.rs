@@ -239,12 +239,14 @@ fn collapse_over_wp_markers_fails_einval_and_keeps_the_markers(#[case] kind: Kin
 }
 
 /// Whether THP may map the huge zero page on a read fault.
+const USE_ZERO_PAGE: &str = "/sys/kernel/mm/transparent_hugepage/use_zero_page";
+
+/// Whether the kernel has a huge zero page to switch on.
 fn huge_zero_page_on() -> Result<(), String> {
-    let path = "/sys/kernel/mm/transparent_hugepage/use_zero_page";
-    match std::fs::read_to_string(path).map(|s| s.trim().to_string()) {
-        Ok(v) if v == "1" => Ok(()),
-        Ok(v) => Err(format!("{path} is {v}: no huge zero page")),
-        Err(_) => Err(format!("no {path}: kernel has no huge zero page")),
+    if std::path::Path::new(USE_ZERO_PAGE).exists() {
+        Ok(())
+    } else {
+        Err(format!("no {USE_ZERO_PAGE}: kernel has no huge zero page"))
     }
 }
 
@@ -253,14 +255,15 @@ fn pfn(addr: usize) -> u64 {
     pagemap::entry(addr).unwrap() & ((1 << 55) - 1)
 }
 
+/// The case sets the policy it needs (anonymous THP on MADV_HUGEPAGE, the
+/// huge zero page on) rather than taking the machine's, under the `thp` key.
 #[test]
+#[file_serial(thp)]
 fn huge_zero_page_under_wp_faults_and_resolves_to_a_private_zeroed_page() {
     require_root!("pagemap shows page frame numbers only to root");
     try_skip!(huge_zero_page_on());
-    require!(
-        caps::caps().thp.as_deref().is_some_and(|m| m != "never"),
-        "THP is off (transparent_hugepage/enabled = never)"
-    );
+    let _policy = testing::thp::anon_pmd_policy("madvise");
+    let _zero = Knob::set(USE_ZERO_PAGE, "1").unwrap_or_else(|e| panic!("{USE_ZERO_PAGE}: {e}"));
     let (pmd, uffd) = try_skip!(registered_pmd(
         Kind::Anon,
         &(0..512).collect::<Vec<_>>(),
