@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use faulter::{Faulter, assert_no_event};
 use nix::errno::Errno;
+use serial_test::file_serial;
 use testing::foreign::{Foreign, Words};
 use testing::mm::{assert_bytes, madvise, munmap};
 use testing::{Buf, ChildExit, progress};
@@ -54,9 +55,17 @@ fn move_whole(uffd: &Uffd, dst: usize, src: usize, len: usize) -> usize {
     panic!("UFFDIO_MOVE answered EAGAIN 100 times (moved {done} of {len} bytes)")
 }
 
+/// On anon-thp the areas must be THPs whatever the machine's policy (under
+/// `never` they would be 512 small pages and the case another one): the
+/// case sets THP on MADV_HUGEPAGE, under the `thp` key.
 #[apply(anon_mem)]
+#[file_serial(thp)]
 fn move_from_a_live_foreign_process_fails_einval(#[case] mem: MemType) {
     try_skip!(offers(Features::MOVE));
+    if mem == MemType::AnonThp {
+        require_root!("setting the THP policy the anon-thp areas need");
+    }
+    let _policy = (mem == MemType::AnonThp).then(|| testing::thp::anon_pmd_policy("madvise"));
     let dst = try_skip!(testing::area(mem, 1));
     let src = try_skip!(testing::area(mem, 1));
     dontfork(&dst);
