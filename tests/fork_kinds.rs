@@ -243,7 +243,12 @@ fn before_exec(addr: usize, len: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Spawning the child forks: under plain `cargo test` that fork would queue
+/// a FORK event on another case's EVENT_FORK uffd in this process, and wait
+/// for a monitor that never reads it (a hang seen in CI), so it takes the
+/// process-local `fork` key too.
 #[apply(all_mem)]
+#[serial(fork)]
 fn exec_keeps_the_uffd_open_without_its_mm(#[case] mem: MemType) {
     if let Ok(spec) = std::env::var(EXEC_ENV) {
         exec_side(&spec);
