@@ -335,19 +335,6 @@ fn split_of_a_protected_pmd_keeps_wp_on_every_remaining_pte(#[case] how: i32) {
 // ---------------------------------------------------------------------------
 // mTHP sizes.
 
-#[template]
-#[rstest]
-#[case::k8(8)]
-#[case::k16(16)]
-#[case::k32(32)]
-#[case::k64(64)]
-#[case::k128(128)]
-#[case::k256(256)]
-#[case::k512(512)]
-#[case::k1024(1024)]
-#[case::k2048(2048)]
-fn mthp_sizes(#[case] kb: usize) {}
-
 /// KPF_THP in /proc/kpageflags.
 const KPF_THP: u64 = 1 << 22;
 
@@ -407,7 +394,7 @@ fn require_mthp(kb: usize) -> Result<(), String> {
     Ok(())
 }
 
-#[apply(mthp_sizes)]
+#[apply(thp_sizes)]
 #[file_serial(thp)]
 fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::WP);
@@ -426,7 +413,7 @@ fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
     assert_write_faults_wp(&uffd, last, 0x20);
 }
 
-#[apply(mthp_sizes)]
+#[apply(thp_sizes)]
 #[file_serial(thp)]
 fn copy_into_a_hole_of_an_mthp_fills_only_the_hole(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::MISSING);
@@ -450,7 +437,7 @@ fn copy_into_a_hole_of_an_mthp_fills_only_the_hole(#[case] kb: usize) {
     faulter::assert_no_event(&uffd);
 }
 
-#[apply(mthp_sizes)]
+#[apply(thp_sizes)]
 #[file_serial(thp)]
 fn move_of_an_mthp_moves_every_page(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::MISSING);
