@@ -235,6 +235,16 @@ pub fn requests_1g(mem: &[String]) -> bool {
     mem.iter().any(|m| ON_REQUEST.contains(&m.as_str()))
 }
 
+/// The environment every case of a run selecting `mem` gets, on the host
+/// or in a guest: the 1 GiB areas are made only when asked for.
+pub fn case_env(mem: &[String]) -> Vec<(String, String)> {
+    if requests_1g(mem) {
+        vec![(crate::mem::GIGANTIC_ENV.into(), "1".into())]
+    } else {
+        Vec::new()
+    }
+}
+
 pub(crate) fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     RunOptions {
         manifest,
@@ -318,9 +328,7 @@ pub fn run_options(a: &RunArgs) -> Result<RunOptions, Exit> {
     } else {
         0
     });
-    if requests_1g(&a.sel.pick.mem) {
-        opts.case_env.push((crate::mem::GIGANTIC_ENV.into(), "1".into()));
-    }
+    opts.case_env.extend(case_env(&a.sel.pick.mem));
     opts.sysctls = a.sysctls.clone();
     opts.watch_kmsg = !a.no_kmsg;
     opts.announce_kmsg = a.announce_kmsg;

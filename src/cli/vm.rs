@@ -177,12 +177,7 @@ impl VmArgs {
             case_timeout_secs: self.machine.case_timeout,
             hugepages: self.hugepages,
             heartbeat_secs: self.machine.heartbeat_secs(),
-            // As `run --mem hugetlb-1g` does: the 1 GiB areas are made only when asked for.
-            case_env: if crate::cli::run::requests_1g(&self.sel.pick.mem) {
-                vec![(crate::mem::GIGANTIC_ENV.into(), "1".into())]
-            } else {
-                Vec::new()
-            },
+            case_env: crate::cli::run::case_env(&self.sel.pick.mem),
             fault: self.inject,
         }
     }
