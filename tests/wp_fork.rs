@@ -14,6 +14,14 @@
 //! (`gup_test_release()`), unpins everybody's; two pinning cases at once
 //! would unpin each other and the fork would no longer copy.
 //!
+//! Lock order: the fork key, then the gup_test file lock. serial_test wraps
+//! the body once per attribute, so the attribute written last is taken
+//! first: the pin cases write `#[file_serial(gup_test)]` above
+//! `#[serial(fork)]`. The other order deadlocks plain `cargo test`: a pin
+//! case holding the file lock waits for the fork key while
+//! [`gup_test_key_excludes_other_processes`] holds the fork key and waits
+//! for its key holders, which wait for that file lock.
+//!
 //! Kernels without 5a2f8d22ace4 ("mm/hugetlb: fix uffd-wp during fork()",
 //! v6.4-rc1, in 6.3.2 as 4daf7b0c434c; not in 6.1.y, 6.1.192 still lacks
 //! it) get private hugetlb wrong in copy_hugetlb_page_range(): a present
@@ -366,8 +374,8 @@ fn pinned_parent_fork(mem: MemType, event: bool) {
 }
 
 #[apply(all_mem)]
-#[serial(fork)]
 #[file_serial(gup_test)]
+#[serial(fork)]
 fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     pinned_parent_fork(mem, false);
@@ -377,8 +385,8 @@ fn fork_of_pinned_page_without_event_drops_wp(#[case] mem: MemType) {
 /// during fork()"): the early CoW (hugetlb_install_page()) made a fresh
 /// entry without the bit.
 #[apply(all_mem)]
-#[serial(fork)]
 #[file_serial(gup_test)]
+#[serial(fork)]
 fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     require_features!(Features::EVENT_FORK);
@@ -392,8 +400,8 @@ fn fork_of_pinned_page_with_event_keeps_wp(#[case] mem: MemType) {
 /// hugetlb_wp() never CoWs a uffd-wp entry and the child's VMA has no uffd
 /// to resolve it. The child's deadline turns that into a failure.
 #[apply(all_mem)]
-#[serial(fork)]
 #[file_serial(gup_test)]
+#[serial(fork)]
 fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
     require_mode!(mem, RegisterMode::WP);
     try_skip!(pin_available());
@@ -409,8 +417,8 @@ fn pin_in_child_without_event_leaves_no_wp(#[case] mem: MemType) {
 }
 
 #[apply(all_mem)]
-#[serial(fork)]
 #[file_serial(gup_test)]
+#[serial(fork)]
 fn read_pin_in_child_with_event_keeps_wp(#[case] mem: MemType) {
     // The unshare a read-only pin forces must carry the WP bit over.
     // A write pin (io_uring) cannot test this: on a protected page it is
