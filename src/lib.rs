@@ -15,6 +15,7 @@ pub mod caps;
 pub mod cli;
 pub mod event;
 pub mod gate;
+pub mod knob;
 pub mod kvm;
 pub mod mem;
 pub mod runner;

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use testing::progress::{err, failed};
 use testing::smaps::field as smaps_field;
-use uffdtest::testing::knob::Knob;
+use uffdtest::knob::Knob;
 
 /// An area with an alias view, the main view registered in `mode`. Err is the SKIP reason: first whether `mem`
 /// can register in `mode` (as `require_mode!` asks, so a case need not ask again), then the area itself.

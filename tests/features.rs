@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use serial_test::{file_serial, serial};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-use uffdtest::testing::knob::Knob;
+use uffdtest::knob::Knob;
 use uffdtest::testing::mm::{Reservation, align_for, assert_bytes, madvise, mremap, munmap};
 use uffdtest::testing::parked::{park, spawn_child_raw, wait_readable};
 use uffdtest::testing::{Buf, ChildExit, in_child, read_byte, wait_child};

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The library: UAPI, the handle, events, memory types, KVM, the probe.
-const LIBRARY: &[&str] = &["sys", "uffd", "event", "mem", "kvm", "caps"];
+/// The library: UAPI, the handle, events, memory types, KVM, the probe,
+/// kernel knobs set for a while.
+const LIBRARY: &[&str] = &["sys", "uffd", "event", "mem", "kvm", "caps", "knob"];
 const HARNESS: &[&str] = &["runner", "vm", "gate"];
 
 /// What a folder (or root module) may name besides itself.

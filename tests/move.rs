@@ -19,9 +19,9 @@ use nix::errno::Errno;
 use nix::sys::mman::{MmapAdvise, ProtFlags, madvise, mlock, mprotect, munlock};
 use serial_test::file_serial;
 use std::sync::Arc;
-use testing::knob::Knob;
 use testing::progress::{err, failed, rejected};
 use testing::{ChildExit, FaultHandler, smaps};
+use uffdtest::knob::Knob;
 
 const MISSING: RegisterMode = RegisterMode::MISSING;
 const NONE: MoveMode = MoveMode::empty();

@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use pagemap::{PM_PRESENT, PM_UFFD_WP};
 use serial_test::file_serial;
 use std::os::fd::{AsRawFd, OwnedFd};
-use uffdtest::testing::knob::Knob;
+use uffdtest::knob::Knob;
 use uffdtest::testing::mm::Reservation;
 
 const NONE: CopyMode = CopyMode::empty();

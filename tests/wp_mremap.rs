@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use serial_test::file_serial;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
-use uffdtest::testing::knob::Knob;
+use uffdtest::knob::Knob;
 use uffdtest::testing::mm::Reservation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::cli::run::{Outputs, RunArgs, run_options};
 use crate::runner::report::Progress;
 use crate::runner::{Report, Reporter, TestResult, execute};
 use crate::stress::load::{Load, LoadConfig};
-use crate::testing::knob::Knob;
+use crate::knob::Knob;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

@@ -2,7 +2,7 @@
 //! this process's pages to be merged. `run` and the scan knobs are global:
 //! callers hold `#[file_serial(ksm)]`.
 
-use super::knob::Knob;
+use crate::knob::Knob;
 use std::time::{Duration, Instant};
 
 /// ksmd started and scanning without pause until dropped; the old
@@ -16,7 +16,7 @@ const KSM: &str = "/sys/kernel/mm/ksm";
 
 impl Ksmd {
     /// Err is the knob that could not be set.
-    pub fn start() -> Result<Ksmd, super::knob::KnobError> {
+    pub fn start() -> Result<Ksmd, crate::knob::KnobError> {
         let mut knobs = Vec::new();
         // Merging a page takes two scans of it (unstable tree, then stable);
         // scan whole areas each pass and do not sleep long between passes.

@@ -12,7 +12,6 @@ pub mod foreign;
 pub mod handler;
 pub mod holes;
 pub mod kaccess;
-pub mod knob;
 pub mod ksm;
 pub mod memcg;
 pub mod mm;

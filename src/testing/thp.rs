@@ -57,8 +57,8 @@ pub const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabl
 /// Sets the shmem THP policy to `advise` until dropped, so that
 /// MADV_COLLAPSE of shmem works whatever policy was set before: it is
 /// refused only under `deny`. The caller holds the `thp` key and is root.
-pub fn shmem_collapsible() -> super::knob::Knob {
-    super::knob::Knob::set(SHMEM_ENABLED, "advise").unwrap_or_else(|e| panic!("shmem THP policy: {e}"))
+pub fn shmem_collapsible() -> crate::knob::Knob {
+    crate::knob::Knob::set(SHMEM_ENABLED, "advise").unwrap_or_else(|e| panic!("shmem THP policy: {e}"))
 }
 
 /// The top-level anonymous THP policy.
@@ -69,8 +69,8 @@ pub const ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 /// and, on kernels with per-size (mTHP) knobs, the PMD size's own `enabled`
 /// to `inherit`, since another policy there would override the top level.
 /// The caller holds the `thp` key and is root.
-pub fn anon_pmd_policy(value: &str) -> Vec<super::knob::Knob> {
-    let set = |path: &str, v: &str| super::knob::Knob::set(path, v).unwrap_or_else(|e| panic!("anon THP policy: {e}"));
+pub fn anon_pmd_policy(value: &str) -> Vec<crate::knob::Knob> {
+    let set = |path: &str, v: &str| crate::knob::Knob::set(path, v).unwrap_or_else(|e| panic!("anon THP policy: {e}"));
     let mut knobs = vec![set(ENABLED, value)];
     if let Some(pmd) = crate::mem::pmd_size() {
         let per_size = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{}kB/enabled", pmd / 1024);
