@@ -321,6 +321,45 @@ fn repeat_reports_every_pass_and_names_the_flaky_case() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `flakes` runs its passes one after another even at `-j 4` (with `--repeat`
+/// the passes of one case would run side by side and race on the counter),
+/// names the case that changed, and streams one KTAP document with a block
+/// per binary per pass, as `run --repeat` writes it.
+#[test]
+#[serial(harness_runner)]
+fn flakes_keeps_passes_apart_and_names_the_case_that_changed() {
+    let dir = scratch("flakes");
+    let ktap = dir.join("hunt.ktap");
+    let mut c = uffdtest();
+    c.arg("flakes")
+        .arg("--manifest")
+        .arg(manifest(&dir))
+        .arg("--run-ignored")
+        .env("UFFDTEST_FIXTURE_COUNTER", dir.join("counter"))
+        .args(["--no-load", "--hugepages", "0", "--passes", "3", "-j", "4"])
+        .args(["-f", "fixture::passes", "-f", "fixture::fails_every_other_run"])
+        .arg("-o")
+        .arg(&ktap);
+    let (out, r) = with_json_report(c, &dir);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "a case changed outcome\n{stdout}");
+    assert!(
+        stdout.contains("1 case(s) changed outcome over 3 pass(es):"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  harness_runner/fixture::fails_every_other_run: pass, fail, pass"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&ktap).unwrap();
+    assert!(text.contains("\n1..3\n"), "one top-level block per pass\n{text}");
+    let back = parse_ktap(&text).unwrap();
+    assert!(back.parse_errors.is_empty(), "{:?}\n{text}", back.parse_errors);
+    assert_eq!((back.totals().pass, back.totals().fail), (5, 1), "{text}");
+    assert_eq!(back.totals(), r.totals(), "the KTAP file and the JSON agree");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 #[serial(harness_runner)]
 fn max_fail_stops_starting_cases_and_reports_the_rest_not_run() {

@@ -7,16 +7,15 @@
 //! is written, not months later in someone's CI.
 
 use crate::cli::Exit;
-use crate::cli::run::{Outputs, RunArgs, run_options};
-use crate::runner::report::Progress;
-use crate::runner::{Report, Reporter, TestResult, execute};
-use crate::stress::load::{Load, LoadConfig};
-use crate::knob::Knob;
+use crate::cli::run::{RunArgs, run_options};
+use crate::runner::passes::{concat, run_passes};
+use crate::runner::report::{Ktap, Progress};
+use crate::runner::{Report, Reporter, TestResult};
+use crate::stress::hostile::{Hostile, ThpPolicy, totals_line};
+use crate::stress::load::LoadConfig;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-
-const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 
 #[derive(Args, Debug)]
 pub struct FlakesArgs {
@@ -34,77 +33,6 @@ pub struct FlakesArgs {
     /// Memory the load generator churns through reclaim, in MiB [default: an eighth of MemAvailable].
     #[arg(long, value_name = "MIB")]
     pub load_memory: Option<usize>,
-}
-
-/// One pass's THP policy: global `enabled` and `defrag`, and every mTHP
-/// size's `enabled`. Under `never` an anon-thp case gets no huge folio
-/// unless it asks for one itself, which is the point.
-struct ThpPolicy {
-    enabled: &'static str,
-    defrag: &'static str,
-    mthp: &'static str,
-}
-
-const POLICIES: [ThpPolicy; 3] = [
-    ThpPolicy {
-        enabled: "madvise",
-        defrag: "madvise",
-        mthp: "inherit",
-    },
-    ThpPolicy {
-        enabled: "always",
-        defrag: "always",
-        mthp: "always",
-    },
-    ThpPolicy {
-        enabled: "never",
-        defrag: "defer",
-        mthp: "never",
-    },
-];
-
-impl ThpPolicy {
-    fn name(&self) -> String {
-        format!("thp {}/{}, mthp {}", self.enabled, self.defrag, self.mthp)
-    }
-
-    /// Sets the policy until the guards drop; knobs this kernel lacks are left out.
-    fn apply(&self) -> Vec<Knob> {
-        let mut knobs: Vec<Knob> = [("enabled", self.enabled), ("defrag", self.defrag)]
-            .into_iter()
-            .filter_map(|(f, v)| Knob::set(format!("{THP}/{f}"), v).ok())
-            .collect();
-        for dir in mthp_dirs() {
-            knobs.extend(Knob::set(format!("{dir}/enabled"), self.mthp).ok());
-        }
-        knobs
-    }
-}
-
-/// `/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB` of every mTHP size.
-fn mthp_dirs() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(THP)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("hugepages-"))
-        .map(|e| e.path().display().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-/// khugepaged scanning without pause for the whole hunt: a collapse can
-/// then land between any two steps of a case.
-fn khugepaged_unleashed() -> Vec<Knob> {
-    [
-        ("scan_sleep_millisecs", "0"),
-        ("alloc_sleep_millisecs", "0"),
-        ("pages_to_scan", "65536"),
-    ]
-    .into_iter()
-    .filter_map(|(f, v)| Knob::set(format!("{THP}/khugepaged/{f}"), v).ok())
-    .collect()
 }
 
 /// A case's outcome in each pass, keyed `binary/case`, in first-seen order.
@@ -175,24 +103,24 @@ pub fn flakes(a: &FlakesArgs) -> Exit {
         Ok(o) => o,
         Err(e) => return e,
     };
-    let _khugepaged = if a.no_load { Vec::new() } else { khugepaged_unleashed() };
-    let load = if a.no_load {
+    // Before the load's threads start, so that none of them takes a Ctrl-C
+    // and kills the hunt with the knobs still set.
+    if opts.handle_signals
+        && let Err(e) = crate::runner::env::catch_signals()
+    {
+        return Exit::CouldNotRun.because("uffdtest flakes", e);
+    }
+    let hostile = if a.no_load {
         None
     } else {
         let mut cfg = LoadConfig::hostile();
         if let Some(m) = a.load_memory {
             cfg.memory_bytes = m << 20;
         }
-        match Load::start(&cfg) {
-            Ok(l) => {
-                eprintln!(
-                    "uffdtest flakes: load on: {} spinning threads, {} MiB churned, compaction every {} ms",
-                    cfg.cpu_threads,
-                    cfg.memory_bytes >> 20,
-                    cfg.compact_every.as_millis()
-                );
-                l.warm_up(std::time::Duration::from_secs(60));
-                Some(l)
+        match Hostile::start(&cfg) {
+            Ok(h) => {
+                eprintln!("uffdtest flakes: load on: {}", h.describe());
+                Some(h)
             }
             Err(e) => return Exit::CouldNotRun.because("uffdtest flakes", e),
         }
@@ -200,41 +128,53 @@ pub fn flakes(a: &FlakesArgs) -> Exit {
     let mut progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::new(std::io::stderr()));
-    let (mut passes, mut names) = (Vec::new(), Vec::new());
-    for i in 0..a.passes as usize {
-        let policy = &POLICIES[i % POLICIES.len()];
-        let vary = !(a.no_load || a.keep_thp);
-        let name = if vary {
-            policy.name()
+    // The KTAP file streams as the cases end, as `run -o` does: one document, a block per binary per pass.
+    let mut to_file = match &a.run.out.output {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(Ktap::new(std::io::BufWriter::new(f))),
+            Err(e) => {
+                return Exit::CouldNotRun
+                    .because("uffdtest flakes", format_args!("cannot create {}: {e}", p.display()));
+            }
+        },
+        None => None,
+    };
+    let mut reporters: Vec<&mut dyn Reporter> = Vec::new();
+    if let Some(p) = progress.as_mut() {
+        reporters.push(p);
+    }
+    if let Some(f) = to_file.as_mut() {
+        reporters.push(f);
+    }
+    let vary = !(a.no_load || a.keep_thp);
+    let name = |i: usize| {
+        if vary {
+            ThpPolicy::for_pass(i).name()
         } else {
-            "as the machine is".into()
-        };
-        eprintln!("uffdtest flakes: pass {} of {} ({name})", i + 1, a.passes);
-        let _thp = if vary { policy.apply() } else { Vec::new() };
-        let mut reporters: Vec<&mut dyn Reporter> = Vec::new();
-        if let Some(p) = progress.as_mut() {
-            reporters.push(p);
+            "as the machine is".to_string()
         }
-        let r = match execute(&opts, &mut reporters) {
-            Ok(r) => r,
-            Err(e) => return Exit::CouldNotRun.because("uffdtest flakes", e),
-        };
-        eprintln!("uffdtest flakes: pass {}: {}", i + 1, r.totals().summary_line());
-        let interrupted = r.interrupted;
-        passes.push(r);
-        names.push(name);
-        if interrupted {
-            break;
+    };
+    let n = a.passes as usize;
+    let before = |i: usize| {
+        eprintln!("uffdtest flakes: pass {} of {n} ({})", i + 1, name(i));
+        if vary {
+            ThpPolicy::for_pass(i).apply()
+        } else {
+            Vec::new()
         }
+    };
+    let after = |i: usize, r: &Report| eprintln!("uffdtest flakes: pass {}: {}", i + 1, r.totals().summary_line());
+    let passes = match run_passes(&opts, n, before, after, &mut reporters) {
+        Ok(p) => p,
+        Err(e) => return Exit::CouldNotRun.because("uffdtest flakes", e),
+    };
+    let names: Vec<String> = (0..passes.len()).map(name).collect();
+    if let Some(h) = hostile {
+        eprintln!("uffdtest flakes: load: {}", totals_line(&h.stop()));
     }
-    if let Some(l) = load {
-        let t = l.stop();
-        eprintln!(
-            "uffdtest flakes: load: {} churn rounds through reclaim, {} compactions",
-            t.churn_rounds, t.compactions
-        );
-    }
-    write_reports(&a.run.out, &passes);
+    drop(reporters);
+    drop(to_file);
+    a.run.out.write(&concat(&passes), false);
     let lines = changed(&passes, &names);
     let failing = passes.iter().any(|r| r.totals().fail > 0);
     println!(
@@ -253,20 +193,6 @@ pub fn flakes(a: &FlakesArgs) -> Exit {
     } else {
         Exit::Ok
     }
-}
-
-/// Every pass in one report, as `run --repeat` writes it, so that `compare`
-/// and `report` read a hunt like any repeated run.
-fn write_reports(out: &Outputs, passes: &[Report]) {
-    let mut all = Report::default();
-    for r in passes {
-        all.tests.extend(r.tests.iter().cloned());
-        all.diagnostics.extend(r.diagnostics.iter().cloned());
-        all.parse_errors.extend(r.parse_errors.iter().cloned());
-        all.interrupted |= r.interrupted;
-        all.start_unix = all.start_unix.or(r.start_unix);
-    }
-    out.write(&all, true);
 }
 
 #[cfg(test)]

@@ -221,9 +221,16 @@ pub fn interrupted() -> bool {
 /// which then kills the running cases and returns (restoring through Drop).
 /// A second signal restores at once and exits 130. Call before starting any
 /// thread: the signals are blocked in the caller and waited for on a thread
-/// of their own (children get a clean mask from std's spawn).
+/// of their own (children get a clean mask from std's spawn). A second call
+/// does nothing: a caller that starts threads of its own (the flake
+/// hunter's load) calls it first, and the run calls it again.
 pub fn catch_signals() -> Result<(), EnvError> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    static CAUGHT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut caught = CAUGHT.lock().unwrap_or_else(|e| e.into_inner());
+    if *caught {
+        return Ok(());
+    }
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(s);
@@ -243,6 +250,7 @@ pub fn catch_signals() -> Result<(), EnvError> {
             }
         })
         .map_err(EnvError::SignalThread)?;
+    *caught = true;
     Ok(())
 }
 

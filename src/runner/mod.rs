@@ -24,6 +24,7 @@ pub mod kmsg;
 pub mod known;
 pub mod ktap;
 pub mod libtest;
+pub mod passes;
 pub mod process;
 pub mod report;
 pub mod result;

@@ -2,8 +2,8 @@
 //! busy, anonymous memory churned through reclaim, and compaction asked for
 //! again and again, so that whatever a case reads about its own mappings
 //! (smaps, pagemap, a THP's shape) can change under it the way it does on a
-//! loaded CI host. The knobs that steer khugepaged and THP are the CLI's to
-//! set (they are restored by `crate::knob` guards); this module only
+//! loaded CI host. The knobs that steer khugepaged and THP are set by
+//! [`super::hostile`] (restored by `crate::knob` guards); this module only
 //! makes load.
 
 use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bounce;
+pub mod hostile;
 pub mod load;
 pub mod soak;
 pub mod verify;
