@@ -55,7 +55,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     if uffdtest::vm::init::is_guest_init() {
-        uffdtest::vm::init::main();
+        uffdtest::cli::vm::guest_init();
     }
     let cli = Cli::try_parse().unwrap_or_else(|e| uffdtest::cli::parse_error(e));
     let exit = match cli.cmd {

@@ -2,8 +2,10 @@
 
 use crate::cli::Exit;
 use crate::cli::run::{Outputs, Selection};
+use crate::stress::hostile::{Hostile, ThpPolicy, totals_line};
+use crate::stress::load::LoadConfig;
 use crate::vm::boot::AccelChoice;
-use crate::vm::init::{Fault, GuestConfig};
+use crate::vm::init::{Fault, GuestConfig, UnderLoad};
 use crate::vm::{self, Runner, VmError, VmOptions, kconfig};
 use clap::Args;
 use std::io::Read;
@@ -55,6 +57,11 @@ pub struct VmArgs {
     /// `-o` gets the final KTAP: splats and cases not run included.
     #[command(flatten)]
     pub out: Outputs,
+    /// Run in the guest as `uffdtest flakes` runs on a host: every vCPU busy, memory churned through reclaim,
+    /// compaction, khugepaged without sleep, and each pass of `--repeat` under its own THP policy; exit 1 if any
+    /// case changed outcome between passes. QEMU runner only.
+    #[arg(long)]
+    pub under_load: bool,
     /// Make the guest init crash the kernel or hang mid-run (tests of the harness itself).
     #[arg(long, value_enum, hide = true)]
     pub inject: Option<Fault>,
@@ -179,13 +186,38 @@ impl VmArgs {
             heartbeat_secs: self.machine.heartbeat_secs(),
             case_env: crate::cli::run::case_env(&self.sel.pick.mem),
             fault: self.inject,
+            under_load: self.under_load,
         }
     }
 }
 
 /// `uffdtest vm`.
 pub fn vm_cmd(a: &VmArgs) -> Exit {
-    run_known(&a.options(), &a.known)
+    if !a.under_load {
+        return run_known(&a.options(), &a.known);
+    }
+    if a.runner != Runner::Qemu {
+        return infra("--under-load needs --runner qemu: the load runs in uffdtest's own guest init");
+    }
+    let report = match judged(&a.options(), &a.known) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    // As `uffdtest flakes`: a case that changed outcome between passes fails the run.
+    let flaky = crate::cli::run::flaky_lines(&report);
+    println!(
+        "uffdtest vm: {} case(s) changed outcome over {} pass(es) under load{}",
+        flaky.len(),
+        a.sel.repeat.max(1),
+        if flaky.is_empty() { "" } else { ":" }
+    );
+    for l in &flaky {
+        println!("  {l}");
+    }
+    match Exit::from_report_code(report.exit_code()) {
+        Exit::Ok if !flaky.is_empty() => Exit::Failure,
+        e => e,
+    }
 }
 
 /// The run of `o`, exiting as its report says; 2 when there is none worth judging.
@@ -200,15 +232,48 @@ pub fn run(o: &VmOptions) -> Exit {
 
 /// [`run`] with the known issues of `k` (none under `--strict`).
 pub fn run_known(o: &VmOptions, k: &crate::cli::known::KnownArgs) -> Exit {
-    let known = match k.issues() {
-        Ok(k) => k,
-        Err(e) => return Exit::CouldNotRun.because("uffdtest", e),
-    };
-    match vm::run_and_report(o, known.as_ref()) {
+    match judged(o, k) {
         Ok(report) => Exit::from_report_code(report.exit_code()),
+        Err(e) => e,
+    }
+}
+
+/// The run's report, or how `vm` exits when there is none worth judging.
+fn judged(o: &VmOptions, k: &crate::cli::known::KnownArgs) -> Result<crate::runner::Report, Exit> {
+    let known = k.issues().map_err(|e| Exit::CouldNotRun.because("uffdtest", e))?;
+    vm::run_and_report(o, known.as_ref()).map_err(|e| match e {
         // The guest's own errors are on stderr already.
-        Err(VmError::GuestRanNothing) => Exit::CouldNotRun,
-        Err(e) => Exit::CouldNotRun.because("uffdtest", e),
+        VmError::GuestRanNothing => Exit::CouldNotRun,
+        e => Exit::CouldNotRun.because("uffdtest", e),
+    })
+}
+
+/// PID 1 in the guest, with the flake hunter's machine for `--under-load`.
+pub fn guest_init() -> ! {
+    vm::init::main(&mut GuestLoad(None))
+}
+
+/// The guest's `--under-load`: the same [`Hostile`] machine and THP
+/// policies `uffdtest flakes` runs its passes under on a host.
+struct GuestLoad(Option<Hostile>);
+
+impl UnderLoad for GuestLoad {
+    fn start(&mut self) -> Result<String, String> {
+        let hostile = Hostile::start(&LoadConfig::hostile()).map_err(|e| e.to_string())?;
+        let what = hostile.describe();
+        self.0 = Some(hostile);
+        Ok(what)
+    }
+
+    fn pass(&mut self, i: usize) -> (String, Box<dyn std::any::Any>) {
+        let policy = ThpPolicy::for_pass(i);
+        (policy.name(), Box::new(policy.apply()))
+    }
+
+    fn stop(&mut self) -> String {
+        self.0
+            .take()
+            .map_or_else(|| "never started".to_string(), |h| totals_line(&h.stop()))
     }
 }
 
@@ -303,6 +368,22 @@ mod tests {
         assert_eq!((run.jobs, run.timeout, run.hugepages), (Some(3), 7, 9));
         assert_eq!(run.max_fail, Some(4));
         assert!(run.announce_kmsg);
+    }
+
+    #[test]
+    fn under_load_reaches_the_guest_and_needs_the_qemu_runner() {
+        let vm = Line::<VmArgs>::try_parse_from(["vm", "--kernel", "/k", "--under-load", "--repeat", "5"])
+            .unwrap()
+            .args;
+        let g = vm.options().guest;
+        assert!(g.under_load);
+        assert_eq!(g.repeat, 5);
+        let old: GuestConfig = serde_json::from_str(r#"{"filters":[],"skip":[],"mem":[],"ioctl":[],"run_ignored":false,"jobs":1,"case_timeout_secs":60,"hugepages":0}"#).unwrap();
+        assert!(!old.under_load, "an older host's config runs without load");
+        let vng = Line::<VmArgs>::try_parse_from(["vm", "--kernel", "/k", "--under-load", "--runner", "vng"])
+            .unwrap()
+            .args;
+        assert_eq!(vm_cmd(&vng), Exit::CouldNotRun);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The runner as PID 1 in the guest: mounts what the suite needs, runs the
 //! selected cases with KTAP on the second serial port, then powers off.
 
+use crate::runner::passes::run_passes;
 use crate::runner::{self, Event, Reporter, RunOptions};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -115,6 +116,10 @@ pub struct GuestConfig {
     /// Set in every case's environment ([`RunOptions::case_env`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub case_env: Vec<(String, String)>,
+    /// `vm --under-load`: the flake hunter's machine in the guest (load,
+    /// khugepaged without sleep, each pass of `repeat` its own THP policy).
+    #[serde(default)]
+    pub under_load: bool,
 }
 
 impl GuestConfig {
@@ -147,10 +152,22 @@ pub fn is_guest_init() -> bool {
     std::process::id() == 1 || std::env::args_os().next().is_some_and(|a| a == "/init")
 }
 
+/// The hostile machine `vm --under-load` runs its passes on. The harness
+/// knows no mm load: the caller of [`main`] hands one in (the CLI's, the
+/// same `uffdtest flakes` runs on a host).
+pub trait UnderLoad {
+    /// Starts the load; what runs, for the kernel log.
+    fn start(&mut self) -> Result<String, String>;
+    /// Sets pass `i`'s THP policy until the guard drops; names the policy.
+    fn pass(&mut self, i: usize) -> (String, Box<dyn std::any::Any>);
+    /// Stops the load; what it did, in one line.
+    fn stop(&mut self) -> String;
+}
+
 /// The whole life of the guest. Never returns: PID 1 exiting panics the
 /// kernel, so every path ends in power-off.
-pub fn main() -> ! {
-    let result = std::panic::catch_unwind(run);
+pub fn main(load: &mut dyn UnderLoad) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(load)));
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
@@ -162,7 +179,7 @@ pub fn main() -> ! {
     power_off()
 }
 
-fn run() -> Result<(), InitError> {
+fn run(load: &mut dyn UnderLoad) -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
     if let Err(e) = enable_memcg() {
@@ -205,10 +222,33 @@ fn run() -> Result<(), InitError> {
         fault: cfg.fault,
         started: 0,
     };
-    runner::execute(&opts, &mut [&mut ktap, &mut fault, &mut Milestones]).map_err(|e| InitError::Run(e.to_string()))?;
+    let reporters: &mut [&mut dyn Reporter] = &mut [&mut ktap, &mut fault, &mut Milestones];
+    if cfg.under_load {
+        hunt(&opts, load, reporters)?;
+    } else {
+        runner::execute(&opts, reporters).map_err(|e| InitError::Run(e.to_string()))?;
+    }
     port.flush().ok();
     kmsg(RUN_DONE);
     Ok(())
+}
+
+/// `vm --under-load`: the passes one after another on a hostile machine,
+/// each under its own THP policy, as `uffdtest flakes` runs them on a host.
+fn hunt(opts: &RunOptions, load: &mut dyn UnderLoad, reporters: &mut [&mut dyn Reporter]) -> Result<(), InitError> {
+    let what = load
+        .start()
+        .map_err(|e| InitError::Run(format!("cannot start the load: {e}")))?;
+    kmsg(&format!("uffdtest: load on: {what}"));
+    let n = opts.repeat.max(1);
+    let before = |i: usize| {
+        let (policy, guard) = load.pass(i);
+        kmsg(&format!("uffdtest: pass {} of {n}: {policy}", i + 1));
+        guard
+    };
+    let done = run_passes(opts, n, before, |_, _| {}, reporters).map_err(|e| InitError::Run(e.to_string()));
+    kmsg(&format!("uffdtest: load: {}", load.stop()));
+    done.map(|_| ())
 }
 
 /// `(source, target, fstype)`; a failure is fatal only for proc, sys and dev.
