@@ -44,6 +44,8 @@ enum Cmd {
     Mutate(uffdtest::cli::mutate::MutateArgs),
     /// Hunt flaky cases: run the selection several times under a hostile load, name every case that changed outcome.
     Flakes(uffdtest::cli::flakes::FlakesArgs),
+    /// Run a command (cargo test, a C selftest) under the flake hunter's load; its exit status, 0 or 1.
+    Load(uffdtest::cli::load::LoadArgs),
     /// The bounce stress test (upstream uffd-stress, checking more); a soak with --duration.
     Stress(uffdtest::cli::stress::StressArgs),
     /// Fault round-trip latency and resolve rates per memory type (a table; --json).
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Cmd::Bisect(args) => uffdtest::cli::gate::bisect(&args),
         Cmd::Mutate(args) => uffdtest::cli::mutate::mutate(&args),
         Cmd::Flakes(args) => uffdtest::cli::flakes::flakes(&args),
+        Cmd::Load(args) => uffdtest::cli::load::load(&args),
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
         Cmd::VmChild => uffdtest::cli::vm::child_cmd(),

@@ -770,3 +770,38 @@ reason = "the fixture fails on purpose"
     assert_eq!(case(&r, "fixture::passes").status, Status::Xpass);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `uffdtest load -- COMMAND` runs the command with khugepaged unleashed,
+/// passes on its verdict (exit 3 → 1, exit 0 → 0, cannot start → 2), and
+/// puts khugepaged's knob back after each.
+#[test]
+#[serial(harness_runner)]
+fn load_runs_the_command_under_load_and_passes_on_its_verdict() {
+    let knob = "/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs";
+    let before = std::fs::read_to_string(knob).ok();
+    let load = |cmd: &[&str]| {
+        let out = uffdtest()
+            .args(["load", "--memory", "64", "--"])
+            .args(cmd)
+            .output()
+            .expect("run uffdtest load");
+        assert_eq!(std::fs::read_to_string(knob).ok(), before, "khugepaged's knob put back");
+        out
+    };
+    let out = load(&["sh", "-c", &format!("cat {knob} 2>/dev/null; exit 3")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    if nix::unistd::geteuid().is_root() && before.is_some() {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "khugepaged without sleep"
+        );
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uffdtest load: on: ") && err.contains("sh exit status: 3"),
+        "{err}"
+    );
+    assert_eq!(load(&["true"]).status.code(), Some(0));
+    assert_eq!(load(&["/nonexistent/command"]).status.code(), Some(2));
+}

@@ -8,6 +8,7 @@ pub mod flakes;
 pub mod gate;
 pub mod install;
 pub mod known;
+pub mod load;
 pub mod mutate;
 pub mod report;
 pub mod run;
