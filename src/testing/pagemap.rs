@@ -32,21 +32,28 @@ pub fn is_uffd_wp(addr: usize) -> bool {
     bit(addr, PM_UFFD_WP)
 }
 
-/// Whether a page is mapped at `addr`, waiting out a migration.
+/// Whether a page is mapped at `addr`, waiting out a migration
+/// ([`settled_entry_of`]).
+pub fn is_present(addr: usize) -> bool {
+    settled_entry_of("self", addr).is_ok_and(|e| e & PM_PRESENT != 0)
+}
+
+/// The entry of `addr` in process `pid` once no migration is under way.
 ///
 /// Compaction or a THP split moves a mapped page behind the test's back: for
 /// the few microseconds that takes its PTE is a migration entry, which
 /// pagemap reports as swapped, not present. A swapped-looking entry is read
-/// again for up to ~20 ms before it counts as not present, so that a page in
-/// flight is never taken for a page the kernel unmapped (a swapped-out page
-/// costs that wait and still reads as not present).
-pub fn is_present(addr: usize) -> bool {
+/// again for up to ~20 ms before it is returned, so that a page in flight is
+/// never taken for a page the kernel unmapped (a swapped-out page costs that
+/// wait and still reads as swapped).
+pub fn settled_entry_of(pid: &str, addr: usize) -> std::io::Result<u64> {
+    let mut e = entry_of(pid, addr)?;
     for _ in 0..20 {
-        match entry(addr) {
-            Ok(e) if e & PM_PRESENT != 0 => return true,
-            Ok(e) if e & PM_SWAP != 0 => std::thread::sleep(std::time::Duration::from_millis(1)),
-            _ => return false,
+        if e & PM_SWAP == 0 || e & PM_PRESENT != 0 {
+            break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        e = entry_of(pid, addr)?;
     }
-    false
+    Ok(e)
 }
