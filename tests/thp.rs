@@ -6,9 +6,13 @@
 //! page under WRITEPROTECT; a PMD split under WP; and WP, COPY and MOVE on
 //! every mTHP size the kernel offers.
 //!
-//! khugepaged itself is left out: its scan runs the same checks as
-//! MADV_COLLAPSE (hpage_collapse_scan_pmd, collapse_file), and waiting for
-//! its daemon cannot be bounded honestly on a shared machine.
+//! khugepaged runs the same checks from its own scan, and has a third rule
+//! of its own: retract_page_tables() and collapse_pte_mapped_thp() keep the
+//! PTE table of a WP-registered file VMA, so its markers outlive a collapse
+//! of the file under it. Its cases never wait on a clock for something not
+//! to happen: each first waits until khugepaged *did* collapse a control
+//! range in the same process (it visited this mm), then for two more of its
+//! full scans (`khugepaged/full_scans`), so every range was looked at after.
 //!
 //! The mTHP cases set a size's `enabled` knob: they take `#[file_serial(thp)]` (a lock across processes)
 //! and put it back on drop.
@@ -236,6 +240,159 @@ fn collapse_over_wp_markers_fails_einval_and_keeps_the_markers(#[case] kind: Kin
     assert_write_faults_wp(&uffd, pmd.page(5), 0x66);
     let got = unsafe { std::slice::from_raw_parts(pmd.page(5) as *const u8, mem::base_page_size()) };
     assert!(got[1..].iter().all(|&b| b == 0), "the marker's page was empty");
+}
+
+// ---------------------------------------------------------------------------
+// khugepaged.
+
+const KHUGEPAGED: &str = "/sys/kernel/mm/transparent_hugepage/khugepaged";
+
+/// How long khugepaged may take to do what it was unleashed for. It scans
+/// without sleep, so its full scans come every few milliseconds; the
+/// deadline only turns a daemon that never gets there into a failure that
+/// says what it was waiting for.
+const KHUGEPAGED_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// khugepaged set to scan this case's ranges as fast as it can (under the
+/// `thp` key; every knob back on drop): anonymous THP on MADV_HUGEPAGE,
+/// shmem THP on advise, no sleep between scans or after a failed
+/// allocation, and the default `max_ptes_none` (511), under which it fills
+/// a hole in a VMA no uffd has armed.
+struct Khugepaged {
+    _knobs: Vec<Knob>,
+}
+
+impl Khugepaged {
+    fn unleash() -> Result<Khugepaged, String> {
+        if !caps::caps().root {
+            return Err("needs root: khugepaged's knobs and /proc/kpageflags".into());
+        }
+        testing::thp::pmd_size()?;
+        let mut knobs = testing::thp::anon_pmd_policy("madvise");
+        knobs.push(testing::thp::shmem_collapsible());
+        for (f, v) in [
+            ("scan_sleep_millisecs", "0"),
+            ("alloc_sleep_millisecs", "0"),
+            ("pages_to_scan", "4096"),
+            ("max_ptes_none", "511"),
+        ] {
+            knobs.push(Knob::set(format!("{KHUGEPAGED}/{f}"), v).unwrap_or_else(|e| panic!("khugepaged: {e}")));
+        }
+        Ok(Khugepaged { _knobs: knobs })
+    }
+
+    fn full_scans() -> u64 {
+        let text = std::fs::read_to_string(format!("{KHUGEPAGED}/full_scans")).expect("khugepaged/full_scans");
+        text.trim().parse().expect("a count")
+    }
+
+    /// Polls `done` until it holds; panics with `what` at the deadline.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        let scans = Khugepaged::full_scans();
+        while !done() {
+            assert!(
+                start.elapsed() < KHUGEPAGED_DEADLINE,
+                "khugepaged: {what} within {KHUGEPAGED_DEADLINE:?} (full scans {scans} -> {})",
+                Khugepaged::full_scans()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the range of `control` is in a huge folio (khugepaged
+    /// visited this mm and could collapse there), then two full scans more.
+    fn wait_for_collapse_of(control: &Pmd) {
+        Khugepaged::wait_until("collapse the control range", || control.in_huge_folio());
+        let seen = Khugepaged::full_scans();
+        Khugepaged::wait_until("two more full scans", || Khugepaged::full_scans() >= seen + 2);
+    }
+}
+
+impl Pmd {
+    /// Whether page 0 of the range is part of a huge folio. Reads it first:
+    /// a shmem collapse unmaps the small pages, and the read maps the page
+    /// the cache holds now.
+    fn in_huge_folio(&self) -> bool {
+        testing::read_byte(self.page(0));
+        kpageflags(pfn(self.page(0))) & KPF_THP != 0
+    }
+
+    /// The same range, filled but for `holes`, unregistered, MADV_HUGEPAGE:
+    /// what khugepaged does with it is what it would do without the uffd.
+    fn control(kind: Kind, holes: &[usize]) -> Pmd {
+        let pmd = Pmd::new(kind).expect("the case's own range had one");
+        pmd.fill_except(holes);
+        testing::mm::madvise(pmd.res.addr, pmd.res.len, libc::MADV_HUGEPAGE).expect("MADV_HUGEPAGE");
+        pmd
+    }
+}
+
+/// A PMD filled but for `holes`, registered in `mode`, `protected` pages
+/// write-protected, and only then MADV_HUGEPAGE (shmem too: `advise`),
+/// which hands it to the khugepaged [`Khugepaged::unleash`] set loose
+/// first: it never sees the range half set up.
+fn khugepaged_pmd(
+    kind: Kind,
+    holes: &[usize],
+    mode: RegisterMode,
+    protected: &[usize],
+) -> Result<(Khugepaged, Pmd, Uffd), String> {
+    testing::register_support(kind_mem(kind), mode)?;
+    let k = Khugepaged::unleash()?;
+    let pmd = Pmd::new(kind)?;
+    pmd.fill_except(holes);
+    let uffd = testing::open_uffd(caps::features_for(kind_mem(kind), mode))?;
+    uffd.register(pmd.res.addr, pmd.res.len, mode).unwrap();
+    let ps = mem::base_page_size();
+    for &i in protected {
+        uffd.writeprotect(pmd.page(i), ps, WriteprotectMode::WP).unwrap();
+    }
+    testing::mm::madvise(pmd.res.addr, pmd.res.len, libc::MADV_HUGEPAGE).expect("MADV_HUGEPAGE");
+    Ok((k, pmd, uffd))
+}
+
+/// A hole khugepaged fills in an unarmed VMA (`max_ptes_none` 511) stays a
+/// hole under MODE_MISSING: anonymous memory is SCAN_EXCEED_NONE_PTE in the
+/// scan, shmem rolls the collapse of the file back (collapse_file()).
+#[apply(thp_kinds)]
+#[file_serial(thp)]
+fn khugepaged_keeps_a_missing_hole_it_fills_elsewhere(#[case] kind: Kind) {
+    let (_k, pmd, uffd) = try_skip!(khugepaged_pmd(kind, &[7], RegisterMode::MISSING, &[]));
+    let control = Pmd::control(kind, &[7]);
+    Khugepaged::wait_for_collapse_of(&control);
+    assert!(!pmd.in_huge_folio(), "the registered range was not collapsed");
+    assert_eq!(pmd.pmd_mapped(), 0, "nothing PMD-mapped");
+    assert!(!pagemap::is_present(pmd.page(7)), "the hole is still a hole");
+    pmd.assert_filled_except(&[7]);
+    assert_hole_faults_missing(&uffd, pmd.page(7));
+}
+
+/// A protected page keeps khugepaged off anonymous memory
+/// (SCAN_PTE_UFFD_WP). Shmem's file is collapsed all the same (no uffd rule
+/// there), but the WP-registered view keeps its PTE table: the protected
+/// page's PTE became a marker when the collapse unmapped it, and stays one.
+#[apply(thp_kinds)]
+#[file_serial(thp)]
+fn khugepaged_keeps_protection(#[case] kind: Kind) {
+    let (_k, pmd, uffd) = try_skip!(khugepaged_pmd(kind, &[], RegisterMode::WP, &[3]));
+    match kind {
+        Kind::Anon => {
+            let control = Pmd::control(kind, &[]);
+            Khugepaged::wait_for_collapse_of(&control);
+            assert!(!pmd.in_huge_folio(), "the protected range was not collapsed");
+        }
+        Kind::Shmem => {
+            Khugepaged::wait_until("collapse the protected view's file", || pmd.in_huge_folio());
+            let seen = Khugepaged::full_scans();
+            Khugepaged::wait_until("two more full scans", || Khugepaged::full_scans() >= seen + 2);
+        }
+    }
+    assert_eq!(pmd.pmd_mapped(), 0, "the registered view stays PTE-mapped");
+    assert_protection(&pmd, &[], |i| i == 3);
+    pmd.assert_filled_except(&[]);
+    faulter::assert_no_event(&uffd);
+    assert_write_faults_wp(&uffd, pmd.page(3), 0x5b);
 }
 
 /// Whether THP may map the huge zero page on a read fault.
