@@ -260,6 +260,12 @@ const KHUGEPAGED_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// a hole in a VMA no uffd has armed.
 struct Khugepaged {
     _knobs: Vec<Knob>,
+    /// An anonymous MADV_HUGEPAGE range with one page written, which puts
+    /// this process on khugepaged's list: on the host's 6.18, MADV_HUGEPAGE
+    /// of a shmem range, or of an anonymous range with no page yet, left
+    /// the list empty (khugepaged slept, `full_scans` stood still for a
+    /// minute) when the case ran in a process of its own.
+    _enlist: Pmd,
 }
 
 impl Khugepaged {
@@ -278,7 +284,13 @@ impl Khugepaged {
         ] {
             knobs.push(Knob::set(format!("{KHUGEPAGED}/{f}"), v).unwrap_or_else(|e| panic!("khugepaged: {e}")));
         }
-        Ok(Khugepaged { _knobs: knobs })
+        let enlist = Pmd::new(Kind::Anon)?;
+        testing::write_byte(enlist.page(0), 1);
+        testing::mm::madvise(enlist.res.addr, enlist.res.len, libc::MADV_HUGEPAGE).expect("MADV_HUGEPAGE");
+        Ok(Khugepaged {
+            _knobs: knobs,
+            _enlist: enlist,
+        })
     }
 
     fn full_scans() -> u64 {
