@@ -221,7 +221,8 @@ pub fn interrupted() -> bool {
 /// which then kills the running cases and returns (restoring through Drop).
 /// A second signal restores at once and exits 130. Call before starting any
 /// thread: the signals are blocked in the caller and waited for on a thread
-/// of their own (children get a clean mask from std's spawn). A second call
+/// of their own. The mask survives spawn and exec: give every child
+/// [`unblock_signals_in_child`]. A second call
 /// does nothing: a caller that starts threads of its own (the flake
 /// hunter's load) calls it first, and the run calls it again.
 pub fn catch_signals() -> Result<(), EnvError> {
@@ -252,6 +253,28 @@ pub fn catch_signals() -> Result<(), EnvError> {
         .map_err(EnvError::SignalThread)?;
     *caught = true;
     Ok(())
+}
+
+/// Starts `cmd` with no signal blocked. std's spawn keeps the spawning
+/// thread's mask, so after [`catch_signals`] a case, QEMU or the command of
+/// `uffdtest load` would start with SIGINT, SIGTERM and SIGHUP blocked: a
+/// timeout's SIGTERM, or a test's Ctrl-C, would never reach it (under
+/// `uffdtest load -- cargo test`, harness_mutate's Ctrl-C case waited out
+/// its whole build instead of dying of the signal).
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls sigprocmask(2),
+    // which is async-signal-safe, and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Where the runner tells each case its run's directory.

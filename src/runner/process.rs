@@ -55,6 +55,7 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
+    super::env::unblock_signals_in_child(&mut cmd);
     let child = cmd.spawn().map_err(|source| SpawnError::Start {
         path: case.path.clone(),
         source,

@@ -95,11 +95,13 @@ pub fn boot_once(
         Some(p) => Some(std::fs::File::create(p).map_err(created(p))?),
         None => None,
     };
-    let child = Command::new(qemu)
-        .args(boot::qemu_args(b))
+    let mut cmd = Command::new(qemu);
+    cmd.args(boot::qemu_args(b))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::runner::env::unblock_signals_in_child(&mut cmd);
+    let child = cmd
         .spawn()
         .map_err(VmError::io(format!("cannot start {}", qemu.display())))?;
     let mut guard = Guard(child);
