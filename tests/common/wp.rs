@@ -18,8 +18,10 @@ pub fn wp_marker_features(mem: MemType) -> Features {
 
 /// The uffd-wp and present bits of the pagemap entry at `addr`: a protected
 /// mapped page reads `PM_UFFD_WP | PM_PRESENT`, a WP marker `PM_UFFD_WP`.
+/// Read once no migration is under way: a migration entry keeps the WP bit
+/// but is not present, and compaction moves pages at any time.
 pub fn wp_present(addr: usize) -> u64 {
-    pagemap::entry(addr).expect("pagemap") & (PM_UFFD_WP | PM_PRESENT)
+    pagemap::settled_entry_of("self", addr).expect("pagemap") & (PM_UFFD_WP | PM_PRESENT)
 }
 
 /// `npages` of `mem`, left unpopulated, registered in `mode` (which holds
