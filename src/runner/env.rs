@@ -256,11 +256,12 @@ pub fn catch_signals() -> Result<(), EnvError> {
 }
 
 /// Starts `cmd` with no signal blocked. std's spawn keeps the spawning
-/// thread's mask, so after [`catch_signals`] a case, QEMU or the command of
-/// `uffdtest load` would start with SIGINT, SIGTERM and SIGHUP blocked: a
-/// timeout's SIGTERM, or a test's Ctrl-C, would never reach it (under
-/// `uffdtest load -- cargo test`, harness_mutate's Ctrl-C case waited out
-/// its whole build instead of dying of the signal).
+/// thread's mask, so after [`catch_signals`] QEMU or the command of
+/// `uffdtest load` would start with SIGINT, SIGTERM and SIGHUP blocked: our
+/// SIGTERM, or a test's Ctrl-C, would never reach it (under `uffdtest load
+/// -- cargo test`, harness_mutate's Ctrl-C case waited out its whole build
+/// instead of dying of the signal). The pre_exec makes std fork instead of
+/// posix_spawn: fine for one child, too slow for every case of a run.
 pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec the closure only calls sigprocmask(2),

@@ -55,7 +55,11 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
-    super::env::unblock_signals_in_child(&mut cmd);
+    // Not unblock_signals_in_child: its pre_exec turns every case's spawn
+    // into a fork of this process, and under `uffdtest flakes` that process
+    // maps the load's gigabytes (a hunt pass went from ~35 s to ~6 min).
+    // A case starts with SIGINT/SIGTERM/SIGHUP blocked, so its timeout ends
+    // in the SIGKILL that follows SIGTERM.
     let child = cmd.spawn().map_err(|source| SpawnError::Start {
         path: case.path.clone(),
         source,
