@@ -38,18 +38,29 @@ pub fn is_present(addr: usize) -> bool {
     settled_entry_of("self", addr).is_ok_and(|e| e & PM_PRESENT != 0)
 }
 
+/// The swap type of a non-present entry (bits 0-4; only root reads it).
+fn swap_type(e: u64) -> u64 {
+    e & 0x1f
+}
+
+/// The swap type of a PTE marker (a uffd-wp marker, a guard): the last of
+/// the 32 (include/linux/swap.h), whatever the kernel's config. A marker
+/// stays; it is not a page in flight.
+const SWP_PTE_MARKER: u64 = 31;
+
 /// The entry of `addr` in process `pid` once no migration is under way.
 ///
 /// Compaction or a THP split moves a mapped page behind the test's back: for
 /// the few microseconds that takes its PTE is a migration entry, which
-/// pagemap reports as swapped, not present. A swapped-looking entry is read
-/// again for up to ~20 ms before it is returned, so that a page in flight is
-/// never taken for a page the kernel unmapped (a swapped-out page costs that
-/// wait and still reads as swapped).
+/// pagemap reports as swapped, not present. A swapped-looking entry that is
+/// not a PTE marker is read again for up to ~20 ms before it is returned, so
+/// that a page in flight is never taken for a page the kernel unmapped (a
+/// swapped-out page costs that wait and still reads as swapped; without
+/// root the type is hidden and a marker costs it too).
 pub fn settled_entry_of(pid: &str, addr: usize) -> std::io::Result<u64> {
     let mut e = entry_of(pid, addr)?;
     for _ in 0..20 {
-        if e & PM_SWAP == 0 || e & PM_PRESENT != 0 {
+        if e & PM_SWAP == 0 || e & PM_PRESENT != 0 || swap_type(e) == SWP_PTE_MARKER {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
