@@ -75,9 +75,11 @@ pub fn full_scans() -> u64 {
 /// Full passes ksmd needs to merge two identical pages it has not seen:
 /// one to note each page's checksum, one to put the first in the unstable
 /// tree, one to merge the second into it (mm/ksm.c `cmp_and_merge_page`);
-/// and one more, as the pass under way when the wait began may have
-/// passed the pages already.
-pub const MERGE_SCANS: u64 = 4;
+/// one more, as the pass under way when the wait began may have passed the
+/// pages already; and as many again for a page a pass skipped because
+/// compaction or a THP split held it at that moment (a 20-pass hunt saw
+/// 512 anon-thp pages on 3 frames, not 2, after 4 passes).
+pub const MERGE_SCANS: u64 = 8;
 
 /// Waits until the `npages` identical base pages from `addr` map the
 /// fewest KSM pages they can ([`merged_frames`]); false once ksmd has made
