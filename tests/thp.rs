@@ -312,10 +312,11 @@ impl Khugepaged {
         }
     }
 
-    /// Waits until the range of `control` is in a huge folio (khugepaged
-    /// visited this mm and could collapse there), then two full scans more.
-    fn wait_for_collapse_of(control: &Pmd) {
-        Khugepaged::wait_until("collapse the control range", || control.in_huge_folio());
+    /// Waits until `pmd` is in a huge folio (khugepaged visited this mm and
+    /// collapsed there), then two full scans more: every range of the mm
+    /// was looked at after.
+    fn wait_for_collapse_of(what: &str, pmd: &Pmd) {
+        Khugepaged::wait_until(what, || pmd.in_huge_folio());
         let seen = Khugepaged::full_scans();
         Khugepaged::wait_until("two more full scans", || Khugepaged::full_scans() >= seen + 2);
     }
@@ -372,7 +373,7 @@ fn khugepaged_pmd(
 fn khugepaged_keeps_a_missing_hole_it_fills_elsewhere(#[case] kind: Kind) {
     let (_k, pmd, uffd) = try_skip!(khugepaged_pmd(kind, &[7], RegisterMode::MISSING, &[]));
     let control = Pmd::control(kind, &[7]);
-    Khugepaged::wait_for_collapse_of(&control);
+    Khugepaged::wait_for_collapse_of("collapse the control range", &control);
     assert!(!pmd.in_huge_folio(), "the registered range was not collapsed");
     assert_eq!(pmd.pmd_mapped(), 0, "nothing PMD-mapped");
     assert!(!pagemap::is_present(pmd.page(7)), "the hole is still a hole");
@@ -391,13 +392,11 @@ fn khugepaged_keeps_protection(#[case] kind: Kind) {
     match kind {
         Kind::Anon => {
             let control = Pmd::control(kind, &[]);
-            Khugepaged::wait_for_collapse_of(&control);
+            Khugepaged::wait_for_collapse_of("collapse the control range", &control);
             assert!(!pmd.in_huge_folio(), "the protected range was not collapsed");
         }
         Kind::Shmem => {
-            Khugepaged::wait_until("collapse the protected view's file", || pmd.in_huge_folio());
-            let seen = Khugepaged::full_scans();
-            Khugepaged::wait_until("two more full scans", || Khugepaged::full_scans() >= seen + 2);
+            Khugepaged::wait_for_collapse_of("collapse the protected view's file", &pmd);
         }
     }
     assert_eq!(pmd.pmd_mapped(), 0, "the registered view stays PTE-mapped");
