@@ -49,6 +49,17 @@ mod fixture {
         assert_eq!(2 + 2, 4);
     }
 
+    /// The runner's Ctrl-C handling must not reach into the cases: a
+    /// blocked SIGTERM would turn every timeout into the SIGKILL after it.
+    #[test]
+    #[ignore]
+    fn starts_with_an_empty_blocked_mask() {
+        armed!();
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim();
+        assert_eq!(u64::from_str_radix(blocked, 16).unwrap(), 0, "SigBlk {blocked}");
+    }
+
     /// Leaves a file in the run's directory and says where it was.
     #[test]
     #[ignore]
@@ -245,6 +256,30 @@ fn run_fixtures(dir: &Path) -> Command {
     c
 }
 
+/// `uffdtest list --run-ignored` through `manifest`: each listed case as (binary, name).
+fn listed(manifest: &Path, args: &[&str]) -> Vec<(String, String)> {
+    let out = uffdtest()
+        .arg("list")
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--run-ignored")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<&str> = text.lines().skip(1).collect();
+    lines.pop(); // the count
+    lines
+        .iter()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let binary = w.next().unwrap_or_default().to_string();
+            (binary, w.skip(2).collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
 /// Runs a test that needs root `to` do something in a fresh scratch
 /// directory, removed once the test returned; without root the test skips,
 /// saying why.
@@ -406,6 +441,17 @@ fn each_run_gets_a_directory_of_its_own_removed_at_its_end() {
     let run_dir = std::fs::read_to_string(&mark).unwrap();
     assert!(run_dir.contains("uffdtest-run-"), "{run_dir}");
     assert!(!Path::new(&run_dir).exists(), "{run_dir} is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cases_start_with_no_signal_blocked_while_the_runner_catches_ctrl_c() {
+    let dir = scratch("sigblk");
+    let out = run_fixtures(&dir)
+        .args(["--hugepages", "0", "-f", "fixture::starts_with_an_empty_blocked_mask"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -625,22 +671,12 @@ fn sysctl_a_case_left_changed_is_restored_after_it() {
 #[test]
 fn list_selects_by_memory_type_glob_and_shard() {
     let dir = scratch("list");
+    let m = manifest(&dir);
     let list = |args: &[&str]| -> Vec<String> {
-        let out = uffdtest()
-            .arg("list")
-            .arg("--manifest")
-            .arg(manifest(&dir))
-            .arg("--run-ignored")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .filter(|l| l.starts_with("harness_runner"))
-            .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        listed(&m, args)
+            .into_iter()
+            .filter(|(binary, _)| binary == "harness_runner")
+            .map(|(_, case)| case)
             .collect()
     };
     assert_eq!(list(&["--mem", "shmem-private"]), ["fixture::on_mem on shmem-private"]);
@@ -649,7 +685,7 @@ fn list_selects_by_memory_type_glob_and_shard() {
         ["fixture::dies_of_sigbus", "fixture::dies_of_sigsegv"]
     );
     let all = list(&["-f", "fixture::"]);
-    assert_eq!(all.len(), 15);
+    assert_eq!(all.len(), 16);
     let (a, b) = (
         list(&["-f", "fixture::", "--shard", "1/2"]),
         list(&["-f", "fixture::", "--shard", "2/2"]),
@@ -665,6 +701,33 @@ fn list_selects_by_memory_type_glob_and_shard() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 cases in 0 binaries"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn first_puts_the_named_binaries_at_the_head_of_the_plan() {
+    let dir = scratch("first");
+    let one = |name: &str| Binary {
+        name: name.into(),
+        path: std::env::current_exe().unwrap(),
+        serial: vec![],
+        keys: Default::default(),
+        listing: None,
+    };
+    let m = dir.join("manifest.json");
+    Manifest {
+        binaries: vec![one("api"), one("copy"), one("move")],
+    }
+    .write(&m)
+    .unwrap();
+    let order = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["-f", "fixture::passes"];
+        a.extend_from_slice(args);
+        listed(&m, &a).into_iter().map(|(binary, _)| binary).collect()
+    };
+    assert_eq!(order(&[]), ["api", "copy", "move"]);
+    assert_eq!(order(&["--first", "move"]), ["move", "api", "copy"]);
+    assert_eq!(order(&["--first", "move,copy"]), ["copy", "move", "api"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -112,6 +112,7 @@ pub fn measure(
         shard: None,
         run_ignored: false,
         repeat: 1,
+        first: Vec::new(),
     };
     let path = manifest(&sel.manifest, build.then_some(Build::Suite))?;
     let mut opts = options(&sel, path);
@@ -262,9 +263,14 @@ impl Against {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 impl SideBySide {

@@ -6,7 +6,7 @@
 //! passes to change it between.
 
 use crate::cli::Exit;
-use crate::runner::env::{catch_signals, interrupted, unblock_signals_in_child};
+use crate::runner::env::{catch_signals, interrupted};
 use crate::stress::hostile::{Hostile, totals_line};
 use crate::stress::load::LoadConfig;
 use clap::Args;
@@ -53,7 +53,6 @@ pub fn load(a: &LoadArgs) -> Exit {
 fn run(command: &[String]) -> Exit {
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
-    unblock_signals_in_child(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Exit::CouldNotRun.because("uffdtest load", format_args!("cannot run {}: {e}", command[0])),

@@ -31,6 +31,10 @@ pub struct Selection {
     /// `compare` judges such a base case apart.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Start with these test binaries' cases (copy,move,...); the rest follow in the usual order. With
+    /// `--max-fail` a run whose failure is expected there ends sooner.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub first: Vec<String>,
 }
 
 /// Which cases by name, memory type and test binary: shared by `run`, `list` and `vm` (in [`Selection`]) and by
@@ -245,6 +249,16 @@ pub fn case_env(mem: &[String]) -> Vec<(String, String)> {
     }
 }
 
+/// Memory types this machine cannot give at all, with the reason their
+/// cases would skip ([`RunOptions::unusable`]): guest-memfd without a usable
+/// KVM, from the same probe the areas ask.
+pub fn unusable_types() -> Vec<(String, String)> {
+    match &crate::mem::guest_memfd::probe().usable {
+        Err(why) => vec![(crate::mem::MemType::GuestMemfd.name().to_string(), why.to_string())],
+        Ok(_) => Vec::new(),
+    }
+}
+
 pub(crate) fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
     RunOptions {
         manifest,
@@ -252,7 +266,9 @@ pub(crate) fn options(sel: &Selection, manifest: PathBuf) -> RunOptions {
         skip: sel.pick.skip.clone(),
         mem: sel.pick.mem.clone(),
         on_request: ON_REQUEST.iter().map(|s| s.to_string()).collect(),
+        unusable: unusable_types(),
         ioctl: sel.pick.ioctl.clone(),
+        first: sel.first.clone(),
         shard: sel.shard,
         run_ignored: sel.run_ignored,
         repeat: sel.repeat as usize,

@@ -176,6 +176,7 @@ impl VmArgs {
             mem: self.sel.pick.mem.clone(),
             on_request: crate::cli::run::ON_REQUEST.iter().map(|s| s.to_string()).collect(),
             ioctl: self.sel.pick.ioctl.clone(),
+            first: self.sel.first.clone(),
             shard: self.sel.shard,
             run_ignored: self.sel.run_ignored,
             repeat: self.sel.repeat as usize,
@@ -250,7 +251,7 @@ fn judged(o: &VmOptions, k: &crate::cli::known::KnownArgs) -> Result<crate::runn
 
 /// PID 1 in the guest, with the flake hunter's machine for `--under-load`.
 pub fn guest_init() -> ! {
-    vm::init::main(&mut GuestLoad(None))
+    vm::init::main(&mut GuestLoad(None), crate::cli::run::unusable_types)
 }
 
 /// The guest's `--under-load`: the same [`Hostile`] machine and THP

@@ -166,12 +166,14 @@ pub fn vm_report(exe: &Path, image: &Path, results: &Path, vm: &VmOptions) -> Re
         ..vm.clone()
     };
     let log = std::fs::File::create(&console).map_err(create(&console))?;
-    let child = Command::new(exe)
-        .arg(CHILD_COMMAND)
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD_COMMAND)
         .stdin(Stdio::piped())
         .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-        .stderr(Stdio::from(log))
-        .spawn();
+        .stderr(Stdio::from(log));
+    // Interrupted (mutate's Ctrl-C ends it by raising the signal again), the VM dies with it.
+    crate::runner::env::die_with_parent(&mut cmd);
+    let child = cmd.spawn();
     let status = child
         .and_then(|mut c| {
             let options = serde_json::to_vec(&vm).expect("VM options serialise");

@@ -43,7 +43,6 @@ pub enum EnvError {
         value: String,
         source: std::io::Error,
     },
-    BlockSignals(nix::errno::Errno),
     SignalThread(std::io::Error),
 }
 
@@ -51,8 +50,7 @@ impl std::fmt::Display for EnvError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EnvError::SetSysctl { name, value, source } => write!(f, "cannot set {name}={value}: {source}"),
-            EnvError::BlockSignals(e) => write!(f, "cannot block signals: {e}"),
-            EnvError::SignalThread(e) => write!(f, "cannot start the signal thread: {e}"),
+            EnvError::SignalThread(e) => write!(f, "cannot catch signals: {e}"),
         }
     }
 }
@@ -61,7 +59,6 @@ impl std::error::Error for EnvError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             EnvError::SetSysctl { source, .. } | EnvError::SignalThread(source) => Some(source),
-            EnvError::BlockSignals(e) => Some(e),
         }
     }
 }
@@ -219,35 +216,32 @@ pub fn interrupted() -> bool {
 
 /// Turns SIGINT, SIGTERM and SIGHUP into [`interrupted`] for the run loop,
 /// which then kills the running cases and returns (restoring through Drop).
-/// A second signal restores at once and exits 130. Call before starting any
-/// thread: the signals are blocked in the caller and waited for on a thread
-/// of their own. The mask survives spawn and exec: give every child
-/// [`unblock_signals_in_child`]. A second call
-/// does nothing: a caller that starts threads of its own (the flake
-/// hunter's load) calls it first, and the run calls it again.
+/// A second signal restores at once and exits 130. A handler writes each
+/// signal to a pipe that a thread of its own reads (signal-hook): no signal
+/// is blocked, so every child (each case, QEMU, `load`'s command) starts
+/// with the default disposition and a clean mask, and a case's timeout
+/// SIGTERM reaches it. A second call does nothing: a caller that starts
+/// threads of its own (the flake hunter's load) calls it first, and the run
+/// calls it again.
 pub fn catch_signals() -> Result<(), EnvError> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static CAUGHT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut caught = CAUGHT.lock().unwrap_or_else(|e| e.into_inner());
     if *caught {
         return Ok(());
     }
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(EnvError::BlockSignals)?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(EnvError::SignalThread)?;
     std::thread::Builder::new()
         .name("uffdtest-signals".into())
         .spawn(move || {
-            loop {
-                let Ok(sig) = set.wait() else { continue };
+            for sig in signals.forever() {
+                let name = nix::sys::signal::Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
                 if INTERRUPTED.swap(true, Ordering::SeqCst) {
                     restore_saved();
-                    eprintln!("uffdtest: {sig} again: sysctls restored, exiting");
+                    eprintln!("uffdtest: {name} again: sysctls restored, exiting");
                     std::process::exit(130);
                 }
-                eprintln!("uffdtest: {sig}: stopping the running cases and restoring sysctls");
+                eprintln!("uffdtest: {name}: stopping the running cases and restoring sysctls");
             }
         })
         .map_err(EnvError::SignalThread)?;
@@ -255,25 +249,24 @@ pub fn catch_signals() -> Result<(), EnvError> {
     Ok(())
 }
 
-/// Starts `cmd` with no signal blocked. std's spawn keeps the spawning
-/// thread's mask, so after [`catch_signals`] QEMU or the command of
-/// `uffdtest load` would start with SIGINT, SIGTERM and SIGHUP blocked: our
-/// SIGTERM, or a test's Ctrl-C, would never reach it (under `uffdtest load
-/// -- cargo test`, harness_mutate's Ctrl-C case waited out its whole build
-/// instead of dying of the signal). The pre_exec makes std fork instead of
-/// posix_spawn: fine for one child, too slow for every case of a run.
-pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+/// The child gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG), so a run that is killed or
+/// interrupted never leaves its QEMU, or the child process running a VM, going on alone for hours. The pre_exec
+/// makes std fork instead of posix_spawn: for one long-lived child, not for every case.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec the closure only calls sigprocmask(2),
-    // which is async-signal-safe, and touches no memory of the parent.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure calls only prctl(2) and getppid(2), both async-signal-safe, and
+    // touches no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::pthread_sigmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            )
-            .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took: then nobody is left to kill us.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the parent died before the child started"));
+            }
+            Ok(())
         });
     }
 }
@@ -314,5 +307,20 @@ mod tests {
             sysctl_path("vm.nr_hugepages"),
             PathBuf::from("/proc/sys/vm/nr_hugepages")
         );
+    }
+
+    #[test]
+    fn a_child_started_to_die_with_its_parent_is_killed_when_the_starting_thread_ends() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("60");
+            die_with_parent(&mut cmd);
+            cmd.spawn().expect("spawn sleep")
+        })
+        .join()
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     }
 }

@@ -55,11 +55,10 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
-    // Not unblock_signals_in_child: its pre_exec turns every case's spawn
-    // into a fork of this process, and under `uffdtest flakes` that process
-    // maps the load's gigabytes (a hunt pass went from ~35 s to ~6 min).
-    // A case starts with SIGINT/SIGTERM/SIGHUP blocked, so its timeout ends
-    // in the SIGKILL that follows SIGTERM.
+    // No pre_exec: it would turn every case's spawn into a fork of this
+    // process, and under `uffdtest flakes` that process maps the load's
+    // gigabytes (a hunt pass went from ~35 s to ~6 min). Nothing needs it:
+    // catch_signals blocks no signal, so a case starts with a clean mask.
     let child = cmd.spawn().map_err(|source| SpawnError::Start {
         path: case.path.clone(),
         source,

@@ -59,8 +59,15 @@ pub struct RunOptions {
     /// Variants whose cases run only when `mem` names them (each case costs
     /// seconds); otherwise they are reported as skipped, saying how to run them.
     pub on_request: Vec<String>,
+    /// Variants this machine cannot give at all, each with the SKIP reason
+    /// its cases would print (the caller's probe, asked once: guest-memfd
+    /// without a usable KVM): reported without starting a process each.
+    pub unusable: Vec<(String, String)>,
     /// Keep cases of these binaries (ioctl or feature: `copy`, `api`).
     pub ioctl: Vec<String>,
+    /// Start with these binaries' cases, the rest after in plan order: a
+    /// mutant or bisect step whose failure is expected there meets it first.
+    pub first: Vec<String>,
     /// Run only shard K of N (1-based), cases dealt round-robin in plan order.
     pub shard: Option<(usize, usize)>,
     /// Passes over the selection: the plan holds each binary this many
@@ -107,7 +114,9 @@ impl Default for RunOptions {
             skip: Vec::new(),
             mem: Vec::new(),
             on_request: Vec::new(),
+            unusable: Vec::new(),
             ioctl: Vec::new(),
+            first: Vec::new(),
             shard: None,
             repeat: 1,
             jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -166,6 +175,16 @@ pub trait Reporter {
     fn event(&mut self, e: &Event) -> std::io::Result<()>;
 }
 
+/// Why `case` is reported SKIP without a process of its own, if it is: its
+/// type runs on request only and was not asked for, or cannot be had here.
+fn instant_skip(opts: &RunOptions, case: &Case) -> Option<String> {
+    let v = case.variant.as_ref()?;
+    if opts.on_request.contains(v) && !opts.mem.contains(v) {
+        return Some(format!("{v} runs on request only: --mem {v}"));
+    }
+    opts.unusable.iter().find(|(u, _)| u == v).map(|(_, why)| why.clone())
+}
+
 /// Plans and runs, feeding every reporter; returns the report. Err only for
 /// what stops the run before any case (no manifest, nothing selected).
 pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result<Report, PlanError> {
@@ -193,6 +212,18 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
         None => opts,
     };
     let (env, mut notes) = Env::setup(opts.hugepages, opts.hugepages_1g, &opts.sysctls);
+    for (v, why) in &opts.unusable {
+        if plan
+            .binaries
+            .iter()
+            .flat_map(|b| &b.cases)
+            .any(|c| c.variant.as_ref() == Some(v))
+        {
+            notes.push(format!(
+                "{v}: {why}; its cases are reported SKIP with that reason, none started"
+            ));
+        }
+    }
     let kmsg_ok = if opts.watch_kmsg {
         match KmsgWatch::open() {
             Ok(_) => true,
@@ -255,12 +286,7 @@ pub fn execute(opts: &RunOptions, reporters: &mut [&mut dyn Reporter]) -> Result
                 break;
             };
             let case = &plan.binaries[b].cases[c];
-            if let Some(v) = case
-                .variant
-                .as_ref()
-                .filter(|v| opts.on_request.contains(v) && !opts.mem.contains(v))
-            {
-                let why = format!("{v} runs on request only: --mem {v}");
+            if let Some(why) = instant_skip(opts, case) {
                 results[b][c] = Some(case_result(case, Status::Skip).with_reason(why));
                 any_instant = true;
                 continue;
@@ -589,5 +615,46 @@ impl Running {
         }
         res.output = output;
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn case(variant: Option<&str>) -> Case {
+        Case {
+            binary: "copy".into(),
+            path: "/bin/true".into(),
+            test: "t".into(),
+            name: "t".into(),
+            variant: variant.map(Into::into),
+            ignored: false,
+            serial: false,
+            keys: Vec::new(),
+        }
+    }
+
+    #[rstest]
+    #[case::plain(None, &[], None)]
+    #[case::usable_type(Some("anon"), &[], None)]
+    #[case::on_request(Some("hugetlb-1g"), &[], Some("hugetlb-1g runs on request only: --mem hugetlb-1g"))]
+    #[case::requested(Some("hugetlb-1g"), &["hugetlb-1g"], None)]
+    #[case::unusable(Some("guest-memfd"), &[], Some("no /dev/kvm"))]
+    // Asking for a type the machine cannot give does not make it runnable.
+    #[case::unusable_requested(Some("guest-memfd"), &["guest-memfd"], Some("no /dev/kvm"))]
+    fn a_case_skips_without_a_process_exactly_when_its_type_is_not_to_be_had(
+        #[case] variant: Option<&str>,
+        #[case] mem: &[&str],
+        #[case] why: Option<&str>,
+    ) {
+        let opts = RunOptions {
+            mem: mem.iter().map(|m| m.to_string()).collect(),
+            on_request: vec!["hugetlb-1g".into()],
+            unusable: vec![("guest-memfd".into(), "no /dev/kvm".into())],
+            ..RunOptions::default()
+        };
+        assert_eq!(instant_skip(&opts, &case(variant)).as_deref(), why);
     }
 }

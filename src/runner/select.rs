@@ -136,6 +136,9 @@ pub fn plan(opts: &RunOptions) -> Result<Plan, PlanError> {
             });
         }
     }
+    // A stable sort: the named binaries lead, each group keeps manifest order.
+    plan.binaries
+        .sort_by_key(|b| !opts.first.iter().any(|f| norm(f) == norm(&b.name)));
     if opts.repeat > 1 {
         let once = std::mem::take(&mut plan.binaries);
         plan.binaries = (0..opts.repeat).flat_map(|_| once.iter().cloned()).collect();

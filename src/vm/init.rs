@@ -95,6 +95,9 @@ pub struct GuestConfig {
     #[serde(default)]
     pub on_request: Vec<String>,
     pub ioctl: Vec<String>,
+    /// `--first`: these binaries' cases start the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<(usize, usize)>,
     pub run_ignored: bool,
@@ -131,6 +134,7 @@ impl GuestConfig {
             mem: self.mem.clone(),
             on_request: self.on_request.clone(),
             ioctl: self.ioctl.clone(),
+            first: self.first.clone(),
             shard: self.shard,
             run_ignored: self.run_ignored,
             repeat: self.repeat.max(1),
@@ -166,8 +170,10 @@ pub trait UnderLoad {
 
 /// The whole life of the guest. Never returns: PID 1 exiting panics the
 /// kernel, so every path ends in power-off.
-pub fn main(load: &mut dyn UnderLoad) -> ! {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(load)));
+/// `unusable` answers [`RunOptions::unusable`] in the guest (the harness
+/// knows no memory type; the CLI does).
+pub fn main(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(load, unusable)));
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
@@ -179,7 +185,7 @@ pub fn main(load: &mut dyn UnderLoad) -> ! {
     power_off()
 }
 
-fn run(load: &mut dyn UnderLoad) -> Result<(), InitError> {
+fn run(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
     if let Err(e) = enable_memcg() {
@@ -216,7 +222,10 @@ fn run(load: &mut dyn UnderLoad) -> Result<(), InitError> {
             }
         });
     }
-    let opts = cfg.run_options(dir.join(super::initramfs::TESTS_DIR).join(runner::MANIFEST_NAME));
+    let opts = RunOptions {
+        unusable: unusable(),
+        ..cfg.run_options(dir.join(super::initramfs::TESTS_DIR).join(runner::MANIFEST_NAME))
+    };
     let mut ktap = runner::report::Ktap::new(&mut port);
     let mut fault = FaultInjector {
         fault: cfg.fault,

@@ -15,7 +15,7 @@ use super::initramfs::{self, Contents};
 use super::kconfig;
 use super::options::VmOptions;
 pub use super::session::GuestEnd;
-use super::session::{Session, boot_once};
+use super::session::{Session, Timeline, boot_once};
 use super::verdict::{add_durations, verdict};
 use crate::runner::discover;
 use crate::runner::known::{Expectations, Facts, KnownIssues};
@@ -35,10 +35,10 @@ pub struct VmRun {
     pub guest_errors: Vec<String>,
     /// Whether any KTAP arrived.
     pub ktap_seen: bool,
-    /// From the start of `run`: the boot that gave the verdict began, the
-    /// first KTAP line came, the verdict was ready.
+    /// From the start of `run`: the boot that gave the verdict began, each
+    /// step of its start came, the verdict was ready.
     pub boot_started: Duration,
-    pub first_ktap: Option<Duration>,
+    pub timeline: Timeline,
     pub elapsed: Duration,
 }
 
@@ -114,7 +114,7 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, VmError> {
                     guest_errors: s.guest_errors,
                     ktap_seen: s.ktap.is_some(),
                     boot_started,
-                    first_ktap: s.first_ktap,
+                    timeline: s.timeline,
                     elapsed: start.elapsed(),
                 });
             }
@@ -273,11 +273,16 @@ impl VmRun {
         let since_boot = |d: Duration| format!("{:.1} s", d.saturating_sub(self.boot_started).as_secs_f64());
         writeln!(
             out,
-            "# uffdtest vm: accel {}; build and pack {:.1} s; from boot: first KTAP line {}, verdict {}",
+            "# uffdtest vm: accel {}; build and pack {:.1} s; from boot: {}",
             self.accel,
             self.boot_started.as_secs_f64(),
-            self.first_ktap.map(since_boot).unwrap_or_else(|| "never".into()),
-            since_boot(self.elapsed)
+            self.timeline
+                .since(self.boot_started)
+                .into_iter()
+                .chain(self.timeline.first_ktap.is_none().then(|| "no KTAP line".into()))
+                .chain([format!("verdict {}", since_boot(self.elapsed))])
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         writeln!(out, "# {}", t.ktap_line())?;
         writeln!(out, "{}", t.summary_line())?;

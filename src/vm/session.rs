@@ -64,8 +64,55 @@ pub struct Finished {
     /// The guest's KTAP text, None if none came.
     pub ktap: Option<String>,
     pub guest_errors: Vec<String>,
-    /// Since `start`: when the first KTAP line came.
+    pub timeline: Timeline,
+}
+
+/// When each step of the start came, since `start`: where a slow start went
+/// (the kernel, the init's set-up, the first case).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timeline {
+    /// The kernel's first console line.
+    pub console: Option<Duration>,
+    /// The init's `guest init up`: the kernel booted and unpacked the initramfs.
+    pub init_up: Option<Duration>,
+    /// The init's `plan ready`: mounts, swap and sysctls set, the plan made.
+    pub plan_ready: Option<Duration>,
     pub first_ktap: Option<Duration>,
+    /// The first case's result line.
+    pub first_result: Option<Duration>,
+}
+
+impl Timeline {
+    fn console_line(&mut self, l: &str, at: Duration) {
+        self.console.get_or_insert(at);
+        if l.contains("uffdtest: guest init up") {
+            self.init_up.get_or_insert(at);
+        } else if l.contains("uffdtest: plan ready") {
+            self.plan_ready.get_or_insert(at);
+        }
+    }
+
+    fn ktap_line(&mut self, l: &str, at: Duration) {
+        self.first_ktap.get_or_insert(at);
+        let t = l.trim_start();
+        if t.starts_with("ok ") || t.starts_with("not ok ") {
+            self.first_result.get_or_insert(at);
+        }
+    }
+
+    /// `kernel console 0.4 s`, `init up 1.9 s`, ..., each since `boot`; steps that never came are left out.
+    pub fn since(&self, boot: Duration) -> Vec<String> {
+        [
+            ("kernel console", self.console),
+            ("init up", self.init_up),
+            ("plan ready", self.plan_ready),
+            ("first KTAP line", self.first_ktap),
+            ("first result", self.first_result),
+        ]
+        .iter()
+        .filter_map(|(name, at)| at.map(|d| format!("{name} {:.1} s", d.saturating_sub(boot).as_secs_f64())))
+        .collect()
+    }
 }
 
 /// Kills QEMU on every way out (error, panic), as vmtest's scopeguard does.
@@ -100,7 +147,7 @@ pub fn boot_once(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    crate::runner::env::unblock_signals_in_child(&mut cmd);
+    crate::runner::env::die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
         .map_err(VmError::io(format!("cannot start {}", qemu.display())))?;
@@ -112,22 +159,14 @@ pub fn boot_once(
         lines(guard.0.stderr.take().expect("piped"), tx.clone(), Msg::Stderr),
         follow(b.ktap_file.clone(), tx, stop.clone()),
     ];
-    let mut sink = Sink {
-        log,
-        show: o.show_console,
-        ktap_out,
-        start,
-        console: Console::default(),
-        ktap: None,
-        first_ktap: None,
-        stderr: Vec::new(),
-        guest_errors: Vec::new(),
-    };
+    let mut sink = Sink::new(log, o.show_console, ktap_out, start);
     let mut last = Instant::now();
     let booted = Instant::now();
     let status = loop {
         if let Ok(m) = rx.recv_timeout(Duration::from_millis(100)) {
-            last = Instant::now();
+            if sink.shows_life(&m) {
+                last = Instant::now();
+            }
             if let Some(why) = sink.handle(m)
                 && probe_kvm
             {
@@ -185,7 +224,7 @@ pub fn boot_once(
         console: sink.console,
         ktap: sink.ktap,
         guest_errors: sink.guest_errors,
-        first_ktap: sink.first_ktap,
+        timeline: sink.timeline,
     })))
 }
 
@@ -197,12 +236,49 @@ struct Sink<'a> {
     start: Instant,
     console: Console,
     ktap: Option<String>,
-    first_ktap: Option<Duration>,
+    timeline: Timeline,
     stderr: Vec<String>,
     guest_errors: Vec<String>,
+    /// The guest's userspace has written (see [`Sink::shows_life`]).
+    userspace_seen: bool,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    fn new(log: Option<std::fs::File>, show: bool, ktap_out: &'a mut dyn Write, start: Instant) -> Sink<'a> {
+        Sink {
+            log,
+            show,
+            ktap_out,
+            start,
+            console: Console::default(),
+            ktap: None,
+            timeline: Timeline::default(),
+            stderr: Vec::new(),
+            guest_errors: Vec::new(),
+            userspace_seen: false,
+        }
+    }
+
+    /// Whether `m` shows the guest getting on, for `--timeout`. Once its
+    /// userspace has spoken, only what userspace writes counts (KTAP, the
+    /// init's heartbeat and `uffdtest:` lines): a wedged kernel can fill the
+    /// console with soft-lockup reports forever while no task runs.
+    fn shows_life(&mut self, m: &Msg) -> bool {
+        match m {
+            // The init's own lines (kmsg): `uffdtest: heartbeat`, `uffdtest: start ...`.
+            Msg::Console(l) if super::console::strip_prefix(l).starts_with("uffdtest:") => {
+                self.userspace_seen = true;
+                true
+            }
+            Msg::Console(_) => !self.userspace_seen,
+            Msg::Ktap(_) => {
+                self.userspace_seen = true;
+                true
+            }
+            Msg::Stderr(_) => true,
+        }
+    }
+
     /// Takes one line; returns why KVM failed if QEMU says so.
     fn handle(&mut self, m: Msg) -> Option<String> {
         match m {
@@ -213,6 +289,7 @@ impl Sink<'_> {
                 if self.show {
                     eprintln!("{l}");
                 }
+                self.timeline.console_line(&l, self.start.elapsed());
                 self.console.feed(&l);
                 None
             }
@@ -222,9 +299,7 @@ impl Sink<'_> {
                 broken
             }
             Msg::Ktap(l) => {
-                if self.first_ktap.is_none() {
-                    self.first_ktap = Some(self.start.elapsed());
-                }
+                self.timeline.ktap_line(&l, self.start.elapsed());
                 if let Some(e) = l
                     .trim_start()
                     .strip_prefix("# ")
@@ -299,4 +374,53 @@ fn follow(path: PathBuf, tx: mpsc::Sender<Msg>, stop: Arc<AtomicBool>) -> std::t
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_the_guest_userspace_speaks_only_its_own_lines_keep_the_guest_alive() {
+        let mut out = Vec::new();
+        let mut sink = Sink::new(None, false, &mut out, Instant::now());
+        let console = |l: &str| Msg::Console(l.into());
+        // Booting: every kernel line counts.
+        assert!(sink.shows_life(&console("[    0.100000] Linux version 6.12.0")));
+        assert!(sink.shows_life(&console("[    2.000000] uffdtest: guest init up")));
+        // A wedged kernel's reports do not, even naming the init's task.
+        let lockup = "[  663.206180] CPU: 1 UID: 0 PID: 1 Comm: uffdtest Tainted: G L";
+        assert!(!sink.shows_life(&console(
+            "[  640.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"
+        )));
+        assert!(!sink.shows_life(&console(lockup)));
+        assert!(sink.shows_life(&console("[  700.000000] uffdtest: heartbeat")));
+        assert!(sink.shows_life(&Msg::Ktap("  ok 27 x".into())));
+        assert!(sink.shows_life(&Msg::Stderr("qemu: warning".into())));
+    }
+
+    #[test]
+    fn the_timeline_takes_the_first_of_each_step_and_counts_from_boot() {
+        let s = Duration::from_secs;
+        let mut t = Timeline::default();
+        t.console_line("[    0.000000] Linux version 6.12.0", s(2));
+        t.console_line("[    1.100000] uffdtest: guest init up", s(3));
+        t.ktap_line("KTAP version 1", s(4));
+        t.console_line("[    1.300000] uffdtest: plan ready, 10 cases", s(4));
+        t.ktap_line("  # Subtest: api", s(4));
+        t.ktap_line("  not ok 1 x", s(5));
+        t.ktap_line("  ok 2 y", s(6));
+        t.console_line("[    9.000000] uffdtest: guest init up", s(9));
+        assert_eq!(
+            t.since(s(1)),
+            [
+                "kernel console 1.0 s",
+                "init up 2.0 s",
+                "plan ready 3.0 s",
+                "first KTAP line 3.0 s",
+                "first result 4.0 s"
+            ]
+        );
+        assert!(Timeline::default().since(s(1)).is_empty());
+    }
 }

@@ -145,6 +145,9 @@ pub fn guest_command(o: &VmOptions, exe: &Path, manifest: &Path) -> String {
     if !g.ioctl.is_empty() {
         w.extend(["--ioctl".into(), g.ioctl.join(",")]);
     }
+    if !g.first.is_empty() {
+        w.extend(["--first".into(), g.first.join(",")]);
+    }
     if let Some((k, n)) = g.shard {
         w.extend(["--shard".into(), format!("{k}/{n}")]);
     }
