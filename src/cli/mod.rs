@@ -1,5 +1,6 @@
 //! The only place that parses arguments and maps outcomes to exit codes.
 
+pub mod bench_guest;
 pub mod bench_suite;
 pub mod caps;
 pub mod coverage;

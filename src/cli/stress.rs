@@ -106,16 +106,27 @@ pub struct BenchArgs {
     /// report both medians and their ratios. Arguments follow it after `--`.
     #[arg(long, requires = "suite", value_name = "PROGRAM")]
     pub against: Option<std::path::PathBuf>,
-    /// Rounds for --against.
-    #[arg(long, default_value_t = 5, requires = "against")]
+    /// Rounds for --against and --guest.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Arguments for the --against program.
+    /// Instead: boot IMAGE and time the whole suite's verdict in the guest (`uffdtest vm`, QEMU's start to the
+    /// verdict) beside the kernel's own C selftests built from --c-tree and booted the same way, round by round.
+    /// Arguments after `--` go to `uffdtest vm` (say `-j 2`).
+    #[arg(long, value_name = "IMAGE", conflicts_with = "suite", requires = "c_tree")]
+    pub guest: Option<std::path::PathBuf>,
+    /// With --guest: the kernel tree the image was built from (its tools/testing/selftests/mm).
+    #[arg(long, value_name = "DIR", requires = "guest")]
+    pub c_tree: Option<std::path::PathBuf>,
+    /// Arguments for the --against program, or with --guest for `uffdtest vm`.
     #[arg(last = true)]
     pub against_args: Vec<String>,
 }
 
 /// Runs `uffdtest bench`; exit 1 if a measurement failed (not skipped).
 pub fn bench(a: &BenchArgs) -> Exit {
+    if let (Some(image), Some(tree)) = (&a.guest, &a.c_tree) {
+        return crate::cli::bench_guest::guest(image, tree, a.rounds, &a.against_args, a.json);
+    }
     if a.suite {
         let against = a
             .against

@@ -39,6 +39,29 @@ impl Mutant {
             .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         format!("{h:016x}")
     }
+
+    /// The test binaries where a break of this area shows first. Only the order of the run depends on it (a
+    /// survivor still runs every case), so a wrong guess costs time, never a verdict.
+    pub fn tested_in(&self) -> &'static [&'static str] {
+        match self.area.as_str() {
+            "API" => &["api", "features"],
+            "REGISTER" => &["register", "vma_kinds"],
+            "UNREGISTER" => &["unregister", "lifecycle"],
+            "WAKE" => &["wake"],
+            "COPY" => &["copy"],
+            "ZEROPAGE" => &["zeropage"],
+            "MOVE" => &["move", "move_foreign"],
+            "WRITEPROTECT" => &["writeprotect", "wp_unpopulated", "wp_async", "wp_fork", "wp_mremap"],
+            "CONTINUE" => &["continue"],
+            "POISON" => &["poison"],
+            "PAGEFAULT" => &["features", "sigbus", "events", "signals"],
+            "READ" => &["uffd_file", "lifecycle"],
+            "IOC_NEW" => &["api", "uffd_file"],
+            "EVENT_FORK" => &["events", "fork_kinds", "wp_fork"],
+            "EVENT_REMAP" | "EVENT_REMOVE" | "EVENT_UNMAP" => &["events", "mmap_changing"],
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +274,22 @@ description = "x"
         assert_eq!(c.tree.as_deref(), Some("fixture"));
         assert_eq!(c.mutants[0].find, "return -EINVAL;");
         assert_eq!(c.mutants[0].fingerprint(), c.mutants[0].clone().fingerprint());
+    }
+
+    #[test]
+    fn every_area_of_the_catalogue_starts_with_test_binaries_that_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cat = load(&root.join("mutants/linux-6.12.toml")).unwrap();
+        for m in &cat.mutants {
+            assert!(!m.tested_in().is_empty(), "{}: area {} starts nowhere", m.id, m.area);
+            for b in m.tested_in() {
+                assert!(
+                    root.join("tests").join(format!("{b}.rs")).is_file(),
+                    "{}: no tests/{b}.rs",
+                    m.id
+                );
+            }
+        }
     }
 
     #[test]

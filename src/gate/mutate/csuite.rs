@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 const DIR: &str = "tools/testing/selftests/mm";
 /// What each program is linked from, beside its own `.c`.
 const COMMON: &[&str] = &["uffd-common.c", "vm_util.c", "thp_settings.c"];
-/// The runs, as run_vmtests.sh makes them but smaller: (name, program, arguments).
-const RUNS: &[(&str, &str, &str)] = &[
+/// One run: (name, program, arguments).
+pub type Run = (&'static str, &'static str, &'static str);
+/// What `mutate --compare-c` runs on each mutant: run_vmtests.sh's runs, smaller.
+pub const MUTANT_RUNS: &[Run] = &[
     ("uffd-unit-tests", "uffd-unit-tests", ""),
     ("uffd-wp-mremap", "uffd-wp-mremap", ""),
     ("uffd-stress anon", "uffd-stress", "anon 16 8"),
@@ -26,6 +28,14 @@ const RUNS: &[(&str, &str, &str)] = &[
     ("uffd-stress shmem-private", "uffd-stress", "shmem-private 16 8"),
     ("uffd-stress hugetlb", "uffd-stress", "hugetlb 32 8"),
     ("uffd-stress hugetlb-private", "uffd-stress", "hugetlb-private 32 8"),
+];
+/// What run_vmtests.sh runs as it runs them (its hugetlb size: half of the 128 pages the init reserves), for the
+/// unit tests and uffd-stress on anon, hugetlb and shmem: `bench --guest`'s yardstick.
+pub const VMTESTS_RUNS: &[Run] = &[
+    ("uffd-unit-tests", "uffd-unit-tests", ""),
+    ("uffd-stress anon", "uffd-stress", "anon 20 16"),
+    ("uffd-stress hugetlb", "uffd-stress", "hugetlb 128 32"),
+    ("uffd-stress shmem", "uffd-stress", "shmem 20 16"),
 ];
 /// Where the guest reports, on its second serial port: `cselftest: <name> exit=<status>`.
 const MARK: &str = "cselftest: ";
@@ -63,14 +73,23 @@ impl CRun {
 
     /// Whether this run noticed a mutant, given the programs that were fine on base; and what it saw.
     pub fn verdict(&self, stable: &[String]) -> (bool, String) {
-        let mut seen: Vec<String> = stable
+        let failed: Vec<String> = stable
             .iter()
             .filter_map(|n| match self.exits.get(n) {
-                Some(0) | Some(4) => None,
+                Some(0) | Some(4) | None => None,
                 Some(c) => Some(format!("{n}: exit {c}")),
-                None => Some(format!("{n}: not run")),
             })
             .collect();
+        // Runs after a failing one were not run on purpose (the guest stops there); otherwise a missing run is news.
+        let mut seen = if failed.is_empty() {
+            stable
+                .iter()
+                .filter(|n| !self.exits.contains_key(*n))
+                .map(|n| format!("{n}: not run"))
+                .collect()
+        } else {
+            failed
+        };
         seen.extend(self.splats.iter().map(|s| format!("kernel: {s}")));
         if !self.finished && seen.is_empty() {
             seen.push("the guest did not finish".into());
@@ -125,8 +144,15 @@ fn run_cmd(cmd: &mut Command, what: &str) -> Result<(), CSuiteError> {
     })
 }
 
-/// Build the programs from `tree` (headers from `make headers` in `work/hdr`) and pack their guest.
-pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus: u32) -> Result<CSuite, CSuiteError> {
+/// Build the programs of `runs` from `tree` (headers from `make headers` in `work/hdr`) and pack their guest.
+pub fn build(
+    tree: &Path,
+    work: &Path,
+    runs_wanted: &[Run],
+    accel: AccelChoice,
+    memory_mib: u32,
+    cpus: u32,
+) -> Result<CSuite, CSuiteError> {
     let hdr = work.join("hdr");
     std::fs::create_dir_all(&hdr).map_err(io(at("create", &hdr)))?;
     run_cmd(
@@ -144,7 +170,7 @@ pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus
     let bin = work.join("bin");
     std::fs::create_dir_all(&bin).map_err(io(at("create", &bin)))?;
     let mut runs = Vec::new();
-    for (name, prog, args) in RUNS {
+    for (name, prog, args) in runs_wanted {
         let main = src.join(format!("{prog}.c"));
         if !main.is_file() {
             continue;
@@ -187,7 +213,21 @@ pub fn build(tree: &Path, work: &Path, accel: AccelChoice, memory_mib: u32, cpus
     })
 }
 
-/// The guest's `/init`: the mounts the programs need, huge pages, each run with a deadline, then power off.
+/// The kernel parameter naming, by their place in `runs`, the runs whose failure ends the guest.
+const STOP_PARAM: &str = "cselftest.stop=";
+
+fn stop_param(runs: &[(String, String)], stop_on: &[String]) -> Option<String> {
+    let at: Vec<String> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, _))| stop_on.contains(name))
+        .map(|(i, _)| i.to_string())
+        .collect();
+    (!at.is_empty()).then(|| format!("{STOP_PARAM}{}", at.join(",")))
+}
+
+/// The guest's `/init`: the mounts the programs need, huge pages, each run with a deadline, then power off
+/// (early after a failing run that [`STOP_PARAM`] names).
 fn init_script(runs: &[(String, String)]) -> String {
     let mut s = String::from(
         "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n\
@@ -195,10 +235,14 @@ fn init_script(runs: &[(String, String)]) -> String {
          mount -t tmpfs tmpfs /tmp\nmkdir -p /dev/shm /dev/hugepages\nmount -t tmpfs tmpfs /dev/shm\n\
          mount -t hugetlbfs hugetlbfs /dev/hugepages\necho 128 > /proc/sys/vm/nr_hugepages\n",
     );
-    for (name, cmd) in runs {
+    s.push_str(&format!(
+        "stop=,$(sed -n 's/.*{STOP_PARAM}\\([0-9,]*\\).*/\\1/p' /proc/cmdline),\n"
+    ));
+    for (i, (name, cmd)) in runs.iter().enumerate() {
         s.push_str(&format!(
             "echo 'uffdtest: start c: {name}' > /dev/kmsg\ntimeout 300 {cmd} > /tmp/out 2>&1\nrc=$?\n\
-             tail -n 20 /tmp/out > /dev/ttyS1\necho \"{MARK}{name} exit=$rc\" > /dev/ttyS1\n"
+             tail -n 20 /tmp/out > /dev/ttyS1\necho \"{MARK}{name} exit=$rc\" > /dev/ttyS1\n\
+             case \"$stop\" in *,{i},*) [ $rc -eq 0 ] || [ $rc -eq 4 ] || {{ echo '{MARK}done' > /dev/ttyS1; poweroff -f; }};; esac\n"
         ));
     }
     s.push_str(&format!("echo '{MARK}done' > /dev/ttyS1\nsync\npoweroff -f\n"));
@@ -241,9 +285,48 @@ fn parse(report: &str, run: &mut CRun) {
     }
 }
 
+/// Notices from the console log, as it grows, that the guest's kernel is wedged: a lockup, stall or hung-task
+/// report (or a panic) means nothing will run to the end, and the report alone already kills the mutant. Without
+/// this a mutant that leaks a page-table spinlock held the C guest for its whole deadline (20 minutes).
+#[derive(Default)]
+struct Wedge {
+    read: usize,
+    console: Console,
+    /// When the first such report came: the guest is stopped a few seconds later, so its trace is in the log.
+    since: Option<Instant>,
+}
+
+impl Wedge {
+    const GRACE: Duration = Duration::from_secs(3);
+
+    fn wedged(&mut self, console_log: &Path) -> bool {
+        use crate::vm::console::SplatKind as K;
+        if let Some(t) = self.since {
+            return t.elapsed() >= Self::GRACE;
+        }
+        let Ok(bytes) = std::fs::read(console_log) else {
+            return false;
+        };
+        // Whole lines only: the rest is read again next time.
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if end > self.read {
+            String::from_utf8_lossy(&bytes[self.read..end])
+                .lines()
+                .for_each(|l| self.console.feed(l));
+            self.read = end;
+        }
+        let fatal = |k: &K| matches!(k, K::Panic | K::RcuStall | K::SoftLockup | K::HardLockup | K::HungTask);
+        if self.console.splats.iter().any(|s| fatal(&s.kind)) {
+            self.since = Some(Instant::now());
+        }
+        false
+    }
+}
+
 impl CSuite {
-    /// Boot `image` with the programs; logs go to `logs`.
-    pub fn run(&self, image: &Path, logs: &Path) -> Result<CRun, CSuiteError> {
+    /// Boot `image` with the programs; logs go to `logs`. The guest powers off after the first of `stop_on` that
+    /// fails, as `--max-fail 1` ends our suite's run on a mutant.
+    pub fn run(&self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<CRun, CSuiteError> {
         std::fs::create_dir_all(logs).map_err(io(at("create", logs)))?;
         let (report, console_log) = (logs.join("c-report.txt"), logs.join("c-console.log"));
         let b = Boot {
@@ -253,20 +336,21 @@ impl CSuite {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             ktap_file: report.clone(),
-            extra_cmdline: vec![],
+            extra_cmdline: stop_param(&self.runs, stop_on).into_iter().collect(),
         };
         let qemu = boot::find_qemu().map_err(CSuiteError::Qemu)?;
         let out = std::fs::File::create(&console_log).map_err(io(at("create", &console_log)))?;
         let start = Instant::now();
-        let mut child = Command::new(qemu)
-            .args(boot::qemu_args(&b))
+        let mut cmd = Command::new(qemu);
+        cmd.args(boot::qemu_args(&b))
             .stdin(Stdio::null())
             .stdout(out.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .map_err(io("start QEMU"))?;
+            .stderr(Stdio::from(out));
+        crate::runner::env::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(io("start QEMU"))?;
+        let mut watch = Wedge::default();
         while child.try_wait().map_err(CSuiteError::Wait)?.is_none() {
-            if start.elapsed() > self.timeout {
+            if start.elapsed() > self.timeout || watch.wedged(&console_log) {
                 let _ = child.kill();
                 let _ = child.wait();
                 break;
@@ -296,6 +380,32 @@ impl CSuite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lockup_on_the_console_stops_the_c_guest_after_a_grace_but_a_warning_does_not() {
+        let dir = std::env::temp_dir().join(format!("uffdtest-wedge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        let mut w = Wedge::default();
+        std::fs::write(
+            &log,
+            "[    1.0] Linux version 6.12\n[    9.0] WARNING: CPU: 0 PID: 1 at mm/userfaultfd.c:1 x\n",
+        )
+        .unwrap();
+        assert!(!w.wedged(&log));
+        assert!(w.since.is_none(), "a WARN is not a wedge");
+        // Half a line is left for the next read.
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str(
+            "[   40.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [uffd-unit-tests:91]\n[   40.1] Modules",
+        );
+        std::fs::write(&log, &text).unwrap();
+        assert!(!w.wedged(&log), "stopped only after the grace");
+        assert!(w.since.is_some());
+        w.since = Some(Instant::now() - Wedge::GRACE);
+        assert!(w.wedged(&log));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn exit_lines_are_read_and_a_missing_end_is_noticed() {
@@ -341,5 +451,58 @@ mod tests {
             "{s}"
         );
         assert!(s.ends_with("poweroff -f\n"));
+    }
+
+    /// The init's run loop under the host's `sh`, its device files and power-off swapped for files and `exit`:
+    /// three runs exiting 0, 3 and 0, with `cmdline` as /proc/cmdline; what reached "ttyS1".
+    fn init_loop(stop_on: &[String]) -> (String, Option<String>) {
+        let runs: Vec<(String, String)> = [("a", 0), ("b", 3), ("c", 0)]
+            .iter()
+            .map(|(n, rc)| (n.to_string(), format!("sh -c 'exit {rc}'")))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("uffdtest-cinit-{}-{}", std::process::id(), stop_on.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cmdline, tty) = (dir.join("cmdline"), dir.join("ttyS1"));
+        let param = stop_param(&runs, stop_on);
+        std::fs::write(
+            &cmdline,
+            format!("console=ttyS0 {} panic=-1\n", param.clone().unwrap_or_default()),
+        )
+        .unwrap();
+        let script = init_script(&runs);
+        let body = &script[script.find("stop=").unwrap()..]
+            .replace("/proc/cmdline", &cmdline.display().to_string())
+            .replace("> /dev/ttyS1", &format!(">> {}", tty.display()))
+            .replace("/dev/kmsg", "/dev/null")
+            .replace("/tmp/out", &dir.join("out").display().to_string())
+            .replace("poweroff -f", "exit 0")
+            .replace("sync\n", "");
+        let st = Command::new("sh").arg("-c").arg(body).status().unwrap();
+        assert!(st.success());
+        let out = std::fs::read_to_string(&tty).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (out, param)
+    }
+
+    #[test]
+    fn the_init_stops_after_the_first_failing_run_it_was_told_to_stop_on() {
+        let mut r = CRun::default();
+        let (out, param) = init_loop(&["b".into(), "c".into()]);
+        assert_eq!(param.as_deref(), Some("cselftest.stop=1,2"));
+        parse(&out, &mut r);
+        assert_eq!(r.exits, [("a".into(), 0), ("b".into(), 3)].into());
+        assert!(r.finished);
+        // c was not run because b failed: only b is news.
+        assert_eq!(
+            r.verdict(&["a".into(), "b".into(), "c".into()]),
+            (true, "b: exit 3".into())
+        );
+        // Told nothing (the base run), every run runs.
+        let mut all = CRun::default();
+        let (out, param) = init_loop(&[]);
+        assert_eq!(param, None);
+        parse(&out, &mut all);
+        assert_eq!(all.exits, [("a".into(), 0), ("b".into(), 3), ("c".into(), 0)].into());
+        assert!(all.finished);
     }
 }

@@ -27,6 +27,7 @@ impl Steps for Kernel {
         let mut vm = self.vm.clone();
         vm.guest.max_fail = limits.max_fail;
         vm.guest.skip.extend_from_slice(&limits.skip);
+        vm.guest.first = limits.first.clone();
         bisect::vm_report(&self.exe, image, logs, &vm).map_err(StepError::Vm)
     }
 
@@ -34,8 +35,8 @@ impl Steps for Kernel {
         self.c.is_some()
     }
 
-    fn run_c(&mut self, image: &Path, logs: &Path) -> Result<CRun, StepError> {
+    fn run_c(&mut self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<CRun, StepError> {
         let c = self.c.as_ref().ok_or(StepError::NotAsked)?;
-        c.run(image, logs).map_err(StepError::C)
+        c.run(image, logs, stop_on).map_err(StepError::C)
     }
 }

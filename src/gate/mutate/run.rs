@@ -22,8 +22,9 @@ pub trait Steps {
     fn wants_c(&self) -> bool {
         false
     }
-    /// Run the C selftests on `image`; only called when [`Steps::wants_c`].
-    fn run_c(&mut self, _image: &Path, _logs: &Path) -> Result<CRun, StepError> {
+    /// Run the C selftests on `image`; only called when [`Steps::wants_c`]. The guest stops at the first of
+    /// `stop_on` that fails (a mutant's runs that passed on base; empty for the base itself).
+    fn run_c(&mut self, _image: &Path, _logs: &Path, _stop_on: &[String]) -> Result<CRun, StepError> {
         Err(StepError::NotAsked)
     }
 }
@@ -36,6 +37,8 @@ pub struct SuiteLimits {
     pub max_fail: Option<usize>,
     /// Leave out the cases matching these patterns.
     pub skip: Vec<String>,
+    /// Start with these test binaries: where the mutant's area is tested.
+    pub first: Vec<String>,
 }
 
 /// Why a step gave no image, report or C run: for a mutant a build failure or "no result", for the base the end
@@ -131,7 +134,7 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
                 }
                 eprintln!("uffdtest mutate: base run of the C selftests");
                 let c = steps
-                    .run_c(image.as_ref().expect("built"), &l.logs.join("base-c"))
+                    .run_c(image.as_ref().expect("built"), &l.logs.join("base-c"), &[])
                     .map_err(MutateError::Base)?;
                 std::fs::write(&path, serde_json::to_string_pretty(&c).expect("serialises"))
                     .map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
@@ -156,8 +159,25 @@ fn build_detail(err: &str) -> String {
     }
 }
 
-/// Apply, build, run and classify one mutant; the tree is clean again when this returns or unwinds.
-pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -> Result<MutantResult, MutateError> {
+/// Whether a recorded result still owes its C run: `--compare-c` was asked for after our suite judged it.
+fn owes_c(r: &MutantResult, base: &Baseline) -> bool {
+    base.c_stable.is_some()
+        && r.c.is_none()
+        && matches!(
+            r.outcome,
+            Outcome::Killed { .. } | Outcome::TimedOut { .. } | Outcome::Survived { .. }
+        )
+}
+
+/// Apply, build, run and classify one mutant; the tree is clean again when this returns or unwinds. With `ours`
+/// (a recorded result that [`owes_c`]) our suite is not run again: only the C selftests are.
+pub fn run_one(
+    steps: &mut dyn Steps,
+    l: &Layout,
+    m: &Mutant,
+    base: &Baseline,
+    ours: Option<&MutantResult>,
+) -> Result<MutantResult, MutateError> {
     if let Some(why) = &m.equivalent {
         let r = MutantResult::new(m, Outcome::Equivalent { why: why.clone() });
         l.results
@@ -188,33 +208,42 @@ pub fn run_one(steps: &mut dyn Steps, l: &Layout, m: &Mutant, base: &Baseline) -
             let limits = SuiteLimits {
                 max_fail: Some(1),
                 skip: base.skip_patterns(),
+                first: m.tested_in().iter().map(|s| s.to_string()).collect(),
             };
-            let outcome = match steps.run_suite(&image, &logs, &limits) {
-                Ok(report) => classify(&report, base),
-                Err(e) => Outcome::NoResult { detail: e.to_string() },
-            };
-            let run_secs = t.elapsed().as_secs_f64();
-            let c = base.c_stable.as_ref().map(|stable| match steps.run_c(&image, &logs) {
-                Ok(run) => {
-                    let (killed, detail) = run.verdict(stable);
-                    CResult {
-                        killed,
-                        detail,
-                        secs: run.secs,
-                    }
+            let (outcome, run_secs) = match ours {
+                Some(r) => (r.outcome.clone(), r.run_secs),
+                None => {
+                    let outcome = match steps.run_suite(&image, &logs, &limits) {
+                        Ok(report) => classify(&report, base),
+                        Err(e) => Outcome::NoResult { detail: e.to_string() },
+                    };
+                    (outcome, t.elapsed().as_secs_f64())
                 }
-                Err(e) => CResult {
-                    killed: false,
-                    detail: format!("no result: {e}"),
-                    secs: 0.0,
-                },
-            });
+            };
+            let c = base
+                .c_stable
+                .as_ref()
+                .map(|stable| match steps.run_c(&image, &logs, stable) {
+                    Ok(run) => {
+                        let (killed, detail) = run.verdict(stable);
+                        CResult {
+                            killed,
+                            detail,
+                            secs: run.secs,
+                        }
+                    }
+                    Err(e) => CResult {
+                        killed: false,
+                        detail: format!("no result: {e}"),
+                        secs: 0.0,
+                    },
+                });
             (outcome, run_secs, c)
         }
     };
     applied.restore().map_err(MutateError::Tree)?;
     let mut r = MutantResult::new(m, outcome);
-    r.build_secs = build_secs;
+    r.build_secs = ours.map_or(build_secs, |o| o.build_secs);
     r.run_secs = run_secs;
     r.c = c;
     l.results
@@ -231,15 +260,29 @@ pub fn run_all(
     base: &Baseline,
 ) -> Result<Vec<MutantResult>, MutateError> {
     let mut out = Vec::new();
-    let todo: Vec<&&Mutant> = mutants.iter().filter(|m| l.results.done(m).is_none()).collect();
+    // Each mutant not recorded, or recorded by our suite alone when the C selftests are asked for now.
+    let todo: Vec<(&&Mutant, Option<MutantResult>)> = mutants
+        .iter()
+        .filter_map(|m| match l.results.done(m) {
+            None => Some((m, None)),
+            Some(r) if owes_c(&r, base) => Some((m, Some(r))),
+            Some(_) => None,
+        })
+        .collect();
+    let owing = todo.iter().filter(|(_, r)| r.is_some()).count();
     eprintln!(
-        "uffdtest mutate: {} mutant(s) selected, {} already recorded, {} to run",
+        "uffdtest mutate: {} mutant(s) selected, {} already recorded, {} to run{}",
         mutants.len(),
         mutants.len() - todo.len(),
-        todo.len()
+        todo.len(),
+        if owing > 0 {
+            format!(" ({owing} of them the C selftests only)")
+        } else {
+            String::new()
+        }
     );
-    for (i, m) in todo.iter().enumerate() {
-        let r = run_one(steps, l, m, base)?;
+    for (i, (m, ours)) in todo.iter().enumerate() {
+        let r = run_one(steps, l, m, base, ours.as_ref())?;
         eprintln!(
             "uffdtest mutate: [{}/{}] {}: {} ({:.0} s build, {:.0} s run){}",
             i + 1,
@@ -303,6 +346,9 @@ mod tests {
         tree: PathBuf,
         builds: usize,
         max_fail: Vec<Option<usize>>,
+        /// `--compare-c`: the C suite fails while the file holds `killer`.
+        c: bool,
+        c_runs: usize,
     }
 
     impl Steps for Fake {
@@ -342,6 +388,21 @@ mod tests {
                 ..Default::default()
             })
         }
+
+        fn wants_c(&self) -> bool {
+            self.c
+        }
+
+        fn run_c(&mut self, _: &Path, _: &Path, _: &[String]) -> Result<CRun, StepError> {
+            self.c_runs += 1;
+            let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
+            let exit = if text.contains("killer") { 1 } else { 0 };
+            Ok(CRun {
+                exits: [("uffd-unit-tests".to_string(), exit)].into(),
+                finished: true,
+                ..Default::default()
+            })
+        }
     }
 
     fn fake(l: &Layout) -> Fake {
@@ -349,6 +410,8 @@ mod tests {
             tree: l.tree.clone(),
             builds: 0,
             max_fail: vec![],
+            c: false,
+            c_runs: 0,
         }
     }
 
@@ -397,11 +460,44 @@ mod tests {
 
     #[test]
     #[serial(mutate_apply)]
+    fn compare_c_asked_for_later_runs_only_the_c_selftests_on_judged_mutants() {
+        let (l, mut f, base) = based("owed");
+        let killer = replacing("k", "return killer;");
+        let survivor = mutant("s");
+        let broken = replacing("b", "broken");
+        run_all(&mut f, &l, &[&killer, &survivor, &broken], &base).unwrap();
+        assert_eq!(f.max_fail.len(), 4);
+        f.c = true;
+        let base = baseline(&mut f, &l).unwrap();
+        assert_eq!(f.c_runs, 1, "the C base run");
+        let rs = run_all(&mut f, &l, &[&killer, &survivor, &broken], &base).unwrap();
+        // Our suite is not run again, nor is the mutant that did not build.
+        assert_eq!(f.max_fail.len(), 4);
+        assert_eq!(f.c_runs, 3);
+        let seen: Vec<(&str, &str, Option<bool>)> = rs
+            .iter()
+            .map(|r| (r.id.as_str(), r.outcome.name(), r.c.as_ref().map(|c| c.killed)))
+            .collect();
+        assert_eq!(seen, [("k", "killed", Some(true)), ("s", "survived", Some(false))]);
+        assert!(
+            run_all(&mut f, &l, &[&killer, &survivor, &broken], &base)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            std::fs::read_to_string(l.tree.join("mm/u.c")).unwrap(),
+            "\treturn -EINVAL;\n"
+        );
+        std::fs::remove_dir_all(l.tree.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    #[serial(mutate_apply)]
     fn a_step_that_blows_up_mid_run_leaves_the_tree_clean() {
         let (l, mut f, base) = based("hang");
         let hang = replacing("h", "return hang;");
         let tree = l.tree.clone();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(&mut f, &l, &hang, &base)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(&mut f, &l, &hang, &base, None)));
         assert!(r.is_err());
         assert_eq!(
             std::fs::read_to_string(tree.join("mm/u.c")).unwrap(),
