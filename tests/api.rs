@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use nix::errno::Errno;
+use std::os::fd::AsRawFd;
 
 /// The two ways to get a uffd, named as the selftests name them.
 #[template]
@@ -220,4 +221,34 @@ fn event_fork_needs_cap_sys_ptrace() {
         testing::ChildExit::Exited(0),
         "unprivileged EVENT_FORK must fail EPERM"
     );
+}
+
+/// /dev/userfaultfd answers one ioctl: USERFAULTFD_IOC_NEW. Any other
+/// command, a uffd's own UFFDIO_API among them, is EINVAL and creates no
+/// descriptor.
+#[test]
+fn dev_userfaultfd_refuses_every_ioctl_but_ioc_new() {
+    if let Err(e) = caps::require_dev() {
+        skip!("{e}");
+    }
+    let dev = nix::fcntl::open(
+        "/dev/userfaultfd",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open /dev/userfaultfd");
+    // The number after USERFAULTFD_IOC_NEW's: same type, no size.
+    let other_new = sys::request::USERFAULTFD_IOC_NEW + 1;
+    for cmd in [other_new, sys::request::UFFDIO_API, sys::request::UFFDIO_REGISTER] {
+        // SAFETY: the device reads the argument as flags by value; nothing is dereferenced.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), cmd as _, libc::O_CLOEXEC as libc::c_ulong) };
+        assert_eq!((r, Errno::last()), (-1, Errno::EINVAL), "ioctl {cmd:#x}");
+    }
+    // The one it answers makes a uffd.
+    // SAFETY: USERFAULTFD_IOC_NEW takes the flags by value.
+    let fd = unsafe { sys::userfaultfd_ioc_new(dev.as_raw_fd(), libc::O_CLOEXEC | sys::UFFD_USER_MODE_ONLY) }
+        .expect("USERFAULTFD_IOC_NEW");
+    // SAFETY: the ioctl returned a new fd we now own.
+    let u = Uffd::from_owned(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
+    u.api(Features::empty()).expect("UFFDIO_API on the new uffd");
 }

@@ -406,13 +406,17 @@ fn move_misaligned_arguments_fail_einval(#[case] mem: MemType) {
     assert!(pagemap::is_present(s));
 }
 
+/// mprotect of a whole area of ours.
+fn prot(a: &Area, f: ProtFlags) {
+    // SAFETY: changing the protection of our own area.
+    unsafe { mprotect(ptr(a.addr()), a.len(), f) }.unwrap();
+}
+
 #[apply(anon_mem)]
 fn move_between_different_protections_fails_einval(#[case] mem: MemType) {
     let p = try_skip!(pair(mem, 1));
     let ps = p.dst.page_size();
     fill(&p.src, 0);
-    // SAFETY: changing the protection of our own areas.
-    let prot = |a: &Area, f: ProtFlags| unsafe { mprotect(ptr(a.addr()), a.len(), f) }.unwrap();
     prot(&p.src, ProtFlags::PROT_READ);
     assert_eq!(
         p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
@@ -427,6 +431,68 @@ fn move_between_different_protections_fails_einval(#[case] mem: MemType) {
     prot(&p.src, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
     prot(&p.dst, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE);
     assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+}
+
+/// validate_move_areas compares the VMAs' access flags as well as their
+/// page protections, and on x86 only the flags tell a write-only mapping
+/// from a read-write one: write implies read in the page tables, so both
+/// get the same `vm_page_prot` (mutant move-access-flags-differ survived
+/// every case that changed the page protection too).
+#[apply(anon_mem)]
+fn move_between_write_only_and_read_write_fails_einval(#[case] mem: MemType) {
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    prot(&p.src, ProtFlags::PROT_WRITE);
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL),
+        "write-only src, read-write dst"
+    );
+    prot(&p.src, rw);
+    prot(&p.dst, ProtFlags::PROT_WRITE);
+    assert_eq!(
+        p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE),
+        failed(Errno::EINVAL),
+        "read-write src, write-only dst"
+    );
+    assert!(pagemap::is_present(p.src.page(0)));
+    assert!(!pagemap::is_present(p.dst.page(0)));
+    // The same flags on both sides: write-only moves like read-write.
+    prot(&p.src, ProtFlags::PROT_WRITE);
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+    prot(&p.dst, rw);
+    assert_eq!(p.dst.read_page(0), expected(ps, 0));
+    assert_no_event(&p.uffd);
+}
+
+/// A moved page keeps its source PTE's dirty bit (move_present_pte). It is
+/// what tells reclaim that a page written again after MADV_FREE holds data:
+/// with a clean PTE the lazily freed folio is dropped, and the destination
+/// reads zeros after MADV_PAGEOUT (mutant move-dirty-bit-lost). The task
+/// stays on one CPU so MADV_PAGEOUT's drain of this CPU's LRU batches is the
+/// one that makes the folio lazyfree.
+#[rstest]
+#[case::anon(MemType::Anon)]
+fn move_keeps_the_dirty_bit_of_a_page_rewritten_after_madv_free(#[case] mem: MemType) {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let mut one = nix::sched::CpuSet::new();
+    one.set(usize::try_from(cpu).expect("sched_getcpu")).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).expect("sched_setaffinity");
+    let p = try_skip!(pair(mem, 1));
+    let ps = p.dst.page_size();
+    fill(&p.src, 0);
+    testing::mm::madvise(p.src.page(0), ps, libc::MADV_FREE).expect("MADV_FREE");
+    // Written again: a dirty PTE over a folio that MADV_FREE left clean.
+    fill(&p.src, 0);
+    assert_eq!(p.uffd.r#move(p.dst.page(0), p.src.page(0), ps, NONE), Ok(ps as i64));
+    testing::mm::madvise(p.dst.page(0), ps, libc::MADV_PAGEOUT).expect("MADV_PAGEOUT");
+    // Kept, not dropped (a dropped page would leave a hole that faults MISSING).
+    assert!(pagemap::is_present(p.dst.page(0)), "reclaim dropped the moved page");
+    assert_eq!(p.dst.read_page(0), expected(ps, 0));
+    assert_no_event(&p.uffd);
 }
 
 #[apply(anon_mem)]
@@ -647,15 +713,24 @@ fn move_across_a_pmd_boundary(#[case] thp: bool) {
     let ps = mem::base_page_size();
     let b = pmd / ps;
     let p = try_skip!(pair(MemType::AnonThp, 2 * b));
+    let no_huge = |a: &Area| {
+        // SAFETY: our own area.
+        unsafe { madvise(ptr(a.addr()), a.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+    };
+    // Once pages move, every PMD range on both sides is partly empty, and
+    // khugepaged (max_ptes_none 511 by default, no sleep under the flake
+    // hunter) would collapse it whole, filling the holes the checks below
+    // read. MADV_NOHUGEPAGE keeps it off without splitting the source THPs.
     if thp {
         thp_source(&p);
+        no_huge(&p.src);
     } else {
-        // SAFETY: our own area.
-        unsafe { madvise(ptr(p.src.addr()), p.src.len(), MmapAdvise::MADV_NOHUGEPAGE) }.unwrap();
+        no_huge(&p.src);
         for i in b - 2..b + 2 {
             fill(&p.src, i);
         }
     }
+    no_huge(&p.dst);
     assert_eq!(
         p.uffd.r#move(p.dst.page(b - 1), p.src.page(b - 1), 2 * ps, NONE),
         Ok(2 * ps as i64)

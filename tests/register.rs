@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use nix::errno::Errno;
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, mprotect, munmap};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, mprotect, munmap};
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use testing::smaps;
@@ -174,6 +174,44 @@ fn register_beyond_task_size_fails_einval() {
     assert_eq!(uffd.register(1 << 63, ps, MISSING), Err(Errno::EINVAL));
     assert_eq!(uffd.register(usize::MAX - ps + 1, ps, MISSING), Err(Errno::EINVAL));
     assert_eq!(uffd.register((1 << 47) - ps, 2 * ps, MISSING), Err(Errno::EINVAL));
+}
+
+/// The last user page mapped, and a range from it one page past TASK_SIZE:
+/// validation refuses the range's end (`len > task_size - start`) before
+/// the VMA walk, which would otherwise register the mapped page and return
+/// 0. TASK_SIZE here is x86_64's with 4-level paging, (1 << 47) - a page.
+#[test]
+fn register_of_the_last_user_page_running_past_task_size_fails_einval() {
+    let uffd = try_skip!(uffd());
+    let ps = mem::base_page_size();
+    let len = NonZeroUsize::new(ps).unwrap();
+    let map = |addr: usize| {
+        // SAFETY: MAP_FIXED_NOREPLACE maps only where nothing is mapped.
+        unsafe {
+            mmap_anonymous(
+                std::ptr::NonNull::new(addr as *mut std::ffi::c_void).map(|p| p.addr()),
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED_NOREPLACE,
+            )
+        }
+    };
+    // With 5-level paging TASK_SIZE lies above 47 bits, and this range inside it.
+    if let Ok(p) = map(1 << 47) {
+        // SAFETY: the page just mapped, unused.
+        unsafe { munmap(p, ps) }.unwrap();
+        skip!("5-level paging: TASK_SIZE is above 1 << 47");
+    }
+    let last = (1 << 47) - 2 * ps;
+    let page = match map(last) {
+        Ok(p) => p,
+        Err(e) => skip!("the last user page {last:#x} is taken: {e}"),
+    };
+    assert_eq!(uffd.register(last, 2 * ps, MISSING), Err(Errno::EINVAL));
+    // The page alone is a range like any other.
+    assert!(uffd.register(last, ps, MISSING).is_ok());
+    // SAFETY: the page mapped above; nothing else refers to it.
+    unsafe { munmap(page, ps) }.unwrap();
 }
 
 #[apply(all_mem)]

@@ -425,23 +425,28 @@ fn pfn(addr: usize) -> u64 {
 
 /// The case sets the policy it needs (anonymous THP on MADV_HUGEPAGE, the
 /// huge zero page on) rather than taking the machine's, under the `thp` key.
-#[test]
-#[file_serial(thp)]
-fn huge_zero_page_under_wp_faults_and_resolves_to_a_private_zeroed_page() {
-    require_root!("pagemap shows page frame numbers only to root");
-    try_skip!(huge_zero_page_on());
-    let _policy = testing::thp::anon_pmd_policy("madvise");
-    let _zero = Knob::set(USE_ZERO_PAGE, "1").unwrap_or_else(|e| panic!("{USE_ZERO_PAGE}: {e}"));
-    let (pmd, uffd) = try_skip!(registered_pmd(
+/// The huge zero page read-faulted into an empty PMD, registered WP and
+/// protected whole, with the policy that gives it held (the knobs, restored
+/// on drop); the PMD's first page frame number. Err is the SKIP reason.
+fn protected_huge_zero_pmd() -> Result<(Vec<Knob>, Pmd, Uffd, u64), String> {
+    if !caps::caps().root {
+        return Err("needs root: pagemap shows page frame numbers only to root".into());
+    }
+    huge_zero_page_on()?;
+    let mut knobs = testing::thp::anon_pmd_policy("madvise");
+    knobs.push(Knob::set(USE_ZERO_PAGE, "1").unwrap_or_else(|e| panic!("{USE_ZERO_PAGE}: {e}")));
+    let (pmd, uffd) = registered_pmd(
         Kind::Anon,
         &(0..512).collect::<Vec<_>>(),
         RegisterMode::WP,
-        Features::empty()
-    ));
+        Features::empty(),
+    )?;
     assert_eq!(testing::read_byte(pmd.page(0)), 0);
     let (p0, p1) = (pfn(pmd.page(0)), pfn(pmd.page(1)));
     if p1 != p0 + 1 {
-        skip!("the read fault mapped no huge zero page (pfns {p0:#x}, {p1:#x})");
+        return Err(format!(
+            "the read fault mapped no huge zero page (pfns {p0:#x}, {p1:#x})"
+        ));
     }
     uffd.writeprotect(pmd.res.addr, pmd.res.len, WriteprotectMode::WP)
         .unwrap();
@@ -452,6 +457,13 @@ fn huge_zero_page_under_wp_faults_and_resolves_to_a_private_zeroed_page() {
             "page {i} of the zero PMD"
         );
     }
+    Ok((knobs, pmd, uffd, p0))
+}
+
+#[test]
+#[file_serial(thp)]
+fn huge_zero_page_under_wp_faults_and_resolves_to_a_private_zeroed_page() {
+    let (_knobs, pmd, uffd, p0) = try_skip!(protected_huge_zero_pmd());
     assert_write_faults_wp(&uffd, pmd.page(9), 0x42);
     let ps = mem::base_page_size();
     let got = unsafe { std::slice::from_raw_parts(pmd.page(9) as *const u8, ps) };
@@ -464,6 +476,32 @@ fn huge_zero_page_under_wp_faults_and_resolves_to_a_private_zeroed_page() {
             .all(|i| testing::read_byte(pmd.page(i)) == 0),
         "every other page still reads zero"
     );
+}
+
+/// Un-protecting one page of a protected huge zero PMD splits it into 512
+/// zero-page PTEs (__split_huge_zero_page_pmd), each of which keeps the
+/// PMD's uffd-wp bit but the one un-protected: a write to any other still
+/// faults WP (mutant thp-zero-split-drops-wp).
+#[test]
+#[file_serial(thp)]
+fn splitting_a_protected_huge_zero_pmd_keeps_every_other_page_protected() {
+    let (_knobs, pmd, uffd, p0) = try_skip!(protected_huge_zero_pmd());
+    let ps = mem::base_page_size();
+    uffd.writeprotect(pmd.page(9), ps, WriteprotectMode::empty()).unwrap();
+    // Split: every page now maps the one base zero page.
+    let zero = pfn(pmd.page(0));
+    assert_ne!(zero, p0 + 1, "page 0 still in the huge zero page");
+    for i in [0, 1, 8, 10, 255, 511] {
+        assert_eq!(
+            wp_present(pmd.page(i)),
+            PM_UFFD_WP | PM_PRESENT,
+            "page {i} after the split"
+        );
+        assert_eq!(pfn(pmd.page(i)), zero, "page {i} maps the base zero page");
+    }
+    assert_eq!(wp_present(pmd.page(9)), PM_PRESENT, "the un-protected page");
+    assert_write_faults_wp(&uffd, pmd.page(300), 0x43);
+    assert_eq!(testing::read_byte(pmd.page(299)), 0);
 }
 
 /// A populated THP (one PMD), registered WP and protected whole.
@@ -579,6 +617,57 @@ fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
     testing::write_byte(res.addr, 0x10);
     faulter::assert_no_event(&uffd);
     assert_write_faults_wp(&uffd, last, 0x20);
+}
+
+/// An anonymous fault on a uffd-armed range allocates no large folio:
+/// alloc_anon_folio falls back to order 0, since a WP registration works
+/// per PTE. A write into an unpopulated WP-only range maps that one page,
+/// though the same size is enabled and, first, shown to be what an
+/// unregistered fault there gets (mutant anon-mthp-on-armed). The sizes
+/// below the PMD's: a PMD fault takes another path.
+#[rstest]
+#[case::k8(8)]
+#[case::k16(16)]
+#[case::k32(32)]
+#[case::k64(64)]
+#[case::k128(128)]
+#[case::k256(256)]
+#[case::k512(512)]
+#[case::k1024(1024)]
+#[file_serial(thp)]
+fn a_write_into_a_wp_registered_hole_maps_one_page_not_an_mthp(#[case] kb: usize) {
+    require_mode!(MemType::Anon, RegisterMode::WP);
+    // The control: unregistered, this size's fault maps a whole folio here.
+    let (_control, _knob) = try_skip!(mthp(kb));
+    let len = kb * 1024;
+    let res = Reservation::new(len, len);
+    // SAFETY: MAP_FIXED over our own reservation.
+    let p = unsafe {
+        libc::mmap(
+            res.addr as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap: {}", Errno::last());
+    // Without UFFD_FEATURE_WP_UNPOPULATED: the holes stay pte_none.
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(res.addr, len, RegisterMode::WP).unwrap();
+    let ps = mem::base_page_size();
+    let at = res.addr + ps;
+    testing::write_byte(at, 0x42);
+    faulter::assert_no_event(&uffd);
+    assert_eq!(
+        kpageflags(pfn(at)) & KPF_THP,
+        0,
+        "a {kb}kB folio behind the written page"
+    );
+    for a in (res.addr..res.addr + len).step_by(ps) {
+        assert_eq!(pagemap::is_present(a), a == at, "page {:#x} of the range", a - res.addr);
+    }
 }
 
 #[apply(thp_sizes)]

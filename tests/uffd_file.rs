@@ -300,3 +300,57 @@ fn fdinfo_counts_three_faults_through_read_and_resolve(#[case] mem: MemType) {
     }
     assert_no_event(&uffd);
 }
+
+/// preadv2(2) of one message with `flags`.
+fn preadv2(fd: RawFd, msg: &mut [sys::uffd_msg], flags: i32) -> Result<usize, Errno> {
+    let iov = libc::iovec {
+        iov_base: msg.as_mut_ptr().cast(),
+        iov_len: std::mem::size_of_val(msg),
+    };
+    // SAFETY: one iovec over `msg`, writable for its length.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, -1, flags) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// The running kernel's release when it is older than `major.minor`.
+fn kernel_before(major: u64, minor: u64) -> Option<String> {
+    let u = nix::sys::utsname::uname().expect("uname");
+    let release = u.release().to_string_lossy().into_owned();
+    let mut n = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u64>().ok());
+    ((n.next().unwrap_or(0), n.next().unwrap_or(0)) < (major, minor)).then_some(release)
+}
+
+/// Since the uffd reads through `->read_iter` (6.10) its file has
+/// FMODE_NOWAIT: preadv2(RWF_NOWAIT) asks for IOCB_NOWAIT, and a descriptor
+/// opened without O_NONBLOCK then answers EAGAIN on an empty queue instead
+/// of blocking; a queued fault is read as usual.
+#[apply(all_mem)]
+fn rwf_nowait_read_of_a_blocking_uffd_answers_eagain_then_the_fault(#[case] mem: MemType) {
+    if let Some(release) = kernel_before(6, 10) {
+        skip!("kernel {release} predates 6.10: the uffd has no ->read_iter, preadv2(RWF_NOWAIT) answers EOPNOTSUPP");
+    }
+    let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::empty(), |_| {}));
+    let fd = uffd.as_raw_fd();
+    setfl(fd, getfl(fd) & !libc::O_NONBLOCK);
+    let mut msg = [sys::uffd_msg::default(); 1];
+    assert_eq!(preadv2(fd, &mut msg, libc::RWF_NOWAIT), Err(Errno::EAGAIN));
+    let f = Faulter::read(area.page(0));
+    assert!(
+        fdinfo::wait_pending(&*uffd, 1, HANG_GUARD),
+        "{:?}",
+        fdinfo::read(&*uffd)
+    );
+    assert_eq!(preadv2(fd, &mut msg, libc::RWF_NOWAIT), Ok(std::mem::size_of_val(&msg)));
+    assert_eq!(msg[0].event, sys::UFFD_EVENT_PAGEFAULT);
+    // SAFETY: a PAGEFAULT message carries the pagefault member.
+    let address = unsafe { msg[0].arg.pagefault.address } as usize;
+    assert_eq!(address, area.page(0));
+    assert_eq!(preadv2(fd, &mut msg, libc::RWF_NOWAIT), Err(Errno::EAGAIN));
+    resolve(&uffd, &area, 0, 0x6e);
+    assert_eq!(f.join(), 0x6e);
+    // poll, which assert_no_event waits with, needs O_NONBLOCK back.
+    setfl(fd, getfl(fd) | libc::O_NONBLOCK);
+    assert_no_event(&uffd);
+}

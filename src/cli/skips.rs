@@ -178,6 +178,18 @@ pub const PROBES: &[Probe] = &[
         reasons: &["* runs on request only*"],
     },
     Probe {
+        name: "kernel release",
+        reads: "uname's release against the one a behaviour came in, where that behaviour is itself what the case \
+                checks and no other call tells (the uffd's FMODE_NOWAIT, 6.10)",
+        reasons: &["kernel * predates *"],
+    },
+    Probe {
+        name: "memory failure",
+        reads: "whether /proc/sys/vm/memory_failure_early_kill exists (it does exactly with CONFIG_MEMORY_FAILURE), \
+                for the cases that poison a page with MADV_HWPOISON",
+        reasons: &["no memory-failure handling*"],
+    },
+    Probe {
         name: "guest kernel",
         reads: "whether a kernel to boot was given (UFFDTEST_KERNEL) and QEMU is installed (tests/harness_vm.rs)",
         reasons: &[

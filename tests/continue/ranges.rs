@@ -182,3 +182,55 @@ fn continue_beyond_end_of_file_fails(#[case] mem: MemType) {
     );
     assert!(!pagemap::is_present(area.page(1)));
 }
+
+/// Why MADV_HWPOISON cannot poison a page here, if it cannot: the sysctl
+/// vm.memory_failure_early_kill exists exactly when CONFIG_MEMORY_FAILURE
+/// is built in, and only root may inject.
+fn hwpoison_unavailable() -> Option<String> {
+    if !std::path::Path::new("/proc/sys/vm/memory_failure_early_kill").exists() {
+        return Some(
+            "no memory-failure handling (no /proc/sys/vm/memory_failure_early_kill: CONFIG_MEMORY_FAILURE is off), \
+             MADV_HWPOISON cannot poison a page"
+                .into(),
+        );
+    }
+    (!caps::caps().root).then(|| "needs root: MADV_HWPOISON needs CAP_SYS_ADMIN".into())
+}
+
+/// mfill_atomic_pte_continue refuses a cache page that memory_failure()
+/// marked poisoned, -EIO before anything is mapped. shmem keeps such a
+/// folio in its cache (shmem_error_remove_folio truncates nothing), so a
+/// monitor can meet one. A child injects the poison with MADV_HWPOISON
+/// through the alias and takes the BUS_MCEERR_AR that action-required
+/// poisoning sends the injector. The page is lost to the machine for good,
+/// as any soft-poisoned page is: one base page per memory type and run.
+#[rstest]
+#[case::shmem(MemType::Shmem)]
+#[case::shmem_private(MemType::ShmemPrivate)]
+fn continue_over_a_hwpoisoned_cache_page_fails_eio(#[case] mem: MemType) {
+    if let Some(reason) = hwpoison_unavailable() {
+        skip!("{reason}");
+    }
+    let (area, uffd) = try_skip!(minor_area(mem, 2, RegisterMode::MINOR));
+    let ps = area.page_size();
+    fill_alias(&area, 0, |_| 0x3c);
+    fill_alias(&area, 1, |_| 0x3d);
+    let alias = area.alias_page(0);
+    let injector = in_signal_child(|| {
+        // SAFETY: page 0 of the alias view, shared with the parent.
+        let r = unsafe { libc::madvise(alias as *mut libc::c_void, ps, libc::MADV_HWPOISON) };
+        if r == 0 { 0 } else { Errno::last_raw() }
+    });
+    // The one BUS_MCEERR_AR names page 0 of either view: memory_failure()
+    // signals each VMA of the injector over that file offset (the registered
+    // view is one, mapped or not), and the second SIGBUS merges with the first.
+    let views = [alias, area.page(0)];
+    assert!(
+        views.iter().any(|&at| injector == Ended::Other(testing::ChildExit::Exited(0), 1, Some(FaultSignal::poisoned(at, ps)))),
+        "the injector's MADV_HWPOISON: {injector:?}, page 0 at {views:x?}"
+    );
+    assert_continue_refused(&uffd, &area, 2 * ps, ContinueMode::empty(), Errno::EIO);
+    // The page after it is whole and still maps.
+    assert_eq!(uffd.r#continue(area.page(1), ps, ContinueMode::empty()), Ok(ps as i64));
+    assert_eq!(area.read_page(1), vec![0x3d; ps]);
+}
