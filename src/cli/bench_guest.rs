@@ -130,7 +130,7 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
                 Err(e) => return usage(format_args!("the C selftests from {}: {e}", tree.display())),
             };
         }
-        let c = c.as_ref().expect("built above");
+        let c = c.as_mut().expect("built above");
         let r = match c.run(image, &work.join(format!("round-{round}")), &[]) {
             Ok(r) => r,
             Err(e) => return usage(format_args!("round {round}, the C selftests: {e}")),

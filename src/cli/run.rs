@@ -427,7 +427,7 @@ pub fn closing_summary(r: &Report, elapsed: Duration) -> String {
         }
     }
     for d in &r.diagnostics {
-        s.push_str(&format!("uffdtest: {d} (restored at the end)\n"));
+        s.push_str(&format!("uffdtest: {d}\n"));
     }
     s.push_str(&format!("uffdtest: elapsed {:.1} s\n", elapsed.as_secs_f64()));
     s.push_str(&format!("uffdtest: {}\n", r.totals().summary_line()));

@@ -107,7 +107,7 @@ impl Env {
                     remember("vm.nr_hugepages");
                     let got = read_sysctl("vm.nr_hugepages").unwrap_or_default();
                     notes.push(format!(
-                        "vm.nr_hugepages raised from {have} to {got} for the run (wanted {want})"
+                        "vm.nr_hugepages raised from {have} to {got} for the run (wanted {want}; restored at the end)"
                     ));
                 }
             }
@@ -118,7 +118,7 @@ impl Env {
         for (k, v) in set {
             remember(k);
             match write_sysctl(k, v) {
-                Ok(()) => notes.push(format!("{k}={v} for the run")),
+                Ok(()) => notes.push(format!("{k}={v} for the run (restored at the end)")),
                 Err(e) => notes.push(e.to_string()),
             }
         }
@@ -187,7 +187,7 @@ fn raise_gigantic(want: u64, root: bool) -> Option<String> {
         .push((PathBuf::from(GIGANTIC_POOL), have.to_string()));
     let got = read().unwrap_or(0);
     Some(format!(
-        "1 GiB hugetlb pool raised from {have} to {got} for the run (wanted {want}){}",
+        "1 GiB hugetlb pool raised from {have} to {got} for the run (wanted {want}{}; restored at the end)",
         if got < want {
             "; memory too fragmented for more"
         } else {

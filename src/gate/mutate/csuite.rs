@@ -46,6 +46,9 @@ pub struct CSuite {
     pub initrd: PathBuf,
     pub runs: Vec<(String, String)>,
     pub accel: Accel,
+    /// `--accel auto` chose KVM and no boot has shown yet that it runs a guest here: the first boot that shows it
+    /// cannot (QEMU aborts, reports a KVM error, or the kernel stays silent) moves every boot to TCG, as `vm` does.
+    pub kvm_unproven: bool,
     pub memory_mib: u32,
     pub cpus: u32,
     /// The whole guest's deadline.
@@ -69,6 +72,23 @@ impl CRun {
             .filter(|(_, c)| **c == 0 || **c == 4)
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// Why this run cannot be the base a mutant's runs are judged against, if it cannot: a guest that did not
+    /// finish, passed no run, or reported a splat would make every mutant look killed.
+    pub fn unusable_as_base(&self) -> Option<String> {
+        if !self.splats.is_empty() {
+            Some(format!("the kernel reported {}", self.splats.join("; ")))
+        } else if !self.finished {
+            Some(format!(
+                "the guest did not finish ({} of the runs reported)",
+                self.exits.len()
+            ))
+        } else if self.ok().is_empty() {
+            Some("no run passed".into())
+        } else {
+            None
+        }
     }
 
     /// Whether this run noticed a mutant, given the programs that were fine on base; and what it saw.
@@ -197,16 +217,17 @@ pub fn build(
     let busybox = boot::which("busybox").ok_or(CSuiteError::NoBusybox)?;
     let initrd = work.join("cselftests.cpio");
     pack(&initrd, &busybox, &bin, &runs).map_err(io(at("pack", &initrd)))?;
-    let accel = match accel {
-        AccelChoice::Kvm => Accel::Kvm,
-        AccelChoice::Tcg => Accel::Tcg,
-        AccelChoice::Auto if boot::kvm_usable() => Accel::Kvm,
-        AccelChoice::Auto => Accel::Tcg,
+    let (accel, kvm_unproven) = match accel {
+        AccelChoice::Kvm => (Accel::Kvm, false),
+        AccelChoice::Tcg => (Accel::Tcg, false),
+        AccelChoice::Auto if boot::kvm_usable() => (Accel::Kvm, true),
+        AccelChoice::Auto => (Accel::Tcg, false),
     };
     Ok(CSuite {
         initrd,
         runs,
         accel,
+        kvm_unproven,
         memory_mib,
         cpus,
         timeout: Duration::from_secs(1200),
@@ -285,50 +306,88 @@ fn parse(report: &str, run: &mut CRun) {
     }
 }
 
-/// Notices from the console log, as it grows, that the guest's kernel is wedged: a lockup, stall or hung-task
-/// report (or a panic) means nothing will run to the end, and the report alone already kills the mutant. Without
-/// this a mutant that leaks a page-table spinlock held the C guest for its whole deadline (20 minutes).
+/// Reads the console log as it grows (QEMU's stderr goes there too) for what ends a C guest early:
+/// - a lockup, stall or hung-task report, or a panic: nothing will run to the end, and the report alone already
+///   kills the mutant (a mutant that leaked a page-table spinlock held the C guest for its whole deadline, 20 min);
+/// - a kernel that halted instead of powering off (a tinyconfig kernel without ACPI power-off): QEMU stays up;
+/// - QEMU's word that KVM cannot run the guest.
 #[derive(Default)]
-struct Wedge {
+struct Watch {
     read: usize,
     console: Console,
-    /// When the first such report came: the guest is stopped a few seconds later, so its trace is in the log.
+    /// When the first fatal report came: the guest is stopped a few seconds later, so its trace is in the log.
     since: Option<Instant>,
+    kvm_failure: Option<String>,
 }
 
-impl Wedge {
+impl Watch {
     const GRACE: Duration = Duration::from_secs(3);
 
-    fn wedged(&mut self, console_log: &Path) -> bool {
-        use crate::vm::console::SplatKind as K;
-        if let Some(t) = self.since {
-            return t.elapsed() >= Self::GRACE;
-        }
+    fn read(&mut self, console_log: &Path) {
         let Ok(bytes) = std::fs::read(console_log) else {
-            return false;
+            return;
         };
         // Whole lines only: the rest is read again next time.
         let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if end > self.read {
-            String::from_utf8_lossy(&bytes[self.read..end])
-                .lines()
-                .for_each(|l| self.console.feed(l));
+            for l in String::from_utf8_lossy(&bytes[self.read..end]).lines() {
+                if self.kvm_failure.is_none() && boot::kvm_failed(l) {
+                    self.kvm_failure = Some(l.trim().to_string());
+                }
+                self.console.feed(l);
+            }
             self.read = end;
         }
+    }
+
+    /// Whether the guest should be stopped now: wedged (after the grace) or halted.
+    fn ended(&mut self, console_log: &Path) -> bool {
+        use crate::vm::console::SplatKind as K;
+        if let Some(t) = self.since {
+            return t.elapsed() >= Self::GRACE;
+        }
+        self.read(console_log);
         let fatal = |k: &K| matches!(k, K::Panic | K::RcuStall | K::SoftLockup | K::HardLockup | K::HungTask);
         if self.console.splats.iter().any(|s| fatal(&s.kind)) {
             self.since = Some(Instant::now());
         }
-        false
+        self.console.halted
     }
 }
+
+/// How one boot of the C guest ended.
+enum Booted {
+    Ran(CRun),
+    /// KVM cannot run the guest (why): boot again under TCG.
+    KvmBroken(String),
+}
+
+/// How long a KVM guest may take to print its first kernel line before it counts as one KVM cannot run (as `vm`).
+const KVM_PROBE: Duration = Duration::from_secs(10);
 
 impl CSuite {
     /// Boot `image` with the programs; logs go to `logs`. The guest powers off after the first of `stop_on` that
     /// fails, as `--max-fail 1` ends our suite's run on a mutant.
-    pub fn run(&self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<CRun, CSuiteError> {
+    pub fn run(&mut self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<CRun, CSuiteError> {
+        loop {
+            match self.boot(image, logs, stop_on)? {
+                Booted::Ran(run) => {
+                    self.kvm_unproven = false;
+                    return Ok(run);
+                }
+                Booted::KvmBroken(why) => {
+                    eprintln!("uffdtest: KVM cannot run the C selftests' guest here ({why}); falling back to TCG");
+                    (self.accel, self.kvm_unproven) = (Accel::Tcg, false);
+                }
+            }
+        }
+    }
+
+    fn boot(&self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<Booted, CSuiteError> {
         std::fs::create_dir_all(logs).map_err(io(at("create", logs)))?;
         let (report, console_log) = (logs.join("c-report.txt"), logs.join("c-console.log"));
+        // A report left by an earlier boot of the same mutant must not end this one.
+        std::fs::write(&report, "").map_err(io(at("create", &report)))?;
         let b = Boot {
             kernel: image.to_path_buf(),
             initrd: self.initrd.clone(),
@@ -348,11 +407,39 @@ impl CSuite {
             .stderr(Stdio::from(out));
         crate::runner::env::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(io("start QEMU"))?;
-        let mut watch = Wedge::default();
-        while child.try_wait().map_err(CSuiteError::Wait)?.is_none() {
-            if start.elapsed() > self.timeout || watch.wedged(&console_log) {
-                let _ = child.kill();
-                let _ = child.wait();
+        let mut watch = Watch::default();
+        let mut done: Option<Instant> = None;
+        let kill = |child: &mut std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        loop {
+            let exited = child.try_wait().map_err(CSuiteError::Wait)?.is_some();
+            let ended = watch.ended(&console_log);
+            if self.kvm_unproven && !watch.console.kernel_seen {
+                let why = match &watch.kvm_failure {
+                    Some(l) => Some(l.clone()),
+                    None if exited => Some("QEMU exited before the kernel printed anything".into()),
+                    None if start.elapsed() > KVM_PROBE => {
+                        Some(format!("no kernel output within {} s", KVM_PROBE.as_secs()))
+                    }
+                    None => None,
+                };
+                if let Some(why) = why {
+                    kill(&mut child);
+                    return Ok(Booted::KvmBroken(why));
+                }
+            }
+            if exited {
+                break;
+            }
+            // The init wrote its last line: give QEMU a moment to power off, then stop it (a halted kernel
+            // without ACPI power-off would keep it up until the deadline).
+            if done.is_none() && std::fs::read_to_string(&report).is_ok_and(|r| r.contains(&format!("{MARK}done"))) {
+                done = Some(Instant::now());
+            }
+            if ended || start.elapsed() > self.timeout || done.is_some_and(|t| t.elapsed() > Watch::GRACE) {
+                kill(&mut child);
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -373,7 +460,7 @@ impl CSuite {
             .iter()
             .map(|s| s.lines.first().cloned().unwrap_or_default())
             .collect();
-        Ok(run)
+        Ok(Booted::Ran(run))
     }
 }
 
@@ -382,17 +469,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lockup_on_the_console_stops_the_c_guest_after_a_grace_but_a_warning_does_not() {
+    fn a_lockup_or_a_halt_on_the_console_stops_the_c_guest_but_a_warning_does_not() {
         let dir = std::env::temp_dir().join(format!("uffdtest-wedge-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("console.log");
-        let mut w = Wedge::default();
+        let mut w = Watch::default();
         std::fs::write(
             &log,
             "[    1.0] Linux version 6.12\n[    9.0] WARNING: CPU: 0 PID: 1 at mm/userfaultfd.c:1 x\n",
         )
         .unwrap();
-        assert!(!w.wedged(&log));
+        assert!(!w.ended(&log));
         assert!(w.since.is_none(), "a WARN is not a wedge");
         // Half a line is left for the next read.
         let mut text = std::fs::read_to_string(&log).unwrap();
@@ -400,10 +487,19 @@ mod tests {
             "[   40.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [uffd-unit-tests:91]\n[   40.1] Modules",
         );
         std::fs::write(&log, &text).unwrap();
-        assert!(!w.wedged(&log), "stopped only after the grace");
+        assert!(!w.ended(&log), "stopped only after the grace");
         assert!(w.since.is_some());
-        w.since = Some(Instant::now() - Wedge::GRACE);
-        assert!(w.wedged(&log));
+        w.since = Some(Instant::now() - Watch::GRACE);
+        assert!(w.ended(&log));
+        // A halt ends it at once; QEMU's KVM complaint is kept for the fallback.
+        let mut h = Watch::default();
+        std::fs::write(
+            &log,
+            "KVM internal error. Suberror: 1\n[    5.0] reboot: Power off not available: System halted instead\n",
+        )
+        .unwrap();
+        assert!(h.ended(&log));
+        assert_eq!(h.kvm_failure.as_deref(), Some("KVM internal error. Suberror: 1"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -419,6 +515,21 @@ mod tests {
         assert_eq!(r.ok(), ["uffd-unit-tests"]);
         parse("cselftest: done\n", &mut r);
         assert!(r.finished);
+    }
+
+    #[test]
+    fn a_base_run_is_usable_only_finished_clean_and_with_a_run_that_passed() {
+        let mut r = CRun::default();
+        assert_eq!(
+            r.unusable_as_base().as_deref(),
+            Some("the guest did not finish (0 of the runs reported)")
+        );
+        parse("cselftest: uffd-unit-tests exit=1\ncselftest: done\n", &mut r);
+        assert_eq!(r.unusable_as_base().as_deref(), Some("no run passed"));
+        parse("cselftest: uffd-stress anon exit=0\n", &mut r);
+        assert_eq!(r.unusable_as_base(), None);
+        r.splats.push("WARNING: CPU: 0 PID: 1 at mm/userfaultfd.c:1 x".into());
+        assert!(r.unusable_as_base().unwrap().starts_with("the kernel reported WARNING"));
     }
 
     #[test]

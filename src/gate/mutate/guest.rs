@@ -36,7 +36,7 @@ impl Steps for Kernel {
     }
 
     fn run_c(&mut self, image: &Path, logs: &Path, stop_on: &[String]) -> Result<CRun, StepError> {
-        let c = self.c.as_ref().ok_or(StepError::NotAsked)?;
+        let c = self.c.as_mut().ok_or(StepError::NotAsked)?;
         c.run(image, logs, stop_on).map_err(StepError::C)
     }
 }

@@ -69,6 +69,10 @@ pub enum MutateError {
         "the unmutated base cannot be judged: no case passed in every base run (does the guest run the suite at all?)"
     )]
     NoStableCase,
+    /// `--compare-c`: the C selftests' base run did not finish with a run that passed, so every mutant would
+    /// count as killed by them.
+    #[error("the C selftests cannot be judged on the unmutated base: {0} (logs in {1})")]
+    CBase(String, PathBuf),
     #[error("{0}")]
     Results(String),
 }
@@ -126,6 +130,7 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
         let c = match std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_json::from_str::<CRun>(&t).ok())
+            .filter(|c| c.unusable_as_base().is_none())
         {
             Some(c) => c,
             None => {
@@ -133,9 +138,13 @@ pub fn baseline(steps: &mut dyn Steps, l: &Layout) -> Result<Baseline, MutateErr
                     image = Some(steps.build().map_err(MutateError::Base)?);
                 }
                 eprintln!("uffdtest mutate: base run of the C selftests");
+                let logs = l.logs.join("base-c");
                 let c = steps
-                    .run_c(image.as_ref().expect("built"), &l.logs.join("base-c"), &[])
+                    .run_c(image.as_ref().expect("built"), &logs, &[])
                     .map_err(MutateError::Base)?;
+                if let Some(why) = c.unusable_as_base() {
+                    return Err(MutateError::CBase(why, logs));
+                }
                 std::fs::write(&path, serde_json::to_string_pretty(&c).expect("serialises"))
                     .map_err(|e| MutateError::Results(format!("write {}: {e}", path.display())))?;
                 c
@@ -349,6 +358,8 @@ mod tests {
         /// `--compare-c`: the C suite fails while the file holds `killer`.
         c: bool,
         c_runs: usize,
+        /// The C guest ends before any run reports (a halted, wedged or misconfigured guest).
+        c_silent: bool,
     }
 
     impl Steps for Fake {
@@ -397,6 +408,9 @@ mod tests {
             self.c_runs += 1;
             let text = std::fs::read_to_string(self.tree.join("mm/u.c")).unwrap();
             let exit = if text.contains("killer") { 1 } else { 0 };
+            if self.c_silent {
+                return Ok(CRun::default());
+            }
             Ok(CRun {
                 exits: [("uffd-unit-tests".to_string(), exit)].into(),
                 finished: true,
@@ -412,6 +426,7 @@ mod tests {
             max_fail: vec![],
             c: false,
             c_runs: 0,
+            c_silent: false,
         }
     }
 
@@ -455,6 +470,28 @@ mod tests {
         assert_eq!(baseline(&mut f, &l).unwrap(), base);
         assert!(run_all(&mut f, &l, &[&killer, &survivor], &base).unwrap().is_empty());
         assert_eq!(f.builds, builds);
+        std::fs::remove_dir_all(l.tree.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    #[serial(mutate_apply)]
+    fn a_c_base_run_that_reports_nothing_stops_the_run_and_is_not_recorded() {
+        let (l, mut f, _) = based("csilent");
+        f.c = true;
+        f.c_silent = true;
+        let e = baseline(&mut f, &l).unwrap_err();
+        assert!(
+            matches!(&e, MutateError::CBase(why, _) if why.starts_with("the guest did not finish")),
+            "{e}"
+        );
+        assert!(!l.results.dir.join("base/c.json").exists());
+        // Asked again once the guest works, the base run is made then.
+        f.c_silent = false;
+        assert_eq!(
+            baseline(&mut f, &l).unwrap().c_stable,
+            Some(vec!["uffd-unit-tests".to_string()])
+        );
+        assert_eq!(f.c_runs, 2);
         std::fs::remove_dir_all(l.tree.parent().unwrap()).unwrap();
     }
 
