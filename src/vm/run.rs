@@ -102,7 +102,14 @@ pub fn run(o: &VmOptions, ktap_out: &mut dyn Write) -> Result<VmRun, VmError> {
                 accel = Accel::Tcg;
             }
             Session::Done(s) => {
-                let mut report = verdict(&plan, s.ktap.as_deref(), &s.console, &s.end, &s.guest_errors);
+                let mut report = verdict(
+                    &plan,
+                    s.ktap.as_deref(),
+                    &s.console,
+                    &s.end,
+                    &s.guest_errors,
+                    o.guest.jobs,
+                );
                 if o.guest.jobs <= 1 {
                     add_durations(&mut report, &s.console);
                 }

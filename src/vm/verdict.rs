@@ -19,6 +19,18 @@ pub fn add_durations(report: &mut Report, console: &Console) {
     }
 }
 
+/// Whether one of the guest's own results quotes the splat's first line:
+/// its runner pinned the splat on a case already.
+fn quoted_by_the_guest(guest: &Report, s: &super::console::Splat) -> bool {
+    let Some(first) = s.lines.first().map(|l| l.trim()) else {
+        return false;
+    };
+    guest
+        .leaves()
+        .iter()
+        .any(|(_, t)| t.kmsg.iter().any(|k| k.trim() == first))
+}
+
 /// The result of `(binary, case)` in pass `pass` (1-based) of a report
 /// whose binaries come once per pass of `--repeat`.
 fn case_in_pass<'a>(report: &'a mut Report, (bin, name): &(String, String), pass: usize) -> Option<&'a mut TestResult> {
@@ -36,7 +48,21 @@ fn case_in_pass<'a>(report: &'a mut Report, (bin, name): &(String, String), pass
 /// guest's result if it reported one, else not run (crashed, with how the
 /// guest ended); then every console splat fails the case it happened in,
 /// and a splat outside any case fails a `kernel` test of its own.
-pub fn verdict(plan: &Plan, ktap: Option<&str>, console: &Console, end: &GuestEnd, guest_errors: &[String]) -> Report {
+///
+/// With `jobs` > 1 the console cannot tell which of the running cases a
+/// splat came from: the last one announced may be innocent. The guest's
+/// runner watched the same log and pinned each splat itself (re-running the
+/// cases beside it alone), so a splat that one of its results quotes is
+/// left to that result; one it quotes nowhere fails the case only if that
+/// case never reported (the guest died in it), else a `kernel` test.
+pub fn verdict(
+    plan: &Plan,
+    ktap: Option<&str>,
+    console: &Console,
+    end: &GuestEnd,
+    guest_errors: &[String],
+    jobs: usize,
+) -> Report {
     let guest = ktap.and_then(|t| crate::runner::parse_ktap(t).ok()).unwrap_or_default();
     let mut report = Report {
         diagnostics: guest.diagnostics.clone(),
@@ -78,7 +104,14 @@ pub fn verdict(plan: &Plan, ktap: Option<&str>, console: &Console, end: &GuestEn
     }
     let mut stray = Vec::new();
     for s in &console.splats {
-        let leaf = s.case.as_ref().and_then(|c| case_in_pass(&mut report, c, s.pass));
+        if jobs > 1 && quoted_by_the_guest(&guest, s) {
+            continue;
+        }
+        let leaf = s
+            .case
+            .as_ref()
+            .and_then(|c| case_in_pass(&mut report, c, s.pass))
+            .filter(|t| jobs <= 1 || t.status == Status::Crashed);
         match leaf {
             Some(t) => {
                 if !t.status.is_failure() || t.status == Status::Crashed {
@@ -188,7 +221,7 @@ mod tests {
     #[test]
     fn clean_run_keeps_the_guest_results() {
         let c = announced(&["api: a1", "api: a2", "copy: c1"], &[]);
-        let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[]);
+        let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[], 1);
         assert_eq!(statuses(&r), planned([Status::Pass, Status::Skip, Status::Pass]));
         assert_eq!(r.exit_code(), 0);
     }
@@ -209,7 +242,7 @@ mod tests {
             "WARNING: CPU: 0 PID: 9 at mm/userfaultfd.c:1 f+0x1/0x2",
             "uffdtest: start api: a2",
         ]);
-        let r = verdict(&twice, Some(ktap), &c, &GuestEnd::PoweredOff, &[]);
+        let r = verdict(&twice, Some(ktap), &c, &GuestEnd::PoweredOff, &[], 1);
         assert_eq!(
             statuses(&r),
             [
@@ -229,7 +262,7 @@ mod tests {
             "[    2.000000] uffdtest: start copy: c1",
             "[    2.125000] uffdtest: guest run done",
         ]);
-        let mut r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[]);
+        let mut r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[], 1);
         add_durations(&mut r, &c);
         let d: Vec<_> = r.leaves().iter().map(|(_, t)| t.duration_secs).collect();
         assert_eq!(d, [Some(0.25), Some(0.25), Some(0.125)]);
@@ -241,7 +274,7 @@ mod tests {
             "uffdtest: start api: a1",
             "WARNING: CPU: 0 PID: 9 at mm/userfaultfd.c:1 f+0x1/0x2",
         ]);
-        let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[]);
+        let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[], 1);
         let (_, a1) = r.leaves()[0];
         assert_eq!(a1.status, Status::Fail);
         assert!(
@@ -255,7 +288,7 @@ mod tests {
     #[test]
     fn panic_mid_case_crashes_it_and_the_rest_are_not_run() {
         let c = announced(&["api: a1", "api: a2"], &["Kernel panic - not syncing: sysrq"]);
-        let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &GuestEnd::Panicked, &[]);
+        let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &GuestEnd::Panicked, &[], 1);
         assert_eq!(statuses(&r), planned([Status::Pass, Status::Crashed, Status::Crashed]));
         let leaves = r.leaves();
         assert!(
@@ -270,10 +303,52 @@ mod tests {
         assert_eq!(r.exit_code(), 1);
     }
 
+    const WARN: &str = "WARNING: CPU: 0 PID: 9 at mm/userfaultfd.c:1 f+0x1/0x2";
+
+    #[test]
+    fn at_two_jobs_a_splat_the_guest_pinned_stays_where_it_put_it() {
+        // a2 was announced last, but the guest's runner pinned the WARN on a1.
+        let c = announced(&["api: a1", "api: a2"], &[WARN]);
+        let ktap = format!(
+            "KTAP version 1\n1..2\n  KTAP version 1\n  1..2\n  # kmsg: {WARN}\n  \
+             not ok 1 a1 # kernel log: {WARN}\n  ok 2 a2\nnot ok 1 api\n  KTAP version 1\n  1..1\n  ok 1 c1\nok 2 copy\n"
+        );
+        let r = verdict(&plan(), Some(&ktap), &c, &GuestEnd::PoweredOff, &[], 2);
+        assert_eq!(statuses(&r), planned([Status::Fail, Status::Pass, Status::Pass]));
+        // At one job the last announced case is the one running: the same console blames a2.
+        let one = verdict(&plan(), Some(&ktap), &c, &GuestEnd::PoweredOff, &[], 1);
+        assert_eq!(statuses(&one), planned([Status::Fail, Status::Fail, Status::Pass]));
+    }
+
+    #[test]
+    fn at_two_jobs_a_splat_no_result_quotes_fails_the_run_not_a_case_that_reported() {
+        let c = announced(&["api: a1", "api: a2"], &[WARN]);
+        let r = verdict(&plan(), Some(FULL), &c, &GuestEnd::PoweredOff, &[], 2);
+        let s = statuses(&r);
+        assert_eq!(s[..3], planned([Status::Pass, Status::Skip, Status::Pass]));
+        assert_eq!(s[3], ("kernel".to_string(), Status::Fail));
+        assert_eq!(r.exit_code(), 1);
+    }
+
+    #[test]
+    fn at_two_jobs_a_panic_still_names_the_case_that_never_reported() {
+        let c = announced(&["api: a1", "api: a2"], &["Kernel panic - not syncing: sysrq"]);
+        let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &GuestEnd::Panicked, &[], 2);
+        assert_eq!(statuses(&r), planned([Status::Pass, Status::Crashed, Status::Crashed]));
+        assert!(
+            r.leaves()[1]
+                .1
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("kernel log: Kernel panic")
+        );
+    }
+
     #[test]
     fn panic_before_init_fails_a_kernel_test_and_runs_nothing() {
         let c = console(&["Kernel panic - not syncing: VFS: Unable to mount root fs"]);
-        let r = verdict(&plan(), None, &c, &GuestEnd::Panicked, &[]);
+        let r = verdict(&plan(), None, &c, &GuestEnd::Panicked, &[], 1);
         let s = statuses(&r);
         assert_eq!(s.last().unwrap(), &("kernel".to_string(), Status::Fail));
         assert!(s[..3].iter().all(|(_, st)| *st == Status::Crashed));
@@ -291,7 +366,7 @@ mod tests {
     fn silent_guest_reports_the_timeout_on_cases_not_run() {
         let c = console(&["uffdtest: start api: a1", "uffdtest: start api: a2"]);
         let end = GuestEnd::Silent(Duration::from_secs(30));
-        let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &end, &[]);
+        let r = verdict(&plan(), Some(CUT_AFTER_A1), &c, &end, &[], 1);
         assert_eq!(
             r.leaves()[1].1.reason.as_deref(),
             Some("not run: the guest printed nothing for 30 s and was killed")
