@@ -191,6 +191,16 @@ pub struct Summary {
     pub survivors: Vec<MutantResult>,
     pub equivalent: Vec<(String, String)>,
     pub build_failures: Vec<MutantResult>,
+    /// `--compare-c`: mean seconds of the C selftests' guest on a mutant they killed, and on one they missed.
+    #[serde(default)]
+    pub mean_c_secs_killed: Option<f64>,
+    #[serde(default)]
+    pub mean_c_secs_missed: Option<f64>,
+    /// Mutants both suites ran on where exactly one noticed: what each adds to the other.
+    #[serde(default)]
+    pub only_ours: Vec<MutantResult>,
+    #[serde(default)]
+    pub only_c: Vec<MutantResult>,
 }
 
 pub fn summarize(cat: &Catalogue, results: &BTreeMap<String, MutantResult>) -> Summary {
@@ -205,8 +215,13 @@ pub fn summarize(cat: &Catalogue, results: &BTreeMap<String, MutantResult>) -> S
         survivors: Vec::new(),
         equivalent: Vec::new(),
         build_failures: Vec::new(),
+        mean_c_secs_killed: None,
+        mean_c_secs_missed: None,
+        only_ours: Vec::new(),
+        only_c: Vec::new(),
     };
     let (mut killed, mut survived) = (Vec::new(), Vec::new());
+    let (mut c_killed, mut c_missed) = (Vec::new(), Vec::new());
     for m in &cat.mutants {
         // An entry argued equivalent is never run: the argument stands for any result an older entry left.
         let argued = m
@@ -221,6 +236,18 @@ pub fn summarize(cat: &Catalogue, results: &BTreeMap<String, MutantResult>) -> S
             s.equivalent.push((m.id.clone(), why.clone()));
         }
         let Some(r) = r else { continue };
+        if let Some(c) = r.c.as_ref().filter(|_| r.outcome.counts()) {
+            if c.killed {
+                c_killed.push(c.secs);
+            } else {
+                c_missed.push(c.secs);
+            }
+            match (r.outcome.detected(), c.killed) {
+                (true, false) => s.only_ours.push(r.clone()),
+                (false, true) => s.only_c.push(r.clone()),
+                _ => {}
+            }
+        }
         let secs = r.build_secs + r.run_secs;
         match &r.outcome {
             o if o.detected() => killed.push(secs),
@@ -234,6 +261,8 @@ pub fn summarize(cat: &Catalogue, results: &BTreeMap<String, MutantResult>) -> S
     }
     s.mean_secs_killed = mean(&killed);
     s.mean_secs_survived = mean(&survived);
+    s.mean_c_secs_killed = mean(&c_killed);
+    s.mean_c_secs_missed = mean(&c_missed);
     s
 }
 
@@ -309,6 +338,15 @@ pub fn markdown(s: &Summary) -> String {
         secs(s.mean_secs_killed),
         secs(s.mean_secs_survived)
     );
+    if t.c_run > 0 {
+        let _ = writeln!(
+            out,
+            "The C selftests' guest (boot to power-off, stopping at the first run that failed where it passed on \
+             base): {} on a mutant they killed, {} on one they missed.\n",
+            secs(s.mean_c_secs_killed),
+            secs(s.mean_c_secs_missed)
+        );
+    }
     out.push_str("## Per file\n\n");
     table(&mut out, "file", &s.per_file, t);
     out.push_str("\n## Per ioctl, event or fd operation\n\n");
@@ -328,6 +366,26 @@ pub fn markdown(s: &Summary) -> String {
                 newly_skipped.len(),
                 newly_skipped[0]
             );
+        }
+    }
+    if t.c_run > 0 {
+        let _ = writeln!(
+            out,
+            "\n## Where the two suites differ\n\nOf the {} mutants both ran on: killed by ours and missed by the C \
+             selftests ({}), killed by the C selftests and missed by ours ({}).\n",
+            t.c_run,
+            s.only_ours.len(),
+            s.only_c.len()
+        );
+        for (title, rs) in [("Only ours", &s.only_ours), ("Only the C selftests", &s.only_c)] {
+            if rs.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "### {title}\n");
+            for r in rs {
+                let _ = writeln!(out, "- `{}` ({}, {}): {}", r.id, r.file, r.area, r.description);
+            }
+            out.push('\n');
         }
     }
     if !s.build_failures.is_empty() {
@@ -442,6 +500,9 @@ mod tests {
         assert_eq!(s.per_file["fs/userfaultfd.c"].kill_rate(), Some(0.5));
         assert_eq!((s.mean_secs_killed, s.mean_secs_survived), (Some(20.0), Some(100.0)));
         assert_eq!(s.survivors.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["s"]);
+        let ids = |v: &[MutantResult]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!((ids(&s.only_ours), ids(&s.only_c)), (vec!["k".to_string()], vec![]));
+        assert_eq!((s.mean_c_secs_killed, s.mean_c_secs_missed), (Some(1.0), Some(1.0)));
     }
 
     #[test]
@@ -459,6 +520,15 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- `e`: same errno later"), "{md}");
+        assert!(
+            md.contains("missed by the C selftests (1), killed by the C selftests and missed by ours (0)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("### Only ours\n\n- `k` (fs/userfaultfd.c, COPY): breaks k\n"),
+            "{md}"
+        );
+        assert!(!md.contains("### Only the C selftests"), "{md}");
     }
 
     #[test]
