@@ -28,10 +28,13 @@ use uffdtest::testing::{Buf, ChildExit};
 static HITS: AtomicUsize = AtomicUsize::new(0);
 static HIT_TID: AtomicI32 = AtomicI32::new(0);
 
+/// The tid is stored before the count: a waiter that sees the count reads
+/// this delivery's tid (the other order lost that race on a loaded 2-vCPU
+/// guest, reading 0).
 extern "C" fn on_usr1(_: libc::c_int) {
-    HITS.fetch_add(1, Ordering::SeqCst);
     // SAFETY: gettid has no preconditions and is async-signal-safe.
     HIT_TID.store(unsafe { libc::syscall(libc::SYS_gettid) } as i32, Ordering::SeqCst);
+    HITS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Installs the SIGUSR1 handler, with SA_RESTART or without.
