@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn vm_arguments_take_vm_defaults_and_the_extras() {
         let a = vm_args(Path::new("/k"), &["-j".into(), "2".into()]).unwrap();
-        assert_eq!((a.jobs, a.machine.smp), (2, 2));
+        assert_eq!((a.jobs, a.machine.smp), (Some(2), 2));
         assert!(vm_args(Path::new("/k"), &["--no-such".into()]).is_err());
     }
 }

@@ -30,9 +30,10 @@ pub struct VmArgs {
     pub runner: Runner,
     #[command(flatten)]
     pub machine: Machine,
-    /// Cases run at once in the guest; 1 keeps splat attribution exact.
-    #[arg(short = 'j', long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Cases run at once in the guest (default: its CPUs, --smp). The guest's runner pins a splat logged beside
+    /// other cases by re-running them alone, as `run --jobs` does; 1 pins it by order alone.
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
     /// Stop starting cases in the guest after N failures; the rest are reported as skipped ("not run").
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_fail: Option<u64>,
@@ -180,7 +181,7 @@ impl VmArgs {
             shard: self.sel.shard,
             run_ignored: self.sel.run_ignored,
             repeat: self.sel.repeat as usize,
-            jobs: self.jobs,
+            jobs: self.jobs.map_or(self.machine.smp as usize, |j| j as usize),
             max_fail: self.max_fail.map(|n| n as usize),
             case_timeout_secs: self.machine.case_timeout,
             hugepages: self.hugepages,

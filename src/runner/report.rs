@@ -23,6 +23,14 @@ impl<W: Write> Ktap<W> {
             blocks: Vec::new(),
         }
     }
+
+    /// Each case's wall time goes out too (`# time: S s`), for a reader that cannot time the cases itself.
+    pub fn with_durations(self) -> Ktap<W> {
+        Ktap {
+            k: self.k.with_durations(),
+            ..self
+        }
+    }
 }
 
 impl<W: Write> Reporter for Ktap<W> {

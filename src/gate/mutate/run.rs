@@ -293,7 +293,7 @@ pub fn run_all(
     for (i, (m, ours)) in todo.iter().enumerate() {
         let r = run_one(steps, l, m, base, ours.as_ref())?;
         eprintln!(
-            "uffdtest mutate: [{}/{}] {}: {} ({:.0} s build, {:.0} s run){}",
+            "uffdtest mutate: [{}/{}] {}: {} ({:.0} s build, {:.0} s run){}{}",
             i + 1,
             todo.len(),
             m.id,
@@ -304,6 +304,11 @@ pub fn run_all(
                 Outcome::Killed { by } => format!(": {}", by[0]),
                 Outcome::BuildFailed { detail } | Outcome::NoResult { detail } => format!(": {detail}"),
                 _ => String::new(),
+            },
+            match &r.c {
+                Some(c) if c.killed => format!("; C selftests: killed in {:.0} s: {}", c.secs, c.detail),
+                Some(c) => format!("; C selftests: missed ({:.0} s)", c.secs),
+                None => String::new(),
             }
         );
         out.push(r);

@@ -30,6 +30,10 @@ pub use write::{KtapWriter, result_line, write_report};
 
 /// Prefix of a diagnostic line that quotes the kernel log.
 pub const KMSG_PREFIX: &str = "kmsg: ";
+/// Prefix of the diagnostic line that gives a case's wall time (`time: 0.012 s`), written on request
+/// ([`KtapWriter::with_durations`]): the guest's way to hand its timings to the host, which cannot time
+/// cases that run at once from the console.
+pub const TIME_PREFIX: &str = "time: ";
 
 #[cfg(test)]
 mod tests {
@@ -103,6 +107,28 @@ mod tests {
             r.tests[0].subtests[1].diagnostics
         );
         assert_eq!(back.tests[0].subtests[1].exit_code, Some(101));
+    }
+
+    #[test]
+    fn case_times_go_out_only_when_asked_and_come_back_as_durations() {
+        let mut timed = leaf("a on anon", Status::Pass, None);
+        timed.duration_secs = Some(0.0125);
+        let mut plain = Vec::new();
+        let mut k = KtapWriter::new(&mut plain);
+        k.result(1, 1, &timed).unwrap();
+        assert_eq!(String::from_utf8(plain).unwrap(), "  ok 1 a on anon\n");
+        let mut out = Vec::new();
+        let mut k = KtapWriter::new(&mut out).with_durations();
+        k.header(1).unwrap();
+        k.begin(1, "copy", 1).unwrap();
+        k.result(1, 1, &timed).unwrap();
+        k.result(0, 1, &TestResult::group("copy", vec![timed.clone()])).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("  # time: 0.013 s\n  ok 1 a on anon\n"), "{text}");
+        assert_eq!(text.matches("# time:").count(), 1, "groups carry no time: {text}");
+        let back = parse(&text).unwrap();
+        let a = &back.tests[0].subtests[0];
+        assert_eq!((a.duration_secs, a.diagnostics.is_empty()), (Some(0.013), true));
     }
 
     #[test]

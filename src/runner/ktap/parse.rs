@@ -1,8 +1,8 @@
 //! Reads a log holding KTAP (or TAP 13/14, or kselftest output) into a
 //! [`Report`], as kunit_tool's parser does, but lenient where kselftest is.
 
-use super::KMSG_PREFIX;
 use super::line::{ResultLine, directive_status, parse_result_line};
+use super::{KMSG_PREFIX, TIME_PREFIX};
 use crate::runner::result::{Report, Status, TestResult};
 
 /// Why a log could not be read as KTAP at all (problems within a KTAP
@@ -279,9 +279,16 @@ impl Parser {
         let mut t = TestResult::new(r.name, status);
         t.reason = reason;
         for d in diagnostics {
-            match d.strip_prefix(KMSG_PREFIX) {
-                Some(k) => t.kmsg.push(k.to_string()),
-                None => t.diagnostics.push(d),
+            if let Some(k) = d.strip_prefix(KMSG_PREFIX) {
+                t.kmsg.push(k.to_string());
+            } else if let Some(secs) = d
+                .strip_prefix(TIME_PREFIX)
+                .and_then(|s| s.strip_suffix(" s"))
+                .and_then(|s| s.parse().ok())
+            {
+                t.duration_secs = Some(secs);
+            } else {
+                t.diagnostics.push(d);
             }
         }
         if let Some(r) = &t.reason {

@@ -1,6 +1,6 @@
 //! Writes KTAP: streamed as the runner learns results, or from a finished report.
 
-use super::KMSG_PREFIX;
+use super::{KMSG_PREFIX, TIME_PREFIX};
 use crate::runner::result::{Report, Status, TestResult, Totals};
 use std::io::{self, Write};
 
@@ -9,11 +9,18 @@ use std::io::{self, Write};
 /// from a finished report.
 pub struct KtapWriter<W: Write> {
     w: W,
+    durations: bool,
 }
 
 impl<W: Write> KtapWriter<W> {
     pub fn new(w: W) -> KtapWriter<W> {
-        KtapWriter { w }
+        KtapWriter { w, durations: false }
+    }
+
+    /// Also write each timed result's `# time: S s` line.
+    pub fn with_durations(mut self) -> KtapWriter<W> {
+        self.durations = true;
+        self
     }
 
     pub fn into_inner(self) -> W {
@@ -60,6 +67,9 @@ impl<W: Write> KtapWriter<W> {
         }
         for k in &t.kmsg {
             self.diagnostic(depth, &format!("{KMSG_PREFIX}{k}"))?;
+        }
+        if let Some(d) = t.duration_secs.filter(|_| self.durations && t.subtests.is_empty()) {
+            self.diagnostic(depth, &format!("{TIME_PREFIX}{d:.3} s"))?;
         }
         writeln!(self.w, "{}{}", indent(depth), result_line(number, t))?;
         self.w.flush()
