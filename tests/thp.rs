@@ -623,17 +623,8 @@ fn wp_of_one_page_of_an_mthp_faults_only_there(#[case] kb: usize) {
 /// alloc_anon_folio falls back to order 0, since a WP registration works
 /// per PTE. A write into an unpopulated WP-only range maps that one page,
 /// though the same size is enabled and, first, shown to be what an
-/// unregistered fault there gets (mutant anon-mthp-on-armed). The sizes
-/// below the PMD's: a PMD fault takes another path.
-#[rstest]
-#[case::k8(8)]
-#[case::k16(16)]
-#[case::k32(32)]
-#[case::k64(64)]
-#[case::k128(128)]
-#[case::k256(256)]
-#[case::k512(512)]
-#[case::k1024(1024)]
+/// unregistered fault there gets (mutant anon-mthp-on-armed).
+#[apply(mthp_sizes)]
 #[file_serial(thp)]
 fn a_write_into_a_wp_registered_hole_maps_one_page_not_an_mthp(#[case] kb: usize) {
     require_mode!(MemType::Anon, RegisterMode::WP);

@@ -373,3 +373,17 @@ mem_template! {
 #[case::k1024(1024)]
 #[case::k2048(2048)]
 pub fn thp_sizes(#[case] kb: usize) {}
+
+/// The mTHP sizes alone, below the PMD's (orders 1 to 8), for behaviour of
+/// `alloc_anon_folio`: a PMD-sized fault takes the huge-PMD path instead.
+#[template]
+#[rstest]
+#[case::k8(8)]
+#[case::k16(16)]
+#[case::k32(32)]
+#[case::k64(64)]
+#[case::k128(128)]
+#[case::k256(256)]
+#[case::k512(512)]
+#[case::k1024(1024)]
+pub fn mthp_sizes(#[case] kb: usize) {}
