@@ -168,6 +168,16 @@ fn clean_guest_run_prints_ktap_and_exits_by_the_results() {
         .collect();
     assert!(!statuses.is_empty());
     assert!(!statuses.contains(&"crashed"), "every case ran: {statuses:?}");
+    // Two at a time by default: each case's time came from the guest's KTAP, not from the console
+    // (a SKIP reported without a process of its own has none).
+    let untimed: Vec<&serde_json::Value> = report["tests"][0]["subtests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] != "skip" && !t["duration_secs"].is_number())
+        .collect();
+    assert!(untimed.is_empty(), "cases without a time: {untimed:?}");
+    assert!(!out.contains("# time: "), "times stay out of the live relay: {out}");
     let failed = statuses.iter().any(|s| *s == "fail" || *s == "timeout");
     assert_eq!(o.status.code(), Some(if failed { 1 } else { 0 }), "{out}\n{err}");
 }
@@ -177,7 +187,8 @@ fn clean_guest_run_prints_ktap_and_exits_by_the_results() {
 fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {
     let k = kernel_or_skip!();
     let json = std::env::temp_dir().join(format!("uffdtest-harness-vm-panic-{}.json", std::process::id()));
-    let o = vm(&k, &["--inject", "panic", "--json", json.to_str().unwrap()]);
+    // One case at a time: the injection is timed from the second case's start.
+    let o = vm(&k, &["-j", "1", "--inject", "panic", "--json", json.to_str().unwrap()]);
     let (out, _) = exited(&o, 1);
     assert!(out.contains("# kernel panic during api: "), "{out}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -223,7 +234,8 @@ fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {
 #[serial(vm)]
 fn silent_guest_is_killed_at_the_timeout_with_the_last_console_lines() {
     let k = kernel_or_skip!();
-    let o = vm(&k, &["--inject", "hang", "--timeout", "20"]);
+    // One case at a time: the init hangs as the second case starts, after the first reported.
+    let o = vm(&k, &["-j", "1", "--inject", "hang", "--timeout", "20"]);
     let (out, _) = exited(&o, 1);
     assert!(
         out.contains("# the guest printed nothing for 20 s and was killed; last console lines:"),
