@@ -31,7 +31,7 @@ fn pat(page: usize, i: usize) -> u8 {
 
 /// `npages` pages of [`pat`], laid out as the destination's pages.
 fn source(ps: usize, npages: usize) -> Buf {
-    Buf::pattern(ps * npages, |o| pat(o / ps, o % ps))
+    Buf::paged(ps, npages, pat)
 }
 
 fn expected(ps: usize, page: usize) -> Vec<u8> {
@@ -421,9 +421,20 @@ fn copy_from_unaligned_src_copies_those_bytes(#[case] mem: MemType) {
     assert_eq!(area.read_page(0), want);
 }
 
+/// An area of `npages` registered MISSING with one more page of its hugetlb
+/// pool free and unreserved, for copies whose source is not resident (see
+/// `copy_from_a_non_resident_source_needs_a_spare_gigantic_page`).
+fn missing_area_with_spare(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
+    testing::register_support(mem, MISSING)?;
+    let area = Area::with_spare(mem, npages, 1).map_err(testing::skip_reason)?;
+    let uffd = testing::open_uffd(Features::empty())?;
+    uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    Ok((area, uffd))
+}
+
 #[apply(all_mem)]
 fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(missing_area(mem, 2));
+    let (area, uffd) = try_skip!(missing_area_with_spare(mem, 2));
     let ps = area.page_size();
     // The kernel reads the source with copy_from_user: a missing registered
     // page is a kernel-mode fault, which a UFFD_USER_MODE_ONLY uffd does not
@@ -434,6 +445,48 @@ fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
     assert!(!pagemap::is_present(area.page(0)));
     assert!(!pagemap::is_present(area.page(1)));
     assert_no_event(&uffd);
+}
+
+#[rstest]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
+#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate)]
+fn copy_from_a_non_resident_source_needs_a_spare_gigantic_page(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
+    // hugetlb_mfill_atomic_pte() reads the source with page faults off; when
+    // that fails it must hold the bytes in a huge page while the source is
+    // faulted in, and a 1 GiB page can come only from the pool's unreserved
+    // ones (alloc_migrate_hugetlb_folio refuses gigantic pages). With the
+    // pool held (the lease) and every free page reserved by the area itself,
+    // a valid source that is merely untouched gets ENOMEM.
+    let lease = mem::hugetlb::lease_gigantic().expect("lease the 1 GiB pool");
+    let n = mem::hugetlb::PageSize::Gigantic.free().max(1);
+    let area = try_area!(Area::new(mem, n));
+    // Under the lease nothing else of the suite changes the pool.
+    assert_eq!(
+        mem::hugetlb::PageSize::Gigantic.free(),
+        0,
+        "the area reserves every free 1 GiB page"
+    );
+    let uffd = try_skip!(testing::open_uffd(Features::empty()));
+    uffd.register(area.addr(), area.len(), MISSING).unwrap();
+    let ps = area.page_size();
+    let untouched = Buf::untouched(ps);
+    assert_eq!(
+        uffd.copy(area.page(0), untouched.addr(), ps, NONE),
+        failed(Errno::ENOMEM)
+    );
+    assert!(!pagemap::is_present(area.page(0)));
+    assert_no_event(&uffd);
+    // The same source once resident copies at once: the bytes were never
+    // the problem, only where to keep them.
+    let src = source(ps, 1);
+    assert_eq!(uffd.copy(area.page(0), src.addr(), ps, NONE), Ok(ps as i64));
+    assert!(
+        area.read_page(0) == expected(ps, 0),
+        "page 0 does not hold the source's bytes"
+    );
+    drop(area);
+    drop(lease);
 }
 
 #[apply(all_mem)]

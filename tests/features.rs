@@ -126,6 +126,8 @@ fn without_user_mode_only_a_kernel_fault_waits_for_the_monitor(#[case] mem: MemT
 #[case::shmem_private(MemType::ShmemPrivate, Features::MISSING_SHMEM)]
 #[case::hugetlb(MemType::Hugetlb, Features::MISSING_HUGETLBFS)]
 #[case::hugetlb_private(MemType::HugetlbPrivate, Features::MISSING_HUGETLBFS)]
+#[case::hugetlb_1g(MemType::Hugetlb1g, Features::MISSING_HUGETLBFS)]
+#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate, Features::MISSING_HUGETLBFS)]
 fn missing_type_bit_means_missing_registration_works(#[case] mem: MemType, #[case] bit: Features) {
     require_features!(bit);
     let area = try_area!(Area::new(mem, 1));

@@ -79,7 +79,7 @@ fn byte(i: usize, off: usize) -> u8 {
 
 fn source(area: &Area) -> Buf {
     let ps = area.page_size();
-    Buf::pattern(area.len(), |o| byte(o / ps, o % ps))
+    Buf::paged(ps, area.len() / ps, byte)
 }
 
 /// Forks a tenant, puts it in `cg` (meeting the limit as `over` says),

@@ -22,6 +22,8 @@ const WP: RegisterMode = RegisterMode::WP;
 #[case::hugetlb(MemType::Hugetlb)]
 #[case::hugetlb_private(MemType::HugetlbPrivate)]
 #[case::anon_thp(MemType::AnonThp)]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
+#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate)]
 fn migratable(#[case] mem: MemType) {}
 
 fn pat(page: usize, i: usize) -> u8 {

@@ -337,6 +337,7 @@ fn register_is_free_again_once_the_owner_is_closed(#[case] mem: MemType) {
 #[rstest]
 #[case::shmem(MemType::Shmem)]
 #[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
 fn register_readonly_shared_mapping_fails_eperm(
     #[case] mem: MemType,
     #[values(MISSING, WP, MINOR)] mode: RegisterMode,
@@ -357,6 +358,7 @@ fn register_readonly_shared_mapping_fails_eperm(
 #[rstest]
 #[case::shmem_private(MemType::ShmemPrivate)]
 #[case::hugetlb_private(MemType::HugetlbPrivate)]
+#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate)]
 fn register_readonly_private_mapping_is_allowed(#[case] mem: MemType) {
     require_mode!(mem, MISSING);
     let area = try_area!(Area::new(mem, 1));
@@ -508,12 +510,14 @@ fn register_again_with_a_subset_keeps_the_superset(#[case] mem: MemType) {
     assert_eq!(smaps::uffd_modes(area.addr()), MISSING | WP);
 }
 
-#[test]
-fn register_mixed_hugetlb_and_anon_span_gets_basic_ioctls() {
-    require_mode!(MemType::Hugetlb, MISSING);
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
+fn register_mixed_hugetlb_and_anon_span_gets_basic_ioctls(#[case] mem: MemType) {
+    require_mode!(mem, MISSING);
     // A hugetlb area directly followed by anonymous memory: the mask drops
     // to the BASIC set as soon as one hugetlb VMA is in the range.
-    let area = try_area!(Area::new(MemType::Hugetlb, 2));
+    let area = try_area!(Area::new(mem, 2));
     let hp = area.page_size();
     // SAFETY: replace the second huge page by an anonymous mapping we own.
     let anon = unsafe {
@@ -529,7 +533,7 @@ fn register_mixed_hugetlb_and_anon_span_gets_basic_ioctls() {
     let uffd = try_skip!(uffd());
     assert_eq!(
         uffd.register(area.addr(), area.len(), MISSING),
-        Ok(expected_ioctls(MemType::Hugetlb, MISSING))
+        Ok(expected_ioctls(mem, MISSING))
     );
     assert_eq!(smaps::uffd_modes(area.page(1)), MISSING);
     // The anonymous part alone gets the full set.

@@ -14,10 +14,17 @@ const BOUNCES: u64 = 16;
 fn short(mem: MemType) -> Config {
     let mut c = Config::new(mem);
     // 4096 base pages, or 8 huge pages.
-    c.size = 16 << 20;
+    c.size = sized(mem, 16 << 20);
     c.bounces = Some(BOUNCES);
     c.quiet = true;
     c
+}
+
+/// `bytes`, or one page of `mem` per CPU where that is more (1 GiB pages):
+/// the engine gives every CPU's workers a slice of whole pages.
+fn sized(mem: MemType, bytes: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    bytes.max(mem.page_size().unwrap_or(0) * cpus)
 }
 
 /// Runs `cfg`; returns the totals, or None after printing the SKIP line.
@@ -135,7 +142,7 @@ fn soak_events_arrive_once_per_cause(#[case] mem: MemType) {
     require_root!("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE");
     let mut cfg = short(mem);
     cfg.soak = true;
-    cfg.size = 4 << 20;
+    cfg.size = sized(mem, 4 << 20);
     let Some(t) = run(&cfg, true) else { return };
     assert_audited(&t, BOUNCES);
     // Turns 0..8: fork at 0, 3, 6; mremap at 1, 4, 7; DONTNEED at 2, 5.

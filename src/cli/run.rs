@@ -47,7 +47,8 @@ pub struct Filters {
     /// Drop cases matching PATTERN (as for -f). Repeatable.
     #[arg(long = "skip", value_name = "PATTERN")]
     pub skip: Vec<String>,
-    /// Keep cases on these memory types (anon,shmem,shmem-private,hugetlb,hugetlb-private,anon-thp,guest-memfd).
+    /// Keep cases on these memory types (anon,shmem,shmem-private,hugetlb,hugetlb-private,anon-thp,guest-memfd;
+    /// hugetlb-1g and hugetlb-1g-private run only when named here, each case clearing whole GiB pages).
     #[arg(long, value_delimiter = ',', value_name = "TYPES")]
     pub mem: Vec<String>,
     /// Keep cases of these test binaries: the ioctl or feature (copy,zeropage,api,...).

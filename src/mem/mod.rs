@@ -219,6 +219,14 @@ impl Area {
         Area::new_reserving(mem, npages, npages)
     }
 
+    /// [`Area::new`] with `spare` pages of its hugetlb pool left free and
+    /// unreserved: a UFFDIO_COPY whose source is not resident holds the bytes
+    /// in such a page while it faults the source in, and a 1 GiB pool has
+    /// nowhere else to take it from (docs/findings/hugetlb-1g-copy-enomem.md).
+    pub fn with_spare(mem: MemType, npages: usize, spare: usize) -> Result<Area, Unavailable> {
+        Area::new_reserving(mem, npages, npages + spare)
+    }
+
     /// [`Area::new`], making sure `reserve` pages of a hugetlb pool are free
     /// (more than `npages` when another view will reserve pages too).
     fn new_reserving(mem: MemType, npages: usize, reserve: usize) -> Result<Area, Unavailable> {

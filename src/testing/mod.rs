@@ -173,10 +173,29 @@ pub fn open_uffd_flags(flags: OpenFlags, features: Features) -> Result<Uffd, Str
 
 /// An area or a SKIP reason, for helpers that return Result<_, String>.
 pub fn area(mem: MemType, npages: usize) -> Result<Area, String> {
-    Area::new(mem, npages).map_err(|e| match e {
+    Area::new(mem, npages).map_err(skip_reason)
+}
+
+/// Why an area cannot be had, as a SKIP reason; a setup error panics.
+pub fn skip_reason(e: Unavailable) -> String {
+    match e {
         Unavailable::Skip(r) => r,
         Unavailable::Error(e) => panic!("cannot set up the area: {e}"),
-    })
+    }
+}
+
+/// Pages to leave free in the pool for a forked child of `mem`: the parent
+/// owns a MAP_PRIVATE hugetlb mapping's reservation, so every page the child
+/// gets (a fill through its uffd, fork's early copy of a pinned page) is a
+/// free unreserved one, and a 1 GiB pool has none unless one is kept spare.
+pub fn fork_spare(mem: MemType) -> usize {
+    usize::from(mem.is_hugetlb() && !mem.is_shared())
+}
+
+/// [`area`] with [`fork_spare`] pages of its pool kept free, for a case
+/// whose forked child fills a page.
+pub fn area_for_fork(mem: MemType, npages: usize) -> Result<Area, String> {
+    Area::with_spare(mem, npages, fork_spare(mem)).map_err(skip_reason)
 }
 
 /// An area of `npages` of `mem`, `prep`ared while still unregistered (a
@@ -190,7 +209,28 @@ pub fn registered_area(
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, Arc<Uffd>), String> {
     register_support(mem, mode)?;
-    let area = area(mem, npages)?;
+    register_prepared(area(mem, npages)?, features, mode, prep)
+}
+
+/// [`registered_area`] on [`area_for_fork`].
+pub fn registered_area_for_fork(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    mode: crate::uffd::RegisterMode,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>), String> {
+    register_support(mem, mode)?;
+    register_prepared(area_for_fork(mem, npages)?, features, mode, prep)
+}
+
+fn register_prepared(
+    area: Area,
+    features: Features,
+    mode: crate::uffd::RegisterMode,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, Arc<Uffd>), String> {
+    let mem = area.mem();
     prep(&area);
     let uffd = open_uffd(features)?;
     uffd.register(area.addr(), area.len(), mode)

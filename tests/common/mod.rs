@@ -159,6 +159,18 @@ pub fn registered_missing(
     testing::registered_area(mem, npages, features, RegisterMode::MISSING, prep)
 }
 
+/// [`registered_missing`] with a page of a private hugetlb pool kept free
+/// for the forked child ([`testing::fork_spare`]).
+pub fn registered_missing_for_fork(
+    mem: MemType,
+    npages: usize,
+    features: Features,
+    prep: impl FnOnce(&Area),
+) -> Result<(Area, std::sync::Arc<Uffd>), String> {
+    offers(features)?;
+    testing::registered_area_for_fork(mem, npages, features, RegisterMode::MISSING, prep)
+}
+
 /// The thread is parked in the event wait: its message is queued, it has
 /// not returned, and it sleeps killable (`D`) until the message is read.
 #[track_caller]
@@ -314,23 +326,29 @@ macro_rules! mem_template {
     };
 }
 
+// Every list with the hugetlb types has their 1 GiB twins as well: a run
+// makes 1 GiB areas only when `--mem` asks for them (each clears and fills
+// whole GiB pages), and the runner reports them SKIP at once otherwise.
+
 mem_template! {
     /// Every memory type (guest-memfd skips where the kernel cannot serve it).
     all_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd)
+        hugetlb_private(HugetlbPrivate), anon_thp(AnonThp), guest_memfd(GuestMemfd),
+        hugetlb_1g(Hugetlb1g), hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
-    /// The five types the kernel's unit tests run on.
+    /// The five types the kernel's unit tests run on (and hugetlb on 1 GiB pages).
     selftest_mem: anon(Anon), shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate)
+        hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g), hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
     /// Types with a file behind them (an alias view; MINOR mode).
     /// guest-memfd is here because every shmem case must also run on it.
     file_mem: shmem(Shmem), shmem_private(ShmemPrivate), hugetlb(Hugetlb),
-        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd)
+        hugetlb_private(HugetlbPrivate), guest_memfd(GuestMemfd), hugetlb_1g(Hugetlb1g),
+        hugetlb_1g_private(Hugetlb1gPrivate)
 }
 
 mem_template! {
@@ -341,7 +359,7 @@ mem_template! {
 mem_template! {
     /// The shared types with a file behind them: a copy lands in the page
     /// cache, and MADV_REMOVE (which private mappings refuse) punches holes.
-    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb)
+    shared_file_mem: shmem(Shmem), hugetlb(Hugetlb), hugetlb_1g(Hugetlb1g)
 }
 
 mem_template! {
@@ -352,9 +370,6 @@ mem_template! {
 
 mem_template! {
     /// The hugetlb types (huge-page alignment rules), on both page sizes.
-    /// Only this list has the 1 GiB types so far: the broad lists would add
-    /// ~500 cases that fill and compare whole GiB pages, one at a time
-    /// (they share a pool of two), about 6 s each in a debug build.
     hugetlb_mem: hugetlb(Hugetlb), hugetlb_private(HugetlbPrivate), hugetlb_1g(Hugetlb1g),
         hugetlb_1g_private(Hugetlb1gPrivate)
 }

@@ -33,6 +33,7 @@ fn remove_event_for_madv_remove(#[case] mem: MemType) {
 #[case::anon(MemType::Anon, Errno::EINVAL)]
 #[case::shmem_private(MemType::ShmemPrivate, Errno::EACCES)]
 #[case::hugetlb_private(MemType::HugetlbPrivate, Errno::EACCES)]
+#[case::hugetlb_1g_private(MemType::Hugetlb1gPrivate, Errno::EACCES)]
 fn madv_remove_refused_on_private_memory_sends_nothing(#[case] mem: MemType, #[case] want: Errno) {
     let (area, uffd) = try_skip!(registered_missing(mem, 2, Features::EVENT_REMOVE, |_| {}));
     // madvise_remove() refuses before it reaches userfaultfd_remove().
@@ -137,9 +138,10 @@ fn remove_event_for_madv_free_and_dontneed_locked(#[case] mem: MemType, #[case] 
     assert_eq!(p.join(), Ok(()));
 }
 
-#[test]
-fn hugetlb_madv_remove_of_part_of_a_huge_page_reports_it_and_only_zeroes_it() {
-    let mem = MemType::Hugetlb;
+#[rstest]
+#[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
+fn hugetlb_madv_remove_of_part_of_a_huge_page_reports_it_and_only_zeroes_it(#[case] mem: MemType) {
     let (area, uffd) = try_skip!(registered_missing(mem, 1, Features::EVENT_REMOVE, |a| a.populate(0x56)));
     let base = mem::base_page_size();
     let start = area.addr() + base;

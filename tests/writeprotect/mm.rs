@@ -147,6 +147,7 @@ fn mprotect_round_trip_keeps_protection(#[case] mem: MemType) {
 #[rstest]
 #[case::shmem(MemType::Shmem)]
 #[case::hugetlb(MemType::Hugetlb)]
+#[case::hugetlb_1g(MemType::Hugetlb1g)]
 fn write_through_unregistered_view_bypasses_protection(#[case] mem: MemType) {
     // Protection lives in the registered view's page tables, not in the
     // page: another shared view writes freely and the protected view sees it.
