@@ -129,11 +129,13 @@ extern "C" fn restore() {
 /// other processes (the runner's parallel cases) may raise it meanwhile, and
 /// taking back only our own pages leaves theirs alone in any exit order.
 extern "C" fn restore_gigantic() {
-    if let Ok(g) = RAISED_GIGANTIC.lock()
+    if let Ok(mut g) = RAISED_GIGANTIC.lock()
         && let Some(added) = *g
+        && added > 0
         && let Some(nr) = PageSize::Gigantic.nr()
     {
         let _ = PageSize::Gigantic.set_nr(nr.saturating_sub(added));
+        *g = Some(0);
     }
 }
 
@@ -247,6 +249,15 @@ const GIGANTIC_LOCK: &str = "/tmp/uffdtest-hugetlb-1g.lock";
 #[derive(Debug)]
 pub struct Lease {
     _file: std::fs::File,
+}
+
+/// The pages this process added go back while the lease is still held: given
+/// back after it (at exit), they would vanish under the next holder, who
+/// counted them free, and its mmap would fail ENOMEM.
+impl Drop for Lease {
+    fn drop(&mut self) {
+        restore_gigantic();
+    }
 }
 
 static LEASE: Mutex<std::sync::Weak<Lease>> = Mutex::new(std::sync::Weak::new());
