@@ -65,7 +65,7 @@ fn wipeonfork_child_gets_the_range_registered_and_empty(#[case] mem: MemType) {
 #[apply(all_mem)]
 #[serial(fork)]
 fn dontfork_page_is_absent_in_the_child_and_the_rest_forks_registered(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(registered_missing_for_fork(mem, 2, Features::EVENT_FORK, |a| {
+    let (area, uffd) = try_skip!(registered_missing_for_fork(mem, (2, 1), Features::EVENT_FORK, |a| {
         advise(a, Some(1), libc::MADV_DONTFORK);
     }));
     let (p0, p1, ps) = (area.page(0), area.page(1), area.page_size());

@@ -122,11 +122,20 @@ fn even_poison_odd_zero(area: &Area, uffd: &Arc<Uffd>) -> FaultHandler {
     })
 }
 
+/// An area for a child to register and fill `child_pages` of
+/// ([`testing::area_for_fork`]).
+fn forked_area(mem: MemType, n: usize, child_pages: usize) -> Result<Area, String> {
+    offers(Features::POISON)?;
+    testing::register_support(mem, MISSING)?;
+    testing::area_for_fork(mem, n, child_pages)
+}
+
 #[apply(all_mem)]
 fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
     let n = 4;
     // The odd pages alone: resolved with zeros, no signal, one fault each.
-    let area = try_skip!(area_to_register(mem, n, Features::POISON, MISSING));
+    // The children fill the odd pages of memory forked to them.
+    let area = try_skip!(forked_area(mem, n, n / 2));
     let st = in_poison_child(&area, |uffd| {
         let h = even_poison_odd_zero(&area, uffd);
         for i in (1..n).step_by(2) {
@@ -140,7 +149,7 @@ fn poison_even_pages_sigbus_and_odd_pages_read_zero(#[case] mem: MemType) {
     for target in (0..n).step_by(2) {
         for write in [false, true] {
             // A fresh area each time: a shared one keeps the children's copies.
-            let area = try_area!(Area::new(mem, n));
+            let area = try_skip!(forked_area(mem, n, 1));
             let st = in_child(|| {
                 let uffd = child_uffd(&area)?;
                 let _h = even_poison_odd_zero(&area, &uffd);

@@ -48,7 +48,7 @@ fn wp_page(mem: MemType, event: bool) -> Result<(Area, Arc<Uffd>), String> {
     if event && !caps::caps().event_fork_allowed {
         return Err("UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE".into());
     }
-    let area = testing::area_for_fork(mem, 1)?;
+    let area = testing::area_for_fork(mem, 1, 1)?;
     area.fill_page(0, 0x5a);
     let mut features = caps::features_for(mem, RegisterMode::WP);
     if event {

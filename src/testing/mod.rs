@@ -184,18 +184,23 @@ pub fn skip_reason(e: Unavailable) -> String {
     }
 }
 
-/// Pages to leave free in the pool for a forked child of `mem`: the parent
-/// owns a MAP_PRIVATE hugetlb mapping's reservation, so every page the child
-/// gets (a fill through its uffd, fork's early copy of a pinned page) is a
-/// free unreserved one, and a 1 GiB pool has none unless one is kept spare.
-pub fn fork_spare(mem: MemType) -> usize {
-    usize::from(mem.is_hugetlb() && !mem.is_shared())
+/// Pages to leave free in the pool for a forked child of `mem` that gets
+/// `child_pages` pages: the parent owns a MAP_PRIVATE hugetlb mapping's
+/// reservation, so every page the child gets (a fill through its uffd, fork's
+/// early copy of a pinned page) is a free unreserved one, and a 1 GiB pool
+/// has none unless they are kept spare.
+pub fn fork_spare(mem: MemType, child_pages: usize) -> usize {
+    if mem.is_hugetlb() && !mem.is_shared() {
+        child_pages
+    } else {
+        0
+    }
 }
 
 /// [`area`] with [`fork_spare`] pages of its pool kept free, for a case
-/// whose forked child fills a page.
-pub fn area_for_fork(mem: MemType, npages: usize) -> Result<Area, String> {
-    Area::with_spare(mem, npages, fork_spare(mem)).map_err(skip_reason)
+/// whose forked child gets `child_pages` pages of it.
+pub fn area_for_fork(mem: MemType, npages: usize, child_pages: usize) -> Result<Area, String> {
+    Area::with_spare(mem, npages, fork_spare(mem, child_pages)).map_err(skip_reason)
 }
 
 /// An area of `npages` of `mem`, `prep`ared while still unregistered (a
@@ -212,16 +217,16 @@ pub fn registered_area(
     register_prepared(area(mem, npages)?, features, mode, prep)
 }
 
-/// [`registered_area`] on [`area_for_fork`].
+/// [`registered_area`] on [`area_for_fork`], whose child gets `child_pages`.
 pub fn registered_area_for_fork(
     mem: MemType,
-    npages: usize,
+    (npages, child_pages): (usize, usize),
     features: Features,
     mode: crate::uffd::RegisterMode,
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, Arc<Uffd>), String> {
     register_support(mem, mode)?;
-    register_prepared(area_for_fork(mem, npages)?, features, mode, prep)
+    register_prepared(area_for_fork(mem, npages, child_pages)?, features, mode, prep)
 }
 
 fn register_prepared(

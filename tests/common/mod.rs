@@ -159,16 +159,16 @@ pub fn registered_missing(
     testing::registered_area(mem, npages, features, RegisterMode::MISSING, prep)
 }
 
-/// [`registered_missing`] with a page of a private hugetlb pool kept free
-/// for the forked child ([`testing::fork_spare`]).
+/// [`registered_missing`] with pages of a private hugetlb pool kept free for
+/// the forked child, which gets `child_pages` ([`testing::fork_spare`]).
 pub fn registered_missing_for_fork(
     mem: MemType,
-    npages: usize,
+    (npages, child_pages): (usize, usize),
     features: Features,
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, std::sync::Arc<Uffd>), String> {
     offers(features)?;
-    testing::registered_area_for_fork(mem, npages, features, RegisterMode::MISSING, prep)
+    testing::registered_area_for_fork(mem, (npages, child_pages), features, RegisterMode::MISSING, prep)
 }
 
 /// The thread is parked in the event wait: its message is queued, it has

@@ -75,7 +75,8 @@ fn events_flow(mem: MemType, wp: bool) {
     }
     require_features!(features);
     require_mode!(mem, mode);
-    let area = try_area!(Area::new(mem, 8));
+    // The child resolves its own faults: as many pages as the area.
+    let area = try_skip!(testing::area_for_fork(mem, 8, 8));
     let (ps, n, len, base) = (area.page_size(), area.npages(), area.len(), area.addr());
     let src = Buf::filled(len, 0);
     for i in 0..n {

@@ -3,7 +3,7 @@
 #[apply(all_mem)]
 #[serial(fork)]
 fn fork_event_descriptor_resolves_the_childs_faults(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(registered_missing_for_fork(mem, 2, Features::EVENT_FORK, |_| {}));
+    let (area, uffd) = try_skip!(registered_missing_for_fork(mem, (2, 1), Features::EVENT_FORK, |_| {}));
     let (ps, at) = (area.page_size(), area.page(1) + 5);
     // The child reads page 1 and exits with what it saw.
     let forker = park(move || wait_child(spawn_child_raw(move || read_byte(at) as i32)));
