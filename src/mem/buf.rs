@@ -7,11 +7,35 @@ pub struct Buf {
     area: Area,
 }
 
+/// `MPOL_LOCAL` of linux/mempolicy.h.
+const MPOL_LOCAL: libc::c_long = 4;
+
+/// Keeps automatic NUMA balancing off the buffer: its scanner makes PTEs
+/// PROT_NONE to sample accesses, and a fill that reads such a source with
+/// page faults disabled falls back to a bounce page, which a 1 GiB hugetlb
+/// pool may not have (docs/findings/hugetlb-1g-copy-enomem.md). A VMA with
+/// a policy of its own is not scanned. No NUMA in the kernel: nothing to do.
+fn out_of_numa_balancing(area: &Area) {
+    // SAFETY: mbind of our own mapping; MPOL_LOCAL takes no node mask.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            area.addr(),
+            area.len(),
+            MPOL_LOCAL,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+}
+
 impl Buf {
     /// `len` bytes filled with `byte`, or why the memory could not be had.
     pub fn try_filled(len: usize, byte: u8) -> Result<Buf, Unavailable> {
         let pages = len.div_ceil(super::base_page_size()).max(1);
         let area = Area::new(MemType::Anon, pages)?;
+        out_of_numa_balancing(&area);
         // SAFETY: the area is ours and at least `len` long.
         unsafe { std::ptr::write_bytes(area.addr() as *mut u8, byte, len) };
         Ok(Buf { area })
@@ -21,9 +45,9 @@ impl Buf {
     /// resident, so the kernel's first read of it must fault it in.
     pub fn untouched(len: usize) -> Buf {
         let pages = len.div_ceil(super::base_page_size()).max(1);
-        Buf {
-            area: Area::new(MemType::Anon, pages).expect("anonymous memory"),
-        }
+        let area = Area::new(MemType::Anon, pages).expect("anonymous memory");
+        out_of_numa_balancing(&area);
+        Buf { area }
     }
 
     /// [`Buf::try_filled`], for callers to whom no memory is a bug.
