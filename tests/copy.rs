@@ -421,20 +421,17 @@ fn copy_from_unaligned_src_copies_those_bytes(#[case] mem: MemType) {
     assert_eq!(area.read_page(0), want);
 }
 
-/// An area of `npages` registered MISSING with one more page of its hugetlb
-/// pool free and unreserved, for copies whose source is not resident (see
-/// `copy_from_a_non_resident_source_needs_a_spare_gigantic_page`).
-fn missing_area_with_spare(mem: MemType, npages: usize) -> Result<(Area, Uffd), String> {
-    testing::register_support(mem, MISSING)?;
-    let area = Area::with_spare(mem, npages, 1).map_err(testing::skip_reason)?;
-    let uffd = testing::open_uffd(Features::empty())?;
-    uffd.register(area.addr(), area.len(), MISSING).unwrap();
-    Ok((area, uffd))
-}
-
 #[apply(all_mem)]
 fn copy_from_own_missing_range_fails_efault(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(missing_area_with_spare(mem, 2));
+    // A spare page of a hugetlb pool for the source that is not resident
+    // (see copy_from_a_non_resident_source_needs_a_spare_gigantic_page).
+    let (area, uffd) = try_skip!(testing::registered_area_with_spare(
+        mem,
+        (2, 1),
+        Features::empty(),
+        MISSING,
+        |_| {}
+    ));
     let ps = area.page_size();
     // The kernel reads the source with copy_from_user: a missing registered
     // page is a kernel-mode fault, which a UFFD_USER_MODE_ONLY uffd does not

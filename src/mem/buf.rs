@@ -10,12 +10,15 @@ pub struct Buf {
 /// `MPOL_LOCAL` of linux/mempolicy.h.
 const MPOL_LOCAL: libc::c_long = 4;
 
-/// Keeps automatic NUMA balancing off the buffer: its scanner makes PTEs
-/// PROT_NONE to sample accesses, and a fill that reads such a source with
-/// page faults disabled falls back to a bounce page, which a 1 GiB hugetlb
-/// pool may not have (docs/findings/hugetlb-1g-copy-enomem.md). A VMA with
-/// a policy of its own is not scanned. No NUMA in the kernel: nothing to do.
-fn out_of_numa_balancing(area: &Area) {
+/// Unwritten anonymous memory for `len` bytes, kept out of automatic NUMA
+/// balancing: its scanner makes PTEs PROT_NONE to sample accesses, and a
+/// fill that reads such a source with page faults disabled falls back to a
+/// bounce page, which a 1 GiB hugetlb pool may not have
+/// (docs/findings/hugetlb-1g-copy-enomem.md). A VMA with a policy of its own
+/// is not scanned; without NUMA in the kernel mbind fails and nothing is lost.
+fn fresh(len: usize) -> Result<Area, Unavailable> {
+    let pages = len.div_ceil(super::base_page_size()).max(1);
+    let area = Area::new(MemType::Anon, pages)?;
     // SAFETY: mbind of our own mapping; MPOL_LOCAL takes no node mask.
     let _ = unsafe {
         libc::syscall(
@@ -28,14 +31,13 @@ fn out_of_numa_balancing(area: &Area) {
             0usize,
         )
     };
+    Ok(area)
 }
 
 impl Buf {
     /// `len` bytes filled with `byte`, or why the memory could not be had.
     pub fn try_filled(len: usize, byte: u8) -> Result<Buf, Unavailable> {
-        let pages = len.div_ceil(super::base_page_size()).max(1);
-        let area = Area::new(MemType::Anon, pages)?;
-        out_of_numa_balancing(&area);
+        let area = fresh(len)?;
         // SAFETY: the area is ours and at least `len` long.
         unsafe { std::ptr::write_bytes(area.addr() as *mut u8, byte, len) };
         Ok(Buf { area })
@@ -44,10 +46,9 @@ impl Buf {
     /// `len` bytes never written: valid to read (as zeros), none of it
     /// resident, so the kernel's first read of it must fault it in.
     pub fn untouched(len: usize) -> Buf {
-        let pages = len.div_ceil(super::base_page_size()).max(1);
-        let area = Area::new(MemType::Anon, pages).expect("anonymous memory");
-        out_of_numa_balancing(&area);
-        Buf { area }
+        Buf {
+            area: fresh(len).expect("anonymous memory"),
+        }
     }
 
     /// [`Buf::try_filled`], for callers to whom no memory is a bug.

@@ -217,16 +217,18 @@ pub fn registered_area(
     register_prepared(area(mem, npages)?, features, mode, prep)
 }
 
-/// [`registered_area`] on [`area_for_fork`], whose child gets `child_pages`.
-pub fn registered_area_for_fork(
+/// [`registered_area`] on [`Area::with_spare`]: `spare` pages of a hugetlb
+/// pool left free beside the area's `npages`.
+pub fn registered_area_with_spare(
     mem: MemType,
-    (npages, child_pages): (usize, usize),
+    (npages, spare): (usize, usize),
     features: Features,
     mode: crate::uffd::RegisterMode,
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, Arc<Uffd>), String> {
     register_support(mem, mode)?;
-    register_prepared(area_for_fork(mem, npages, child_pages)?, features, mode, prep)
+    let area = Area::with_spare(mem, npages, spare).map_err(skip_reason)?;
+    register_prepared(area, features, mode, prep)
 }
 
 fn register_prepared(

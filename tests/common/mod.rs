@@ -168,7 +168,8 @@ pub fn registered_missing_for_fork(
     prep: impl FnOnce(&Area),
 ) -> Result<(Area, std::sync::Arc<Uffd>), String> {
     offers(features)?;
-    testing::registered_area_for_fork(mem, (npages, child_pages), features, RegisterMode::MISSING, prep)
+    let spare = testing::fork_spare(mem, child_pages);
+    testing::registered_area_with_spare(mem, (npages, spare), features, RegisterMode::MISSING, prep)
 }
 
 /// The thread is parked in the event wait: its message is queued, it has
