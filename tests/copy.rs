@@ -529,7 +529,14 @@ fn copy_after_unregister_fails_enoent(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_from_unmapped_src_fails_efault(#[case] mem: MemType) {
-    let (area, uffd) = try_skip!(missing_area(mem, 4));
+    // A spare page for the bounce the unmapped source sends the copy to.
+    let (area, uffd) = try_skip!(testing::registered_area_with_spare(
+        mem,
+        (4, 1),
+        Features::empty(),
+        MISSING,
+        |_| {}
+    ));
     let ps = area.page_size();
     let bp = mem::base_page_size();
     let mut src = try_area!(Area::new(MemType::Anon, 4 * ps / bp));
@@ -628,7 +635,13 @@ fn copy_through_another_uffd_fills_but_does_not_wake(#[case] mem: MemType) {
 
 #[apply(all_mem)]
 fn copy_of_a_long_run_fills_every_page(#[case] mem: MemType) {
-    let n = if mem.is_hugetlb() { 8 } else { 64 };
+    // On 1 GiB pages three (a run over two boundaries) fill and compare
+    // within the case timeout; eight took over a minute.
+    let n = match mem.hugetlb_pool() {
+        Some(mem::hugetlb::PageSize::Gigantic) => 3,
+        Some(_) => 8,
+        None => 64,
+    };
     let (area, uffd) = try_skip!(missing_area(mem, n));
     let ps = area.page_size();
     let src = source(ps, n);
