@@ -215,8 +215,15 @@ unsafe impl Sync for Area {}
 impl Area {
     /// Maps `npages` unpopulated pages (huge pages for hugetlb; for
     /// `anon-thp`, base pages rounded up to whole PMD-aligned PMDs).
+    ///
+    /// A private 1 GiB area asks for twice its pages free: a forked child owns
+    /// no reservation of the parent's private mapping, so each page it gets
+    /// must be a free unreserved one, and the 1 GiB pool, unlike the 2 MiB one
+    /// (64 spare), has none to lend; without them the child's fill failed
+    /// ENOMEM or the kernel killed it ("inadequate hugepage pool").
     pub fn new(mem: MemType, npages: usize) -> Result<Area, Unavailable> {
-        Area::new_reserving(mem, npages, npages)
+        let for_children = if mem == MemType::Hugetlb1gPrivate { npages } else { 0 };
+        Area::new_reserving(mem, npages, npages + for_children)
     }
 
     /// [`Area::new`] with `spare` pages of its hugetlb pool left free and
