@@ -268,9 +268,23 @@ fn mremap_clears_wp_on_swapped_out_shared_thp(#[case] kb: usize) {
     thp_case(kb, Share::Shared, true);
 }
 
+/// A huge page made free for a case: the pool's raise (put back first), and
+/// for 1 GiB pages the lease every other 1 GiB user of the suite waits on,
+/// so no case beside this one counts on a page this one takes.
+type FreeHugepage = (Option<Knob>, Option<std::sync::Arc<mem::hugetlb::Lease>>);
+
 /// Makes one huge page of `kb` free for the case, raising that size's pool
 /// by one if needed (restored on drop).
-fn one_free_hugepage(kb: usize) -> Result<Option<Knob>, String> {
+fn one_free_hugepage(kb: usize) -> Result<FreeHugepage, String> {
+    let lease = if kb == 1 << 20 {
+        Some(mem::hugetlb::lease_gigantic().map_err(|e| format!("lease the 1 GiB pool: {e}"))?)
+    } else {
+        None
+    };
+    Ok((raise_for_one(kb)?, lease))
+}
+
+fn raise_for_one(kb: usize) -> Result<Option<Knob>, String> {
     let dir = format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB");
     if !std::path::Path::new(&dir).is_dir() {
         return Err(format!("kernel has no {kb}kB hugetlb size"));
