@@ -60,7 +60,8 @@ pub struct VmArgs {
     pub out: Outputs,
     /// Run in the guest as `uffdtest flakes` runs on a host: every vCPU busy, memory churned through reclaim,
     /// compaction, khugepaged without sleep, and each pass of `--repeat` under its own THP policy; exit 1 if any
-    /// case changed outcome between passes. QEMU runner only.
+    /// case changed outcome between passes. Under TCG the load is scaled to what emulation can carry (spinners at
+    /// nice 10, less memory churned, compaction every 5 s). QEMU runner only.
     #[arg(long)]
     pub under_load: bool,
     /// Make the guest init crash the kernel or hang mid-run (tests of the harness itself).
@@ -261,7 +262,14 @@ struct GuestLoad(Option<Hostile>);
 
 impl UnderLoad for GuestLoad {
     fn start(&mut self) -> Result<String, String> {
-        let hostile = Hostile::start(&LoadConfig::hostile()).map_err(|e| e.to_string())?;
+        let emulated = std::fs::read_to_string("/proc/cmdline")
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == vm::boot::EMULATED_PARAM));
+        let cfg = if emulated {
+            LoadConfig::emulated()
+        } else {
+            LoadConfig::hostile()
+        };
+        let hostile = Hostile::start(&cfg).map_err(|e| e.to_string())?;
         let what = hostile.describe();
         self.0 = Some(hostile);
         Ok(what)

@@ -115,8 +115,9 @@ impl Hostile {
     /// What is running, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "{} spinning threads, {} MiB churned, compaction every {} ms, khugepaged without sleep",
+            "{} spinning threads at nice {}, {} MiB churned, compaction every {} ms, khugepaged without sleep",
             self.cfg.cpu_threads,
+            self.cfg.nice,
             self.cfg.memory_bytes >> 20,
             self.cfg.compact_every.as_millis()
         )

@@ -97,9 +97,19 @@ pub fn kernel_params(b: &Boot) -> Vec<(String, &'static str)> {
              so the init tops the count up at run time before anything else allocates",
         ));
     }
+    if b.accel == Accel::Tcg {
+        p.push((
+            EMULATED_PARAM.into(),
+            "the guest's CPUs are emulated: `--under-load` runs its load at a rate TCG can carry",
+        ));
+    }
     p.extend(b.extra_cmdline.iter().map(|s| (s.clone(), "from --append")));
     p
 }
+
+/// On the command line of a TCG guest. A module-style name, so the kernel
+/// neither warns about it nor hands it to init; the init reads /proc/cmdline.
+pub const EMULATED_PARAM: &str = "uffdtest.emulated";
 
 /// Guest memory kept for everything but 1 GiB huge pages. Not only what the
 /// kernel, the 2 MiB pool, zram and the cases use: QEMU's pc machine puts
