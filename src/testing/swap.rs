@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 /// The SKIP reason of every case that needs a swap device.
 pub const NO_SWAP: &str = "no active swap device: the swap-out case needs one";
 
-/// How often MADV_PAGEOUT is asked again for pages still in memory: a
-/// folio still in a per-CPU LRU batch cannot be isolated on the first try.
-const ATTEMPTS: usize = 20;
+/// How long MADV_PAGEOUT is asked again for pages still in memory. A folio
+/// off the LRU for the moment cannot be isolated: still in another CPU's
+/// LRU batch, or isolated by compaction or khugepaged. Under the flake
+/// hunter's load in a TCG guest that lasted longer than the 20 tries of
+/// 2 ms this once was; a deadlock guard, not a measurement.
+const PERSIST: Duration = Duration::from_secs(10);
 
 /// Ok when a swap device is active (the caps probe); Err is [`NO_SWAP`].
 pub fn available() -> Result<(), String> {
@@ -77,6 +80,17 @@ fn is_shared(addr: usize) -> bool {
         .any(|f| f == "sh")
 }
 
+/// `SwapFree:` of /proc/meminfo, for a failure's message.
+fn swap_free_kb() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| Some(l.strip_prefix("SwapFree:")?.trim().trim_end_matches(" kB").to_string()))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Bytes of the VMA holding `addr` that are out on swap (smaps `Swap:`).
 pub fn vma_swap_bytes(addr: usize) -> usize {
     super::smaps::field(addr, "Swap").unwrap_or(0)
@@ -110,23 +124,28 @@ pub fn page_out(addr: usize, len: usize) {
             e & (PM_PRESENT | PM_SWAP) == PM_SWAP
         }
     };
-    let mut now = before;
-    for _ in 0..ATTEMPTS {
+    let start = Instant::now();
+    let (mut tries, mut pause) = (0, Duration::from_millis(1));
+    let now = loop {
         if let Err(e) = super::mm::madvise(addr, len, libc::MADV_PAGEOUT) {
             panic!("MADV_PAGEOUT({addr:#x}, {len:#x}): {e}");
         }
-        now = entries(addr, len);
-        if now.iter().all(out) {
-            break;
+        tries += 1;
+        let now = entries(addr, len);
+        if now.iter().all(out) || start.elapsed() > PERSIST {
+            break now;
         }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    };
     let left: Vec<usize> = (0..now.len()).filter(|&i| !out(&now[i])).collect();
     assert!(
         left.is_empty(),
-        "MADV_PAGEOUT left {} of {} pages in memory after {ATTEMPTS} tries (swap full?); first at {:#x}: entry {:#x}",
+        "MADV_PAGEOUT left {} of {} pages in memory after {tries} tries in {:?} (SwapFree {} kB); first at {:#x}: entry {:#x}",
         left.len(),
         now.len(),
+        start.elapsed(),
+        swap_free_kb(),
         addr + left[0] * ps,
         now[left[0]]
     );
