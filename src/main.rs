@@ -53,6 +53,9 @@ enum Cmd {
     /// `vm` from its options as JSON on stdin: how `bisect` runs the guest in a child.
     #[command(name = uffdtest::vm::options::CHILD_COMMAND, hide = true)]
     VmChild,
+    /// The flake hunter's load in a process of its own, its config as JSON on stdin.
+    #[command(name = uffdtest::stress::load_child::COMMAND, hide = true)]
+    LoadChild,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Cmd::Stress(args) => uffdtest::cli::stress::stress(&args),
         Cmd::Bench(args) => uffdtest::cli::stress::bench(&args),
         Cmd::VmChild => uffdtest::cli::vm::child_cmd(),
+        Cmd::LoadChild => std::process::exit(uffdtest::stress::load_child::serve()),
     };
     exit.into()
 }
@@ -93,5 +97,11 @@ mod tests {
     fn the_vm_child_command_is_a_subcommand() {
         let cli = Cli::try_parse_from(["uffdtest", uffdtest::vm::options::CHILD_COMMAND]).unwrap();
         assert!(matches!(cli.cmd, Cmd::VmChild));
+    }
+
+    #[test]
+    fn the_load_child_command_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["uffdtest", uffdtest::stress::load_child::COMMAND]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::LoadChild));
     }
 }

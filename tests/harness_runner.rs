@@ -868,3 +868,66 @@ fn load_runs_the_command_under_load_and_passes_on_its_verdict() {
     assert_eq!(load(&["true"]).status.code(), Some(0));
     assert_eq!(load(&["/nonexistent/command"]).status.code(), Some(2));
 }
+
+/// The threads of process `pid`, by name.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// `uffdtest load`'s load is a process of its own beside the command (its
+/// memory and mmap_lock never the runner's), gone when `load` ends.
+#[test]
+#[serial(harness_runner)]
+fn the_load_runs_in_a_process_of_its_own_and_ends_with_its_parent() {
+    let mut parent = uffdtest()
+        .args(["load", "--memory", "16", "--", "sleep", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run uffdtest load");
+    let children = |pid: u32| -> Vec<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+    let is_load = |pid: &u32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.ends_with(b"load-child\0"));
+    let end = Instant::now() + Duration::from_secs(60);
+    let load = loop {
+        // The command starts only once the load is warm.
+        if let Some(l) = children(parent.id()).into_iter().find(is_load)
+            && children(parent.id()).len() == 2
+        {
+            break l;
+        }
+        assert!(Instant::now() < end, "no load-child beside the command within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        thread_names(load).iter().any(|t| t == "load-cpu0"),
+        "{:?}",
+        thread_names(load)
+    );
+    assert!(
+        !thread_names(parent.id()).iter().any(|t| t.starts_with("load-")),
+        "the load's threads live in uffdtest load itself: {:?}",
+        thread_names(parent.id())
+    );
+    // SIGTERM: `load` stops the command, then the load, and puts the knobs back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(parent.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    parent.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{load}/cmdline")).exists()
+        && std::fs::read(format!("/proc/{load}/cmdline")).is_ok_and(|c| !c.is_empty())
+    {
+        assert!(Instant::now() < end, "the load outlived its parent by 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -55,10 +55,9 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         .stdout(wr)
         .stderr(wr2)
         .process_group(0);
-    // No pre_exec: it would turn every case's spawn into a fork of this
-    // process, and under `uffdtest flakes` that process maps the load's
-    // gigabytes (a hunt pass went from ~35 s to ~6 min). Nothing needs it:
-    // catch_signals blocks no signal, so a case starts with a clean mask.
+    // No pre_exec: it would turn every case's spawn from posix_spawn into a
+    // fork of this process (when the hunter's load still lived here, a hunt
+    // pass went from ~35 s to ~6 min), and nothing needs it.
     let child = cmd.spawn().map_err(|source| SpawnError::Start {
         path: case.path.clone(),
         source,

@@ -4,9 +4,9 @@
 //! flakes` on the host, the guest init under `uffdtest vm --under-load`, and
 //! `uffdtest load -- COMMAND` around a command such as `cargo test`.
 
-use super::load::{Load, LoadConfig, LoadError, LoadTotals};
+use super::load::{LoadConfig, LoadError, LoadTotals};
+use super::load_child::LoadChild;
 use crate::knob::Knob;
-use std::time::Duration;
 
 const THP: &str = "/sys/kernel/mm/transparent_hugepage";
 
@@ -92,7 +92,7 @@ fn khugepaged_unleashed() -> Vec<Knob> {
 
 /// The load running and khugepaged unleashed, until [`Hostile::stop`] or drop.
 pub struct Hostile {
-    load: Load,
+    load: LoadChild,
     cfg: LoadConfig,
     // Dropped after the load has stopped (fields drop in order).
     _khugepaged: Vec<Knob>,
@@ -101,10 +101,11 @@ pub struct Hostile {
 impl Hostile {
     /// Starts everything and waits (at most a minute) until the memory churn
     /// has been round once, so the first case already runs under pressure.
+    /// The load runs in a process of its own ([`LoadChild`]), so its memory
+    /// and mmap_lock are never the runner's.
     pub fn start(cfg: &LoadConfig) -> Result<Hostile, LoadError> {
         let khugepaged = khugepaged_unleashed();
-        let load = Load::start(cfg)?;
-        load.warm_up(Duration::from_secs(60));
+        let load = LoadChild::start(cfg)?;
         Ok(Hostile {
             load,
             cfg: cfg.clone(),

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How much load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LoadConfig {
     /// Spinning threads: one per CPU keeps every CPU busy.
     pub cpu_threads: usize,
@@ -85,8 +85,11 @@ pub enum LoadError {
     /// The churn area could not be mapped.
     #[error("mmap of the memory-pressure area: {0}")]
     Mmap(nix::errno::Errno),
-    #[error("cannot start a load thread: {0}")]
+    #[error("cannot start the load: {0}")]
     Spawn(std::io::Error),
+    /// The load's own process ([`super::load_child`]) failed.
+    #[error("the load's process {0}")]
+    Child(String),
 }
 
 /// What the load did, for the hunter's report.

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bounce;
 pub mod hostile;
 pub mod load;
+pub mod load_child;
 pub mod soak;
 pub mod verify;
 
