@@ -44,6 +44,9 @@ impl std::error::Error for SpawnError {
 pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured), SpawnError> {
     use std::os::unix::process::CommandExt;
     let (mut rd, wr) = std::io::pipe().map_err(SpawnError::Pipe)?;
+    let pipe = nix::sys::stat::fstat(&rd)
+        .map_err(|e| SpawnError::Pipe(e.into()))?
+        .st_ino;
     let wr2 = wr.try_clone().map_err(SpawnError::Dup)?;
     let mut cmd = Command::new(&case.path);
     cmd.arg(&case.test).args(["--exact", "--nocapture", "--test-threads=1"]);
@@ -87,22 +90,61 @@ pub(super) fn spawn(opts: &RunOptions, case: &Case) -> Result<(Child, Captured),
         }
         let _ = tx.send(());
     });
-    Ok((child, Captured { buf, eof: rx }))
+    Ok((child, Captured { buf, eof: rx, pipe }))
 }
 
 /// A case's output, read by a thread of its own so a chatty case never blocks on a full pipe.
 pub(super) struct Captured {
     buf: Arc<Mutex<Vec<u8>>>,
     eof: mpsc::Receiver<()>,
+    /// The pipe's inode, to find who else still holds it open.
+    pipe: u64,
 }
 
 impl Captured {
+    /// How long the pipe may stay open after the case's group is gone
+    /// before anyone is asked who holds it.
+    const GRACE: Duration = Duration::from_secs(2);
+    /// How long a pipe nobody else holds may take to reach EOF: only the
+    /// reader thread is late then (a loaded machine), and giving up early
+    /// cut off a passing case's last lines. A deadlock guard.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
     /// The output once the pipe is closed, or what came so far if a process
-    /// that escaped the case's group still holds it open after 2 s.
+    /// that escaped the case's group still holds it open (or, past
+    /// [`Self::PATIENCE`], if the pipe never closes).
     pub(super) fn finish(self) -> Vec<u8> {
-        let _ = self.eof.recv_timeout(Duration::from_secs(2));
+        let start = std::time::Instant::now();
+        while let Err(mpsc::RecvTimeoutError::Timeout) = self.eof.recv_timeout(Self::GRACE) {
+            if start.elapsed() >= Self::PATIENCE || held_elsewhere(self.pipe) {
+                break;
+            }
+        }
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// Whether a process other than this one has pipe `ino` open (a `/proc/PID/fd` link `pipe:[ino]`).
+fn held_elsewhere(ino: u64) -> bool {
+    let me = std::process::id().to_string();
+    let target = format!("pipe:[{ino}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| {
+            n.to_str()
+                .is_some_and(|n| n != me && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .any(|pid| {
+            std::fs::read_dir(std::path::Path::new("/proc").join(&pid).join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+        })
 }
 
 /// Tells the run loop the moment process `pid` exits, so the next case
@@ -225,4 +267,21 @@ pub(super) fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_is_held_elsewhere_while_a_child_has_it_open() {
+        let (rd, wr) = std::io::pipe().unwrap();
+        let ino = nix::sys::stat::fstat(&rd).unwrap().st_ino;
+        assert!(!held_elsewhere(ino), "only this process holds it");
+        let mut child = Command::new("sleep").arg("30").stdout(wr).spawn().unwrap();
+        assert!(held_elsewhere(ino), "the child holds the write end");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!held_elsewhere(ino), "nobody once the child is gone");
+    }
 }
