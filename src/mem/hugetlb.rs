@@ -16,13 +16,6 @@ pub enum PageSize {
 pub const GIGANTIC_DIR: &str = "/sys/kernel/mm/hugepages/hugepages-1048576kB";
 const GIB: usize = 1 << 30;
 
-fn meminfo(key: &str) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn sysfs(file: &str) -> Option<usize> {
     std::fs::read_to_string(format!("{GIGANTIC_DIR}/{file}"))
         .ok()?
@@ -33,12 +26,12 @@ fn sysfs(file: &str) -> Option<usize> {
 
 /// The default huge page size; None without hugetlbfs.
 pub fn default_size() -> Option<usize> {
-    meminfo("Hugepagesize").filter(|&kb| kb > 0).map(|kb| kb * 1024)
+    super::meminfo("Hugepagesize").filter(|&kb| kb > 0).map(|kb| kb * 1024)
 }
 
 /// Free default-size huge pages.
 pub fn free() -> usize {
-    meminfo("HugePages_Free").unwrap_or(0)
+    super::meminfo("HugePages_Free").unwrap_or(0)
 }
 
 const NR: &str = "/proc/sys/vm/nr_hugepages";

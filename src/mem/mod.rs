@@ -150,6 +150,15 @@ impl std::str::FromStr for MemType {
     }
 }
 
+/// A field of /proc/meminfo as the kernel prints it: kB for sizes
+/// (`MemAvailable`), a count for the `HugePages_*` fields.
+pub fn meminfo(key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 pub fn base_page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }

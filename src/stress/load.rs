@@ -62,21 +62,7 @@ impl LoadConfig {
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn mem_available() -> Option<usize> {
-    meminfo("MemAvailable:")
-}
-
-/// A /proc/meminfo field, in bytes.
-fn meminfo(field: &str) -> Option<usize> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: usize = s
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    crate::mem::meminfo("MemAvailable").map(|kb| kb * 1024)
 }
 
 /// Why the load could not start.
@@ -239,7 +225,7 @@ fn spin(stop: &AtomicBool) {
 /// swap, so the cases that page out themselves still find room.
 fn churn(area: &Area, stop: &AtomicBool, rounds: &AtomicU64) {
     let page = crate::mem::base_page_size();
-    let swap_room = meminfo("SwapFree:").unwrap_or(0) / 4;
+    let swap_room = crate::mem::meminfo("SwapFree").map_or(0, |kb| kb * 1024) / 4;
     let half = (area.len / 2).min(swap_room.max(page)) & !(page - 1);
     while !stop.load(Ordering::Relaxed) {
         let base = area.ptr.as_ptr().cast::<u8>();

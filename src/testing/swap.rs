@@ -80,17 +80,6 @@ fn is_shared(addr: usize) -> bool {
         .any(|f| f == "sh")
 }
 
-/// `SwapFree:` of /proc/meminfo, for a failure's message.
-fn swap_free_kb() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| Some(l.strip_prefix("SwapFree:")?.trim().trim_end_matches(" kB").to_string()))
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
 /// Bytes of the VMA holding `addr` that are out on swap (smaps `Swap:`).
 pub fn vma_swap_bytes(addr: usize) -> usize {
     super::smaps::field(addr, "Swap").unwrap_or(0)
@@ -141,11 +130,11 @@ pub fn page_out(addr: usize, len: usize) {
     let left: Vec<usize> = (0..now.len()).filter(|&i| !out(&now[i])).collect();
     assert!(
         left.is_empty(),
-        "MADV_PAGEOUT left {} of {} pages in memory after {tries} tries in {:?} (SwapFree {} kB); first at {:#x}: entry {:#x}",
+        "MADV_PAGEOUT left {} of {} pages in memory after {tries} tries in {:?} (SwapFree {:?} kB); first at {:#x}: entry {:#x}",
         left.len(),
         now.len(),
         start.elapsed(),
-        swap_free_kb(),
+        crate::mem::meminfo("SwapFree"),
         addr + left[0] * ps,
         now[left[0]]
     );
