@@ -82,6 +82,11 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
         Err(e) => return usage(format_args!("the arguments for `uffdtest vm`: {e}")),
     };
     let mut opts = args.options();
+    // Judged as `uffdtest vm` judges: a declared known issue is an XFAIL, not a failure of the round.
+    let known = match args.known.issues() {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
     // A build tree names its image as `vm` reads it; the C guest boots that image.
     let image = match crate::vm::boot::resolve_kernel(image) {
         Ok(k) => k.image,
@@ -97,14 +102,18 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
     };
     let mut c: Option<CSuite> = None;
     for round in 1..=rounds.max(1) {
-        let run = match crate::vm::run::run(&opts, &mut std::io::sink()) {
+        let mut run = match crate::vm::run::run(&opts, &mut std::io::sink()) {
             Ok(r) => r,
             Err(e) => return usage(format_args!("round {round}, uffdtest vm: {e}")),
         };
+        if let Some(k) = &known {
+            let release = run.console.kernel_release.clone();
+            let _ = crate::vm::run::judge_known(&mut run.report, k, release, &mut std::io::sink());
+        }
         let t = run.report.totals();
         out.ours.push(GuestRound {
             secs: run.elapsed.saturating_sub(run.boot_started).as_secs_f64(),
-            verdict: format!("{} pass, {} fail, {} skip", t.pass + t.xfail, t.fail + t.error, t.skip),
+            verdict: t.summary_line(),
         });
         out.accel = run.accel.to_string();
         // Later rounds boot with what this one found: no KVM probe boot each round.

@@ -224,7 +224,7 @@ pub fn run_and_report(o: &VmOptions, known: Option<&KnownIssues>) -> Result<Repo
 /// guest's release (the console banner; the guest's probes are not seen from
 /// here, so an issue conditioned on a probe fact does not match), and names
 /// each XFAIL/XPASS as a diagnostic after the relayed KTAP.
-fn judge_known(
+pub fn judge_known(
     report: &mut Report,
     k: &KnownIssues,
     release: Option<String>,
