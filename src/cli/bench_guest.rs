@@ -7,6 +7,7 @@ use crate::cli::Exit;
 use crate::cli::bench_suite::median;
 use crate::cli::vm::VmArgs;
 use crate::gate::mutate::csuite::{self, CSuite};
+use crate::runner::cost::SuiteCost;
 use crate::vm::boot::AccelChoice;
 use clap::Parser;
 use serde::Serialize;
@@ -25,6 +26,18 @@ pub struct GuestBench {
     pub accel: String,
     pub ours: Vec<GuestRound>,
     pub theirs: Vec<GuestRound>,
+    /// Where the suite's time went in one more guest, booted after the
+    /// rounds with `vm --cost` (its start-up measurements would weigh on a
+    /// timed round): its start and the run's cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Breakdown {
+    /// From QEMU's start: `kernel console 0.1 s`, `init up 3.9 s`, ..., `verdict 70.2 s`.
+    pub boot: Vec<String>,
+    pub cost: SuiteCost,
 }
 
 impl GuestBench {
@@ -55,6 +68,14 @@ impl GuestBench {
             format!("{t:.1} s"),
             o / t
         ));
+        if let Some(b) = &self.breakdown {
+            s.push_str(&format!(
+                "\nWhere the suite's time goes in the guest (one more boot, `vm --cost`, not timed above)\n\
+                 from QEMU's start: {}\n\n{}",
+                b.boot.join(", "),
+                b.cost.table()
+            ));
+        }
         s
     }
 }
@@ -99,6 +120,7 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
         accel: String::new(),
         ours: Vec::new(),
         theirs: Vec::new(),
+        breakdown: None,
     };
     let mut c: Option<CSuite> = None;
     for round in 1..=rounds.max(1) {
@@ -155,6 +177,20 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
         });
         eprintln!("uffdtest bench: round {round}, C selftests: {:.1} s", r.secs);
     }
+    opts.guest.cost = true;
+    eprintln!("uffdtest bench: one more guest, vm --cost: where the suite's time goes");
+    match crate::vm::run::run(&opts, &mut std::io::sink()) {
+        Ok(run) => {
+            let since = |d: std::time::Duration| d.saturating_sub(run.boot_started).as_secs_f64();
+            let mut boot = run.timeline.since(run.boot_started);
+            boot.push(format!("verdict {:.1} s", since(run.elapsed)));
+            out.breakdown = SuiteCost::from_report(&run.report).map(|cost| Breakdown { boot, cost });
+            if out.breakdown.is_none() {
+                eprintln!("uffdtest bench: the guest with --cost gave no cost line");
+            }
+        }
+        Err(e) => eprintln!("uffdtest bench: the guest with --cost: {e}"),
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -178,6 +214,7 @@ mod tests {
             accel: "tcg".into(),
             ours: vec![r(100.0), r(120.0), r(90.0)],
             theirs: vec![r(50.0), r(60.0), r(70.0)],
+            breakdown: None,
         };
         let t = b.table();
         assert!(t.contains("median"), "{t}");

@@ -1,97 +1,35 @@
-//! `uffdtest bench --suite`: where a full run's time goes. A case costs a
-//! process (exec, libtest start-up), the capability probe (once per run
-//! since caps/cache.rs; timed here as each process once paid it), its own
-//! work, and the runner's bookkeeping. Each is measured apart: start-up by
-//! running every test binary with a filter that matches nothing, the probes
-//! in this process, and the run itself with the CPU of the runner and of
-//! its cases read from getrusage.
+//! `uffdtest bench --suite`: where a full run's time goes on this host
+//! ([`crate::runner::cost`]), and with `--against`, the suite and another
+//! test program timed in turn.
 
 use crate::cli::Exit;
 use crate::cli::run::{Build, Filters, Selection, manifest, options};
 use crate::mem::MemType;
+use crate::runner::cost::{self, SuiteCost, cpu};
 use crate::runner::{Reporter, execute, plan};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Times each binary is started with nothing to run.
-const STARTS: usize = 5;
-
+/// `bench --suite`'s answer: the run's cost and, with `--against`, the rounds side by side.
 #[derive(Debug, Serialize)]
-pub struct SuiteCost {
-    pub cases: usize,
-    pub jobs: usize,
-    pub wall_s: f64,
-    /// CPU of the runner process itself (user + system).
-    pub runner_cpu_s: f64,
-    /// CPU of every case process (and what they forked).
-    pub cases_cpu_s: f64,
-    /// A test binary started with nothing to run: median wall, mean CPU.
-    pub start_wall_ms: f64,
-    pub start_cpu_ms: f64,
-    /// Each probe's cost in this process: what every case paid before the
-    /// run shared them.
-    pub probes_ms: Vec<(String, f64)>,
+pub struct SuiteBench {
+    #[serde(flatten)]
+    pub cost: SuiteCost,
     /// With `--against`: the suite and the other program, round by round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub side_by_side: Option<SideBySide>,
 }
 
-impl SuiteCost {
-    /// The breakdown per case as a table.
+impl SuiteBench {
     pub fn table(&self) -> String {
-        let n = self.cases.max(1) as f64;
-        let start_cpu = self.start_cpu_ms / 1e3 * n;
-        let probes: f64 = self.probes_ms.iter().map(|(_, ms)| ms).sum();
-        let own = (self.cases_cpu_s - start_cpu).max(0.0);
-        let mut s = format!(
-            "{} cases, -j {}: wall {:.1} s, CPU {:.1} s ({:.2} ms a case)\n\n",
-            self.cases,
-            self.jobs,
-            self.wall_s,
-            self.runner_cpu_s + self.cases_cpu_s,
-            (self.runner_cpu_s + self.cases_cpu_s) * 1e3 / n
-        );
-        s.push_str(&format!("{:<44} {:>10} {:>12}\n", "CPU", "run total", "per case"));
-        let rows = [
-            ("process start (exec, libtest)", start_cpu),
-            ("the cases' own work", own),
-            ("runner (spawn, capture, kmsg, reports)", self.runner_cpu_s),
-        ];
-        for (what, secs) in rows {
-            s.push_str(&format!("{what:<44} {secs:>8.2} s {:>9.2} ms\n", secs * 1e3 / n));
-        }
-        s.push_str(&format!(
-            "{:<44} {:>8.2} s {:>9.2} ms\n",
-            "capability probes (once per run)",
-            probes / 1e3,
-            probes / n
-        ));
-        s.push_str(&format!(
-            "\nA test binary started with nothing to run: {:.2} ms wall (median of {STARTS}), {:.2} ms CPU.\n",
-            self.start_wall_ms, self.start_cpu_ms
-        ));
-        s.push_str("Probes, as each case process paid them before they were shared:\n");
-        for (name, ms) in &self.probes_ms {
-            s.push_str(&format!("  {name:<40} {ms:>8.2} ms\n"));
-        }
+        let mut s = self.cost.table();
         if let Some(sbs) = &self.side_by_side {
             s.push_str(&sbs.table());
         }
         s
     }
-}
-
-fn cpu(who: nix::sys::resource::UsageWho) -> f64 {
-    let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    nix::sys::resource::getrusage(who).map_or(0.0, |u| tv(u.user_time()) + tv(u.system_time()))
-}
-
-fn timed_ms<T>(f: impl FnOnce() -> T) -> f64 {
-    let t = Instant::now();
-    std::hint::black_box(f());
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Runs the selection (built first with `build`) and measures it; with
@@ -100,8 +38,7 @@ pub fn measure(
     mem: &[MemType],
     build: bool,
     against: Option<Against>,
-) -> Result<SuiteCost, Box<dyn std::error::Error>> {
-    use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
+) -> Result<SuiteBench, Box<dyn std::error::Error>> {
     let sel = Selection {
         manifest: None,
         build,
@@ -118,49 +55,7 @@ pub fn measure(
     let mut opts = options(&sel, path);
     opts.handle_signals = true;
     let planned = plan(&opts)?;
-
-    let mut walls = Vec::new();
-    let children = cpu(RUSAGE_CHILDREN);
-    for b in planned.binaries.iter().filter_map(|b| b.cases.first()) {
-        for _ in 0..STARTS {
-            let t = Instant::now();
-            Command::new(&b.path)
-                .args(["__uffdtest_matches_nothing__", "--exact", "--test-threads=1"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            walls.push(t.elapsed());
-        }
-    }
-    let start_cpu_ms = (cpu(RUSAGE_CHILDREN) - children) * 1e3 / walls.len().max(1) as f64;
-    walls.sort();
-    let start_wall_ms = walls
-        .get(walls.len() / 2)
-        .copied()
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64()
-        * 1e3;
-
-    let mut probes_ms = vec![(
-        "caps (UFFDIO_API, /dev/userfaultfd, sysfs)".to_string(),
-        timed_ms(crate::caps::probe),
-    )];
-    for b in crate::caps::Behaviour::ALL {
-        probes_ms.push((format!("behaviour: {}", b.name()), timed_ms(|| b.probe())));
-    }
-    probes_ms.push((
-        "guest_memfd registration (KVM VMs)".into(),
-        timed_ms(|| crate::caps::probe_registration(MemType::GuestMemfd, crate::uffd::RegisterMode::MISSING)),
-    ));
-
-    let (self0, children0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
-    let t = Instant::now();
-    let report = execute(&opts, &mut [] as &mut [&mut dyn Reporter])?;
-    let (wall_s, runner_cpu_s, cases_cpu_s) = (
-        t.elapsed().as_secs_f64(),
-        cpu(RUSAGE_SELF) - self0,
-        cpu(RUSAGE_CHILDREN) - children0,
-    );
+    let (_, cost) = cost::measure(&opts, &planned, &mut [])?;
     let side_by_side = match against {
         Some(a) => Some(a.run(opts.hugepages, || {
             let t = Instant::now();
@@ -168,17 +63,7 @@ pub fn measure(
         })?),
         None => None,
     };
-    Ok(SuiteCost {
-        cases: report.totals().total(),
-        jobs: opts.jobs,
-        wall_s,
-        runner_cpu_s,
-        cases_cpu_s,
-        start_wall_ms,
-        start_cpu_ms,
-        probes_ms,
-        side_by_side,
-    })
+    Ok(SuiteBench { cost, side_by_side })
 }
 
 /// Another test program timed beside the suite (`bench --suite --against`).

@@ -64,6 +64,10 @@ pub struct VmArgs {
     /// nice 10, less memory churned, compaction every 5 s). QEMU runner only.
     #[arg(long)]
     pub under_load: bool,
+    /// Measure in the guest where the run's time goes, as `bench --suite` does on a host: each test binary started
+    /// with nothing to run, the probes, the runner's and the cases' CPU; printed after the verdict.
+    #[arg(long, conflicts_with = "under_load")]
+    pub cost: bool,
     /// Make the guest init crash the kernel or hang mid-run (tests of the harness itself).
     #[arg(long, value_enum, hide = true)]
     pub inject: Option<Fault>,
@@ -190,6 +194,7 @@ impl VmArgs {
             case_env: crate::cli::run::case_env(&self.sel.pick.mem),
             fault: self.inject,
             under_load: self.under_load,
+            cost: self.cost,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! [`process`] whose output [`libtest`] reads, the kernel log watched by
 //! [`kmsg`] with [`klog`]'s idea of a splat, the machine set by [`env`]) →
 //! [`ktap`], [`report`] and [`kcidb`]; [`result`] is the one model they share.
-//! [`known`] turns declared known failures into XFAIL.
+//! [`known`] turns declared known failures into XFAIL; [`cost`] says where a run's time went.
 //!
 //! From the guest's init or any other caller:
 //!
@@ -15,6 +15,7 @@
 //! ```
 
 pub mod attribute;
+pub mod cost;
 pub mod discover;
 pub mod elf;
 pub mod env;

@@ -123,6 +123,10 @@ pub struct GuestConfig {
     /// khugepaged without sleep, each pass of `repeat` its own THP policy).
     #[serde(default)]
     pub under_load: bool,
+    /// `vm --cost`: measure where the run's time goes ([`runner::cost`])
+    /// and report it on a `# cost:` line after the totals.
+    #[serde(default)]
+    pub cost: bool,
 }
 
 impl GuestConfig {
@@ -235,6 +239,10 @@ fn run(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> Res
     let reporters: &mut [&mut dyn Reporter] = &mut [&mut ktap, &mut fault, &mut Milestones];
     if cfg.under_load {
         hunt(&opts, load, reporters)?;
+    } else if cfg.cost {
+        let plan = runner::plan(&opts).map_err(|e| InitError::Run(e.to_string()))?;
+        let (_, cost) = runner::cost::measure(&opts, &plan, reporters).map_err(|e| InitError::Run(e.to_string()))?;
+        writeln!(port, "# {}", cost.line()).ok();
     } else {
         runner::execute(&opts, reporters).map_err(|e| InitError::Run(e.to_string()))?;
     }

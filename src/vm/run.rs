@@ -198,6 +198,13 @@ pub fn run_and_report(o: &VmOptions, known: Option<&KnownIssues>) -> Result<Repo
         );
     }
     let _ = run.summarise(&mut stdout.lock());
+    if let Some(cost) = crate::runner::cost::SuiteCost::from_report(&run.report) {
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "# where the guest's run went (vm --cost):");
+        for l in cost.table().lines() {
+            let _ = writeln!(out, "#   {l}");
+        }
+    }
     run.report.start_unix.get_or_insert(start_unix);
     let kernel = run
         .console
