@@ -182,6 +182,34 @@ fn clean_guest_run_prints_ktap_and_exits_by_the_results() {
     assert_eq!(o.status.code(), Some(if failed { 1 } else { 0 }), "{out}\n{err}");
 }
 
+/// `vm --cost`: the guest's init measures its own run (start-up of each
+/// binary, probes, the runner's and the cases' CPU) and the host prints it
+/// after the verdict.
+#[test]
+#[serial(vm)]
+fn the_guest_measures_where_its_run_went_and_the_host_prints_it() {
+    let k = kernel_or_skip!();
+    let o = vm(&k, &["--cost"]);
+    let (out, err) = text(&o);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("# cost: "))
+        .unwrap_or_else(|| panic!("no cost line: {out}\n{err}"));
+    let cost: serde_json::Value = serde_json::from_str(line).unwrap();
+    let (cases, processes) = (cost["cases"].as_u64().unwrap(), cost["processes"].as_u64().unwrap());
+    assert!(processes > 0 && processes <= cases, "{line}");
+    for key in ["cases_cpu_s", "runner_cpu_s", "start_cpu_ms", "start_wall_ms"] {
+        assert!(cost[key].as_f64().unwrap() > 0.0, "{key}: {line}");
+    }
+    assert!(!cost["probes_ms"].as_array().unwrap().is_empty(), "{line}");
+    let table = out
+        .split_once("# where the guest's run went (vm --cost):\n")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no table: {out}"));
+    assert!(table.contains(&format!("#   {cases} cases, -j 2:")), "{table}");
+    assert!(table.contains("process start (exec, libtest)"), "{table}");
+}
+
 #[test]
 #[serial(vm)]
 fn panic_mid_case_fails_that_case_and_the_rest_are_not_run() {

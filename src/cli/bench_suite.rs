@@ -32,6 +32,29 @@ impl SuiteBench {
     }
 }
 
+fn timed_ms<T>(f: impl FnOnce() -> T) -> f64 {
+    let t = Instant::now();
+    std::hint::black_box(f());
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Each capability probe timed in this process: what every case process
+/// paid before the run shared the answers.
+pub fn probe_costs() -> Vec<(String, f64)> {
+    let mut probes_ms = vec![(
+        "caps (UFFDIO_API, /dev/userfaultfd, sysfs)".to_string(),
+        timed_ms(crate::caps::probe),
+    )];
+    for b in crate::caps::Behaviour::ALL {
+        probes_ms.push((format!("behaviour: {}", b.name()), timed_ms(|| b.probe())));
+    }
+    probes_ms.push((
+        "guest_memfd registration (KVM VMs)".into(),
+        timed_ms(|| crate::caps::probe_registration(MemType::GuestMemfd, crate::uffd::RegisterMode::MISSING)),
+    ));
+    probes_ms
+}
+
 /// Runs the selection (built first with `build`) and measures it; with
 /// `against`, then runs the suite and that program in turn, round by round.
 pub fn measure(
@@ -55,7 +78,7 @@ pub fn measure(
     let mut opts = options(&sel, path);
     opts.handle_signals = true;
     let planned = plan(&opts)?;
-    let (_, cost) = cost::measure(&opts, &planned, &mut [])?;
+    let (_, cost) = cost::measure(&opts, &planned, probe_costs, &mut [])?;
     let side_by_side = match against {
         Some(a) => Some(a.run(opts.hugepages, || {
             let t = Instant::now();

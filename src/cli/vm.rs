@@ -258,7 +258,13 @@ fn judged(o: &VmOptions, k: &crate::cli::known::KnownArgs) -> Result<crate::runn
 
 /// PID 1 in the guest, with the flake hunter's machine for `--under-load`.
 pub fn guest_init() -> ! {
-    vm::init::main(&mut GuestLoad(None), crate::cli::run::unusable_types)
+    vm::init::main(
+        &mut GuestLoad(None),
+        &vm::init::SuiteHooks {
+            unusable: crate::cli::run::unusable_types,
+            probe_costs: crate::cli::bench_suite::probe_costs,
+        },
+    )
 }
 
 /// The guest's `--under-load`: the same [`Hostile`] machine and THP

@@ -10,7 +10,6 @@
 
 use super::run::{Plan, Reporter, RunOptions, execute};
 use super::{PlanError, Report};
-use crate::mem::MemType;
 use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,12 +104,6 @@ pub fn cpu(who: nix::sys::resource::UsageWho) -> f64 {
     nix::sys::resource::getrusage(who).map_or(0.0, |u| tv(u.user_time()) + tv(u.system_time()))
 }
 
-fn timed_ms<T>(f: impl FnOnce() -> T) -> f64 {
-    let t = Instant::now();
-    std::hint::black_box(f());
-    t.elapsed().as_secs_f64() * 1e3
-}
-
 /// What starting a test binary costs: each binary of `plan` started
 /// [`STARTS`] times with a filter that matches nothing; (median wall ms, mean CPU ms).
 pub fn start_cost(plan: &Plan) -> std::io::Result<(f64, f64)> {
@@ -140,33 +133,18 @@ pub fn start_cost(plan: &Plan) -> std::io::Result<(f64, f64)> {
     Ok((wall_ms, cpu_ms))
 }
 
-/// Each capability probe timed in this process: what every case process
-/// paid before the run shared the answers.
-pub fn probe_costs() -> Vec<(String, f64)> {
-    let mut probes_ms = vec![(
-        "caps (UFFDIO_API, /dev/userfaultfd, sysfs)".to_string(),
-        timed_ms(crate::caps::probe),
-    )];
-    for b in crate::caps::Behaviour::ALL {
-        probes_ms.push((format!("behaviour: {}", b.name()), timed_ms(|| b.probe())));
-    }
-    probes_ms.push((
-        "guest_memfd registration (KVM VMs)".into(),
-        timed_ms(|| crate::caps::probe_registration(MemType::GuestMemfd, crate::uffd::RegisterMode::MISSING)),
-    ));
-    probes_ms
-}
-
-/// Measures start-up and probes, then runs `opts` (feeding `reporters`)
-/// with the runner's and the cases' CPU read around it.
+/// Measures start-up and the probes (`probes` times each in this process:
+/// the runner knows nothing of userfaultfd), then runs `opts` (feeding
+/// `reporters`) with the runner's and the cases' CPU read around it.
 pub fn measure(
     opts: &RunOptions,
     plan: &Plan,
+    probes: fn() -> Vec<(String, f64)>,
     reporters: &mut [&mut dyn Reporter],
 ) -> Result<(Report, SuiteCost), Box<dyn std::error::Error>> {
     use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
     let (start_wall_ms, start_cpu_ms) = start_cost(plan)?;
-    let probes_ms = probe_costs();
+    let probes_ms = probes();
     let (self0, children0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
     let t = Instant::now();
     let report = execute(opts, reporters).map_err(|e: PlanError| Box::new(e) as Box<dyn std::error::Error>)?;

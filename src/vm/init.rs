@@ -172,12 +172,19 @@ pub trait UnderLoad {
     fn stop(&mut self) -> String;
 }
 
+/// What the guest's init asks of the suite, which the harness does not
+/// know (it knows no memory type, no probe; the CLI does).
+pub struct SuiteHooks {
+    /// Answers [`RunOptions::unusable`] in the guest.
+    pub unusable: fn() -> Vec<(String, String)>,
+    /// Times each capability probe, for `vm --cost` ([`runner::cost::measure`]).
+    pub probe_costs: fn() -> Vec<(String, f64)>,
+}
+
 /// The whole life of the guest. Never returns: PID 1 exiting panics the
 /// kernel, so every path ends in power-off.
-/// `unusable` answers [`RunOptions::unusable`] in the guest (the harness
-/// knows no memory type; the CLI does).
-pub fn main(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> ! {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(load, unusable)));
+pub fn main(load: &mut dyn UnderLoad, hooks: &SuiteHooks) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(load, hooks)));
     let error = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
@@ -189,7 +196,7 @@ pub fn main(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -
     power_off()
 }
 
-fn run(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> Result<(), InitError> {
+fn run(load: &mut dyn UnderLoad, hooks: &SuiteHooks) -> Result<(), InitError> {
     mount_all()?;
     kmsg("uffdtest: guest init up");
     if let Err(e) = enable_memcg() {
@@ -227,7 +234,7 @@ fn run(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> Res
         });
     }
     let opts = RunOptions {
-        unusable: unusable(),
+        unusable: (hooks.unusable)(),
         ..cfg.run_options(dir.join(super::initramfs::TESTS_DIR).join(runner::MANIFEST_NAME))
     };
     // The host cannot time cases that run at once from the console: each result carries its time.
@@ -241,7 +248,8 @@ fn run(load: &mut dyn UnderLoad, unusable: fn() -> Vec<(String, String)>) -> Res
         hunt(&opts, load, reporters)?;
     } else if cfg.cost {
         let plan = runner::plan(&opts).map_err(|e| InitError::Run(e.to_string()))?;
-        let (_, cost) = runner::cost::measure(&opts, &plan, reporters).map_err(|e| InitError::Run(e.to_string()))?;
+        let (_, cost) = runner::cost::measure(&opts, &plan, hooks.probe_costs, reporters)
+            .map_err(|e| InitError::Run(e.to_string()))?;
         writeln!(port, "# {}", cost.line()).ok();
     } else {
         runner::execute(&opts, reporters).map_err(|e| InitError::Run(e.to_string()))?;

@@ -211,7 +211,7 @@ pub fn run_and_report(o: &VmOptions, known: Option<&KnownIssues>) -> Result<Repo
         let mut out = stdout.lock();
         let _ = writeln!(out, "# where the guest's run went (vm --cost):");
         for l in cost.table().lines() {
-            let _ = writeln!(out, "#   {l}");
+            let _ = writeln!(out, "#{}{l}", if l.is_empty() { "" } else { "   " });
         }
     }
     run.report.start_unix.get_or_insert(start_unix);
