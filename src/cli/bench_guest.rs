@@ -181,10 +181,10 @@ pub fn guest(image: &Path, tree: &Path, rounds: usize, extra: &[String], json: b
     eprintln!("uffdtest bench: one more guest, vm --cost: where the suite's time goes");
     match crate::vm::run::run(&opts, &mut std::io::sink()) {
         Ok(run) => {
-            let since = |d: std::time::Duration| d.saturating_sub(run.boot_started).as_secs_f64();
-            let mut boot = run.timeline.since(run.boot_started);
-            boot.push(format!("verdict {:.1} s", since(run.elapsed)));
-            out.breakdown = SuiteCost::from_report(&run.report).map(|cost| Breakdown { boot, cost });
+            out.breakdown = SuiteCost::from_report(&run.report).map(|cost| Breakdown {
+                boot: run.from_boot(),
+                cost,
+            });
             if out.breakdown.is_none() {
                 eprintln!("uffdtest bench: the guest with --cost gave no cost line");
             }

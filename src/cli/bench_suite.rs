@@ -6,7 +6,7 @@ use crate::cli::Exit;
 use crate::cli::run::{Build, Filters, Selection, manifest, options};
 use crate::mem::MemType;
 use crate::runner::cost::{self, SuiteCost, cpu};
-use crate::runner::{Reporter, execute, plan};
+use crate::runner::{Reporter, execute};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,8 +77,7 @@ pub fn measure(
     let path = manifest(&sel.manifest, build.then_some(Build::Suite))?;
     let mut opts = options(&sel, path);
     opts.handle_signals = true;
-    let planned = plan(&opts)?;
-    let (_, cost) = cost::measure(&opts, &planned, probe_costs, &mut [])?;
+    let (_, cost) = cost::measure(&opts, probe_costs, &mut [])?;
     let side_by_side = match against {
         Some(a) => Some(a.run(opts.hugepages, || {
             let t = Instant::now();

@@ -138,12 +138,11 @@ pub fn start_cost(plan: &Plan) -> std::io::Result<(f64, f64)> {
 /// `reporters`) with the runner's and the cases' CPU read around it.
 pub fn measure(
     opts: &RunOptions,
-    plan: &Plan,
     probes: fn() -> Vec<(String, f64)>,
     reporters: &mut [&mut dyn Reporter],
 ) -> Result<(Report, SuiteCost), Box<dyn std::error::Error>> {
     use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
-    let (start_wall_ms, start_cpu_ms) = start_cost(plan)?;
+    let (start_wall_ms, start_cpu_ms) = start_cost(&super::plan(opts)?)?;
     let probes_ms = probes();
     let (self0, children0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
     let t = Instant::now();

@@ -247,9 +247,8 @@ fn run(load: &mut dyn UnderLoad, hooks: &SuiteHooks) -> Result<(), InitError> {
     if cfg.under_load {
         hunt(&opts, load, reporters)?;
     } else if cfg.cost {
-        let plan = runner::plan(&opts).map_err(|e| InitError::Run(e.to_string()))?;
-        let (_, cost) = runner::cost::measure(&opts, &plan, hooks.probe_costs, reporters)
-            .map_err(|e| InitError::Run(e.to_string()))?;
+        let (_, cost) =
+            runner::cost::measure(&opts, hooks.probe_costs, reporters).map_err(|e| InitError::Run(e.to_string()))?;
         writeln!(port, "# {}", cost.line()).ok();
     } else {
         runner::execute(&opts, reporters).map_err(|e| InitError::Run(e.to_string()))?;

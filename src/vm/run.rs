@@ -269,6 +269,18 @@ pub fn judge_known(
 }
 
 impl VmRun {
+    /// Where the boot's time went, from QEMU's start: `kernel console 0.1 s`,
+    /// `init up 3.4 s`, ..., `verdict 67.0 s`.
+    pub fn from_boot(&self) -> Vec<String> {
+        let verdict = self.elapsed.saturating_sub(self.boot_started).as_secs_f64();
+        self.timeline
+            .since(self.boot_started)
+            .into_iter()
+            .chain(self.timeline.first_ktap.is_none().then(|| "no KTAP line".into()))
+            .chain([format!("verdict {verdict:.1} s")])
+            .collect()
+    }
+
     /// The KTAP diagnostics after the guest's own KTAP: each splat, the
     /// console's last lines if the guest did not power off, timings, totals.
     fn summarise(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -293,19 +305,12 @@ impl VmRun {
             }
         }
         let t = self.report.totals();
-        let since_boot = |d: Duration| format!("{:.1} s", d.saturating_sub(self.boot_started).as_secs_f64());
         writeln!(
             out,
             "# uffdtest vm: accel {}; build and pack {:.1} s; from boot: {}",
             self.accel,
             self.boot_started.as_secs_f64(),
-            self.timeline
-                .since(self.boot_started)
-                .into_iter()
-                .chain(self.timeline.first_ktap.is_none().then(|| "no KTAP line".into()))
-                .chain([format!("verdict {}", since_boot(self.elapsed))])
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.from_boot().join(", ")
         )?;
         writeln!(out, "# {}", t.ktap_line())?;
         writeln!(out, "{}", t.summary_line())?;
