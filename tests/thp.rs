@@ -178,11 +178,14 @@ fn registered_pmd(kind: Kind, holes: &[usize], mode: RegisterMode, features: Fea
     testing::register_support(kind_mem(kind), mode)?;
     let pmd = Pmd::new(kind)?;
     pmd.fill_except(holes);
+    let uffd = testing::open_uffd(features | caps::features_for(kind_mem(kind), mode))?;
+    uffd.register(pmd.res.addr, pmd.res.len, mode).unwrap();
+    // Eligible for khugepaged only once registered: khugepaged never fills
+    // the holes of a range uffd watches, while before registration it could
+    // collapse the range over them (CI saw a hole of an anon-thp case mapped).
     if kind == Kind::Anon {
         testing::mm::madvise(pmd.res.addr, pmd.res.len, libc::MADV_HUGEPAGE).expect("MADV_HUGEPAGE");
     }
-    let uffd = testing::open_uffd(features | caps::features_for(kind_mem(kind), mode))?;
-    uffd.register(pmd.res.addr, pmd.res.len, mode).unwrap();
     Ok((pmd, uffd))
 }
 
@@ -193,6 +196,7 @@ fn registered_pmd(kind: Kind, holes: &[usize], mode: RegisterMode, features: Fea
 fn thp_kinds(#[case] kind: Kind) {}
 
 #[apply(thp_kinds)]
+#[file_serial(thp)]
 fn collapse_over_a_missing_hole_fails_ebusy_and_keeps_the_hole(#[case] kind: Kind) {
     let (pmd, uffd) = try_skip!(registered_pmd(kind, &[7], RegisterMode::MISSING, Features::empty()));
     assert_eq!(pmd.collapse(), Err(Errno::EBUSY));
@@ -203,6 +207,7 @@ fn collapse_over_a_missing_hole_fails_ebusy_and_keeps_the_hole(#[case] kind: Kin
 }
 
 #[apply(thp_kinds)]
+#[file_serial(thp)]
 fn collapse_of_a_full_missing_range_succeeds(#[case] kind: Kind) {
     // The control for the case above: with no hole, registration alone
     // does not stop the collapse.
@@ -214,6 +219,7 @@ fn collapse_of_a_full_missing_range_succeeds(#[case] kind: Kind) {
 }
 
 #[apply(thp_kinds)]
+#[file_serial(thp)]
 fn collapse_over_a_protected_page_fails_einval_and_keeps_protection(#[case] kind: Kind) {
     let (pmd, uffd) = try_skip!(registered_pmd(kind, &[], RegisterMode::WP, Features::empty()));
     let ps = mem::base_page_size();
@@ -227,6 +233,7 @@ fn collapse_over_a_protected_page_fails_einval_and_keeps_protection(#[case] kind
 }
 
 #[apply(thp_kinds)]
+#[file_serial(thp)]
 fn collapse_over_wp_markers_fails_einval_and_keeps_the_markers(#[case] kind: Kind) {
     let features = wp_marker_features(kind_mem(kind));
     let (pmd, uffd) = try_skip!(registered_pmd(kind, &[5], RegisterMode::WP, features));
@@ -519,6 +526,7 @@ fn protected_thp() -> Result<(Pmd, Uffd), String> {
 #[rstest]
 #[case::mprotect(libc::PROT_READ)]
 #[case::munmap(-1)]
+#[file_serial(thp)]
 fn split_of_a_protected_pmd_keeps_wp_on_every_remaining_pte(#[case] how: i32) {
     let (pmd, uffd) = try_skip!(protected_thp());
     let half = pmd.res.len / 2;
