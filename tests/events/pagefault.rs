@@ -10,11 +10,12 @@ struct Fault {
     tid: u32,
 }
 
-/// Faults page 1 at byte `off` (a write if `write`) from a thread of its
-/// own, resolves it with a copy, and returns what the message said.
-fn one_fault(mem: MemType, features: Features, off: usize, write: bool) -> Option<Fault> {
-    let area = Area::new(mem, 2).ok()?;
-    let uffd = open(features).ok()?;
+/// Faults page 1 of `area` (two pages) at byte `off` (a write if `write`)
+/// from a thread of its own, resolves it with a copy, and returns what the
+/// message said. The caller makes the area, so a short huge-page pool is a
+/// SKIP with its reason there (`try_area!`), never a failure here.
+fn one_fault(area: Area, features: Features, off: usize, write: bool) -> Fault {
+    let uffd = open(features).unwrap_or_else(|e| panic!("open a uffd with {features:?}: {e}"));
     register(&uffd, &area, RegisterMode::MISSING);
     let ps = area.page_size();
     let at = area.page(1) + off;
@@ -36,13 +37,13 @@ fn one_fault(mem: MemType, features: Features, off: usize, write: bool) -> Optio
     assert_eq!(got, if write { 0xa5 } else { 0x3c }, "value seen after the copy");
     let want = |i: usize| if i == off && write { 0xa5 } else { 0x3c };
     assert_bytes(&area.read_page(1), want, "page 1 after the copy and the access");
-    Some(Fault {
+    Fault {
         flags,
         address,
         ptid,
         page: area.page(1),
         tid,
-    })
+    }
 }
 
 /// Skips before `one_fault` for everything it cannot run.
@@ -57,7 +58,7 @@ macro_rules! fault_case {
 #[apply(all_mem)]
 fn read_fault_reports_no_flags_and_the_page_address(#[case] mem: MemType) {
     fault_case!(mem, Features::empty());
-    let f = one_fault(mem, Features::empty(), 77, false).unwrap();
+    let f = one_fault(try_area!(Area::new(mem, 2)), Features::empty(), 77, false);
     assert_eq!(f.flags, PagefaultFlags::empty());
     assert_eq!(f.address, f.page as u64, "address masked to the {mem} page");
     assert_eq!(f.ptid, 0, "ptid without UFFD_FEATURE_THREAD_ID");
@@ -66,7 +67,7 @@ fn read_fault_reports_no_flags_and_the_page_address(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn write_fault_reports_write_flag(#[case] mem: MemType) {
     fault_case!(mem, Features::empty());
-    let f = one_fault(mem, Features::empty(), 77, true).unwrap();
+    let f = one_fault(try_area!(Area::new(mem, 2)), Features::empty(), 77, true);
     assert_eq!(f.flags, PagefaultFlags::WRITE);
     assert_eq!(f.address, f.page as u64);
     assert_eq!(f.ptid, 0, "ptid without UFFD_FEATURE_THREAD_ID");
@@ -103,7 +104,7 @@ fn thread_id_reports_the_faulting_thread(#[case] mem: MemType) {
 #[apply(all_mem)]
 fn exact_address_reports_the_unmasked_address(#[case] mem: MemType) {
     fault_case!(mem, Features::EXACT_ADDRESS);
-    let f = one_fault(mem, Features::EXACT_ADDRESS, 123, false).unwrap();
+    let f = one_fault(try_area!(Area::new(mem, 2)), Features::EXACT_ADDRESS, 123, false);
     assert_eq!(f.flags, PagefaultFlags::empty());
     assert_eq!(f.address, (f.page + 123) as u64, "EXACT_ADDRESS keeps the byte offset");
     assert_eq!(f.ptid, 0, "ptid without UFFD_FEATURE_THREAD_ID");
@@ -113,7 +114,7 @@ fn exact_address_reports_the_unmasked_address(#[case] mem: MemType) {
 fn exact_address_with_thread_id_reports_both(#[case] mem: MemType) {
     let f = Features::EXACT_ADDRESS | Features::THREAD_ID;
     fault_case!(mem, f);
-    let got = one_fault(mem, f, 4095, true).unwrap();
+    let got = one_fault(try_area!(Area::new(mem, 2)), f, 4095, true);
     assert_eq!(got.flags, PagefaultFlags::WRITE);
     assert_eq!(got.address, (got.page + 4095) as u64);
     assert_eq!(got.ptid, got.tid, "ptid is the faulting thread's tid");
